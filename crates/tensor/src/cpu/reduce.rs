@@ -1,0 +1,89 @@
+//! Reductions (sum, max) over any set of axes of a strided view.
+//!
+//! The kept axes are permuted in front of the reduced ones. When that view is contiguous, each
+//! output element reduces one contiguous run (SIMD); otherwise the run is walked through a
+//! precomputed table of relative offsets. Output elements are independent: rayon splits them.
+
+use rayon::prelude::*;
+
+use crate::FloatElem;
+use crate::cpu::simd::SimdVector;
+use crate::layout::Layout;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    Sum,
+    Max,
+}
+
+/// Sum of a contiguous run with four SIMD accumulators.
+pub fn sum_slice<T: FloatElem>(x: &[T]) -> T {
+    let lanes = T::Vector::LANES;
+    let zero = T::Vector::splat(T::zero());
+    let one = T::Vector::splat(T::one());
+    let mut acc = [zero; 4];
+    let mut blocks = x.chunks_exact(4 * lanes);
+    for block in &mut blocks {
+        for (v, a) in acc.iter_mut().enumerate() {
+            *a = T::Vector::load(&block[v * lanes..]).mul_add(one, *a);
+        }
+    }
+    let total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    blocks.remainder().iter().fold(total.reduce_sum(), |s, &v| s + v)
+}
+
+fn max_slice<T: FloatElem>(x: &[T]) -> T {
+    x.iter().fold(T::neg_infinity(), |m, &v| if v > m || v.is_nan() { v } else { m })
+}
+
+/// Reduces `axes` of the view `layout` over `x`; the result holds one value per combination of
+/// the kept axes, in row-major order of those axes.
+pub fn reduce<T: FloatElem>(x: &[T], layout: &Layout, axes: &[usize], kind: ReduceKind) -> Vec<T> {
+    let rank = layout.rank();
+    let kept: Vec<usize> = (0..rank).filter(|a| !axes.contains(a)).collect();
+    let order: Vec<usize> = kept.iter().chain(axes).copied().collect();
+    let permuted = layout.permute(&order).expect("a permutation");
+    let run_len: usize = axes.iter().map(|&a| layout.shape()[a]).product();
+    let out_len: usize = kept.iter().map(|&a| layout.shape()[a]).product();
+    let reduce_run = |run: &[T]| match kind {
+        ReduceKind::Sum => sum_slice(run),
+        ReduceKind::Max => max_slice(run),
+    };
+    if run_len == 0 {
+        let empty = match kind {
+            ReduceKind::Sum => T::zero(),
+            ReduceKind::Max => T::neg_infinity(),
+        };
+        return vec![empty; out_len];
+    }
+    if let Some(range) = permuted.contiguous_range() {
+        let data = &x[range];
+        let mut out = vec![T::zero(); out_len];
+        out.par_iter_mut().with_min_len(64).zip(data.par_chunks(run_len)).for_each(|(o, run)| *o = reduce_run(run));
+        return out;
+    }
+    let kept_layout = Layout::new(
+        kept.iter().map(|&a| layout.shape()[a]).collect(),
+        kept.iter().map(|&a| layout.strides()[a]).collect(),
+        layout.offset(),
+    );
+    let run_layout = Layout::new(
+        axes.iter().map(|&a| layout.shape()[a]).collect(),
+        axes.iter().map(|&a| layout.strides()[a]).collect(),
+        0,
+    );
+    let bases = kept_layout.offsets();
+    let relative = run_layout.offsets();
+    bases
+        .par_iter()
+        .with_min_len(16)
+        .map_init(
+            || Vec::with_capacity(run_len),
+            |run, &base| {
+                run.clear();
+                run.extend(relative.iter().map(|&r| x[base + r]));
+                reduce_run(run)
+            },
+        )
+        .collect()
+}

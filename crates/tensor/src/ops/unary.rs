@@ -1,0 +1,256 @@
+//! Elementwise functions of one tensor. [`UnaryOp`] is the table of derivative rules: each
+//! op's forward `y = f(x)` next to its derivative `dy/dx` written with `x` and `y`. The
+//! backward of every unary op is the one kernel `grad_x = grad_y * dy/dx`.
+
+use std::f64::consts::{FRAC_1_SQRT_2, PI};
+
+use crate::cpu::elementwise::{map, zip_map};
+use crate::error::Result;
+use crate::ops::{new_tensor, wrap};
+use crate::storage::{with_float_slice, with_float_slices2};
+use crate::{FloatElem, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Sqr,
+    Abs,
+    Relu,
+    Silu,
+    Gelu,
+    Sigmoid,
+    Tanh,
+    Sin,
+    Cos,
+    /// `y = x^p` for a constant `p`.
+    Powf(f64),
+    /// `y = mul * x + add`.
+    Affine { mul: f64, add: f64 },
+}
+
+fn c<T: FloatElem>(x: f64) -> T {
+    T::from_f64(x)
+}
+
+fn sigmoid<T: FloatElem>(x: T) -> T {
+    // the two branches avoid exp overflow for large |x|
+    if x >= T::zero() {
+        T::one() / (T::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// Φ(x), the standard normal CDF.
+fn normal_cdf<T: FloatElem>(x: T) -> T {
+    c::<T>(0.5) * (T::one() + (x * c(FRAC_1_SQRT_2)).erf())
+}
+
+impl UnaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Sqr => "sqr",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Silu => "silu",
+            UnaryOp::Gelu => "gelu",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
+            UnaryOp::Powf(_) => "powf",
+            UnaryOp::Affine { .. } => "affine",
+        }
+    }
+
+    /// `y = f(x)`.
+    #[inline]
+    pub fn forward<T: FloatElem>(self, x: T) -> T {
+        match self {
+            UnaryOp::Neg => -x,
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Sqr => x * x,
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Relu => x.max(T::zero()),
+            UnaryOp::Silu => x * sigmoid(x),
+            UnaryOp::Gelu => x * normal_cdf(x),
+            UnaryOp::Sigmoid => sigmoid(x),
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Sin => x.sin(),
+            UnaryOp::Cos => x.cos(),
+            UnaryOp::Powf(p) => x.powf(c(p)),
+            UnaryOp::Affine { mul, add } => x * c(mul) + c(add),
+        }
+    }
+
+    /// `dy/dx`, given `x` and `y = f(x)` (only the one [`Self::derivative_needs`] names is valid).
+    #[inline]
+    pub fn derivative<T: FloatElem>(self, x: T, y: T) -> T {
+        match self {
+            UnaryOp::Neg => -T::one(),
+            UnaryOp::Exp => y,
+            UnaryOp::Log => x.recip(),
+            UnaryOp::Sqrt => c::<T>(0.5) / y,
+            UnaryOp::Sqr => c::<T>(2.0) * x,
+            UnaryOp::Abs => x.signum(),
+            UnaryOp::Relu => {
+                if x > T::zero() {
+                    T::one()
+                } else {
+                    T::zero()
+                }
+            }
+            // d/dx x σ(x) = σ(x) (1 + x (1 − σ(x)))
+            UnaryOp::Silu => {
+                let s = sigmoid(x);
+                s * (T::one() + x * (T::one() - s))
+            }
+            // d/dx x Φ(x) = Φ(x) + x φ(x)
+            UnaryOp::Gelu => {
+                let pdf = (-x * x * c(0.5)).exp() * c(1.0 / (2.0 * PI).sqrt());
+                normal_cdf(x) + x * pdf
+            }
+            UnaryOp::Sigmoid => y * (T::one() - y),
+            UnaryOp::Tanh => T::one() - y * y,
+            UnaryOp::Sin => x.cos(),
+            UnaryOp::Cos => -x.sin(),
+            UnaryOp::Powf(p) => c::<T>(p) * x.powf(c(p - 1.0)),
+            UnaryOp::Affine { mul, .. } => c(mul),
+        }
+    }
+
+    /// Which value the derivative is written in, so the forward saves only that one.
+    pub fn derivative_needs(self) -> Saved {
+        match self {
+            UnaryOp::Exp | UnaryOp::Sqrt | UnaryOp::Sigmoid | UnaryOp::Tanh => Saved::Output,
+            UnaryOp::Neg | UnaryOp::Affine { .. } => Saved::Nothing,
+            _ => Saved::Input,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Saved {
+    Input,
+    Output,
+    Nothing,
+}
+
+impl Tensor {
+    /// Applies `op` elementwise; the backward is `grad * op.derivative(x, y)`.
+    pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        let storage = self.storage();
+        let out = with_float_slice!(op.name(), storage.cpu(), x => wrap(map(x, self.layout(), |v| op.forward(v))));
+        drop(storage);
+        let out = new_tensor(out, self.shape());
+        let saved = match op.derivative_needs() {
+            Saved::Input => Some(self.detach()),
+            Saved::Output => Some(out.clone()),
+            Saved::Nothing => None,
+        };
+        Ok(out.with_backward(op.name(), &[self], move |grad| {
+            let grad_x = match &saved {
+                Some(saved) => unary_backward(op, saved, grad)?,
+                None => grad.affine(op.derivative(0.0, 0.0), 0.0)?,
+            };
+            Ok(vec![Some(grad_x)])
+        }))
+    }
+
+    /// −x
+    pub fn neg(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Neg)
+    }
+    /// eˣ; d/dx = eˣ
+    pub fn exp(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Exp)
+    }
+    /// ln x; d/dx = 1/x
+    pub fn log(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Log)
+    }
+    /// √x; d/dx = 1/(2√x)
+    pub fn sqrt(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sqrt)
+    }
+    /// x²; d/dx = 2x
+    pub fn sqr(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sqr)
+    }
+    /// |x|; d/dx = sign(x) (0 at 0)
+    pub fn abs(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Abs)
+    }
+    /// max(x, 0); d/dx = 1 where x > 0, else 0
+    pub fn relu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Relu)
+    }
+    /// x·σ(x) (SiLU, "swish"); d/dx = σ(x)(1 + x(1 − σ(x)))
+    pub fn silu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Silu)
+    }
+    /// x·Φ(x), the exact (erf) GELU as in PyTorch; d/dx = Φ(x) + x·φ(x)
+    pub fn gelu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Gelu)
+    }
+    /// σ(x) = 1/(1 + e⁻ˣ); d/dx = σ(1 − σ)
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sigmoid)
+    }
+    /// tanh x; d/dx = 1 − tanh²x
+    pub fn tanh(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Tanh)
+    }
+    /// sin x; d/dx = cos x
+    pub fn sin(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Sin)
+    }
+    /// cos x; d/dx = −sin x
+    pub fn cos(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Cos)
+    }
+    /// xᵖ for a constant p; d/dx = p·xᵖ⁻¹
+    pub fn powf(&self, p: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::Powf(p))
+    }
+    /// mul·x + add; d/dx = mul
+    pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
+        self.unary(UnaryOp::Affine { mul, add })
+    }
+    /// x + s
+    pub fn add_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(1.0, s)
+    }
+    /// x − s
+    pub fn sub_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(1.0, -s)
+    }
+    /// x·s
+    pub fn mul_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(s, 0.0)
+    }
+    /// x / s
+    pub fn div_scalar(&self, s: f64) -> Result<Tensor> {
+        self.affine(1.0 / s, 0.0)
+    }
+}
+
+/// `grad * op.derivative(saved)`, where `saved` is x or y as the op needs (the derivative
+/// reads only that one, so it is passed in both places).
+fn unary_backward(op: UnaryOp, saved: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    let (g, s) = (grad.storage(), saved.storage());
+    let out = with_float_slices2!(op.name(), g.cpu(), s.cpu(), (g, s) => {
+        wrap(zip_map(g, grad.layout(), s, saved.layout(), |g, v| g * op.derivative(v, v)))
+    });
+    Ok(new_tensor(out, saved.shape()))
+}

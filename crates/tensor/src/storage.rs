@@ -1,0 +1,163 @@
+//! The memory behind tensors: one enum per device, one variant per dtype. Views share a
+//! storage through an `Arc`; kernels read it and write fresh storages.
+
+use half::{bf16, f16};
+
+use crate::{DType, Device};
+
+/// Elements in host memory.
+#[derive(Clone, Debug)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+}
+
+/// A tensor's memory on some device. The CUDA backend adds its variant here.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    Cpu(CpuStorage),
+}
+
+impl Storage {
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => s.dtype(),
+        }
+    }
+    pub fn cpu(&self) -> &CpuStorage {
+        match self {
+            Storage::Cpu(s) => s,
+        }
+    }
+    pub fn cpu_mut(&mut self) -> &mut CpuStorage {
+        match self {
+            Storage::Cpu(s) => s,
+        }
+    }
+}
+
+impl CpuStorage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+            CpuStorage::F16(v) => v.len(),
+            CpuStorage::BF16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements at `offsets`, converted to f64 (for reading values out and for tests).
+    pub fn gather_f64(&self, offsets: impl Iterator<Item = usize>) -> Vec<f64> {
+        match self {
+            CpuStorage::F32(v) => offsets.map(|o| v[o] as f64).collect(),
+            CpuStorage::F64(v) => offsets.map(|o| v[o]).collect(),
+            CpuStorage::F16(v) => offsets.map(|o| v[o].to_f64()).collect(),
+            CpuStorage::BF16(v) => offsets.map(|o| v[o].to_f64()).collect(),
+        }
+    }
+
+    /// A storage of `dtype` holding `values` (rounded to the dtype).
+    pub fn from_f64(values: impl ExactSizeIterator<Item = f64>, dtype: DType) -> CpuStorage {
+        match dtype {
+            DType::F32 => CpuStorage::F32(values.map(|x| x as f32).collect()),
+            DType::F64 => CpuStorage::F64(values.collect()),
+            DType::F16 => CpuStorage::F16(values.map(f16::from_f64).collect()),
+            DType::BF16 => CpuStorage::BF16(values.map(bf16::from_f64).collect()),
+        }
+    }
+
+    /// Zeros of `dtype`.
+    pub fn zeros(len: usize, dtype: DType) -> CpuStorage {
+        match dtype {
+            DType::F32 => CpuStorage::F32(vec![0.0; len]),
+            DType::F64 => CpuStorage::F64(vec![0.0; len]),
+            DType::F16 => CpuStorage::F16(vec![f16::ZERO; len]),
+            DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; len]),
+        }
+    }
+
+    /// The raw little-endian bytes (x86 and ARM are little-endian, as safetensors is).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            CpuStorage::F32(v) => bytemuck::cast_slice(v),
+            CpuStorage::F64(v) => bytemuck::cast_slice(v),
+            CpuStorage::F16(v) => bytemuck::cast_slice(v),
+            CpuStorage::BF16(v) => bytemuck::cast_slice(v),
+        }
+    }
+}
+
+/// Runs `$body` with `$v` bound to the storage's elements as `&[f32]` or `&[f64]` (the body is
+/// compiled once per type); storage-only dtypes return [`TensorError::UnsupportedDType`].
+macro_rules! with_float_slice {
+    ($op:expr, $storage:expr, $v:ident => $body:expr) => {
+        match $storage {
+            $crate::storage::CpuStorage::F32($v) => $body,
+            $crate::storage::CpuStorage::F64($v) => $body,
+            other => {
+                return Err($crate::TensorError::UnsupportedDType { op: $op, dtype: other.dtype() })
+            }
+        }
+    };
+}
+
+/// Like [`with_float_slice`] for two storages that must share a dtype.
+macro_rules! with_float_slices2 {
+    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
+        match ($a, $b) {
+            ($crate::storage::CpuStorage::F32($x), $crate::storage::CpuStorage::F32($y)) => $body,
+            ($crate::storage::CpuStorage::F64($x), $crate::storage::CpuStorage::F64($y)) => $body,
+            (a, b) if a.dtype() != b.dtype() => {
+                return Err($crate::TensorError::DTypeMismatch { op: $op, lhs: a.dtype(), rhs: b.dtype() })
+            }
+            (a, _) => return Err($crate::TensorError::UnsupportedDType { op: $op, dtype: a.dtype() }),
+        }
+    };
+}
+
+/// Like [`with_float_slice`] for three storages that must share a dtype.
+macro_rules! with_float_slices3 {
+    ($op:expr, $a:expr, $b:expr, $c:expr, ($x:ident, $y:ident, $z:ident) => $body:expr) => {
+        match ($a, $b, $c) {
+            (
+                $crate::storage::CpuStorage::F32($x),
+                $crate::storage::CpuStorage::F32($y),
+                $crate::storage::CpuStorage::F32($z),
+            ) => $body,
+            (
+                $crate::storage::CpuStorage::F64($x),
+                $crate::storage::CpuStorage::F64($y),
+                $crate::storage::CpuStorage::F64($z),
+            ) => $body,
+            (a, b, c) => {
+                let other = if a.dtype() != b.dtype() { b } else { c };
+                if a.dtype() != other.dtype() {
+                    return Err($crate::TensorError::DTypeMismatch { op: $op, lhs: a.dtype(), rhs: other.dtype() });
+                }
+                return Err($crate::TensorError::UnsupportedDType { op: $op, dtype: a.dtype() });
+            }
+        }
+    };
+}
+
+pub(crate) use {with_float_slice, with_float_slices2, with_float_slices3};

@@ -1,0 +1,187 @@
+//! Developer tasks for the ember workspace, run as `cargo xtask <command>`
+//! (the alias lives in `.cargo/config.toml`).
+//!
+//! std only, so that it builds in a moment. To add a command: write a
+//! `fn name(args: &[String]) -> Result` below, add it to `COMMANDS` and to the
+//! `match` in `main`.
+
+use std::env;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// An error is a message for the user; `main` prints it and exits non-zero.
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// `(name, one-line description)` of every command, for the usage text.
+const COMMANDS: &[(&str, &str)] = &[
+    (
+        "fixtures",
+        "regenerate tests/fixtures/*.safetensors with PyTorch (sets up .venv if needed)",
+    ),
+    (
+        "ci",
+        "run the checks CI runs: cargo test --workspace --release",
+    ),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        print_usage();
+        return ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "fixtures" => fixtures(rest),
+        "ci" => ci(rest),
+        "help" | "-h" | "--help" => {
+            print!("{}", usage());
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{}", usage())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() -> String {
+    let mut text = String::from("usage: cargo xtask <command> [args...]\n\ncommands:\n");
+    for (name, description) in COMMANDS.iter().chain([&("help", "print this message")]) {
+        text += &format!("  {name:<10} {description}\n");
+    }
+    text
+}
+
+fn print_usage() {
+    eprint!("{}", usage());
+}
+
+// ---------------------------------------------------------------------------
+// commands
+// ---------------------------------------------------------------------------
+
+/// `cargo xtask fixtures [args...]`: make sure `.venv` has torch + safetensors,
+/// then run `scripts/make_fixtures.py --out tests/fixtures [args...]`.
+fn fixtures(args: &[String]) -> Result {
+    let root = repo_root();
+    let venv = root.join(".venv");
+    let python = venv_python(&venv);
+
+    if !python.exists() {
+        println!("xtask: creating virtualenv at {}", venv.display());
+        let host = host_python()?;
+        run(Command::new(host).args([OsStr::new("-m"), OsStr::new("venv"), venv.as_os_str()]))
+            .map_err(|e| format!("could not create the virtualenv: {e}"))?;
+    }
+
+    let check = ["-c", "import torch, safetensors, numpy"];
+    if quiet_ok(Command::new(&python).args(check)) {
+        println!(
+            "xtask: {} already has torch, safetensors and numpy",
+            venv.display()
+        );
+    } else {
+        println!(
+            "xtask: installing torch safetensors numpy into {} (this can take a while)",
+            venv.display()
+        );
+        run(Command::new(&python).args(["-m", "pip", "install", "torch", "safetensors", "numpy"]))
+            .map_err(|e| format!("pip install failed: {e}"))?;
+        if !quiet_ok(Command::new(&python).args(check)) {
+            return Err("`import torch, safetensors, numpy` still fails after pip install".into());
+        }
+    }
+
+    println!("xtask: generating fixtures into tests/fixtures");
+    run(Command::new(&python)
+        .current_dir(&root)
+        .args(["scripts/make_fixtures.py", "--out", "tests/fixtures"])
+        .args(args))
+    .map_err(|e| format!("scripts/make_fixtures.py failed: {e}"))?;
+    println!(
+        "xtask: fixtures written to {}",
+        root.join("tests/fixtures").display()
+    );
+    Ok(())
+}
+
+/// `cargo xtask ci`: exactly `cargo test --workspace --release`.
+fn ci(args: &[String]) -> Result {
+    if !args.is_empty() {
+        return Err(format!("`ci` takes no arguments (got {args:?})"));
+    }
+    run(Command::new(cargo())
+        .current_dir(repo_root())
+        .args(["test", "--workspace", "--release"]))
+}
+
+// ---------------------------------------------------------------------------
+// helpers
+// ---------------------------------------------------------------------------
+
+/// The workspace root: the parent of this crate's directory.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The cargo that invoked us (cargo sets `$CARGO` for `cargo run`), else `cargo`.
+fn cargo() -> String {
+    env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn venv_python(venv: &Path) -> PathBuf {
+    if cfg!(windows) {
+        venv.join("Scripts").join("python.exe")
+    } else {
+        venv.join("bin").join("python")
+    }
+}
+
+/// A Python 3 on PATH to create the virtualenv with.
+fn host_python() -> Result<&'static str> {
+    ["python3", "python"]
+        .into_iter()
+        .find(|p| {
+            quiet_ok(
+                Command::new(p).args(["-c", "import sys, venv; assert sys.version_info >= (3, 8)"]),
+            )
+        })
+        .ok_or_else(|| {
+            "no Python >= 3.8 with the `venv` module found on PATH (tried python3, python)".into()
+        })
+}
+
+/// Runs `cmd` with inherited stdio; an error if it cannot start or exits non-zero.
+fn run(cmd: &mut Command) -> Result {
+    let shown = describe(cmd);
+    println!("xtask: $ {shown}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not run `{shown}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` exited with {status}"))
+    }
+}
+
+/// Whether `cmd` runs and exits zero, with its output discarded.
+fn quiet_ok(cmd: &mut Command) -> bool {
+    cmd.output().is_ok_and(|o| o.status.success())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
