@@ -42,6 +42,7 @@ pub trait FloatElem:
     + std::iter::Sum
     + std::ops::AddAssign
     + std::ops::MulAssign
+    + std::ops::SubAssign
     + bytemuck::Pod
     + 'static
 {

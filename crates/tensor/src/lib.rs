@@ -26,3 +26,5 @@ pub use layout::Layout;
 pub use tensor::{Element, Tensor, TensorId};
 pub mod rng;
 pub mod testing;
+pub mod optim;
+pub mod io;

@@ -249,6 +249,17 @@ impl Tensor {
         self.0.storage.read().unwrap()
     }
 
+    /// Write access to the storage, for in-place updates (optimizers).
+    pub(crate) fn storage_mut(&self) -> std::sync::RwLockWriteGuard<'_, Storage> {
+        self.0.storage.write().unwrap()
+    }
+
+    /// A copy with its own fresh contiguous storage (no autograd record).
+    pub fn deep_copy(&self) -> Result<Tensor> {
+        let storage = crate::cpu::copy::gather_storage(self.storage().cpu(), self.layout());
+        Ok(Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(self.shape())))
+    }
+
     // ---- reading values out -------------------------------------------------------------
 
     /// The elements in row-major order, converted to f64.

@@ -11,3 +11,6 @@ pub mod simd;
 
 /// Elements per rayon task in elementwise kernels: big enough to amortize the task.
 pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 14;
+pub mod conv;
+pub mod softmax;
+pub mod attention;

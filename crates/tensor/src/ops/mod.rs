@@ -3,13 +3,18 @@
 //! [`Tensor::with_backward`](crate::Tensor).
 
 
+pub mod attention;
 pub mod binary;
+pub mod conv;
 
 pub mod matmul;
 pub mod movement;
+pub mod nn;
+pub mod norm;
 
 
 pub mod reduce;
+pub mod softmax;
 
 pub mod unary;
 

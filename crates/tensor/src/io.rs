@@ -1,0 +1,149 @@
+//! Reading and writing tensors as safetensors files (the format diffusers and PyTorch use).
+//! Writes are atomic: a temporary file in the same folder, flushed, then renamed over the
+//! target, so a crash never leaves a half-written file behind.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, View};
+
+use crate::error::{Result, TensorError};
+use crate::storage::CpuStorage;
+use crate::{DType, Layout, Tensor};
+
+/// A tensor's bytes ready for serialization.
+struct TensorBytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &TensorBytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn to_safetensors_dtype(dtype: DType) -> Dtype {
+    match dtype {
+        DType::F32 => Dtype::F32,
+        DType::F64 => Dtype::F64,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+    }
+}
+
+fn file_error(path: &Path, msg: impl Into<String>) -> TensorError {
+    TensorError::File { path: path.display().to_string(), msg: msg.into() }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file + fsync + rename).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io_error = |source| TensorError::Io { path: path.display().to_string(), source };
+    let file_name = path.file_name().ok_or_else(|| file_error(path, "not a file path"))?;
+    let temporary = path.with_file_name(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result.map_err(io_error)
+}
+
+/// Saves named tensors (any dtype, any layout) and string metadata to a safetensors file.
+pub fn save_safetensors(path: impl AsRef<Path>, tensors: &[(&str, &Tensor)], metadata: &BTreeMap<String, String>) -> Result<()> {
+    let path = path.as_ref();
+    let prepared: Vec<(String, TensorBytes)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let contiguous = t.deep_copy()?;
+            let bytes = contiguous.storage().cpu().as_bytes().to_vec();
+            Ok((name.to_string(), TensorBytes { dtype: to_safetensors_dtype(t.dtype()), shape: t.shape().to_vec(), bytes }))
+        })
+        .collect::<Result<_>>()?;
+    let metadata: HashMap<String, String> = metadata.clone().into_iter().collect();
+    let bytes = safetensors::tensor::serialize(prepared.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+        .map_err(|e| file_error(path, e.to_string()))?;
+    write_atomically(path, &bytes)
+}
+
+/// A loaded safetensors file: tensors by name (CPU, their stored dtype) and the metadata.
+#[derive(Debug)]
+pub struct SafetensorsFile {
+    pub tensors: BTreeMap<String, Tensor>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl SafetensorsFile {
+    /// The tensor `name`, or an error naming the file and the missing tensor.
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.tensors.get(name).ok_or_else(|| TensorError::InvalidArgument {
+            op: "safetensors",
+            msg: format!("no tensor named {name:?} (have: {:?})", self.tensors.keys().collect::<Vec<_>>()),
+        })
+    }
+}
+
+/// Loads every tensor of a safetensors file. Errors name the file and what is wrong.
+pub fn load_safetensors(path: impl AsRef<Path>) -> Result<SafetensorsFile> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| TensorError::Io { path: path.display().to_string(), source })?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| file_error(path, format!("not a valid safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| file_error(path, e.to_string()))?;
+    let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let mut tensors = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        let data = view.data();
+        let storage = match view.dtype() {
+            Dtype::F32 => CpuStorage::F32(bytemuck::pod_collect_to_vec(data)),
+            Dtype::F64 => CpuStorage::F64(bytemuck::pod_collect_to_vec(data)),
+            Dtype::F16 => CpuStorage::F16(bytemuck::pod_collect_to_vec(data)),
+            Dtype::BF16 => CpuStorage::BF16(bytemuck::pod_collect_to_vec(data)),
+            other => return Err(file_error(path, format!("tensor {name:?} has dtype {other:?}, which ember does not read"))),
+        };
+        let tensor = Tensor::from_storage(crate::storage::Storage::Cpu(storage), Layout::contiguous(view.shape()));
+        tensors.insert(name, tensor);
+    }
+    Ok(SafetensorsFile { tensors, metadata })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_round_trip_keeps_names_dtypes_values_and_metadata() {
+        let dir = std::env::temp_dir().join(format!("ember-io-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.safetensors");
+        let a = Tensor::from_f64(&[1.5, -2.0, 3.25, 4.0, 5.0, 6.0], &[2, 3], DType::F32).unwrap();
+        let b = a.to_dtype(DType::BF16).unwrap().permute(&[1, 0]).unwrap(); // strided, bf16
+        let metadata = BTreeMap::from([("step".to_string(), "7".to_string())]);
+        save_safetensors(&path, &[("a", &a), ("b", &b)], &metadata).unwrap();
+        let loaded = load_safetensors(&path).unwrap();
+        assert_eq!(loaded.metadata, metadata);
+        assert_eq!(loaded.get("a").unwrap().to_vec::<f32>().unwrap(), a.to_vec::<f32>().unwrap());
+        let lb = loaded.get("b").unwrap();
+        assert_eq!((lb.shape(), lb.dtype()), (&[3usize, 2][..], DType::BF16));
+        assert_eq!(lb.to_vec_f64(), b.to_vec_f64());
+        assert!(loaded.get("c").is_err());
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(matches!(load_safetensors(&path), Err(TensorError::File { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

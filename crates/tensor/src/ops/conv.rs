@@ -1,0 +1,213 @@
+//! conv2d and conv_transpose2d (NCHW). Both run on the three kernels of
+//! [`crate::cpu::conv`]: a transposed convolution is the data-gradient of a convolution, so
+//! each op's forward is one of the kernels and its backward the other two.
+
+use crate::cpu::conv::{ConvGeometry, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
+use crate::error::{Result, TensorError, invalid};
+use crate::ops::{check_rank, check_same, new_tensor, wrap};
+use crate::storage::with_float_slices2;
+use crate::Tensor;
+
+/// Stride, zero padding and dilation of a convolution, per spatial axis (height, width).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams { stride: [1, 1], padding: [0, 0], dilation: [1, 1] }
+    }
+}
+
+impl Conv2dParams {
+    /// Same stride and padding on both axes, no dilation.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Conv2dParams { stride: [stride; 2], padding: [padding; 2], dilation: [1, 1] }
+    }
+    pub fn with_dilation(self, dilation: usize) -> Self {
+        Conv2dParams { dilation: [dilation; 2], ..self }
+    }
+}
+
+/// [`Conv2dParams`] plus the extra output rows/columns a transposed convolution may add
+/// (`output_padding`, smaller than the stride or the dilation) to pick among the input sizes
+/// that a strided convolution maps to the same output size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2dParams {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub output_padding: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Default for ConvTranspose2dParams {
+    fn default() -> Self {
+        ConvTranspose2dParams { stride: [1, 1], padding: [0, 0], output_padding: [0, 0], dilation: [1, 1] }
+    }
+}
+
+impl ConvTranspose2dParams {
+    pub fn new(stride: usize, padding: usize, output_padding: usize) -> Self {
+        ConvTranspose2dParams { stride: [stride; 2], padding: [padding; 2], output_padding: [output_padding; 2], dilation: [1, 1] }
+    }
+}
+
+/// Runs a conv kernel on two contiguous float tensors.
+macro_rules! run_conv_kernel {
+    ($op:expr, $kernel:ident, $a:expr, $b:expr, $g:expr, $shape:expr) => {{
+        let (a, b) = ($a.contiguous()?, $b.contiguous()?);
+        let (ra, rb) = (a.layout().contiguous_range().unwrap(), b.layout().contiguous_range().unwrap());
+        let (sa, sb) = (a.storage(), b.storage());
+        let out = with_float_slices2!($op, sa.cpu(), sb.cpu(), (x, y) => wrap($kernel(&x[ra.clone()], &y[rb.clone()], $g)));
+        Ok::<Tensor, TensorError>(new_tensor(out, $shape))
+    }};
+}
+
+fn input_shape(g: &ConvGeometry) -> [usize; 4] {
+    [g.n, g.c_in, g.h, g.w]
+}
+fn output_shape(g: &ConvGeometry) -> [usize; 4] {
+    [g.n, g.c_out, g.ho, g.wo]
+}
+
+/// y = conv(x, w) without bias or autograd.
+fn conv_forward(x: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    run_conv_kernel!("conv2d", conv2d_forward, x, w, g, &output_shape(g))
+}
+/// dx of a conv, given dy.
+fn conv_input_grad(dy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    run_conv_kernel!("conv2d_backward_input", conv2d_backward_input, dy, w, g, &input_shape(g))
+}
+/// dW of a conv, given x and dy.
+fn conv_weight_grad(x: &Tensor, dy: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    run_conv_kernel!("conv2d_backward_weight", conv2d_backward_weight, x, dy, g, &[g.c_out, g.c_in, g.kh, g.kw])
+}
+
+fn check_positive(op: &'static str, what: &str, values: [usize; 2]) -> Result<()> {
+    if values.contains(&0) {
+        return invalid(op, format!("{what} must be positive, got {values:?}"));
+    }
+    Ok(())
+}
+
+/// Adds a per-channel bias `[C]` to `[N, C, H, W]` (broadcast add, so its gradient is the sum
+/// of `dy` over N, H, W).
+fn add_channel_bias(y: Tensor, bias: Option<&Tensor>, op: &'static str) -> Result<Tensor> {
+    let Some(bias) = bias else { return Ok(y) };
+    if bias.shape() != [y.shape()[1]] {
+        return Err(TensorError::ShapeMismatch { op, lhs: vec![y.shape()[1]], rhs: bias.shape().to_vec() });
+    }
+    y.add(&bias.reshape(&[1, y.shape()[1], 1, 1])?)
+}
+
+impl Tensor {
+    /// 2-D cross-correlation (PyTorch's `conv2d`, groups = 1):
+    /// `y[n,o,i,j] = b[o] + Σ_{c,ki,kj} w[o,c,ki,kj] · x[n, c, i·s − p + ki·d, j·s − p + kj·d]`.
+    ///
+    /// Shapes: `x [N, Cin, H, W]`, `weight [Cout, Cin, kh, kw]`, `bias [Cout]` →
+    /// `[N, Cout, (H + 2p − d(kh−1) − 1)/s + 1, ...]`. Gradients: `dx = conv2d_backward_input(dy, w)`,
+    /// `dw = Σₙ dy · im2col(x)ᵀ`, `db = Σ dy` over N, H, W.
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
+        let op = "conv2d";
+        check_rank(op, self, 4, "input")?;
+        check_rank(op, weight, 4, "weight")?;
+        check_same(op, &[self, weight])?;
+        check_positive(op, "stride", params.stride)?;
+        check_positive(op, "dilation", params.dilation)?;
+        let [n, c_in, h, w] = self.shape().try_into().unwrap();
+        let [c_out, wc_in, kh, kw] = weight.shape().try_into().unwrap();
+        if c_in != wc_in {
+            return Err(TensorError::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: weight.shape().to_vec() });
+        }
+        let out_size = |size: usize, k: usize, axis: usize| -> Result<usize> {
+            let span = params.dilation[axis] * (k - 1) + 1;
+            let padded = size + 2 * params.padding[axis];
+            if padded < span {
+                return invalid(op, format!("kernel span {span} exceeds the padded input {padded}"));
+            }
+            Ok((padded - span) / params.stride[axis] + 1)
+        };
+        let g = ConvGeometry {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh,
+            kw,
+            stride: params.stride,
+            padding: params.padding,
+            dilation: params.dilation,
+            ho: out_size(h, kh, 0)?,
+            wo: out_size(w, kw, 1)?,
+        };
+        let y = conv_forward(self, weight, &g)?;
+        let (x, w) = (self.detach(), weight.detach());
+        let (x_needs, w_needs) = (self.requires_grad(), weight.requires_grad());
+        let y = y.with_backward(op, &[self, weight], move |dy| {
+            let dx = if x_needs { Some(conv_input_grad(dy, &w, &g)?) } else { None };
+            let dw = if w_needs { Some(conv_weight_grad(&x, dy, &g)?) } else { None };
+            Ok(vec![dx, dw])
+        });
+        add_channel_bias(y, bias, op)
+    }
+
+    /// 2-D transposed convolution (PyTorch's `conv_transpose2d`, groups = 1): the adjoint of
+    /// `conv2d` with the same weight, i.e. each input pixel scatters `x[n,c,i,j] · w[c,o,:,:]`
+    /// into the output at `(i·s − p, j·s − p)` with dilation `d`.
+    ///
+    /// Shapes: `x [N, Cin, H, W]`, `weight [Cin, Cout, kh, kw]`, `bias [Cout]` →
+    /// `[N, Cout, (H−1)s − 2p + d(kh−1) + output_padding + 1, ...]`. Gradients: `dx = conv2d(dy, w)`,
+    /// `dw = conv2d_backward_weight(input = dy, output grad = x)`, `db = Σ dy`.
+    pub fn conv_transpose2d(&self, weight: &Tensor, bias: Option<&Tensor>, params: ConvTranspose2dParams) -> Result<Tensor> {
+        let op = "conv_transpose2d";
+        check_rank(op, self, 4, "input")?;
+        check_rank(op, weight, 4, "weight")?;
+        check_same(op, &[self, weight])?;
+        check_positive(op, "stride", params.stride)?;
+        check_positive(op, "dilation", params.dilation)?;
+        let [n, c_in, h, w] = self.shape().try_into().unwrap();
+        let [wc_in, c_out, kh, kw] = weight.shape().try_into().unwrap();
+        if c_in != wc_in {
+            return Err(TensorError::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: weight.shape().to_vec() });
+        }
+        for axis in 0..2 {
+            if params.output_padding[axis] >= params.stride[axis].max(params.dilation[axis]) {
+                return invalid(op, "output_padding must be smaller than the stride or the dilation");
+            }
+        }
+        let out_size = |size: usize, k: usize, axis: usize| -> Result<usize> {
+            let full = (size - 1) * params.stride[axis] + params.dilation[axis] * (k - 1) + params.output_padding[axis] + 1;
+            full.checked_sub(2 * params.padding[axis])
+                .filter(|&s| s > 0)
+                .ok_or_else(|| TensorError::InvalidArgument { op, msg: format!("padding {:?} leaves no output", params.padding) })
+        };
+        // The convolution whose data-gradient this op is: it maps our output to our input.
+        let g = ConvGeometry {
+            n,
+            c_in: c_out,
+            h: out_size(h, kh, 0)?,
+            w: out_size(w, kw, 1)?,
+            c_out: c_in,
+            kh,
+            kw,
+            stride: params.stride,
+            padding: params.padding,
+            dilation: params.dilation,
+            ho: h,
+            wo: w,
+        };
+        let y = conv_input_grad(self, weight, &g)?;
+        let (x, w) = (self.detach(), weight.detach());
+        let (x_needs, w_needs) = (self.requires_grad(), weight.requires_grad());
+        let y = y.with_backward(op, &[self, weight], move |dy| {
+            let dx = if x_needs { Some(conv_forward(dy, &w, &g)?) } else { None };
+            let dw = if w_needs { Some(conv_weight_grad(dy, &x, &g)?) } else { None };
+            Ok(vec![dx, dw])
+        });
+        add_channel_bias(y, bias, op)
+    }
+}

@@ -1,0 +1,252 @@
+//! Optimizers with PyTorch's semantics, updating parameters in place (fused CPU loops).
+//!
+//! - [`Sgd`]: `d = g + λp`; with momentum `b = μb + (1 − τ)d` (`b = d` on the first step);
+//!   `d = d + μb` (Nesterov) or `d = b`; `p ← p − lr·d`.
+//! - [`Adam`]: `g = g + λp` (Adam's L2) or `p ← p(1 − lr·λ)` (AdamW, decoupled);
+//!   `m = β₁m + (1 − β₁)g`, `v = β₂v + (1 − β₂)g²`,
+//!   `p ← p − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)`.
+//!
+//! A parameter without a gradient in [`Gradients`] is skipped (its step count does not move),
+//! as in PyTorch. Parameters must be contiguous variables.
+
+use std::sync::RwLockWriteGuard;
+
+use crate::error::{Result, TensorError, invalid};
+use crate::storage::Storage;
+use crate::{DType, FloatElem, Gradients, Tensor};
+
+/// One parameter's update: `param` and `state` are updated in place from `grad`.
+trait UpdateRule {
+    fn apply<T: FloatElem>(&self, param: &mut [T], grad: &[T], state: &mut [&mut [T]]);
+}
+
+/// Runs `rule` over the elements of `param`, its gradient and its state tensors.
+fn apply_update(param: &Tensor, grad: &Tensor, state: &[&Tensor], rule: &impl UpdateRule) -> Result<()> {
+    if grad.shape() != param.shape() {
+        return Err(TensorError::ShapeMismatch { op: "optimizer step", lhs: param.shape().to_vec(), rhs: grad.shape().to_vec() });
+    }
+    if grad.dtype() != param.dtype() {
+        return Err(TensorError::DTypeMismatch { op: "optimizer step", lhs: param.dtype(), rhs: grad.dtype() });
+    }
+    let grad = grad.contiguous()?;
+    let grad_guard = grad.storage();
+    let grad_range = grad.layout().contiguous_range().unwrap();
+    let mut param_guard = param.storage_mut();
+    let mut state_guards: Vec<RwLockWriteGuard<'_, Storage>> = state.iter().map(|t| t.storage_mut()).collect();
+    fn run<T: FloatElem>(
+        rule: &impl UpdateRule,
+        param: &mut Storage,
+        grad: &[T],
+        state: &mut [RwLockWriteGuard<'_, Storage>],
+    ) {
+        let param = T::slice_mut(param.cpu_mut()).expect("dtype checked");
+        let mut state: Vec<&mut [T]> = state.iter_mut().map(|s| T::slice_mut(s.cpu_mut()).expect("dtype checked")).collect();
+        rule.apply(param, grad, &mut state);
+    }
+    match param.dtype() {
+        DType::F32 => run(rule, &mut param_guard, &f32::slice(grad_guard.cpu()).unwrap()[grad_range], &mut state_guards),
+        DType::F64 => run(rule, &mut param_guard, &f64::slice(grad_guard.cpu()).unwrap()[grad_range], &mut state_guards),
+        dtype => return Err(TensorError::UnsupportedDType { op: "optimizer step", dtype }),
+    }
+    Ok(())
+}
+
+fn check_params(op: &'static str, params: &[Tensor]) -> Result<()> {
+    for p in params {
+        if !p.is_variable() || !p.is_contiguous() || p.layout().offset() != 0 {
+            return invalid(op, format!("parameters must be contiguous variables; got {p:?}"));
+        }
+        if !p.dtype().is_compute() {
+            return Err(TensorError::UnsupportedDType { op, dtype: p.dtype() });
+        }
+    }
+    Ok(())
+}
+
+// ---- SGD ----------------------------------------------------------------------------------
+
+/// Hyperparameters of [`Sgd`] (PyTorch's defaults apart from `lr`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    pub lr: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+}
+
+impl SgdConfig {
+    pub fn new(lr: f64) -> Self {
+        SgdConfig { lr, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false }
+    }
+}
+
+/// Stochastic gradient descent with optional momentum and weight decay.
+pub struct Sgd {
+    params: Vec<Tensor>,
+    pub config: SgdConfig,
+    momentum_buffers: Vec<Option<Tensor>>,
+}
+
+struct SgdRule {
+    config: SgdConfig,
+    first_step: bool,
+}
+
+impl UpdateRule for SgdRule {
+    fn apply<T: FloatElem>(&self, param: &mut [T], grad: &[T], state: &mut [&mut [T]]) {
+        let c = |x: f64| T::from_f64(x);
+        let (lr, mu, wd, damp) = (c(self.config.lr), c(self.config.momentum), c(self.config.weight_decay), c(self.config.dampening));
+        for (i, (p, &g)) in param.iter_mut().zip(grad).enumerate() {
+            let mut d = g + wd * *p;
+            if let Some(buffer) = state.first_mut() {
+                let b = &mut buffer[i];
+                *b = if self.first_step { d } else { mu * *b + (T::one() - damp) * d };
+                d = if self.config.nesterov { d + mu * *b } else { *b };
+            }
+            *p -= lr * d;
+        }
+    }
+}
+
+impl Sgd {
+    pub fn new(params: Vec<Tensor>, config: SgdConfig) -> Result<Sgd> {
+        check_params("Sgd", &params)?;
+        let momentum_buffers = vec![None; params.len()];
+        Ok(Sgd { params, config, momentum_buffers })
+    }
+
+    pub fn step(&mut self, grads: &Gradients) -> Result<()> {
+        for (param, buffer) in self.params.iter().zip(&mut self.momentum_buffers) {
+            let Some(grad) = grads.get(param) else { continue };
+            let first_step = buffer.is_none();
+            if self.config.momentum != 0.0 && buffer.is_none() {
+                *buffer = Some(param.zeros_like());
+            }
+            let state: Vec<&Tensor> = buffer.iter().collect();
+            apply_update(param, grad, &state, &SgdRule { config: self.config, first_step })?;
+        }
+        Ok(())
+    }
+}
+
+// ---- Adam / AdamW -------------------------------------------------------------------------
+
+/// Hyperparameters of [`Adam`]. `decoupled_weight_decay` makes it AdamW.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub decoupled_weight_decay: bool,
+}
+
+impl AdamConfig {
+    /// Adam with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8, no weight decay).
+    pub fn adam(lr: f64) -> Self {
+        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled_weight_decay: false }
+    }
+    /// AdamW with decoupled weight decay.
+    pub fn adamw(lr: f64, weight_decay: f64) -> Self {
+        AdamConfig { weight_decay, decoupled_weight_decay: true, ..AdamConfig::adam(lr) }
+    }
+}
+
+/// Per-parameter Adam state: the step count and the two moment estimates.
+#[derive(Clone, Debug)]
+pub struct AdamState {
+    pub step: u64,
+    pub exp_avg: Tensor,
+    pub exp_avg_sq: Tensor,
+}
+
+/// Adam (Kingma & Ba 2015) and AdamW (Loshchilov & Hutter 2019).
+pub struct Adam {
+    params: Vec<Tensor>,
+    pub config: AdamConfig,
+    state: Vec<AdamState>,
+}
+
+struct AdamRule {
+    config: AdamConfig,
+    step: u64,
+}
+
+impl UpdateRule for AdamRule {
+    fn apply<T: FloatElem>(&self, param: &mut [T], grad: &[T], state: &mut [&mut [T]]) {
+        let cfg = &self.config;
+        let c = |x: f64| T::from_f64(x);
+        let bias_correction1 = 1.0 - cfg.beta1.powi(self.step as i32);
+        let bias_correction2_sqrt = (1.0 - cfg.beta2.powi(self.step as i32)).sqrt();
+        let step_size = c(cfg.lr / bias_correction1);
+        let (b1, b2, eps, wd) = (c(cfg.beta1), c(cfg.beta2), c(cfg.eps), c(cfg.weight_decay));
+        let decay = c(1.0 - cfg.lr * cfg.weight_decay);
+        let inv_bc2 = c(1.0 / bias_correction2_sqrt);
+        let [m, v] = state else { unreachable!("Adam keeps two state tensors") };
+        for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = if cfg.decoupled_weight_decay {
+                *p *= decay;
+                g
+            } else {
+                g + wd * *p
+            };
+            *m = b1 * *m + (T::one() - b1) * g;
+            *v = b2 * *v + (T::one() - b2) * g * g;
+            *p -= step_size * *m / (v.sqrt() * inv_bc2 + eps);
+        }
+    }
+}
+
+impl Adam {
+    pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Result<Adam> {
+        check_params("Adam", &params)?;
+        let state = params
+            .iter()
+            .map(|p| AdamState { step: 0, exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like() })
+            .collect();
+        Ok(Adam { params, config, state })
+    }
+
+    pub fn step(&mut self, grads: &Gradients) -> Result<()> {
+        for (param, state) in self.params.iter().zip(&mut self.state) {
+            let Some(grad) = grads.get(param) else { continue };
+            state.step += 1;
+            let rule = AdamRule { config: self.config, step: state.step };
+            apply_update(param, grad, &[&state.exp_avg, &state.exp_avg_sq], &rule)?;
+        }
+        Ok(())
+    }
+
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+
+    /// The per-parameter state, in the order of the parameters (for checkpoints).
+    pub fn state(&self) -> &[AdamState] {
+        &self.state
+    }
+
+    /// Restores state saved from [`Adam::state`]; shapes must match the parameters.
+    pub fn load_state(&mut self, state: Vec<AdamState>) -> Result<()> {
+        if state.len() != self.params.len() {
+            return invalid("Adam::load_state", format!("{} states for {} parameters", state.len(), self.params.len()));
+        }
+        for (p, s) in self.params.iter().zip(&state) {
+            for t in [&s.exp_avg, &s.exp_avg_sq] {
+                if t.shape() != p.shape() || t.dtype() != p.dtype() {
+                    return Err(TensorError::ShapeMismatch { op: "Adam::load_state", lhs: p.shape().to_vec(), rhs: t.shape().to_vec() });
+                }
+            }
+        }
+        // fresh contiguous copies, so that updating them in place touches nothing else
+        self.state = state
+            .into_iter()
+            .map(|s| -> Result<AdamState> {
+                Ok(AdamState { step: s.step, exp_avg: s.exp_avg.deep_copy()?, exp_avg_sq: s.exp_avg_sq.deep_copy()? })
+            })
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+}
