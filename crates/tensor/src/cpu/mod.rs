@@ -14,3 +14,4 @@ pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 14;
 pub mod conv;
 pub mod softmax;
 pub mod attention;
+pub mod peak;
