@@ -208,3 +208,20 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
     }
     order
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{DType, Tensor};
+
+    #[test]
+    fn a_very_long_graph_backpropagates_and_drops_without_overflowing_the_stack() {
+        let x = Tensor::ones(&[4], DType::F64).variable();
+        let mut y = x.clone();
+        for _ in 0..200_000 {
+            y = y.add_scalar(1e-6).unwrap();
+        }
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(grads.get(&x).unwrap().to_vec_f64(), vec![1.0; 4]);
+        drop(y); // frees 200k records iteratively
+    }
+}

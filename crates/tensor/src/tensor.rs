@@ -40,6 +40,23 @@ struct TensorInner {
     is_variable: bool,
 }
 
+/// Frees a graph iteratively: dropping the last handle to a long chain of recorded ops would
+/// otherwise recurse once per op and could overflow the stack.
+impl Drop for TensorInner {
+    fn drop(&mut self) {
+        let Some(grad_fn) = self.grad_fn.take() else { return };
+        let mut pending = grad_fn.inputs;
+        drop(grad_fn.backward);
+        while let Some(tensor) = pending.pop() {
+            if let Ok(mut inner) = Arc::try_unwrap(tensor.0) {
+                if let Some(inputs_fn) = inner.grad_fn.take() {
+                    pending.extend(inputs_fn.inputs);
+                }
+            }
+        }
+    }
+}
+
 /// Types a tensor can be built from and read back as.
 pub trait Element: Copy + Send + Sync + 'static {
     const DTYPE: DType;
@@ -189,9 +206,15 @@ impl Tensor {
 
     /// A leaf sharing this tensor's storage whose gradient [`Tensor::backward`] returns.
     pub fn variable(&self) -> Tensor {
-        let mut t = self.detach();
-        Arc::get_mut(&mut t.0).expect("fresh tensor is unshared").is_variable = true;
-        t
+        Tensor(Arc::new(TensorInner {
+            id: TensorId::next(),
+            storage: self.0.storage.clone(),
+            layout: self.0.layout.clone(),
+            dtype: self.0.dtype,
+            device: self.0.device,
+            grad_fn: None,
+            is_variable: true,
+        }))
     }
 
     /// A tensor sharing this storage but cut off from the graph: no gradient flows through it.
