@@ -4,3 +4,4 @@
 //! `tests/` and the benchmarks in `benches/` have one place to import from.
 
 pub use ember_tensor as tensor;
+pub use ember_unet as unet;

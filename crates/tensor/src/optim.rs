@@ -51,6 +51,21 @@ fn apply_update(param: &Tensor, grad: &Tensor, state: &[&Tensor], rule: &impl Up
     Ok(())
 }
 
+/// Checks every present gradient against its parameter before anything is updated, so that a
+/// failing step changes nothing.
+fn check_grads(params: &[Tensor], grads: &Gradients) -> Result<()> {
+    for param in params {
+        let Some(grad) = grads.get(param) else { continue };
+        if grad.shape() != param.shape() {
+            return Err(TensorError::ShapeMismatch { op: "optimizer step", lhs: param.shape().to_vec(), rhs: grad.shape().to_vec() });
+        }
+        if grad.dtype() != param.dtype() {
+            return Err(TensorError::DTypeMismatch { op: "optimizer step", lhs: param.dtype(), rhs: grad.dtype() });
+        }
+    }
+    Ok(())
+}
+
 fn check_params(op: &'static str, params: &[Tensor]) -> Result<()> {
     for p in params {
         if !p.is_variable() || !p.is_contiguous() || p.layout().offset() != 0 {
@@ -116,7 +131,36 @@ impl Sgd {
         Ok(Sgd { params, config, momentum_buffers })
     }
 
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+
+    /// Copies of the momentum buffers (`None` before a parameter's first step), for checkpoints.
+    pub fn momentum_snapshot(&self) -> Result<Vec<Option<Tensor>>> {
+        self.momentum_buffers.iter().map(|b| b.as_ref().map(|t| t.deep_copy()).transpose()).collect()
+    }
+
+    /// Restores buffers saved by [`Sgd::momentum_snapshot`].
+    pub fn load_momentum(&mut self, buffers: Vec<Option<Tensor>>) -> Result<()> {
+        if buffers.len() != self.params.len() {
+            return invalid("Sgd::load_momentum", format!("{} buffers for {} parameters", buffers.len(), self.params.len()));
+        }
+        for (p, b) in self.params.iter().zip(&buffers) {
+            if let Some(b) = b {
+                if b.shape() != p.shape() {
+                    return Err(TensorError::ShapeMismatch { op: "Sgd::load_momentum", lhs: p.shape().to_vec(), rhs: b.shape().to_vec() });
+                }
+                if b.dtype() != p.dtype() {
+                    return Err(TensorError::DTypeMismatch { op: "Sgd::load_momentum", lhs: p.dtype(), rhs: b.dtype() });
+                }
+            }
+        }
+        self.momentum_buffers = buffers.iter().map(|b| b.as_ref().map(|t| t.deep_copy()).transpose()).collect::<Result<_>>()?;
+        Ok(())
+    }
+
     pub fn step(&mut self, grads: &Gradients) -> Result<()> {
+        check_grads(&self.params, grads)?;
         for (param, buffer) in self.params.iter().zip(&mut self.momentum_buffers) {
             let Some(grad) = grads.get(param) else { continue };
             let first_step = buffer.is_none();
@@ -210,6 +254,7 @@ impl Adam {
     }
 
     pub fn step(&mut self, grads: &Gradients) -> Result<()> {
+        check_grads(&self.params, grads)?;
         for (param, state) in self.params.iter().zip(&mut self.state) {
             let Some(grad) = grads.get(param) else { continue };
             state.step += 1;
@@ -223,9 +268,18 @@ impl Adam {
         &self.params
     }
 
-    /// The per-parameter state, in the order of the parameters (for checkpoints).
+    /// The live per-parameter state, in the order of the parameters. The moment tensors are
+    /// updated in place by later steps: use [`Adam::state_snapshot`] for a checkpoint.
     pub fn state(&self) -> &[AdamState] {
         &self.state
+    }
+
+    /// A copy of the state that later steps do not change (for checkpoints).
+    pub fn state_snapshot(&self) -> Result<Vec<AdamState>> {
+        self.state
+            .iter()
+            .map(|s| Ok(AdamState { step: s.step, exp_avg: s.exp_avg.deep_copy()?, exp_avg_sq: s.exp_avg_sq.deep_copy()? }))
+            .collect()
     }
 
     /// Restores state saved from [`Adam::state`]; shapes must match the parameters.
@@ -235,18 +289,16 @@ impl Adam {
         }
         for (p, s) in self.params.iter().zip(&state) {
             for t in [&s.exp_avg, &s.exp_avg_sq] {
-                if t.shape() != p.shape() || t.dtype() != p.dtype() {
+                if t.shape() != p.shape() {
                     return Err(TensorError::ShapeMismatch { op: "Adam::load_state", lhs: p.shape().to_vec(), rhs: t.shape().to_vec() });
+                }
+                if t.dtype() != p.dtype() {
+                    return Err(TensorError::DTypeMismatch { op: "Adam::load_state", lhs: p.dtype(), rhs: t.dtype() });
                 }
             }
         }
         // fresh contiguous copies, so that updating them in place touches nothing else
-        self.state = state
-            .into_iter()
-            .map(|s| -> Result<AdamState> {
-                Ok(AdamState { step: s.step, exp_avg: s.exp_avg.deep_copy()?, exp_avg_sq: s.exp_avg_sq.deep_copy()? })
-            })
-            .collect::<Result<_>>()?;
+        self.state = Adam { params: Vec::new(), config: self.config, state }.state_snapshot()?;
         Ok(())
     }
 }

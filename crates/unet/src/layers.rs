@@ -1,0 +1,128 @@
+//! The basic layers, holding their parameters in PyTorch's layouts and names.
+
+use ember_tensor::ops::conv::{Conv2dParams, ConvTranspose2dParams};
+use ember_tensor::rng::Rng;
+use ember_tensor::{DType, Tensor};
+
+use crate::error::Result;
+use crate::module::{Module, join, uniform_fan_in};
+
+/// `y = x·Wᵀ + b` over the last axis; `weight [out, in]`, `bias [out]`.
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    pub fn new(in_features: usize, out_features: usize, dtype: DType, rng: &mut Rng) -> Result<Linear> {
+        Ok(Linear {
+            weight: uniform_fan_in(&[out_features, in_features], in_features, dtype, rng)?,
+            bias: uniform_fan_in(&[out_features], in_features, dtype, rng)?,
+        })
+    }
+
+    /// `x [..., in] → [..., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let in_features = self.weight.shape()[1];
+        let mut out_shape = x.shape().to_vec();
+        *out_shape.last_mut().unwrap() = self.weight.shape()[0];
+        let rows = x.reshape(&[x.numel() / in_features.max(1), in_features])?;
+        Ok(rows.matmul(&self.weight.transpose(0, 1)?)?.add(&self.bias)?.reshape(&out_shape)?)
+    }
+}
+
+impl Module for Linear {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        f(join(prefix, "weight"), &self.weight);
+        f(join(prefix, "bias"), &self.bias);
+    }
+}
+
+/// A 2-D convolution with bias; `weight [out, in, k, k]`.
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub params: Conv2dParams,
+}
+
+impl Conv2d {
+    pub fn new(c_in: usize, c_out: usize, kernel: usize, params: Conv2dParams, dtype: DType, rng: &mut Rng) -> Result<Conv2d> {
+        let fan_in = c_in * kernel * kernel;
+        Ok(Conv2d {
+            weight: uniform_fan_in(&[c_out, c_in, kernel, kernel], fan_in, dtype, rng)?,
+            bias: uniform_fan_in(&[c_out], fan_in, dtype, rng)?,
+            params,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.conv2d(&self.weight, Some(&self.bias), self.params)?)
+    }
+}
+
+impl Module for Conv2d {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        f(join(prefix, "weight"), &self.weight);
+        f(join(prefix, "bias"), &self.bias);
+    }
+}
+
+/// A 2-D transposed convolution with bias; `weight [in, out, k, k]` (PyTorch's layout).
+pub struct ConvTranspose2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub params: ConvTranspose2dParams,
+}
+
+impl ConvTranspose2d {
+    pub fn new(c_in: usize, c_out: usize, kernel: usize, params: ConvTranspose2dParams, dtype: DType, rng: &mut Rng) -> Result<Self> {
+        // PyTorch computes fan_in from weight.size(1) * k * k for transposed convs
+        let fan_in = c_out * kernel * kernel;
+        Ok(ConvTranspose2d {
+            weight: uniform_fan_in(&[c_in, c_out, kernel, kernel], fan_in, dtype, rng)?,
+            bias: uniform_fan_in(&[c_out], fan_in, dtype, rng)?,
+            params,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.conv_transpose2d(&self.weight, Some(&self.bias), self.params)?)
+    }
+}
+
+impl Module for ConvTranspose2d {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        f(join(prefix, "weight"), &self.weight);
+        f(join(prefix, "bias"), &self.bias);
+    }
+}
+
+/// Group normalization with a per-channel affine (weight 1, bias 0 at init).
+pub struct GroupNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub num_groups: usize,
+    pub eps: f64,
+}
+
+impl GroupNorm {
+    pub fn new(num_groups: usize, channels: usize, eps: f64, dtype: DType) -> GroupNorm {
+        GroupNorm {
+            weight: Tensor::ones(&[channels], dtype).variable(),
+            bias: Tensor::zeros(&[channels], dtype).variable(),
+            num_groups,
+            eps,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.group_norm(self.num_groups, Some(&self.weight), Some(&self.bias), self.eps)?)
+    }
+}
+
+impl Module for GroupNorm {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        f(join(prefix, "weight"), &self.weight);
+        f(join(prefix, "bias"), &self.bias);
+    }
+}

@@ -1,0 +1,35 @@
+//! The DDPM UNet and its layers.
+//!
+//! - [`layers`]: Linear, Conv2d, ConvTranspose2d, GroupNorm (PyTorch layouts and inits).
+//! - [`blocks`]: the residual block, spatial self-attention, down/up samplers, and the
+//!   down / mid / up blocks, each named like its diffusers counterpart.
+//! - [`unet`]: the model; [`config`]: its architecture (diffusers' `UNet2DModel` config
+//!   fields) and the presets `tiny`, `labml`, `ddpm-cifar10`.
+//! - [`module`]: parameters by name, safetensors load/save with every mismatch reported.
+
+pub mod blocks;
+pub mod config;
+pub mod error;
+pub mod layers;
+pub mod module;
+pub mod unet;
+
+pub use config::UNetConfig;
+pub use error::{Result, UNetError};
+pub use module::{ForwardContext, Module};
+pub use unet::UNet;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ember_tensor::DType;
+    use ember_tensor::rng::Rng;
+
+    #[test]
+    fn ddpm_cifar10_has_the_papers_35_7m_parameters() {
+        let model = UNet::new(&UNetConfig::ddpm_cifar10(), DType::F32, &mut Rng::new(0)).unwrap();
+        let count = module::parameter_count(&model);
+        // diffusers' google/ddpm-cifar10-32 has 35,746,307 parameters ("35.7M" in the paper)
+        assert_eq!(count, 35_746_307);
+    }
+}

@@ -1,0 +1,96 @@
+//! Parameters by name. Every layer implements [`Module`]: it lists its parameters under
+//! names that follow PyTorch's `state_dict` (and so diffusers' checkpoints), e.g.
+//! `down_blocks.0.resnets.1.conv1.weight`. Loading and saving go through those names.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ember_tensor::io::{load_safetensors, save_safetensors};
+use ember_tensor::rng::Rng;
+use ember_tensor::{DType, Tensor};
+
+use crate::error::{Result, UNetError};
+
+/// Something with named parameters.
+pub trait Module {
+    /// Calls `f(name, parameter)` for every parameter, names prefixed by `prefix`.
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor));
+}
+
+/// `prefix.name`, or `name` at the top level.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
+}
+
+/// Visits a list of modules as `prefix.0`, `prefix.1`, ... (PyTorch's `ModuleList`).
+pub fn visit_list<M: Module>(modules: &[M], prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+    for (i, m) in modules.iter().enumerate() {
+        m.visit(&join(prefix, &i.to_string()), f);
+    }
+}
+
+/// Every parameter with its name, in visiting order.
+pub fn named_parameters(module: &dyn Module) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    module.visit("", &mut |name, t| out.push((name, t.clone())));
+    out
+}
+
+/// The number of scalar parameters.
+pub fn parameter_count(module: &dyn Module) -> usize {
+    named_parameters(module).iter().map(|(_, t)| t.numel()).sum()
+}
+
+/// Overwrites the module's parameters with `weights` (converted to each parameter's dtype).
+/// Every missing, unexpected or mis-shaped tensor is reported by name, and nothing is written
+/// unless all fit.
+pub fn load_weights(module: &dyn Module, weights: &BTreeMap<String, Tensor>) -> Result<()> {
+    let params = named_parameters(module);
+    let (mut missing, mut mis_shaped) = (Vec::new(), Vec::new());
+    for (name, p) in &params {
+        match weights.get(name) {
+            None => missing.push(name.clone()),
+            Some(w) if w.shape() != p.shape() => mis_shaped.push(format!("{name} (file {:?}, model {:?})", w.shape(), p.shape())),
+            Some(_) => {}
+        }
+    }
+    let known: std::collections::HashSet<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+    let unexpected: Vec<String> = weights.keys().filter(|k| !known.contains(k.as_str())).cloned().collect();
+    if !missing.is_empty() || !unexpected.is_empty() || !mis_shaped.is_empty() {
+        return Err(UNetError::WeightMismatch { missing, unexpected, mis_shaped });
+    }
+    for (name, p) in &params {
+        p.assign(&weights[name].to_dtype(p.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// Loads a safetensors file into the module ([`load_weights`]).
+pub fn load_weights_file(module: &dyn Module, path: impl AsRef<Path>) -> Result<()> {
+    let file = load_safetensors(path)?;
+    load_weights(module, &file.tensors)
+}
+
+/// Saves the module's parameters (converted to `dtype`) with `metadata`, atomically.
+pub fn save_weights_file(module: &dyn Module, path: impl AsRef<Path>, dtype: DType, metadata: &BTreeMap<String, String>) -> Result<()> {
+    let params = named_parameters(module);
+    let converted: Vec<(String, Tensor)> =
+        params.iter().map(|(n, t)| Ok((n.clone(), t.to_dtype(dtype)?))).collect::<Result<_>>()?;
+    let refs: Vec<(&str, &Tensor)> = converted.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    save_safetensors(path, &refs, metadata)?;
+    Ok(())
+}
+
+/// What a forward pass needs besides its inputs: whether it trains (dropout on) and the
+/// random stream dropout draws from.
+pub struct ForwardContext<'a> {
+    pub training: bool,
+    pub rng: &'a mut Rng,
+}
+
+/// PyTorch's default init for Linear and Conv layers, `U(−1/√fan_in, 1/√fan_in)` for both the
+/// weight (kaiming_uniform with a = √5) and the bias.
+pub fn uniform_fan_in(shape: &[usize], fan_in: usize, dtype: DType, rng: &mut Rng) -> Result<Tensor> {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Ok(Tensor::rand_uniform(shape, -bound, bound, dtype, rng)?.variable())
+}

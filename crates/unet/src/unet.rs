@@ -1,0 +1,177 @@
+//! The DDPM UNet (diffusers `UNet2DModel` with positional time embedding): time embedding →
+//! `conv_in` → down blocks (keeping skips) → mid block → up blocks (consuming skips) →
+//! GroupNorm → SiLU → `conv_out`. It predicts the noise ε in an image at timestep t.
+
+use ember_tensor::ops::conv::Conv2dParams;
+use ember_tensor::rng::Rng;
+use ember_tensor::{DType, Tensor, TensorError};
+
+use crate::blocks::{AttentionBlock, BlockSettings, DownBlock, MidBlock, ResnetBlock, UpBlock, Downsample, Upsample};
+use crate::config::{ATTN_DOWN_BLOCK, ATTN_UP_BLOCK, UNetConfig};
+use crate::error::Result;
+use crate::layers::{Conv2d, GroupNorm, Linear};
+use crate::module::{ForwardContext, Module, join, visit_list};
+
+/// The sinusoidal embedding of timesteps (diffusers `get_timestep_embedding`):
+/// `fᵢ = exp(−ln(10000)·i / (half − freq_shift))`, `emb = [sin(t·f), cos(t·f)]` (or
+/// `[cos, sin]` when flipped), shape `[len(t), dim]`. Computed in the target dtype with
+/// PyTorch's order of operations, so f32 results agree with diffusers to the last bits.
+pub fn timestep_embedding(timesteps: &[f64], dim: usize, flip_sin_to_cos: bool, freq_shift: f64, dtype: DType) -> Result<Tensor> {
+    let half = dim / 2;
+    let mut values = Vec::with_capacity(timesteps.len() * dim);
+    for &t in timesteps {
+        let mut row = vec![0.0f64; dim];
+        for i in 0..half {
+            let (sin, cos) = if dtype == DType::F32 {
+                let exponent = (-(10000f64.ln()) as f32 * i as f32) / (half as f32 - freq_shift as f32);
+                let arg = t as f32 * exponent.exp();
+                (arg.sin() as f64, arg.cos() as f64)
+            } else {
+                let arg = t * (-(10000f64.ln()) * i as f64 / (half as f64 - freq_shift)).exp();
+                (arg.sin(), arg.cos())
+            };
+            let (first, second) = if flip_sin_to_cos { (cos, sin) } else { (sin, cos) };
+            row[i] = first;
+            row[half + i] = second;
+        }
+        values.extend(row);
+    }
+    Ok(Tensor::from_f64(&values, &[timesteps.len(), dim], dtype)?)
+}
+
+pub struct UNet {
+    pub config: UNetConfig,
+    pub dtype: DType,
+    pub time_linear_1: Linear,
+    pub time_linear_2: Linear,
+    pub conv_in: Conv2d,
+    pub down_blocks: Vec<DownBlock>,
+    pub mid_block: MidBlock,
+    pub up_blocks: Vec<UpBlock>,
+    pub conv_norm_out: GroupNorm,
+    pub conv_out: Conv2d,
+}
+
+impl UNet {
+    /// A freshly initialized model (PyTorch's default inits, from `rng`).
+    pub fn new(config: &UNetConfig, dtype: DType, rng: &mut Rng) -> Result<UNet> {
+        config.validate()?;
+        let channels = &config.block_out_channels;
+        let levels = channels.len();
+        let c0 = channels[0];
+        let temb_channels = 4 * c0;
+        let s = BlockSettings { groups: config.norm_num_groups, eps: config.norm_eps, temb_channels, dropout: config.dropout, dtype };
+        let same = Conv2dParams::new(1, 1);
+        let head_dim = config.attention_head_dim;
+
+        let mut down_blocks = Vec::with_capacity(levels);
+        let mut output_channel = c0;
+        for (i, kind) in config.down_block_types.iter().enumerate() {
+            let input_channel = output_channel;
+            output_channel = channels[i];
+            let resnets = (0..config.layers_per_block)
+                .map(|j| ResnetBlock::new(if j == 0 { input_channel } else { output_channel }, output_channel, &s, rng))
+                .collect::<Result<Vec<_>>>()?;
+            let attentions = if kind == ATTN_DOWN_BLOCK {
+                (0..config.layers_per_block).map(|_| AttentionBlock::new(output_channel, head_dim, &s, rng)).collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            };
+            let downsampler =
+                if i + 1 < levels { Some(Downsample::new(output_channel, config.downsample_padding, dtype, rng)?) } else { None };
+            down_blocks.push(DownBlock { resnets, attentions, downsampler });
+        }
+
+        let c_last = channels[levels - 1];
+        let mid_block = MidBlock {
+            resnets: [ResnetBlock::new(c_last, c_last, &s, rng)?, ResnetBlock::new(c_last, c_last, &s, rng)?],
+            attention: AttentionBlock::new(c_last, head_dim, &s, rng)?,
+        };
+
+        let reversed: Vec<usize> = channels.iter().rev().copied().collect();
+        let mut up_blocks = Vec::with_capacity(levels);
+        let mut output_channel = reversed[0];
+        let layers = config.layers_per_block + 1;
+        for (i, kind) in config.up_block_types.iter().enumerate() {
+            let prev_output_channel = output_channel;
+            output_channel = reversed[i];
+            let input_channel = reversed[(i + 1).min(levels - 1)];
+            let resnets = (0..layers)
+                .map(|j| {
+                    let skip_channels = if j + 1 == layers { input_channel } else { output_channel };
+                    let resnet_in = if j == 0 { prev_output_channel } else { output_channel };
+                    ResnetBlock::new(resnet_in + skip_channels, output_channel, &s, rng)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let attentions = if kind == ATTN_UP_BLOCK {
+                (0..layers).map(|_| AttentionBlock::new(output_channel, head_dim, &s, rng)).collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            };
+            let transposed = config.upsample_type == "conv_transpose";
+            let upsampler = if i + 1 < levels { Some(Upsample::new(output_channel, transposed, dtype, rng)?) } else { None };
+            up_blocks.push(UpBlock { resnets, attentions, upsampler });
+        }
+
+        Ok(UNet {
+            config: config.clone(),
+            dtype,
+            time_linear_1: Linear::new(c0, temb_channels, dtype, rng)?,
+            time_linear_2: Linear::new(temb_channels, temb_channels, dtype, rng)?,
+            conv_in: Conv2d::new(config.in_channels, c0, 3, same, dtype, rng)?,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: GroupNorm::new(config.norm_num_groups, c0, config.norm_eps, dtype),
+            conv_out: Conv2d::new(c0, config.out_channels, 3, same, dtype, rng)?,
+        })
+    }
+
+    /// Predicts the noise in `x [B, in_channels, H, W]` at `timesteps` (one per image).
+    pub fn forward(&self, x: &Tensor, timesteps: &[f64], ctx: &mut ForwardContext) -> Result<Tensor> {
+        let c = &self.config;
+        let shape = x.shape();
+        let factor = 1 << (c.block_out_channels.len() - 1);
+        if shape.len() != 4 || shape[1] != c.in_channels || shape[2] % factor != 0 || shape[3] % factor != 0 {
+            return Err(TensorError::InvalidArgument {
+                op: "UNet::forward",
+                msg: format!("expected [B, {}, H, W] with H and W multiples of {factor}, got {shape:?}", c.in_channels),
+            }
+            .into());
+        }
+        if timesteps.len() != shape[0] {
+            return Err(TensorError::InvalidArgument {
+                op: "UNet::forward",
+                msg: format!("{} timesteps for a batch of {}", timesteps.len(), shape[0]),
+            }
+            .into());
+        }
+        let t_emb = timestep_embedding(timesteps, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift, x.dtype())?;
+        let temb = self.time_linear_2.forward(&self.time_linear_1.forward(&t_emb)?.silu()?)?;
+
+        let mut h = self.conv_in.forward(x)?;
+        let mut skips = vec![h.clone()];
+        for block in &self.down_blocks {
+            h = block.forward(&h, &temb, ctx, &mut skips)?;
+        }
+        h = self.mid_block.forward(&h, &temb, ctx)?;
+        for block in &self.up_blocks {
+            h = block.forward(&h, &temb, ctx, &mut skips)?;
+        }
+        debug_assert!(skips.is_empty());
+        self.conv_out.forward(&self.conv_norm_out.forward(&h)?.silu()?)
+    }
+}
+
+impl Module for UNet {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        self.time_linear_1.visit(&join(prefix, "time_embedding.linear_1"), f);
+        self.time_linear_2.visit(&join(prefix, "time_embedding.linear_2"), f);
+        self.conv_in.visit(&join(prefix, "conv_in"), f);
+        visit_list(&self.down_blocks, &join(prefix, "down_blocks"), f);
+        self.mid_block.visit(&join(prefix, "mid_block"), f);
+        visit_list(&self.up_blocks, &join(prefix, "up_blocks"), f);
+        self.conv_norm_out.visit(&join(prefix, "conv_norm_out"), f);
+        self.conv_out.visit(&join(prefix, "conv_out"), f);
+    }
+}
