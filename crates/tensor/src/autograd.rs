@@ -50,7 +50,7 @@ impl Drop for NoGradGuard {
 }
 
 /// The gradients of a backward pass, one per variable reached, keyed by the variable.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, Debug)]
 pub struct Gradients {
     by_id: HashMap<TensorId, Tensor>,
 }

@@ -116,11 +116,8 @@ impl Layout {
         if axis >= self.rank() {
             return Err(TensorError::AxisOutOfRange { op: "narrow", axis: axis as isize, rank: self.rank() });
         }
-        if start + len > self.shape[axis] {
-            return invalid(
-                "narrow",
-                format!("range {start}..{} is outside axis {axis} of size {}", start + len, self.shape[axis]),
-            );
+        if start.checked_add(len).is_none_or(|end| end > self.shape[axis]) {
+            return invalid("narrow", format!("range {start} (+{len}) is outside axis {axis} of size {}", self.shape[axis]));
         }
         let mut out = self.clone();
         out.shape[axis] = len;
@@ -147,6 +144,24 @@ impl Layout {
             };
         }
         Ok(Layout { shape: shape.to_vec(), strides, offset: self.offset })
+    }
+
+    /// A new axis of size 1 at `axis` (≤ rank).
+    pub fn unsqueeze(&self, axis: usize) -> Layout {
+        let mut out = self.clone();
+        let stride = if axis < self.rank() { self.strides[axis] * self.shape[axis] } else { 1 };
+        out.shape.insert(axis, 1);
+        out.strides.insert(axis, stride);
+        out
+    }
+
+    /// Without axis `axis`, which must have size 1.
+    pub fn squeeze(&self, axis: usize) -> Layout {
+        debug_assert_eq!(self.shape[axis], 1);
+        let mut out = self.clone();
+        out.shape.remove(axis);
+        out.strides.remove(axis);
+        out
     }
 
     /// A view with a new shape, when one exists without copying (a contiguous layout).

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod layers;
 pub mod module;
+pub mod testing;
 pub mod unet;
 
 pub use config::UNetConfig;

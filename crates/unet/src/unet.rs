@@ -14,27 +14,21 @@ use crate::module::{ForwardContext, Module, join, visit_list};
 
 /// The sinusoidal embedding of timesteps (diffusers `get_timestep_embedding`):
 /// `fᵢ = exp(−ln(10000)·i / (half − freq_shift))`, `emb = [sin(t·f), cos(t·f)]` (or
-/// `[cos, sin]` when flipped), shape `[len(t), dim]`. Computed in the target dtype with
-/// PyTorch's order of operations, so f32 results agree with diffusers to the last bits.
+/// `[cos, sin]` when flipped), shape `[len(t), dim]`. Like diffusers, it is computed in f32
+/// whatever the model's dtype (with PyTorch's order of operations, so the values agree to the
+/// last bits), then converted to `dtype`.
 pub fn timestep_embedding(timesteps: &[f64], dim: usize, flip_sin_to_cos: bool, freq_shift: f64, dtype: DType) -> Result<Tensor> {
     let half = dim / 2;
-    let mut values = Vec::with_capacity(timesteps.len() * dim);
-    for &t in timesteps {
-        let mut row = vec![0.0f64; dim];
+    let mut values = vec![0.0f64; timesteps.len() * dim];
+    for (row, &t) in values.chunks_exact_mut(dim).zip(timesteps) {
         for i in 0..half {
-            let (sin, cos) = if dtype == DType::F32 {
-                let exponent = (-(10000f64.ln()) as f32 * i as f32) / (half as f32 - freq_shift as f32);
-                let arg = t as f32 * exponent.exp();
-                (arg.sin() as f64, arg.cos() as f64)
-            } else {
-                let arg = t * (-(10000f64.ln()) * i as f64 / (half as f64 - freq_shift)).exp();
-                (arg.sin(), arg.cos())
-            };
+            let exponent = (-(10000f64.ln()) as f32 * i as f32) / (half as f32 - freq_shift as f32);
+            let arg = t as f32 * exponent.exp();
+            let (sin, cos) = (arg.sin() as f64, arg.cos() as f64);
             let (first, second) = if flip_sin_to_cos { (cos, sin) } else { (sin, cos) };
             row[i] = first;
             row[half + i] = second;
         }
-        values.extend(row);
     }
     Ok(Tensor::from_f64(&values, &[timesteps.len(), dim], dtype)?)
 }

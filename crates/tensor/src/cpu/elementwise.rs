@@ -35,6 +35,9 @@ pub fn map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
 ) -> Vec<U> {
     let numel = layout.numel();
     let mut out = vec![U::default(); numel];
+    if numel == 0 {
+        return out;
+    }
     if let Some(range) = layout.contiguous_range() {
         out.par_chunks_mut(ELEMENTWISE_CHUNK).zip(x[range].par_chunks(ELEMENTWISE_CHUNK)).for_each(|(o, i)| {
             for (o, &i) in o.iter_mut().zip(i) {
@@ -70,6 +73,9 @@ pub fn zip_map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
     debug_assert_eq!(la.shape(), lb.shape());
     let numel = la.numel();
     let mut out = vec![U::default(); numel];
+    if numel == 0 {
+        return out;
+    }
     if let (Some(ra), Some(rb)) = (la.contiguous_range(), lb.contiguous_range()) {
         let (a, b) = (&a[ra], &b[rb]);
         out.par_chunks_mut(ELEMENTWISE_CHUNK).enumerate().for_each(|(c, o)| {

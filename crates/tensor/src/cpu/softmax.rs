@@ -12,6 +12,9 @@ fn row_max<T: FloatElem>(row: &[T]) -> T {
 /// `y = exp(x − max) / Σ exp(x − max)` per row.
 pub fn softmax_rows<T: FloatElem>(x: &[T], row_len: usize) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
+    if x.is_empty() {
+        return y;
+    }
     y.par_chunks_mut(row_len).zip(x.par_chunks(row_len)).for_each(|(y, x)| {
         let max = row_max(x);
         let mut sum = T::zero();
@@ -28,6 +31,9 @@ pub fn softmax_rows<T: FloatElem>(x: &[T], row_len: usize) -> Vec<T> {
 /// `y = x − max − ln Σ exp(x − max)` per row.
 pub fn log_softmax_rows<T: FloatElem>(x: &[T], row_len: usize) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
+    if x.is_empty() {
+        return y;
+    }
     y.par_chunks_mut(row_len).zip(x.par_chunks(row_len)).for_each(|(y, x)| {
         let max = row_max(x);
         let log_sum = x.iter().map(|&v| (v - max).exp()).fold(T::zero(), |s, v| s + v).ln();
@@ -41,6 +47,9 @@ pub fn log_softmax_rows<T: FloatElem>(x: &[T], row_len: usize) -> Vec<T> {
 /// Softmax backward: `dx = y ⊙ (dy − Σ dy ⊙ y)` per row.
 pub fn softmax_backward_rows<T: FloatElem>(y: &[T], dy: &[T], row_len: usize) -> Vec<T> {
     let mut dx = vec![T::zero(); y.len()];
+    if y.is_empty() {
+        return dx;
+    }
     dx.par_chunks_mut(row_len).zip(y.par_chunks(row_len).zip(dy.par_chunks(row_len))).for_each(|(dx, (y, dy))| {
         let dot = y.iter().zip(dy).fold(T::zero(), |s, (&a, &b)| s + a * b);
         for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
@@ -53,6 +62,9 @@ pub fn softmax_backward_rows<T: FloatElem>(y: &[T], dy: &[T], row_len: usize) ->
 /// Log-softmax backward: `dx = dy − exp(y) Σ dy` per row.
 pub fn log_softmax_backward_rows<T: FloatElem>(y: &[T], dy: &[T], row_len: usize) -> Vec<T> {
     let mut dx = vec![T::zero(); y.len()];
+    if y.is_empty() {
+        return dx;
+    }
     dx.par_chunks_mut(row_len).zip(y.par_chunks(row_len).zip(dy.par_chunks(row_len))).for_each(|(dx, (y, dy))| {
         let sum = dy.iter().fold(T::zero(), |s, &v| s + v);
         for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {

@@ -51,6 +51,12 @@ impl Tensor {
             d,
             dv: v.shape()[rank - 1],
         };
+        if shape.sk == 0 {
+            return invalid(op, "no keys to attend to (Sk = 0)");
+        }
+        if shape.bh * shape.sq * shape.dv == 0 || d == 0 {
+            return invalid(op, format!("empty attention: q {:?}, v {:?}", q.shape(), v.shape()));
+        }
         let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
         let (qc, kc, vc) = (q.detach().contiguous()?, k.detach().contiguous()?, v.detach().contiguous()?);
         let (out, lse) = {

@@ -86,6 +86,16 @@ fn conv_weight_grad(x: &Tensor, dy: &Tensor, g: &ConvGeometry) -> Result<Tensor>
     run_conv_kernel!("conv2d_backward_weight", conv2d_backward_weight, x, dy, g, &[g.c_out, g.c_in, g.kh, g.kw])
 }
 
+/// Rejects inputs with an axis of size 0 (an empty batch included).
+fn check_nonempty(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
+    for t in tensors {
+        if t.numel() == 0 {
+            return invalid(op, format!("empty tensor of shape {:?}", t.shape()));
+        }
+    }
+    Ok(())
+}
+
 fn check_positive(op: &'static str, what: &str, values: [usize; 2]) -> Result<()> {
     if values.contains(&0) {
         return invalid(op, format!("{what} must be positive, got {values:?}"));
@@ -115,6 +125,7 @@ impl Tensor {
         check_rank(op, self, 4, "input")?;
         check_rank(op, weight, 4, "weight")?;
         check_same(op, &[self, weight])?;
+        check_nonempty(op, &[self, weight])?;
         check_positive(op, "stride", params.stride)?;
         check_positive(op, "dilation", params.dilation)?;
         let [n, c_in, h, w] = self.shape().try_into().unwrap();
@@ -167,6 +178,7 @@ impl Tensor {
         check_rank(op, self, 4, "input")?;
         check_rank(op, weight, 4, "weight")?;
         check_same(op, &[self, weight])?;
+        check_nonempty(op, &[self, weight])?;
         check_positive(op, "stride", params.stride)?;
         check_positive(op, "dilation", params.dilation)?;
         let [n, c_in, h, w] = self.shape().try_into().unwrap();

@@ -41,23 +41,21 @@ impl Tensor {
         self.reshape(&[self.numel()])
     }
 
-    /// Inserts an axis of size 1 at `axis` (which may be `rank`, or negative).
+    /// Inserts an axis of size 1 at `axis` (which may be `rank`, or negative); a view.
     pub fn unsqueeze(&self, axis: isize) -> Result<Tensor> {
         let axis = normalize_axis("unsqueeze", axis, self.rank() + 1)?;
-        let mut shape = self.shape().to_vec();
-        shape.insert(axis, 1);
-        self.reshape(&shape)
+        let out = self.view_with_layout(self.layout().unsqueeze(axis));
+        Ok(out.with_backward("unsqueeze", &[self], move |g| Ok(vec![Some(g.squeeze(axis as isize)?)])))
     }
 
-    /// Removes an axis of size 1.
+    /// Removes an axis of size 1; a view.
     pub fn squeeze(&self, axis: isize) -> Result<Tensor> {
         let axis = normalize_axis("squeeze", axis, self.rank())?;
         if self.shape()[axis] != 1 {
             return invalid("squeeze", format!("axis {axis} of shape {:?} is not 1", self.shape()));
         }
-        let mut shape = self.shape().to_vec();
-        shape.remove(axis);
-        self.reshape(&shape)
+        let out = self.view_with_layout(self.layout().squeeze(axis));
+        Ok(out.with_backward("squeeze", &[self], move |g| Ok(vec![Some(g.unsqueeze(axis as isize)?)])))
     }
 
     /// Reorders axes (a view): axis `i` of the result is axis `dims[i]` of the input.

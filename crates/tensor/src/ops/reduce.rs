@@ -97,11 +97,11 @@ impl Tensor {
         if self.shape() == shape {
             return Ok(self.clone());
         }
-        let lead = self.rank().checked_sub(shape.len()).ok_or_else(|| crate::TensorError::BroadcastMismatch {
-            op: "sum_to_shape",
-            lhs: self.shape().to_vec(),
-            rhs: shape.to_vec(),
-        })?;
+        let mismatch = || crate::TensorError::BroadcastMismatch { op: "sum_to_shape", lhs: self.shape().to_vec(), rhs: shape.to_vec() };
+        let lead = self.rank().checked_sub(shape.len()).ok_or_else(mismatch)?;
+        if shape.iter().zip(&self.shape()[lead..]).any(|(&target, &n)| target != 1 && target != n) {
+            return Err(mismatch());
+        }
         let axes: Vec<isize> = (0..self.rank())
             .filter(|&i| i < lead || (shape[i - lead] == 1 && self.shape()[i] != 1))
             .map(|i| i as isize)

@@ -102,7 +102,15 @@ impl UnaryOp {
             UnaryOp::Log => x.recip(),
             UnaryOp::Sqrt => c::<T>(0.5) / y,
             UnaryOp::Sqr => c::<T>(2.0) * x,
-            UnaryOp::Abs => x.signum(),
+            UnaryOp::Abs => {
+                if x > T::zero() {
+                    T::one()
+                } else if x < T::zero() {
+                    -T::one()
+                } else {
+                    T::zero()
+                }
+            }
             UnaryOp::Relu => {
                 if x > T::zero() {
                     T::one()

@@ -1,0 +1,141 @@
+"""Makes the UNet parity fixtures with diffusers' UNet2DModel (the outside oracle for
+crates/unet). Run by `cargo xtask fixtures` (after make_fixtures.py) as
+`.venv/bin/python scripts/make_unet_fixtures.py --out tests/fixtures/unet`.
+
+Files:
+- unet_tiny_weights.safetensors: diffusers' random init of the `tiny` preset (1 channel),
+  rounded to float16 so the file is small; both sides load these exact values.
+- unet_tiny_io.safetensors: input `x0`, `noise`, `timesteps`, the noised input `x_t`, the
+  model output on `x_t` (`eps_pred`), the loss mse(eps_pred, noise), every parameter's gradient
+  (`grad.<name>`), and the change one Adam step (lr 2e-4) makes (`adam_update.<name>`).
+- unet_ddpm_cifar10_io.safetensors: the paper's CIFAR-10 model with *procedural* weights (the
+  35.7M float32 weights would not belong in git): parameter `name` of shape s gets
+      u_i = sin(0.61803 * i + phase(name)),  phase = (sum of name's UTF-8 bytes mod 997) * 0.01
+      norm weights: 1 + 0.1 u;  biases: 0.1 u;  other weights: u * sqrt(3 / fan_in), fan_in = numel / s[0]
+  rounded to float32; the same formula is in crates/unet/src/testing.rs. Stores `x`,
+  `timesteps`, `out`.
+All math runs in float64 (model.double()); tensors are stored as float32 unless noted.
+"""
+import argparse
+import json
+import math
+import os
+
+import numpy as np
+import torch
+from diffusers import UNet2DModel
+from safetensors.torch import save_file
+
+LINEAR_SCHEDULE = dict(beta_start=1e-4, beta_end=0.02, steps=1000)
+
+TINY = dict(
+    sample_size=32, in_channels=1, out_channels=1,
+    block_out_channels=(32, 64, 64),
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    layers_per_block=2, attention_head_dim=None, norm_num_groups=8, norm_eps=1e-6,
+    dropout=0.1, flip_sin_to_cos=False, freq_shift=1, downsample_padding=0,
+    act_fn="silu", time_embedding_type="positional",
+)
+DDPM_CIFAR10 = dict(
+    sample_size=32, in_channels=3, out_channels=3,
+    block_out_channels=(128, 256, 256, 256),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    layers_per_block=2, attention_head_dim=None, norm_num_groups=32, norm_eps=1e-6,
+    dropout=0.1, flip_sin_to_cos=False, freq_shift=1, downsample_padding=0,
+    act_fn="silu", time_embedding_type="positional",
+)
+
+
+def procedural(name, shape):
+    numel = int(np.prod(shape))
+    phase = (sum(name.encode()) % 997) * 0.01
+    u = np.sin(0.61803 * np.arange(numel, dtype=np.float64) + phase)
+    last = name.rsplit(".", 1)
+    if "norm" in last[0].rsplit(".", 1)[-1] and last[-1] == "weight":
+        w = 1.0 + 0.1 * u
+    elif last[-1] == "bias":
+        w = 0.1 * u
+    else:
+        w = u * math.sqrt(3.0 / (numel / shape[0]))
+    return torch.from_numpy(w.astype(np.float32).astype(np.float64).reshape(shape))
+
+
+def alphas_cumprod():
+    s = LINEAR_SCHEDULE
+    betas = torch.linspace(s["beta_start"], s["beta_end"], s["steps"], dtype=torch.float64)
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def metadata(config, **extra):
+    meta = {"generator": "scripts/make_unet_fixtures.py", "torch_version": torch.__version__,
+            "config": json.dumps(config)}
+    import diffusers
+    meta["diffusers_version"] = diffusers.__version__
+    meta.update({k: str(v) for k, v in extra.items()})
+    return meta
+
+
+def make_tiny(out):
+    torch.manual_seed(0)
+    model = UNet2DModel(**TINY).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().double())
+    weights = {n: p.detach().half().contiguous() for n, p in model.named_parameters()}
+    save_file(weights, os.path.join(out, "unet_tiny_weights.safetensors"), metadata(TINY))
+
+    model.eval()  # dropout off, so the step is deterministic on both sides
+    g = torch.Generator().manual_seed(1)
+    x0 = (torch.rand(2, 1, 32, 32, generator=g, dtype=torch.float64) * 2 - 1).float().double()
+    noise = torch.randn(2, 1, 32, 32, generator=g, dtype=torch.float64).float().double()
+    timesteps = torch.tensor([17.0, 802.0], dtype=torch.float64)
+    ab = alphas_cumprod()[timesteps.long()].view(-1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    eps_pred = model(x_t, timesteps).sample
+    loss = torch.nn.functional.mse_loss(eps_pred, noise)
+    model.zero_grad()
+    loss.backward()
+    tensors = {"x0": x0, "noise": noise, "timesteps": timesteps, "x_t": x_t, "eps_pred": eps_pred,
+               "loss": loss.reshape(1)}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for n, p in model.named_parameters():
+        tensors["grad." + n] = p.grad
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    optimizer.step()
+    for n, p in model.named_parameters():
+        tensors["adam_update." + n] = p.detach() - before[n]
+    tensors = {k: v.detach().float().contiguous() for k, v in tensors.items()}
+    save_file(tensors, os.path.join(out, "unet_tiny_io.safetensors"),
+              metadata(TINY, adam_lr=2e-4, schedule="linear 1e-4..0.02, T=1000", mode="eval (dropout off)"))
+
+
+def make_ddpm_cifar10(out):
+    model = UNet2DModel(**DDPM_CIFAR10).double().eval()
+    count = sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(procedural(n, tuple(p.shape)))
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 32, 32, generator=g, dtype=torch.float64).float().double()
+    timesteps = torch.tensor([3.0, 640.0], dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x, timesteps).sample
+    tensors = {"x": x.float(), "timesteps": timesteps.float(), "out": y.float()}
+    save_file(tensors, os.path.join(out, "unet_ddpm_cifar10_io.safetensors"),
+              metadata(DDPM_CIFAR10, parameter_count=count, weights="procedural (see script)"))
+    print(f"ddpm-cifar10: {count} parameters")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="tests/fixtures/unet")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    make_tiny(args.out)
+    make_ddpm_cifar10(args.out)
+
+
+if __name__ == "__main__":
+    main()
