@@ -5,3 +5,5 @@
 
 pub use ember_tensor as tensor;
 pub use ember_unet as unet;
+pub use ember_diffusion as diffusion;
+pub use ember_train as train;

@@ -79,21 +79,21 @@ fn fixtures(args: &[String]) -> Result {
             .map_err(|e| format!("could not create the virtualenv: {e}"))?;
     }
 
-    let check = ["-c", "import torch, safetensors, numpy"];
+    let check = ["-c", "import torch, safetensors, numpy, diffusers"];
     if quiet_ok(Command::new(&python).args(check)) {
         println!(
-            "xtask: {} already has torch, safetensors and numpy",
+            "xtask: {} already has torch, safetensors, numpy and diffusers",
             venv.display()
         );
     } else {
         println!(
-            "xtask: installing torch safetensors numpy into {} (this can take a while)",
+            "xtask: installing torch safetensors numpy diffusers into {} (this can take a while)",
             venv.display()
         );
-        run(Command::new(&python).args(["-m", "pip", "install", "torch", "safetensors", "numpy"]))
+        run(Command::new(&python).args(["-m", "pip", "install", "torch", "safetensors", "numpy", "diffusers"]))
             .map_err(|e| format!("pip install failed: {e}"))?;
         if !quiet_ok(Command::new(&python).args(check)) {
-            return Err("`import torch, safetensors, numpy` still fails after pip install".into());
+            return Err("`import torch, safetensors, numpy, diffusers` still fails after pip install".into());
         }
     }
 
@@ -103,6 +103,18 @@ fn fixtures(args: &[String]) -> Result {
         .args(["scripts/make_fixtures.py", "--out", "tests/fixtures"])
         .args(args))
     .map_err(|e| format!("scripts/make_fixtures.py failed: {e}"))?;
+    if args.is_empty() {
+        println!("xtask: generating UNet fixtures (diffusers) into tests/fixtures/unet");
+        run(Command::new(&python)
+            .current_dir(&root)
+            .args(["scripts/make_unet_fixtures.py", "--out", "tests/fixtures/unet"]))
+        .map_err(|e| format!("scripts/make_unet_fixtures.py failed: {e}"))?;
+        println!("xtask: generating sampler fixtures (diffusers) into tests/fixtures/diffusion");
+        run(Command::new(&python)
+            .current_dir(&root)
+            .args(["scripts/make_sampler_fixtures.py", "--out", "tests/fixtures/diffusion"]))
+        .map_err(|e| format!("scripts/make_sampler_fixtures.py failed: {e}"))?;
+    }
     println!(
         "xtask: fixtures written to {}",
         root.join("tests/fixtures").display()

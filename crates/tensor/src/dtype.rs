@@ -57,6 +57,8 @@ pub trait FloatElem:
     fn slice(storage: &CpuStorage) -> Option<&[Self]>;
     fn slice_mut(storage: &mut CpuStorage) -> Option<&mut [Self]>;
     fn into_storage(data: Vec<Self>) -> CpuStorage;
+    /// The cache of freed buffers of this type.
+    fn pool() -> &'static crate::cpu::pool::BufferPool<Self>;
 }
 
 impl FloatElem for f32 {
@@ -87,6 +89,10 @@ impl FloatElem for f32 {
     fn into_storage(data: Vec<Self>) -> CpuStorage {
         CpuStorage::F32(data)
     }
+    fn pool() -> &'static crate::cpu::pool::BufferPool<Self> {
+        static POOL: crate::cpu::pool::BufferPool<f32> = crate::cpu::pool::BufferPool::new();
+        &POOL
+    }
 }
 
 impl FloatElem for f64 {
@@ -116,5 +122,9 @@ impl FloatElem for f64 {
     }
     fn into_storage(data: Vec<Self>) -> CpuStorage {
         CpuStorage::F64(data)
+    }
+    fn pool() -> &'static crate::cpu::pool::BufferPool<Self> {
+        static POOL: crate::cpu::pool::BufferPool<f64> = crate::cpu::pool::BufferPool::new();
+        &POOL
     }
 }

@@ -35,7 +35,7 @@ pub enum TensorError {
     #[error("{path}: {msg}")]
     File { path: String, msg: String },
 
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}")]
     Io { path: String, source: std::io::Error },
 }
 

@@ -14,6 +14,18 @@ pub enum CpuStorage {
     BF16(Vec<bf16>),
 }
 
+/// Compute buffers go back to the buffer cache ([`crate::cpu::pool`]) for reuse.
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        use crate::FloatElem;
+        match self {
+            CpuStorage::F32(v) => f32::pool().give_back(std::mem::take(v)),
+            CpuStorage::F64(v) => f64::pool().give_back(std::mem::take(v)),
+            CpuStorage::F16(_) | CpuStorage::BF16(_) => {}
+        }
+    }
+}
+
 /// A tensor's memory on some device. The CUDA backend adds its variant here.
 #[derive(Clone, Debug)]
 pub enum Storage {

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use crate::FloatElem;
 use crate::cpu::gemm::{MatRef, gemm};
+use crate::cpu::pool::Scratch;
 
 /// The sizes of one convolution, `x: [n, c_in, h, w]`, `weight: [c_out, c_in, kh, kw]`,
 /// `y: [n, c_out, ho, wo]`.
@@ -106,10 +107,10 @@ fn col2im<T: FloatElem>(col: &[T], g: &ConvGeometry, image: &mut [T]) {
 
 /// `y = conv2d(x, weight)` without bias; `x`, `weight` contiguous.
 pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
-    let mut y = vec![T::zero(); g.n * g.output_image_len()];
+    let mut y = crate::cpu::pool::zeroed::<T>(g.n * g.output_image_len());
     let (k, cols) = (g.col_rows(), g.col_cols());
     y.par_chunks_mut(g.output_image_len()).zip(x.par_chunks(g.image_len())).for_each_init(
-        || vec![T::zero(); k * cols],
+        || Scratch::<T>::zeroed(k * cols),
         |col, (y_image, x_image)| {
             im2col(x_image, g, col);
             let w = MatRef { data: weight, row_stride: k, col_stride: 1 };
@@ -122,10 +123,10 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], g: &ConvGeometry) -> 
 
 /// `dx` for `y = conv2d(x, weight)`, given `dy`.
 pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
-    let mut dx = vec![T::zero(); g.n * g.image_len()];
+    let mut dx = crate::cpu::pool::zeroed::<T>(g.n * g.image_len());
     let (k, cols) = (g.col_rows(), g.col_cols());
     dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(g.output_image_len())).for_each_init(
-        || vec![T::zero(); k * cols],
+        || Scratch::<T>::zeroed(k * cols),
         |dcol, (dx_image, dy_image)| {
             // Wᵀ: read the [c_out, k] weight with swapped strides
             let w_t = MatRef { data: weight, row_stride: 1, col_stride: k };
@@ -143,12 +144,12 @@ pub fn conv2d_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
     let (k, cols) = (g.col_rows(), g.col_cols());
     let weight_len = g.c_out * k;
     let images_per_task = g.n.div_ceil(rayon::current_num_threads()).max(1);
-    let partials: Vec<Vec<T>> = (0..g.n)
+    let partials: Vec<Scratch<T>> = (0..g.n)
         .collect::<Vec<_>>()
         .par_chunks(images_per_task)
         .map(|images| {
-            let mut dw = vec![T::zero(); weight_len];
-            let mut col = vec![T::zero(); k * cols];
+            let mut dw = Scratch::<T>::zeroed(weight_len);
+            let mut col = Scratch::<T>::zeroed(k * cols);
             for &n in images {
                 im2col(&x[n * g.image_len()..][..g.image_len()], g, &mut col);
                 let dy_m = MatRef { data: &dy[n * g.output_image_len()..], row_stride: cols, col_stride: 1 };
@@ -158,9 +159,9 @@ pub fn conv2d_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
             dw
         })
         .collect();
-    let mut total = vec![T::zero(); weight_len];
+    let mut total = crate::cpu::pool::zeroed::<T>(weight_len);
     for partial in partials {
-        for (t, p) in total.iter_mut().zip(partial) {
+        for (t, &p) in total.iter_mut().zip(partial.iter()) {
             *t += p;
         }
     }

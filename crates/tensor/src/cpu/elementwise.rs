@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::ELEMENTWISE_CHUNK;
+use crate::FloatElem;
 use crate::layout::Layout;
 
 /// Storage offset of the first element of row `row` (rows = all axes but the last).
@@ -28,13 +29,13 @@ fn rows_per_task(row_len: usize) -> usize {
 }
 
 /// `out[i] = f(x[i])` for every element of the view `layout` over `x`.
-pub fn map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
+pub fn map<T: Copy + Send + Sync, U: FloatElem>(
     x: &[T],
     layout: &Layout,
     f: impl Fn(T) -> U + Sync,
 ) -> Vec<U> {
     let numel = layout.numel();
-    let mut out = vec![U::default(); numel];
+    let mut out = crate::cpu::pool::zeroed::<U>(numel);
     if numel == 0 {
         return out;
     }
@@ -63,7 +64,7 @@ pub fn map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
 
 /// `out[i] = f(a[i], b[i])` where `la` and `lb` are views of the same shape (broadcast
 /// views included: a repeated axis has stride 0).
-pub fn zip_map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
+pub fn zip_map<T: Copy + Send + Sync, U: FloatElem>(
     a: &[T],
     la: &Layout,
     b: &[T],
@@ -72,7 +73,7 @@ pub fn zip_map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
 ) -> Vec<U> {
     debug_assert_eq!(la.shape(), lb.shape());
     let numel = la.numel();
-    let mut out = vec![U::default(); numel];
+    let mut out = crate::cpu::pool::zeroed::<U>(numel);
     if numel == 0 {
         return out;
     }
@@ -118,8 +119,8 @@ pub fn zip_map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
 }
 
 /// `out[i] = f(a[i], b[i], c[i])` over three contiguous slices of one length.
-pub fn zip3_map<T: Copy + Send + Sync + Default>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::default(); a.len()];
+pub fn zip3_map<T: FloatElem>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
+    let mut out = crate::cpu::pool::zeroed::<T>(a.len());
     out.par_chunks_mut(ELEMENTWISE_CHUNK).enumerate().for_each(|(chunk, o)| {
         let start = chunk * ELEMENTWISE_CHUNK;
         for (((o, &x), &y), &z) in o.iter_mut().zip(&a[start..]).zip(&b[start..]).zip(&c[start..]) {

@@ -15,3 +15,5 @@ pub mod conv;
 pub mod softmax;
 pub mod attention;
 pub mod peak;
+pub mod pool;
+pub mod norm;

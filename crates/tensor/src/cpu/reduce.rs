@@ -58,7 +58,7 @@ pub fn reduce<T: FloatElem>(x: &[T], layout: &Layout, axes: &[usize], kind: Redu
     }
     if let Some(range) = permuted.contiguous_range() {
         let data = &x[range];
-        let mut out = vec![T::zero(); out_len];
+        let mut out = crate::cpu::pool::zeroed::<T>(out_len);
         out.par_iter_mut().with_min_len(64).zip(data.par_chunks(run_len)).for_each(|(o, run)| *o = reduce_run(run));
         return out;
     }

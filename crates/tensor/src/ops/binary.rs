@@ -54,7 +54,14 @@ impl Tensor {
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
         let (la, lb) = (self.layout().broadcast_to(&shape)?, rhs.layout().broadcast_to(&shape)?);
         let (a, b) = (self.storage(), rhs.storage());
-        let out = with_float_slices2!(op.name(), a.cpu(), b.cpu(), (a, b) => wrap(zip_map(a, &la, b, &lb, |x, y| op.apply(x, y))));
+        // one closure per op, so that the kernel loop has no per-element match
+        let out = with_float_slices2!(op.name(), a.cpu(), b.cpu(), (a, b) => wrap(match op {
+            BinaryOp::Add => zip_map(a, &la, b, &lb, |x, y| BinaryOp::Add.apply(x, y)),
+            BinaryOp::Sub => zip_map(a, &la, b, &lb, |x, y| BinaryOp::Sub.apply(x, y)),
+            BinaryOp::Mul => zip_map(a, &la, b, &lb, |x, y| BinaryOp::Mul.apply(x, y)),
+            BinaryOp::Div => zip_map(a, &la, b, &lb, |x, y| BinaryOp::Div.apply(x, y)),
+            BinaryOp::Equal => zip_map(a, &la, b, &lb, |x, y| BinaryOp::Equal.apply(x, y)),
+        }));
         Ok(new_tensor(out, &shape))
     }
 

@@ -20,7 +20,7 @@ fn gather_rows<T: FloatElem>(x: &[T], outer: usize, axis_len: usize, inner: usiz
 
 /// The adjoint of [`gather_rows`]: `dx[o, indices[i], r] += g[o, i, r]`.
 fn scatter_add_rows<T: FloatElem>(g: &[T], outer: usize, axis_len: usize, inner: usize, indices: &[usize]) -> Vec<T> {
-    let mut dx = vec![T::zero(); outer * axis_len * inner];
+    let mut dx = crate::cpu::pool::zeroed::<T>(outer * axis_len * inner);
     for o in 0..outer {
         for (k, &i) in indices.iter().enumerate() {
             let src = &g[(o * indices.len() + k) * inner..][..inner];

@@ -1,8 +1,16 @@
 //! Normalization layers as compositions of primitive ops (their gradients come from the
 //! parts; a fused kernel can replace them when a benchmark asks for it).
 
+use crate::cpu::norm::{GroupNormShape, group_norm_backward, group_norm_forward};
 use crate::error::{Result, TensorError, invalid};
-use crate::Tensor;
+use crate::ops::{new_tensor, wrap};
+use crate::storage::with_float_slices3;
+use crate::{FloatElem, Tensor};
+
+/// The storage range of a contiguous tensor.
+fn range(t: &Tensor) -> std::ops::Range<usize> {
+    t.layout().contiguous_range().expect("contiguous")
+}
 
 /// `(x − mean) / √(var + eps)` over the trailing axes `axes` of `x` (biased variance).
 fn standardize(x: &Tensor, axes: &[isize], eps: f64) -> Result<Tensor> {
@@ -31,7 +39,10 @@ fn affine(y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, param_shape
 impl Tensor {
     /// Group normalization (Wu & He 2018) of `x [N, C, *]`: the channels are split into
     /// `num_groups` groups, each group of each sample is standardized over its channels and
-    /// positions, then `y = x̂·weight[c] + bias[c]` (`weight`, `bias` of shape `[C]`).
+    /// positions (biased variance), then `y = x̂·weight[c] + bias[c]` (`weight`, `bias` of
+    /// shape `[C]`). A fused kernel ([`crate::cpu::norm`]): backward
+    /// `dx = rstd·(g − mean(g) − x̂·mean(g·x̂))` with `g = dy·weight[c]`, `dweight = Σ dy·x̂`,
+    /// `dbias = Σ dy`.
     pub fn group_norm(&self, num_groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
         let op = "group_norm";
         if self.rank() < 2 {
@@ -41,11 +52,52 @@ impl Tensor {
         if num_groups == 0 || c % num_groups != 0 {
             return invalid(op, format!("{c} channels do not split into {num_groups} groups"));
         }
-        let grouped = self.reshape(&[n, num_groups, self.numel() / (n * num_groups)])?;
-        let normalized = standardize(&grouped, &[-1], eps)?.reshape(self.shape())?;
-        let mut view = vec![1; self.rank()];
-        view[1] = c;
-        affine(normalized, weight, bias, &[c], &view, op)
+        for param in [weight, bias].into_iter().flatten() {
+            if param.shape() != [c] {
+                return Err(TensorError::ShapeMismatch { op, lhs: vec![c], rhs: param.shape().to_vec() });
+            }
+            crate::ops::check_same(op, &[self, param])?;
+        }
+        if self.numel() == 0 {
+            return invalid(op, format!("empty input of shape {:?}", self.shape()));
+        }
+        let shape = GroupNormShape { n, channels: c, groups: num_groups, positions: self.numel() / (n * c) };
+        let x = self.detach().contiguous()?;
+        let w = match weight { Some(w) => w.detach().contiguous()?, None => Tensor::ones(&[c], self.dtype()) };
+        let b = match bias { Some(b) => b.detach().contiguous()?, None => Tensor::zeros(&[c], self.dtype()) };
+        let (y, mean, rstd) = {
+            let (sx, sw, sb) = (x.storage(), w.storage(), b.storage());
+            with_float_slices3!(op, sx.cpu(), sw.cpu(), sb.cpu(), (xs, ws, bs) => {
+                let (y, m, r) = group_norm_forward(&xs[range(&x)], &ws[range(&w)], &bs[range(&b)], &shape, eps);
+                (wrap(y), wrap(m), wrap(r))
+            })
+        };
+        let y = new_tensor(y, self.shape());
+        let (mean, rstd) = (new_tensor(mean, &[n * num_groups]), new_tensor(rstd, &[n * num_groups]));
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        let (has_weight, has_bias) = (weight.is_some(), bias.is_some());
+        Ok(y.with_backward(op, &inputs, move |dy| {
+            let dy = dy.contiguous()?;
+            let (dx, dw, db) = {
+                let (sx, sdy, sw) = (x.storage(), dy.storage(), w.storage());
+                let (sm, sr) = (mean.storage(), rstd.storage());
+                with_float_slices3!(op, sx.cpu(), sdy.cpu(), sw.cpu(), (xs, dys, ws) => {
+                    let (ms, rs) = (FloatElem::slice(sm.cpu()).unwrap(), FloatElem::slice(sr.cpu()).unwrap());
+                    let (dx, dw, db) = group_norm_backward(&xs[range(&x)], &dys[range(&dy)], &ws[range(&w)], ms, rs, &shape);
+                    (wrap(dx), wrap(dw), wrap(db))
+                })
+            };
+            let mut grads = vec![Some(new_tensor(dx, x.shape()))];
+            if has_weight {
+                grads.push(Some(new_tensor(dw, &[shape.channels])));
+            }
+            if has_bias {
+                grads.push(Some(new_tensor(db, &[shape.channels])));
+            }
+            Ok(grads)
+        }))
     }
 
     /// Layer normalization (Ba et al. 2016) over the trailing axes `normalized_shape`:

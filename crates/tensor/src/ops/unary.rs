@@ -158,7 +158,7 @@ impl Tensor {
     /// Applies `op` elementwise; the backward is `grad * op.derivative(x, y)`.
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         let storage = self.storage();
-        let out = with_float_slice!(op.name(), storage.cpu(), x => wrap(map(x, self.layout(), |v| op.forward(v))));
+        let out = with_float_slice!(op.name(), storage.cpu(), x => wrap(forward_kernel(x, self.layout(), op)));
         drop(storage);
         let out = new_tensor(out, self.shape());
         let saved = match op.derivative_needs() {
@@ -253,12 +253,40 @@ impl Tensor {
     }
 }
 
+/// Calls `$run` with a closure specialized to each variant of `$op` (so that the kernel loop
+/// has no per-element `match` and simple ops vectorize).
+macro_rules! specialize_unary {
+    ($op:expr, |$f:ident| $run:expr) => {
+        match $op {
+            UnaryOp::Neg => { let $f = UnaryOp::Neg; $run }
+            UnaryOp::Exp => { let $f = UnaryOp::Exp; $run }
+            UnaryOp::Log => { let $f = UnaryOp::Log; $run }
+            UnaryOp::Sqrt => { let $f = UnaryOp::Sqrt; $run }
+            UnaryOp::Sqr => { let $f = UnaryOp::Sqr; $run }
+            UnaryOp::Abs => { let $f = UnaryOp::Abs; $run }
+            UnaryOp::Relu => { let $f = UnaryOp::Relu; $run }
+            UnaryOp::Silu => { let $f = UnaryOp::Silu; $run }
+            UnaryOp::Gelu => { let $f = UnaryOp::Gelu; $run }
+            UnaryOp::Sigmoid => { let $f = UnaryOp::Sigmoid; $run }
+            UnaryOp::Tanh => { let $f = UnaryOp::Tanh; $run }
+            UnaryOp::Sin => { let $f = UnaryOp::Sin; $run }
+            UnaryOp::Cos => { let $f = UnaryOp::Cos; $run }
+            UnaryOp::Powf(p) => { let $f = UnaryOp::Powf(p); $run }
+            UnaryOp::Affine { mul, add } => { let $f = UnaryOp::Affine { mul, add }; $run }
+        }
+    };
+}
+
+fn forward_kernel<T: FloatElem>(x: &[T], layout: &crate::Layout, op: UnaryOp) -> Vec<T> {
+    specialize_unary!(op, |f| map(x, layout, move |v| f.forward(v)))
+}
+
 /// `grad * op.derivative(saved)`, where `saved` is x or y as the op needs (the derivative
 /// reads only that one, so it is passed in both places).
 fn unary_backward(op: UnaryOp, saved: &Tensor, grad: &Tensor) -> Result<Tensor> {
     let (g, s) = (grad.storage(), saved.storage());
     let out = with_float_slices2!(op.name(), g.cpu(), s.cpu(), (g, s) => {
-        wrap(zip_map(g, grad.layout(), s, saved.layout(), |g, v| g * op.derivative(v, v)))
+        specialize_unary!(op, |f| wrap(zip_map(g, grad.layout(), s, saved.layout(), move |g, v| g * f.derivative(v, v))))
     });
     Ok(new_tensor(out, saved.shape()))
 }

@@ -1,0 +1,116 @@
+//! Group normalization, fused: one pass for the statistics, one to normalize, and a fused
+//! backward. `x` is viewed as `[N, C, S]` (S = the spatial positions) with the channels in `G`
+//! groups; a (sample, group) block is `C/G · S` contiguous elements and gets its own mean `μ`
+//! and `rstd = 1/√(σ² + eps)`. With `x̂ = (x − μ)·rstd`:
+//!
+//! - forward: `y = x̂·w[c] + b[c]`
+//! - backward: `db[c] = Σ dy`, `dw[c] = Σ dy·x̂` (over samples and positions), and with
+//!   `g = dy·w[c]`, `dx = rstd·(g − mean(g) − x̂·mean(g·x̂))` (means over the block).
+
+use rayon::prelude::*;
+
+use crate::FloatElem;
+use crate::cpu::pool::zeroed;
+use crate::cpu::reduce::sum_slice;
+
+/// Sizes of a group norm: `n` samples, `channels` in `groups`, `positions` per channel.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupNormShape {
+    pub n: usize,
+    pub channels: usize,
+    pub groups: usize,
+    pub positions: usize,
+}
+
+impl GroupNormShape {
+    fn block_len(&self) -> usize {
+        self.channels / self.groups * self.positions
+    }
+    fn channels_per_group(&self) -> usize {
+        self.channels / self.groups
+    }
+}
+
+/// Returns `(y, mean, rstd)`, the statistics one per (sample, group).
+pub fn group_norm_forward<T: FloatElem>(x: &[T], weight: &[T], bias: &[T], s: &GroupNormShape, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let blocks = s.n * s.groups;
+    let (mut y, mut mean, mut rstd) = (zeroed::<T>(x.len()), zeroed::<T>(blocks), zeroed::<T>(blocks));
+    let len = s.block_len();
+    let count = T::from_f64(len as f64);
+    y.par_chunks_mut(len)
+        .zip(x.par_chunks(len))
+        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+        .enumerate()
+        .for_each(|(block, ((y, x), (mean, rstd)))| {
+            let mu = sum_slice(x) / count;
+            let var = x.iter().fold(T::zero(), |acc, &v| acc + (v - mu) * (v - mu)) / count;
+            let r = (var + T::from_f64(eps)).sqrt().recip();
+            *mean = mu;
+            *rstd = r;
+            let first_channel = (block % s.groups) * s.channels_per_group();
+            for (c, (y, x)) in y.chunks_exact_mut(s.positions).zip(x.chunks_exact(s.positions)).enumerate() {
+                // y = (x − μ)·r·w + b = x·(r·w) + (b − μ·r·w)
+                let scale = r * weight[first_channel + c];
+                let shift = bias[first_channel + c] - mu * scale;
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x * scale + shift;
+                }
+            }
+        });
+    (y, mean, rstd)
+}
+
+/// Returns `(dx, dweight, dbias)`.
+pub fn group_norm_backward<T: FloatElem>(
+    x: &[T],
+    dy: &[T],
+    weight: &[T],
+    mean: &[T],
+    rstd: &[T],
+    s: &GroupNormShape,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let len = s.block_len();
+    let cpg = s.channels_per_group();
+    let count = T::from_f64(len as f64);
+    let mut dx = zeroed::<T>(x.len());
+    // per (sample, channel): Σ dy·x̂ and Σ dy, summed over samples afterwards
+    let mut per_sample = zeroed::<T>(2 * s.n * s.channels);
+    dx.par_chunks_mut(len)
+        .zip(x.par_chunks(len).zip(dy.par_chunks(len)))
+        .zip(per_sample.par_chunks_mut(2 * cpg))
+        .enumerate()
+        .for_each(|(block, ((dx, (x, dy)), sums))| {
+            let (mu, r) = (mean[block], rstd[block]);
+            let first_channel = (block % s.groups) * cpg;
+            let (mut sum_g, mut sum_g_xhat) = (T::zero(), T::zero());
+            for (c, (x, dy)) in x.chunks_exact(s.positions).zip(dy.chunks_exact(s.positions)).enumerate() {
+                let (mut dy_sum, mut dy_xhat_sum) = (T::zero(), T::zero());
+                for (&x, &dy) in x.iter().zip(dy) {
+                    let xhat = (x - mu) * r;
+                    dy_sum += dy;
+                    dy_xhat_sum += dy * xhat;
+                }
+                sums[2 * c] = dy_xhat_sum;
+                sums[2 * c + 1] = dy_sum;
+                let w = weight[first_channel + c];
+                sum_g += dy_sum * w;
+                sum_g_xhat += dy_xhat_sum * w;
+            }
+            let (mean_g, mean_g_xhat) = (sum_g / count, sum_g_xhat / count);
+            for (c, ((dx, x), dy)) in dx.chunks_exact_mut(s.positions).zip(x.chunks_exact(s.positions)).zip(dy.chunks_exact(s.positions)).enumerate() {
+                let w = weight[first_channel + c];
+                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                    let xhat = (x - mu) * r;
+                    *dx = r * (dy * w - mean_g - xhat * mean_g_xhat);
+                }
+            }
+        });
+    let (mut dweight, mut dbias) = (zeroed::<T>(s.channels), zeroed::<T>(s.channels));
+    for sample in per_sample.chunks_exact(2 * s.channels) {
+        for c in 0..s.channels {
+            dweight[c] += sample[2 * c];
+            dbias[c] += sample[2 * c + 1];
+        }
+    }
+    (dx, dweight, dbias)
+}

@@ -1,0 +1,13 @@
+//! Training and running the DDPM: datasets, the trainer (Adam, warmup, clipping, EMA,
+//! NaN/Inf detection), atomic checkpoints with exact resume, sampling, and image output.
+
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod images;
+pub mod trainer;
+
+pub use error::{Result, TrainError};
+pub use trainer::{StepStats, TrainConfig, Trainer};
+pub mod run;
+pub mod sampling;

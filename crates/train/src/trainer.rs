@@ -1,0 +1,213 @@
+//! One DDPM training step at a time: sample a batch, the ε-prediction loss at uniform t,
+//! backward, NaN/Inf check, gradient-norm clipping, Adam with linear warmup, EMA of the weights.
+//! All randomness comes from three seeded Philox streams (data, diffusion noise, dropout) whose
+//! positions are saved in checkpoints, so a resumed run continues exactly where it stopped.
+
+use ember_diffusion::{NoiseSchedule, epsilon_loss};
+use ember_tensor::optim::{Adam, AdamConfig};
+use ember_tensor::rng::Rng;
+use ember_tensor::{DType, Tensor, no_grad};
+use ember_unet::module::named_parameters;
+use ember_unet::{ForwardContext, UNet, UNetConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Dataset;
+use crate::error::{Result, TrainError};
+
+/// Everything that defines a training run (saved as `config.json` in the run folder and in
+/// every checkpoint).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub unet: UNetConfig,
+    /// Dataset spec (see [`Dataset::from_name`]).
+    pub data: String,
+    pub batch_size: usize,
+    pub steps: u64,
+    /// Adam's learning rate after warmup (the paper: 2e-4).
+    pub lr: f64,
+    /// Linear warmup from 0 to `lr` over this many steps (the paper: 5000).
+    pub warmup_steps: u64,
+    /// Clip the global gradient norm to this (the paper: 1.0); 0 turns clipping off.
+    pub grad_clip: f64,
+    /// EMA decay (the paper: 0.9999), ramped up as `min(decay, (1 + n)/(10 + n))` so that
+    /// short runs get a useful average.
+    pub ema_decay: f64,
+    pub random_flip: bool,
+    /// "linear" (β from 1e-4 to 0.02) or "cosine".
+    pub schedule: String,
+    pub num_timesteps: usize,
+    pub seed: u64,
+    pub checkpoint_every: u64,
+    pub sample_every: u64,
+    pub sample_count: usize,
+    /// DDIM steps for the preview grids.
+    pub sample_steps: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            unet: UNetConfig::tiny(1),
+            data: "fashion-mnist".into(),
+            batch_size: 32,
+            steps: 1000,
+            lr: 2e-4,
+            warmup_steps: 100,
+            grad_clip: 1.0,
+            ema_decay: 0.9999,
+            random_flip: true,
+            schedule: "linear".into(),
+            num_timesteps: 1000,
+            seed: 0,
+            checkpoint_every: 500,
+            sample_every: 500,
+            sample_count: 16,
+            sample_steps: 50,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: &str| Err(TrainError::Config(m.to_string()));
+        self.unet.validate()?;
+        if self.batch_size == 0 {
+            return fail("batch_size must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return fail("lr must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return fail("ema_decay must be in [0, 1)");
+        }
+        if self.grad_clip < 0.0 {
+            return fail("grad_clip must be ≥ 0");
+        }
+        if self.sample_steps == 0 || self.sample_steps > self.num_timesteps {
+            return fail("sample_steps must be in 1..=num_timesteps");
+        }
+        Ok(())
+    }
+
+    /// The learning rate at `step` (0-based): linear warmup, then constant.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        if self.warmup_steps == 0 { self.lr } else { self.lr * ((step + 1) as f64 / self.warmup_steps as f64).min(1.0) }
+    }
+
+    /// The EMA decay used after `updates` previous updates.
+    pub fn ema_decay_at(&self, updates: u64) -> f64 {
+        self.ema_decay.min((1 + updates) as f64 / (10 + updates) as f64)
+    }
+}
+
+/// The three random streams of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrainRngs {
+    pub data: Rng,
+    pub noise: Rng,
+    pub dropout: Rng,
+}
+
+impl TrainRngs {
+    pub fn new(seed: u64) -> TrainRngs {
+        // distinct streams from one seed (Philox keys differ in the high word)
+        TrainRngs { data: Rng::new(seed ^ (1 << 40)), noise: Rng::new(seed ^ (2 << 40)), dropout: Rng::new(seed ^ (3 << 40)) }
+    }
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// Steps completed, this one included.
+    pub step: u64,
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub lr: f64,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub model: UNet,
+    /// The exponential moving average of the weights (used for sampling).
+    pub ema: UNet,
+    pub adam: Adam,
+    pub schedule: NoiseSchedule,
+    pub dataset: Dataset,
+    /// Steps completed.
+    pub step: u64,
+    pub rngs: TrainRngs,
+}
+
+impl Trainer {
+    /// A new run: model initialized from the seed, EMA equal to the model.
+    pub fn new(config: TrainConfig, dataset: Dataset) -> Result<Trainer> {
+        config.validate()?;
+        check_dataset_fits(&config, &dataset)?;
+        let mut init_rng = Rng::new(config.seed);
+        let model = UNet::new(&config.unet, DType::F32, &mut init_rng)?;
+        let ema = UNet::new(&config.unet, DType::F32, &mut Rng::new(0))?;
+        for ((_, e), (_, p)) in named_parameters(&ema).iter().zip(named_parameters(&model).iter()) {
+            e.assign(p)?;
+        }
+        let params = named_parameters(&model).into_iter().map(|(_, p)| p).collect();
+        let adam = Adam::new(params, AdamConfig::adam(config.lr))?;
+        let schedule = NoiseSchedule::from_name(&config.schedule, config.num_timesteps)?;
+        let rngs = TrainRngs::new(config.seed);
+        Ok(Trainer { config, model, ema, adam, schedule, dataset, step: 0, rngs })
+    }
+
+    /// One optimization step. On a non-finite loss or gradient nothing is updated and
+    /// [`TrainError::NonFinite`] is returned.
+    pub fn train_step(&mut self) -> Result<StepStats> {
+        let step = self.step;
+        let x0 = self.dataset.sample_batch(self.config.batch_size, &mut self.rngs.data, self.config.random_flip)?;
+        let model = &self.model;
+        let dropout_rng = &mut self.rngs.dropout;
+        let mut predict_noise = |x: &Tensor, t: &[f64]| model.forward(x, t, &mut ForwardContext { training: true, rng: dropout_rng });
+        let loss = epsilon_loss(&mut predict_noise, &self.schedule, &x0, &mut self.rngs.noise)?;
+        let loss_value = loss.item()?;
+        if !loss_value.is_finite() {
+            return Err(TrainError::NonFinite { step: step + 1, what: "the loss", value: loss_value });
+        }
+        let mut grads = loss.backward()?;
+        drop(loss);
+        let grad_norm = if self.config.grad_clip > 0.0 { grads.clip_global_norm(self.config.grad_clip)? } else { grads.global_norm()? };
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite { step: step + 1, what: "the gradient norm", value: grad_norm });
+        }
+        let lr = self.config.lr_at(step);
+        self.adam.config.lr = lr;
+        self.adam.step(&grads)?;
+        self.update_ema()?;
+        self.step += 1;
+        Ok(StepStats { step: self.step, loss: loss_value, grad_norm, lr })
+    }
+
+    /// `ema ← d·ema + (1 − d)·θ`.
+    fn update_ema(&self) -> Result<()> {
+        let _guard = no_grad();
+        let decay = self.config.ema_decay_at(self.step);
+        for ((_, e), (_, p)) in named_parameters(&self.ema).iter().zip(named_parameters(&self.model).iter()) {
+            e.assign(&e.mul_scalar(decay)?.add(&p.mul_scalar(1.0 - decay)?)?)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_dataset_fits(config: &TrainConfig, dataset: &Dataset) -> Result<()> {
+    let u = &config.unet;
+    if dataset.channels() != u.in_channels || dataset.size() != u.sample_size {
+        return Err(TrainError::Config(format!(
+            "the data has {} channel(s) of {}x{} but the model takes {} channel(s) of {}x{}",
+            dataset.channels(),
+            dataset.size(),
+            dataset.size(),
+            u.in_channels,
+            u.sample_size,
+            u.sample_size
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,406 @@
+//! `ember`: train a DDPM, sample from it, evaluate it, and describe its architecture.
+//! Run `ember --help` and `ember <command> --help`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use ember::diffusion::DdpmVariance;
+use ember::tensor::rng::Rng;
+use ember::tensor::DType;
+use ember::train::checkpoint::Checkpoint;
+use ember::train::data::{Dataset, Split};
+use ember::train::images::write_grid_png;
+use ember::train::run::{Observer, RunDir, train};
+use ember::train::sampling::{Sampler, sample_images};
+use ember::train::trainer::StepStats;
+use ember::train::TrainConfig;
+use ember::unet::module::{Module, named_parameters, parameter_count};
+use ember::unet::{UNet, UNetConfig};
+
+#[derive(Parser)]
+#[command(name = "ember", version, about = "A from-scratch DDPM: train, sample, evaluate", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a UNet on images (a run folder gets config, loss CSV and curve, samples, checkpoints)
+    Train(TrainArgs),
+    /// Draw a grid of samples from a checkpoint
+    Sample(SampleArgs),
+    /// Bits/dim (the variational bound) and the loss on the test split
+    Eval(EvalArgs),
+    /// Print a model's architecture and parameter counts
+    Info(InfoArgs),
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Architecture preset: tiny, labml, ddpm-cifar10
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Image channels for the tiny and labml presets (1 = grayscale, 3 = RGB)
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// A diffusers-style UNet config.json (overrides --preset)
+    #[arg(long)]
+    unet_config: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    fn config(&self) -> Result<UNetConfig> {
+        Ok(match &self.unet_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                UNetConfig::from_json(&text).with_context(|| format!("in {}", path.display()))?
+            }
+            None => UNetConfig::preset(&self.preset, self.channels)?,
+        })
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The run folder
+    #[arg(long)]
+    out: PathBuf,
+    /// Dataset: fashion-mnist[:DIR], cifar10:DIR, png:DIR, procedural[:N]. Default:
+    /// Fashion-MNIST if installed (apt-get install dataset-fashion-mnist), else procedural
+    #[arg(long)]
+    data: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    steps: u64,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    /// Linear learning-rate warmup steps
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    /// Clip the global gradient norm (0: off)
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    #[arg(long, default_value_t = 0.9999)]
+    ema_decay: f64,
+    /// Noise schedule: linear or cosine
+    #[arg(long, default_value = "linear")]
+    schedule: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: u64,
+    #[arg(long, default_value_t = 500)]
+    sample_every: u64,
+    #[arg(long, default_value_t = 16)]
+    sample_count: usize,
+    /// DDIM steps for the sample grids written during training
+    #[arg(long, default_value_t = 50)]
+    sample_steps: usize,
+    /// No random horizontal flips
+    #[arg(long)]
+    no_flip: bool,
+    /// Continue the run in --out from its checkpoint (OUT/checkpoint.safetensors)
+    #[arg(long)]
+    resume: bool,
+    /// Continue from this checkpoint file instead
+    #[arg(long, conflicts_with = "resume")]
+    resume_from: Option<PathBuf>,
+    /// cpu (cuda comes with the CUDA backend)
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SamplerName {
+    Ddpm,
+    Ddim,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VarianceName {
+    /// σ² = β_t
+    Beta,
+    /// σ² = β̃_t, the posterior variance
+    Posterior,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// A checkpoint written by `ember train`
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, value_enum, default_value = "ddim")]
+    sampler: SamplerName,
+    /// DDIM steps (DDPM always takes all T steps)
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// DDIM's eta: 0 deterministic, 1 DDPM-like
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// DDPM's variance choice
+    #[arg(long, value_enum, default_value = "beta")]
+    variance: VarianceName,
+    /// Number of images
+    #[arg(long, default_value_t = 16)]
+    n: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use the trained weights instead of their EMA
+    #[arg(long)]
+    no_ema: bool,
+    /// The grid PNG to write
+    #[arg(long, default_value = "samples.png")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset (default: the checkpoint's), test split
+    #[arg(long)]
+    data: Option<String>,
+    /// Test images to evaluate
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value = "posterior")]
+    variance: VarianceName,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    no_ema: bool,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => run_train(args),
+        Command::Sample(args) => run_sample(args),
+        Command::Eval(args) => run_eval(args),
+        Command::Info(args) => run_info(args),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+fn default_data(config: &UNetConfig) -> String {
+    let installed = ["train-images-idx3-ubyte.gz", "train-images-idx3-ubyte"].iter().any(|f| Path::new(FASHION_MNIST_DIR).join(f).exists());
+    if config.in_channels == 1 && config.sample_size == 32 && installed {
+        "fashion-mnist".into()
+    } else {
+        eprintln!("note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist) or does not fit the model; training on the built-in procedural data");
+        "procedural".into()
+    }
+}
+
+fn progress_bar(len: u64, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).unwrap().progress_chars("=> "));
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+struct BarObserver {
+    bar: ProgressBar,
+    smoothed: Option<f64>,
+}
+
+impl Observer for BarObserver {
+    fn started(&mut self, first_step: u64, total: u64) {
+        self.bar.set_length(total);
+        self.bar.set_position(first_step);
+        self.bar.reset_eta();
+    }
+    fn step(&mut self, stats: &StepStats) {
+        let s = self.smoothed.map_or(stats.loss, |m| 0.98 * m + 0.02 * stats.loss);
+        self.smoothed = Some(s);
+        self.bar.set_position(stats.step);
+        self.bar.set_message(format!("loss {:.4} (avg {s:.4}) lr {:.1e}", stats.loss, stats.lr));
+    }
+    fn note(&mut self, message: &str) {
+        self.bar.println(message);
+    }
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    if args.device != "cpu" {
+        bail!("device {:?}: this build has only the CPU backend (the CUDA backend is on the roadmap)", args.device);
+    }
+    let unet = args.model.config()?;
+    let data = args.data.clone().unwrap_or_else(|| default_data(&unet));
+    let config = TrainConfig {
+        unet,
+        data,
+        batch_size: args.batch_size,
+        steps: args.steps,
+        lr: args.lr,
+        warmup_steps: args.warmup,
+        grad_clip: args.grad_clip,
+        ema_decay: args.ema_decay,
+        random_flip: !args.no_flip,
+        schedule: args.schedule.clone(),
+        num_timesteps: 1000,
+        seed: args.seed,
+        checkpoint_every: args.checkpoint_every,
+        sample_every: args.sample_every,
+        sample_count: args.sample_count,
+        sample_steps: args.sample_steps,
+    };
+    let dir = RunDir::new(&args.out);
+    let resume = if args.resume { Some(dir.checkpoint()) } else { args.resume_from.clone() };
+    let bar = progress_bar(args.steps, "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}");
+    let mut observer = BarObserver { bar, smoothed: None };
+    let trainer = train(Some(config), resume.as_deref(), &dir, &mut observer)?;
+    observer.bar.finish();
+    println!(
+        "trained {} steps; run folder {} (checkpoint.safetensors, loss.csv, loss.png, samples/)",
+        trainer.step,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn variance(v: VarianceName) -> DdpmVariance {
+    match v {
+        VarianceName::Beta => DdpmVariance::Beta,
+        VarianceName::Posterior => DdpmVariance::Posterior,
+    }
+}
+
+fn run_sample(args: SampleArgs) -> Result<()> {
+    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    let model = checkpoint.model(!args.no_ema)?;
+    let schedule = ember::diffusion::NoiseSchedule::from_name(&checkpoint.config.schedule, checkpoint.config.num_timesteps)?;
+    let sampler = match args.sampler {
+        SamplerName::Ddpm => Sampler::Ddpm { variance: variance(args.variance) },
+        SamplerName::Ddim => Sampler::Ddim { steps: args.steps, eta: args.eta },
+    };
+    let bar = progress_bar(1, "{spinner} sampling [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}");
+    let mut progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let images = sample_images(&model, &schedule, args.n, sampler, &mut Rng::new(args.seed), &mut progress)?;
+    bar.finish_and_clear();
+    write_grid_png(&args.out, &images, (args.n as f64).sqrt().ceil() as usize)?;
+    println!("wrote {} ({} images, step {} of {})", args.out.display(), args.n, checkpoint.step, args.checkpoint.display());
+    Ok(())
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    let model = checkpoint.model(!args.no_ema)?;
+    let config = &checkpoint.config;
+    let schedule = ember::diffusion::NoiseSchedule::from_name(&config.schedule, config.num_timesteps)?;
+    let data = args.data.clone().unwrap_or_else(|| config.data.clone());
+    let dataset = Dataset::from_name(&data, Split::Test, config.unet.in_channels)?;
+    let n = args.n.min(dataset.len());
+    let mut rng = Rng::new(args.seed);
+    let (mut bpd_sum, mut loss_sum, mut batches) = (0.0, 0.0, 0usize);
+    let bar = progress_bar(n as u64, "{spinner} eval [{bar:30}] {pos}/{len} images ETA {eta} {msg}");
+    let _guard = ember::tensor::no_grad();
+    for start in (0..n).step_by(args.batch_size.max(1)) {
+        let indices: Vec<usize> = (start..(start + args.batch_size).min(n)).collect();
+        let x0 = dataset.batch(&indices, &vec![false; indices.len()])?;
+        let mut unused = Rng::new(0);
+        let mut predict = |x: &ember::tensor::Tensor, t: &[f64]| {
+            model.forward(x, t, &mut ember::unet::ForwardContext { training: false, rng: &mut unused })
+        };
+        let loss = ember::diffusion::epsilon_loss(&mut predict, &schedule, &x0, &mut rng)?;
+        loss_sum += loss.item()? * indices.len() as f64;
+        let bpd = ember::diffusion::bits_per_dim(&mut predict, &schedule, &x0, variance(args.variance), &mut rng, &mut |_, _| {})?;
+        bpd_sum += bpd.iter().sum::<f64>();
+        batches += 1;
+        bar.inc(indices.len() as u64);
+        bar.set_message(format!("bits/dim {:.3}", bpd_sum / (start + indices.len()) as f64));
+    }
+    bar.finish_and_clear();
+    println!(
+        "{n} test images of {data} ({batches} batches), step {}: bits/dim {:.4}, loss {:.5}",
+        checkpoint.step,
+        bpd_sum / n as f64,
+        loss_sum / n as f64
+    );
+    Ok(())
+}
+
+fn run_info(args: InfoArgs) -> Result<()> {
+    let config = args.model.config()?;
+    let model = UNet::new(&config, DType::F32, &mut Rng::new(0))?;
+    let total = parameter_count(&model);
+    println!("UNet ({}x{}x{} → {} channels)", config.in_channels, config.sample_size, config.sample_size, config.out_channels);
+    let mut size = config.sample_size;
+    for (i, (c, kind)) in config.block_out_channels.iter().zip(&config.down_block_types).enumerate() {
+        println!("  level {i}: {size}x{size}x{c}  {kind} x{}", config.layers_per_block);
+        if i + 1 < config.block_out_channels.len() {
+            size /= 2;
+        }
+    }
+    println!(
+        "  groups {} (eps {}), dropout {}, heads: {}, time embedding {} → {}",
+        config.norm_num_groups,
+        config.norm_eps,
+        config.dropout,
+        config.attention_head_dim.map_or("1 per block".to_string(), |d| format!("{d} channels each")),
+        config.block_out_channels[0],
+        4 * config.block_out_channels[0]
+    );
+    println!("parameters by part:");
+    let parts: [(&str, &dyn Module); 7] = [
+        ("time_embedding", &ModuleGroup(vec![&model.time_linear_1, &model.time_linear_2])),
+        ("conv_in", &model.conv_in),
+        ("down_blocks", &ModuleGroup(model.down_blocks.iter().map(|b| b as &dyn Module).collect())),
+        ("mid_block", &model.mid_block),
+        ("up_blocks", &ModuleGroup(model.up_blocks.iter().map(|b| b as &dyn Module).collect())),
+        ("conv_norm_out", &model.conv_norm_out),
+        ("conv_out", &model.conv_out),
+    ];
+    for (name, part) in parts {
+        println!("  {name:<15} {:>12}", thousands(parameter_count(part)));
+    }
+    println!("total parameters: {} ({:.1}M; {} tensors, {:.1} MB in f32)", thousands(total), total as f64 / 1e6, named_parameters(&model).len(), total as f64 * 4.0 / 1e6);
+    Ok(())
+}
+
+/// Several modules counted together.
+struct ModuleGroup<'a>(Vec<&'a dyn Module>);
+
+impl Module for ModuleGroup<'_> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &ember::tensor::Tensor)) {
+        for (i, m) in self.0.iter().enumerate() {
+            m.visit(&format!("{prefix}{i}"), f);
+        }
+    }
+}
+
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}

@@ -1,0 +1,453 @@
+//! Datasets and image output (`ember::train::{data, images}`): the loaders on small synthetic
+//! files (IDX plain and gzipped, CIFAR-10 batches, PNG folders) and their errors, procedural
+//! data, batching with flips, `from_name`, the PNG grid and the loss curve; and, when Debian's
+//! `dataset-fashion-mnist` is installed, the real Fashion-MNIST train split.
+
+use std::path::{Path, PathBuf};
+
+use ember::tensor::rng::Rng;
+use ember::tensor::{DType, Tensor};
+use ember::train::data::*;
+use ember::train::images::*;
+
+/// A fresh folder under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("ember-data-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    fn sub(&self, name: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scale(p: u8) -> f32 {
+    p as f32 / 127.5 - 1.0
+}
+
+/// A gzip stream of `data` in stored (uncompressed) deflate blocks, written by hand so that the
+/// test does not depend on the loader's own gzip library.
+fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let chunks: Vec<&[u8]> = if data.is_empty() { vec![&[]] } else { data.chunks(65535).collect() };
+    for (k, chunk) in chunks.iter().enumerate() {
+        out.push((k + 1 == chunks.len()) as u8);
+        out.extend((chunk.len() as u16).to_le_bytes());
+        out.extend((!(chunk.len() as u16)).to_le_bytes());
+        out.extend(*chunk);
+    }
+    out.extend((!crc).to_le_bytes());
+    out.extend((data.len() as u32).to_le_bytes());
+    out
+}
+
+/// An IDX3 image file: header (magic, n, rows, cols) + pixels.
+fn idx_images(magic: u32, n: usize, rows: usize, cols: usize, pixel: impl Fn(usize, usize, usize) -> u8) -> Vec<u8> {
+    let mut bytes: Vec<u8> = [magic, n as u32, rows as u32, cols as u32].iter().flat_map(|w| w.to_be_bytes()).collect();
+    for i in 0..n {
+        for y in 0..rows {
+            bytes.extend((0..cols).map(|x| pixel(i, y, x)));
+        }
+    }
+    bytes
+}
+
+fn mnist_pixel(i: usize, y: usize, x: usize) -> u8 {
+    ((i * 53 + y * 28 + x) % 256) as u8
+}
+
+/// Checks a loaded 28×28-padded-to-32×32 image against `mnist_pixel`.
+fn check_padded(dataset: &Dataset, i: usize) {
+    let image = dataset.image(i);
+    for y in 0..32 {
+        for x in 0..32 {
+            let inside = (2..30).contains(&y) && (2..30).contains(&x);
+            let expected = if inside { scale(mnist_pixel(i, y - 2, x - 2)) } else { -1.0 };
+            assert_eq!(image[y * 32 + x], expected, "image {i} at ({y}, {x})");
+        }
+    }
+}
+
+fn assert_mentions(error: &DataError, path: &Path, words: &[&str]) {
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message:?} does not name {}", path.display());
+    for word in words {
+        assert!(message.contains(word), "{message:?} does not say {word:?}");
+    }
+}
+
+#[test]
+fn idx_images_load_plain_and_gzipped_and_are_padded_to_32() {
+    let tmp = TempDir::new("idx-round-trip");
+    let bytes = idx_images(0x803, 3, 28, 28, mnist_pixel);
+    let plain = tmp.sub("plain");
+    std::fs::write(plain.join("train-images-idx3-ubyte"), &bytes).unwrap();
+    let gzipped = tmp.sub("gzipped");
+    std::fs::write(gzipped.join("train-images-idx3-ubyte.gz"), gzip_stored(&bytes)).unwrap();
+    // A gzipped file without the .gz name: detected by its magic bytes.
+    std::fs::write(plain.join("t10k-images-idx3-ubyte"), gzip_stored(&idx_images(0x803, 2, 28, 28, mnist_pixel))).unwrap();
+
+    for dir in [&plain, &gzipped] {
+        let dataset = load_fashion_mnist(dir, Split::Train).unwrap();
+        assert_eq!((dataset.len(), dataset.channels(), dataset.size()), (3, 1, 32));
+        (0..3).for_each(|i| check_padded(&dataset, i));
+    }
+    let test = load_mnist(&plain, Split::Test).unwrap();
+    assert_eq!(test.len(), 2);
+    check_padded(&test, 1);
+}
+
+#[test]
+fn idx_errors_name_the_file_and_the_problem() {
+    let tmp = TempDir::new("idx-errors");
+    let write = |name: &str, bytes: &[u8]| {
+        let dir = tmp.sub(name);
+        std::fs::write(dir.join("train-images-idx3-ubyte"), bytes).unwrap();
+        (dir.clone(), dir.join("train-images-idx3-ubyte"))
+    };
+    let good = idx_images(0x803, 2, 28, 28, mnist_pixel);
+
+    let (dir, file) = write("labels", &idx_images(0x801, 2, 28, 28, mnist_pixel));
+    let error = load_fashion_mnist(&dir, Split::Train).unwrap_err();
+    assert!(matches!(error, DataError::Format { .. }), "{error:?}");
+    assert_mentions(&error, &file, &["magic", "0x00000801", "labels"]);
+
+    let (dir, file) = write("truncated", &good[..good.len() - 1]);
+    let error = load_fashion_mnist(&dir, Split::Train).unwrap_err();
+    assert!(matches!(error, DataError::Format { .. }), "{error:?}");
+    assert_mentions(&error, &file, &["truncated", "1568"]);
+
+    let (dir, file) = write("header-only", &good[..10]);
+    assert_mentions(&load_fashion_mnist(&dir, Split::Train).unwrap_err(), &file, &["truncated", "16-byte header"]);
+
+    let (dir, file) = write("too-long", &[&good[..], &[0]].concat());
+    assert_mentions(&load_fashion_mnist(&dir, Split::Train).unwrap_err(), &file, &["too long"]);
+
+    let (dir, file) = write("wrong-dims", &idx_images(0x803, 2, 27, 28, mnist_pixel));
+    assert_mentions(&load_fashion_mnist(&dir, Split::Train).unwrap_err(), &file, &["27x28", "28x28"]);
+
+    let (dir, file) = write("bad-gzip", &[0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    let error = load_fashion_mnist(&dir, Split::Train).unwrap_err();
+    assert!(matches!(error, DataError::Format { .. }), "{error:?}");
+    assert_mentions(&error, &file, &["gzip"]);
+
+    let empty = tmp.sub("missing");
+    let error = load_fashion_mnist(&empty, Split::Test).unwrap_err();
+    assert!(matches!(error, DataError::Missing { .. }), "{error:?}");
+    assert_mentions(&error, &empty.join("t10k-images-idx3-ubyte.gz"), &["apt-get install dataset-fashion-mnist", "not found"]);
+}
+
+/// A CIFAR-10 batch file of `n` records whose pixels are `(record, offset) → byte`.
+fn cifar_batch(first: usize, n: usize) -> Vec<u8> {
+    (first..first + n).flat_map(|r| std::iter::once(7u8).chain((0..3072).map(move |k| ((r * 31 + k) % 251) as u8))).collect()
+}
+
+#[test]
+fn cifar10_binary_batches_load_and_errors_name_the_file() {
+    let tmp = TempDir::new("cifar10");
+    let dir = tmp.sub("cifar-10-batches-bin");
+    std::fs::write(dir.join("test_batch.bin"), cifar_batch(100, 2)).unwrap();
+    for k in 1..=5 {
+        std::fs::write(dir.join(format!("data_batch_{k}.bin")), cifar_batch(k - 1, 1)).unwrap();
+    }
+    let test = load_cifar10(&dir, Split::Test).unwrap();
+    assert_eq!((test.len(), test.channels(), test.size()), (2, 3, 32));
+    let expected: Vec<f32> = (0..3072).map(|k| scale(((101 * 31 + k) % 251) as u8)).collect();
+    assert_eq!(test.image(1), &expected[..]);
+    // The parent of the extracted folder works too; the train split reads the five batches.
+    let train = load_cifar10(&tmp.0, Split::Train).unwrap();
+    assert_eq!(train.len(), 5);
+    let expected: Vec<f32> = (0..3072).map(|k| scale(((4 * 31 + k) % 251) as u8)).collect();
+    assert_eq!(train.image(4), &expected[..]);
+
+    std::fs::write(dir.join("data_batch_3.bin"), &cifar_batch(0, 2)[..5000]).unwrap();
+    let error = load_cifar10(&dir, Split::Train).unwrap_err();
+    assert!(matches!(error, DataError::Format { .. }), "{error:?}");
+    assert_mentions(&error, &dir.join("data_batch_3.bin"), &["5000 bytes", "3073"]);
+
+    std::fs::remove_file(dir.join("data_batch_5.bin")).unwrap();
+    std::fs::write(dir.join("data_batch_3.bin"), cifar_batch(0, 1)).unwrap();
+    let error = load_cifar10(&dir, Split::Train).unwrap_err();
+    assert!(matches!(error, DataError::Missing { .. }), "{error:?}");
+    assert_mentions(&error, &dir.join("data_batch_5.bin"), &["cifar-10-binary"]);
+}
+
+#[test]
+fn png_folders_load_sorted_converted_and_reject_other_sizes() {
+    let tmp = TempDir::new("png-folder");
+    let dir = tmp.sub("images");
+    let gray: Vec<u8> = (0..16).map(|k| (k * 16) as u8).collect();
+    let rgb: Vec<u8> = (0..16).flat_map(|k| [k as u8 * 10, 100, 255 - k as u8]).collect();
+    let rgba: Vec<u8> = (0..16).flat_map(|k| [k as u8, 0, 200, 17]).collect();
+    write_png(dir.join("b_rgb.png"), 4, 4, 3, &rgb).unwrap();
+    write_png(dir.join("a_gray.png"), 4, 4, 1, &gray).unwrap();
+    write_png(dir.join("c_rgba.PNG"), 4, 4, 4, &rgba).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+
+    let color = load_png_folder(&dir, 4, 3).unwrap();
+    assert_eq!((color.len(), color.channels(), color.size()), (3, 3, 4));
+    let gray_values: Vec<f32> = gray.iter().map(|&p| scale(p)).collect();
+    assert_eq!(color.image(0), &[&gray_values[..], &gray_values, &gray_values].concat()[..], "gray repeated into RGB");
+    let rgb_planes: Vec<f32> = (0..3).flat_map(|c| (0..16).map(move |p| c + 3 * p)).map(|k| scale(rgb[k])).collect();
+    assert_eq!(color.image(1), &rgb_planes[..], "RGB as CHW planes");
+    let rgba_planes: Vec<f32> = (0..3).flat_map(|c| (0..16).map(move |p| c + 4 * p)).map(|k| scale(rgba[k])).collect();
+    assert_eq!(color.image(2), &rgba_planes[..], "alpha dropped");
+
+    let mono = load_png_folder(&dir, 4, 1).unwrap();
+    assert_eq!(mono.image(0), &gray_values[..]);
+    let luminance = 0.299 * scale(rgb[3]) + 0.587 * scale(rgb[4]) + 0.114 * scale(rgb[5]);
+    assert!((mono.image(1)[1] - luminance).abs() < 1e-6);
+
+    let by_name = Dataset::from_name(&format!("png:{}", dir.display()), Split::Train, 3).unwrap();
+    assert_eq!(by_name.image(1), color.image(1));
+
+    write_png(dir.join("d_big.png"), 5, 4, 1, &[0; 20]).unwrap();
+    let error = load_png_folder(&dir, 4, 1).unwrap_err();
+    assert!(matches!(error, DataError::WrongSize { width: 5, height: 4, expected: 4, .. }), "{error:?}");
+    assert_mentions(&error, &dir.join("d_big.png"), &["5x4", "4x4"]);
+
+    std::fs::write(dir.join("e_broken.png"), b"\x89PNG but not really").unwrap();
+    std::fs::remove_file(dir.join("d_big.png")).unwrap();
+    assert_mentions(&load_png_folder(&dir, 4, 1).unwrap_err(), &dir.join("e_broken.png"), &["PNG"]);
+
+    let empty = tmp.sub("empty");
+    assert_mentions(&load_png_folder(&empty, 4, 1).unwrap_err(), &empty, &["no .png files"]);
+    let missing = tmp.join("absent");
+    assert!(matches!(load_png_folder(&missing, 4, 1).unwrap_err(), DataError::Missing { .. }));
+    assert!(matches!(load_png_folder(&dir, 4, 2).unwrap_err(), DataError::InvalidArgument { .. }));
+}
+
+#[test]
+fn procedural_data_is_deterministic_varied_and_in_range() {
+    let a = procedural(64, 1, 16, 5).unwrap();
+    assert_eq!((a.len(), a.channels(), a.size()), (64, 1, 16));
+    let again = procedural(64, 1, 16, 5).unwrap();
+    assert!((0..64).all(|i| a.image(i) == again.image(i)));
+    let longer = procedural(80, 1, 16, 5).unwrap();
+    assert!((0..64).all(|i| a.image(i) == longer.image(i)), "a longer dataset extends a shorter one");
+    let other = procedural(64, 1, 16, 6).unwrap();
+    assert!((0..64).filter(|&i| a.image(i) != other.image(i)).count() > 60);
+
+    let mut distinct_images = std::collections::BTreeSet::new();
+    for i in 0..64 {
+        let image = a.image(i);
+        assert!(image.iter().all(|v| (-1.0..=1.0).contains(v)));
+        let (lo, hi) = image.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        assert!(lo <= -0.7 && hi >= 0.2, "image {i} has a dark background and a bright shape");
+        distinct_images.insert(image.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
+    assert_eq!(distinct_images.len(), 64);
+    let shape_pixels: f64 = (0..64).map(|i| a.image(i).iter().filter(|&&v| v >= 0.2).count() as f64).sum::<f64>() / (64.0 * 256.0);
+    assert!((0.1..0.6).contains(&shape_pixels), "shapes cover {shape_pixels} of the pixels");
+
+    let color = procedural(8, 3, 32, 1).unwrap();
+    assert_eq!(color.image(0).len(), 3 * 32 * 32);
+    assert!((0..8).any(|i| color.image(i)[..1024] != color.image(i)[1024..2048]), "channels differ");
+    assert!(matches!(procedural(0, 1, 16, 0), Err(DataError::InvalidArgument { .. })));
+    assert!(matches!(procedural(4, 2, 16, 0), Err(DataError::InvalidArgument { .. })));
+}
+
+#[test]
+fn batches_gather_images_and_flip_them_left_to_right() {
+    // Three 2-channel 3×3 images: value = (i·100 + c·10 + y·3 + x) / 300.
+    let values: Vec<f32> =
+        (0..3).flat_map(|i| (0..2).flat_map(move |c| (0..9).map(move |k| (i * 100 + c * 10 + k) as f32 / 300.0))).collect();
+    let dataset = Dataset::from_values("toy", values.clone(), 2, 3).unwrap();
+    let batch = dataset.batch(&[2, 0, 2], &[true, false, false]).unwrap();
+    assert_eq!(batch.shape(), &[3, 2, 3, 3]);
+    assert_eq!(batch.dtype(), DType::F32);
+    let got = batch.to_vec::<f32>().unwrap();
+    let flipped: Vec<f32> = dataset.image(2).chunks(3).flat_map(|row| [row[2], row[1], row[0]]).collect();
+    assert_eq!(&got[..18], &flipped[..]);
+    assert_eq!(&got[18..36], dataset.image(0));
+    assert_eq!(&got[36..], dataset.image(2));
+    assert_eq!(dataset.batch(&[1], &[]).unwrap().to_vec::<f32>().unwrap(), dataset.image(1));
+
+    assert!(matches!(dataset.batch(&[3], &[]), Err(DataError::InvalidArgument { .. })));
+    assert!(matches!(dataset.batch(&[0, 1], &[true]), Err(DataError::InvalidArgument { .. })));
+    assert!(matches!(Dataset::from_values("bad", vec![0.0; 17], 2, 3), Err(DataError::InvalidArgument { .. })));
+    assert!(matches!(Dataset::from_values("bad", vec![1.5; 18], 2, 3), Err(DataError::InvalidArgument { .. })));
+    assert!(matches!(Dataset::from_values("bad", vec![], 2, 3), Err(DataError::InvalidArgument { .. })));
+}
+
+#[test]
+fn sample_batch_draws_with_replacement_and_flips_about_half() {
+    // Ten 8×8 images, none symmetric left–right, so a flipped image is told from its original.
+    let values: Vec<f32> = (0..640).map(|k| ((k * 37) % 97) as f32 / 97.0).collect();
+    let dataset = Dataset::from_values("asymmetric", values, 1, 8).unwrap();
+    let mut rng = Rng::new(42);
+    let batch = dataset.sample_batch(400, &mut rng, true).unwrap();
+    assert_eq!(batch.shape(), &[400, 1, 8, 8]);
+    assert_eq!(rng.offset, 200, "two draws of 400 uniforms");
+    let again = dataset.sample_batch(400, &mut Rng::new(42), true).unwrap();
+    assert_eq!(batch.to_vec::<f32>().unwrap(), again.to_vec::<f32>().unwrap());
+
+    let values = batch.to_vec::<f32>().unwrap();
+    let (mut counts, mut flipped) = ([0usize; 10], 0);
+    for image in values.chunks(64) {
+        let mirror: Vec<f32> = image.chunks(8).flat_map(|row| row.iter().rev().copied()).collect();
+        let plain = (0..10).find(|&i| dataset.image(i) == image);
+        let index = plain.or_else(|| (0..10).find(|&i| dataset.image(i) == &mirror[..])).expect("every row is a dataset image");
+        counts[index] += 1;
+        flipped += (plain.is_none()) as usize;
+    }
+    assert!(counts.iter().all(|&c| (15..70).contains(&c)), "uniform indices: {counts:?}");
+    assert!((150..250).contains(&flipped), "{flipped} of 400 flipped");
+
+    let mut rng = Rng::new(42);
+    let unflipped = dataset.sample_batch(400, &mut rng, false).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(rng.offset, 100, "one draw without flips");
+    assert!(unflipped.chunks(64).all(|image| (0..10).any(|i| dataset.image(i) == image)));
+}
+
+#[test]
+fn from_name_parses_specs_and_converts_channels() {
+    let d = Dataset::from_name("procedural", Split::Train, 1).unwrap();
+    assert_eq!((d.len(), d.channels(), d.size()), (1000, 1, 32));
+    let d = Dataset::from_name("procedural:12", Split::Train, 3).unwrap();
+    assert_eq!((d.len(), d.channels(), d.size()), (12, 3, 32));
+    let test = Dataset::from_name("procedural:12:16", Split::Test, 1).unwrap();
+    let train = Dataset::from_name("procedural:12:16", Split::Train, 1).unwrap();
+    assert_eq!((test.len(), test.size()), (12, 16));
+    assert_ne!(test.image(0), train.image(0), "the splits differ");
+
+    let tmp = TempDir::new("from-name");
+    std::fs::write(tmp.join("train-images-idx3-ubyte.gz"), gzip_stored(&idx_images(0x803, 2, 28, 28, mnist_pixel))).unwrap();
+    let rgb = Dataset::from_name(&format!("fashion-mnist:{}", tmp.0.display()), Split::Train, 3).unwrap();
+    assert_eq!((rgb.len(), rgb.channels(), rgb.size()), (2, 3, 32));
+    assert!(rgb.image(1).chunks(1024).all(|plane| plane == &rgb.image(1)[..1024]), "gray repeated into 3 channels");
+    let gray = rgb.with_channels(1).unwrap();
+    check_padded(&gray, 1);
+
+    for bad in ["imagenet", "cifar10", "png:", "procedural:many", "procedural:1:2:3", "mnist"] {
+        let error = Dataset::from_name(bad, Split::Train, 1).unwrap_err();
+        assert!(matches!(error, DataError::Spec { .. }), "{bad}: {error:?}");
+        assert!(error.to_string().contains(bad), "{error}");
+    }
+    assert!(Dataset::from_name("imagenet", Split::Train, 1).unwrap_err().to_string().contains("procedural"));
+    let missing = tmp.join("nowhere");
+    let error = Dataset::from_name(&format!("cifar10:{}", missing.display()), Split::Test, 3).unwrap_err();
+    assert!(matches!(error, DataError::Missing { .. }), "{error:?}");
+}
+
+#[test]
+fn grid_png_has_the_layout_and_the_pixel_values() {
+    let tmp = TempDir::new("grid");
+    // Three gray 4×5 images: image b is constant except its top-left pixel.
+    let mut values = Vec::new();
+    for b in 0..3 {
+        values.extend((0..20).map(|k| if k == 0 { 1.0 } else { -1.0 + 0.5 * b as f64 }));
+    }
+    values[20 + 19] = 7.0; // clamped to 1
+    values[40 + 19] = f64::NAN; // drawn as 0
+    let images = Tensor::from_f64(&values, &[3, 1, 4, 5], DType::F32).unwrap();
+    let path = tmp.join("grid.png");
+    write_grid_png(&path, &images, 2).unwrap();
+    let png = read_png(&path).unwrap();
+    assert_eq!((png.width, png.height, png.channels), (2 * 5 + 3 * 2, 2 * 4 + 3 * 2, 1));
+    let at = |x: usize, y: usize| png.pixels[y * png.width as usize + x];
+    assert_eq!(at(0, 0), 255, "border");
+    assert_eq!((at(2, 2), at(3, 2)), (255, 0), "image 0: 1.0 and -1.0");
+    assert_eq!((at(9, 2), at(10, 2)), (255, 64), "image 1 right of image 0: round(0.5 · 127.5)");
+    assert_eq!(at(13, 5), 255, "clamped");
+    assert_eq!((at(3, 8), at(6, 11)), (128, 0), "image 2 starts the second row; NaN → 0");
+    assert_eq!(at(10, 8), 255, "the empty cell is border");
+    assert_eq!(to_byte(0.0), 128);
+
+    let rgb = Tensor::from_f64(&[-1.0, 0.0, 1.0], &[1, 3, 1, 1], DType::F64).unwrap();
+    write_grid_png(tmp.join("rgb.png"), &rgb, 8).unwrap();
+    let png = read_png(&tmp.join("rgb.png")).unwrap();
+    assert_eq!((png.width, png.height, png.channels), (5, 5, 3));
+    assert_eq!(&png.pixels[(2 * 5 + 2) * 3..][..3], &[0, 128, 255]);
+
+    let bad = tmp.join("bad.png");
+    for (tensor, columns) in [(Tensor::zeros(&[2, 4, 4], DType::F32), 1), (Tensor::zeros(&[1, 2, 4, 4], DType::F32), 1), (rgb, 0)] {
+        let error = write_grid_png(&bad, &tensor, columns).unwrap_err();
+        assert!(matches!(error, DataError::Image { .. }), "{error:?}");
+        assert_mentions(&error, &bad, &[]);
+    }
+    assert!(!bad.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "no temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn loss_curves_are_pngs_of_the_requested_size() {
+    let tmp = TempDir::new("loss-curve");
+    let many: Vec<(u64, f64)> = (0..2000u64)
+        .map(|s| {
+            let noise = 1.0 + 0.3 * ((s * 7919 % 13) as f64 / 13.0);
+            (s, if s == 700 { f64::NAN } else { 0.02 + noise / (1.0 + s as f64 / 50.0) })
+        })
+        .collect();
+    let cases = [
+        ("none", vec![]),
+        ("one", vec![(5, 0.3)]),
+        ("flat", vec![(1, 0.5), (2, 0.5)]),
+        ("many", many),
+        ("bad", vec![(1, f64::NAN), (2, -1.0), (3, f64::INFINITY)]),
+    ];
+    for (name, losses) in cases {
+        let path = tmp.join(&format!("{name}.png"));
+        write_loss_curve_png(&path, &losses, 320, 200).unwrap();
+        let png = read_png(&path).unwrap();
+        assert_eq!((png.width, png.height, png.channels), (320, 200, 3), "{name}");
+        let has = |color: [u8; 3]| png.pixels.chunks(3).any(|p| p == color);
+        assert!(has([255, 255, 255]) && has([40, 40, 40]), "{name}: background and axes");
+        if name != "none" && name != "bad" {
+            assert!(has([25, 60, 170]), "{name}: the moving average is drawn");
+        }
+        if name == "many" {
+            assert!(has([185, 185, 185]), "the raw losses are drawn");
+        }
+    }
+    let error = write_loss_curve_png(tmp.join("tiny.png"), &[], 10, 10).unwrap_err();
+    assert_mentions(&error, &tmp.join("tiny.png"), &["10x10"]);
+}
+
+#[test]
+fn real_fashion_mnist_train_split_when_installed() {
+    let dir = Path::new(FASHION_MNIST_DEBIAN_DIR);
+    if !dir.join("train-images-idx3-ubyte.gz").is_file() && !dir.join("train-images-idx3-ubyte").is_file() {
+        eprintln!("skipped: Fashion-MNIST is not installed at {} (apt-get install dataset-fashion-mnist)", dir.display());
+        return;
+    }
+    let dataset = Dataset::from_name("fashion-mnist", Split::Train, 1).unwrap();
+    assert_eq!((dataset.len(), dataset.channels(), dataset.size()), (60000, 1, 32));
+    let mut sum = 0.0f64;
+    for i in 0..dataset.len() {
+        let image = dataset.image(i);
+        assert!(image.iter().all(|v| (-1.0..=1.0).contains(v)));
+        assert!(image[..64].iter().chain(&image[30 * 32..]).all(|&v| v == -1.0), "image {i}: the top and bottom padding");
+        assert!(image.chunks(32).all(|row| row[..2] == [-1.0, -1.0] && row[30..] == [-1.0, -1.0]), "image {i}: the side padding");
+        sum += image.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    // Fashion-MNIST's mean pixel is 72.94 / 255 (0.2860); over 32×32 with the padding at -1:
+    let mean = sum / (60000.0 * 1024.0);
+    let expected = (784.0 * (72.94 / 127.5 - 1.0) - 240.0) / 1024.0;
+    assert!((mean - expected).abs() < 2e-3, "mean {mean}, expected {expected}");
+    let test = load_fashion_mnist(dir, Split::Test).unwrap();
+    assert_eq!(test.len(), 10000);
+}
