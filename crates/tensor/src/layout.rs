@@ -97,6 +97,12 @@ impl Layout {
         self.is_contiguous().then(|| self.offset..self.offset + self.numel())
     }
 
+    /// The same layout starting `offset` elements later.
+    pub fn offset_by(mut self, offset: usize) -> Layout {
+        self.offset += offset;
+        self
+    }
+
     /// Reorders the axes: axis `i` of the result is axis `dims[i]` of `self`.
     pub fn permute(&self, dims: &[usize]) -> Result<Layout> {
         let rank = self.rank();

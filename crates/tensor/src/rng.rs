@@ -64,27 +64,37 @@ impl Rng {
         first
     }
 
+    /// Fills `out` block by block: `fill(lanes, chunk)` writes up to four values from the
+    /// four 32-bit lanes of one Philox block (blocks in parallel).
+    fn fill_by_block(&mut self, n: usize, fill: impl Fn([u32; 4], &mut [f64]) + Sync) -> Vec<f64> {
+        let (seed, first) = (self.seed, self.advance(n));
+        let mut out = vec![0.0; n];
+        out.par_chunks_mut(4).with_min_len(1024).enumerate().for_each(|(b, chunk)| fill(block(seed, first + b as u64), chunk));
+        out
+    }
+
     /// `n` uniforms in [0, 1), as f64 values of 24-bit resolution.
     pub fn uniform_values(&mut self, n: usize) -> Vec<f64> {
-        let (seed, first) = (self.seed, self.advance(n));
-        (0..n).into_par_iter().with_min_len(4096).map(|i| unit_uniform(block(seed, first + (i / 4) as u64)[i % 4])).collect()
+        self.fill_by_block(n, |lanes, chunk| {
+            for (value, &lane) in chunk.iter_mut().zip(&lanes) {
+                *value = unit_uniform(lane);
+            }
+        })
     }
 
     /// `n` standard normals.
     pub fn normal_values(&mut self, n: usize) -> Vec<f64> {
-        let (seed, first) = (self.seed, self.advance(n));
-        (0..n)
-            .into_par_iter()
-            .with_min_len(4096)
-            .map(|i| {
-                let lanes = block(seed, first + (i / 4) as u64);
-                let pair = (i % 4) / 2;
+        self.fill_by_block(n, |lanes, chunk| {
+            for (pair, values) in chunk.chunks_mut(2).enumerate() {
                 let (u0, u1) = (unit_uniform(lanes[2 * pair]), unit_uniform(lanes[2 * pair + 1]));
                 let r = (-2.0 * (1.0 - u0).ln()).sqrt();
-                let angle = 2.0 * std::f64::consts::PI * u1;
-                if i % 2 == 0 { r * angle.cos() } else { r * angle.sin() }
-            })
-            .collect()
+                let (sin, cos) = (2.0 * std::f64::consts::PI * u1).sin_cos();
+                values[0] = r * cos;
+                if let Some(second) = values.get_mut(1) {
+                    *second = r * sin;
+                }
+            }
+        })
     }
 }
 

@@ -35,10 +35,10 @@ fn scores<T: FloatElem>(q: &[T], k: &[T], s: &AttentionShape, scale: T, out: &mu
 
 /// Returns `out [bh, sq, dv]` and `lse [bh, sq]`.
 pub fn attention_forward<T: FloatElem>(q: &[T], k: &[T], v: &[T], s: &AttentionShape, scale: T) -> (Vec<T>, Vec<T>) {
-    let mut out = crate::cpu::pool::zeroed::<T>(s.bh * s.sq * s.dv);
-    let mut lse = crate::cpu::pool::zeroed::<T>(s.bh * s.sq);
+    let mut out = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sq * s.dv);
+    let mut lse = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sq);
     out.par_chunks_mut(s.sq * s.dv).zip(lse.par_chunks_mut(s.sq)).enumerate().for_each_init(
-        || Scratch::<T>::zeroed(s.sq * s.sk),
+        || Scratch::<T>::for_overwrite(s.sq * s.sk),
         |p, (b, (out, lse))| {
             let (q, k, v) = (&q[b * s.sq * s.d..], &k[b * s.sk * s.d..], &v[b * s.sk * s.dv..]);
             scores(q, k, s, scale, p);
@@ -73,15 +73,15 @@ pub fn attention_backward<T: FloatElem>(
     s: &AttentionShape,
     scale: T,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let mut dq = crate::cpu::pool::zeroed::<T>(s.bh * s.sq * s.d);
-    let mut dk = crate::cpu::pool::zeroed::<T>(s.bh * s.sk * s.d);
-    let mut dv = crate::cpu::pool::zeroed::<T>(s.bh * s.sk * s.dv);
+    let mut dq = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sq * s.d);
+    let mut dk = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sk * s.d);
+    let mut dv = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sk * s.dv);
     dq.par_chunks_mut(s.sq * s.d)
         .zip(dk.par_chunks_mut(s.sk * s.d))
         .zip(dv.par_chunks_mut(s.sk * s.dv))
         .enumerate()
         .for_each_init(
-            || (Scratch::<T>::zeroed(s.sq * s.sk), Scratch::<T>::zeroed(s.sq * s.sk)),
+            || (Scratch::<T>::for_overwrite(s.sq * s.sk), Scratch::<T>::for_overwrite(s.sq * s.sk)),
             |(p, dp), (b, ((dq, dk), dv))| {
                 let (q, k, v) = (&q[b * s.sq * s.d..], &k[b * s.sk * s.d..], &v[b * s.sk * s.dv..]);
                 let (o, d_o) = (&out[b * s.sq * s.dv..][..s.sq * s.dv], &d_out[b * s.sq * s.dv..][..s.sq * s.dv]);

@@ -56,13 +56,31 @@ impl ConvGeometry {
     }
 }
 
-/// Fills `col` (`[c_in·kh·kw, ho·wo]`, row-major) from one image.
+/// The output columns `ow` whose input column `ow·s − p + kj·d` lies inside the image, as a
+/// range, and the input column of the first of them.
+#[inline]
+fn valid_columns(g: &ConvGeometry, kj: usize) -> (std::ops::Range<usize>, usize) {
+    let (s, offset) = (g.stride[1], kj * g.dilation[1]);
+    // ow·s + offset − p ≥ 0  ⇔  ow ≥ ⌈(p − offset)/s⌉
+    let first = g.padding[1].saturating_sub(offset).div_ceil(s);
+    // ow·s + offset − p ≤ w − 1  ⇔  ow ≤ (w − 1 + p − offset)/s
+    let end = match (g.w - 1 + g.padding[1]).checked_sub(offset) {
+        Some(limit) => (limit / s + 1).min(g.wo),
+        None => 0,
+    };
+    let first = first.min(end);
+    (first..end, (first * s + offset).saturating_sub(g.padding[1]))
+}
+
+/// Fills `col` (`[c_in·kh·kw, ho·wo]`, row-major) from one image. Each output row splits into
+/// a zero-padded head and tail and a middle read with the stride (a plain copy at stride 1).
 fn im2col<T: FloatElem>(image: &[T], g: &ConvGeometry, col: &mut [T]) {
     let cols = g.col_cols();
     for c in 0..g.c_in {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let row = &mut col[((c * g.kh + ki) * g.kw + kj) * cols..][..cols];
+                let (valid, first_iw) = valid_columns(g, kj);
                 for oh in 0..g.ho {
                     let out_row = &mut row[oh * g.wo..(oh + 1) * g.wo];
                     let Some(ih) = ConvGeometry::input_coord(oh, ki, g.stride[0], g.padding[0], g.dilation[0], g.h) else {
@@ -70,11 +88,15 @@ fn im2col<T: FloatElem>(image: &[T], g: &ConvGeometry, col: &mut [T]) {
                         continue;
                     };
                     let in_row = &image[(c * g.h + ih) * g.w..][..g.w];
-                    for (ow, value) in out_row.iter_mut().enumerate() {
-                        *value = match ConvGeometry::input_coord(ow, kj, g.stride[1], g.padding[1], g.dilation[1], g.w) {
-                            Some(iw) => in_row[iw],
-                            None => T::zero(),
-                        };
+                    out_row[..valid.start].fill(T::zero());
+                    out_row[valid.end..].fill(T::zero());
+                    let middle = &mut out_row[valid.clone()];
+                    if g.stride[1] == 1 {
+                        middle.copy_from_slice(&in_row[first_iw..first_iw + middle.len()]);
+                    } else {
+                        for (i, value) in middle.iter_mut().enumerate() {
+                            *value = in_row[first_iw + i * g.stride[1]];
+                        }
                     }
                 }
             }
@@ -89,15 +111,15 @@ fn col2im<T: FloatElem>(col: &[T], g: &ConvGeometry, image: &mut [T]) {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let row = &col[((c * g.kh + ki) * g.kw + kj) * cols..][..cols];
+                let (valid, first_iw) = valid_columns(g, kj);
                 for oh in 0..g.ho {
                     let Some(ih) = ConvGeometry::input_coord(oh, ki, g.stride[0], g.padding[0], g.dilation[0], g.h) else {
                         continue;
                     };
                     let in_row = &mut image[(c * g.h + ih) * g.w..][..g.w];
-                    for (ow, &value) in row[oh * g.wo..(oh + 1) * g.wo].iter().enumerate() {
-                        if let Some(iw) = ConvGeometry::input_coord(ow, kj, g.stride[1], g.padding[1], g.dilation[1], g.w) {
-                            in_row[iw] += value;
-                        }
+                    let middle = &row[oh * g.wo..][valid.clone()];
+                    for (i, &value) in middle.iter().enumerate() {
+                        in_row[first_iw + i * g.stride[1]] += value;
                     }
                 }
             }
@@ -107,10 +129,10 @@ fn col2im<T: FloatElem>(col: &[T], g: &ConvGeometry, image: &mut [T]) {
 
 /// `y = conv2d(x, weight)` without bias; `x`, `weight` contiguous.
 pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
-    let mut y = crate::cpu::pool::zeroed::<T>(g.n * g.output_image_len());
+    let mut y = crate::cpu::pool::for_overwrite::<T>(g.n * g.output_image_len());
     let (k, cols) = (g.col_rows(), g.col_cols());
     y.par_chunks_mut(g.output_image_len()).zip(x.par_chunks(g.image_len())).for_each_init(
-        || Scratch::<T>::zeroed(k * cols),
+        || Scratch::<T>::for_overwrite(k * cols),
         |col, (y_image, x_image)| {
             im2col(x_image, g, col);
             let w = MatRef { data: weight, row_stride: k, col_stride: 1 };
@@ -126,7 +148,7 @@ pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeome
     let mut dx = crate::cpu::pool::zeroed::<T>(g.n * g.image_len());
     let (k, cols) = (g.col_rows(), g.col_cols());
     dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(g.output_image_len())).for_each_init(
-        || Scratch::<T>::zeroed(k * cols),
+        || Scratch::<T>::for_overwrite(k * cols),
         |dcol, (dx_image, dy_image)| {
             // Wᵀ: read the [c_out, k] weight with swapped strides
             let w_t = MatRef { data: weight, row_stride: 1, col_stride: k };
@@ -149,7 +171,7 @@ pub fn conv2d_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
         .par_chunks(images_per_task)
         .map(|images| {
             let mut dw = Scratch::<T>::zeroed(weight_len);
-            let mut col = Scratch::<T>::zeroed(k * cols);
+            let mut col = Scratch::<T>::for_overwrite(k * cols);
             for &n in images {
                 im2col(&x[n * g.image_len()..][..g.image_len()], g, &mut col);
                 let dy_m = MatRef { data: &dy[n * g.output_image_len()..], row_stride: cols, col_stride: 1 };

@@ -35,7 +35,7 @@ pub fn map<T: Copy + Send + Sync, U: FloatElem>(
     f: impl Fn(T) -> U + Sync,
 ) -> Vec<U> {
     let numel = layout.numel();
-    let mut out = crate::cpu::pool::zeroed::<U>(numel);
+    let mut out = crate::cpu::pool::for_overwrite::<U>(numel);
     if numel == 0 {
         return out;
     }
@@ -73,7 +73,7 @@ pub fn zip_map<T: Copy + Send + Sync, U: FloatElem>(
 ) -> Vec<U> {
     debug_assert_eq!(la.shape(), lb.shape());
     let numel = la.numel();
-    let mut out = crate::cpu::pool::zeroed::<U>(numel);
+    let mut out = crate::cpu::pool::for_overwrite::<U>(numel);
     if numel == 0 {
         return out;
     }
@@ -120,7 +120,7 @@ pub fn zip_map<T: Copy + Send + Sync, U: FloatElem>(
 
 /// `out[i] = f(a[i], b[i], c[i])` over three contiguous slices of one length.
 pub fn zip3_map<T: FloatElem>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
-    let mut out = crate::cpu::pool::zeroed::<T>(a.len());
+    let mut out = crate::cpu::pool::for_overwrite::<T>(a.len());
     out.par_chunks_mut(ELEMENTWISE_CHUNK).enumerate().for_each(|(chunk, o)| {
         let start = chunk * ELEMENTWISE_CHUNK;
         for (((o, &x), &y), &z) in o.iter_mut().zip(&a[start..]).zip(&b[start..]).zip(&c[start..]) {

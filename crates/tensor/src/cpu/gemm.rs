@@ -31,13 +31,6 @@ pub struct MatRef<'a, T> {
     pub col_stride: usize,
 }
 
-impl<T: Copy> MatRef<'_, T> {
-    #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> T {
-        self.data[i * self.row_stride + j * self.col_stride]
-    }
-}
-
 /// A raw pointer that threads may share because each writes a disjoint part of C.
 #[derive(Clone, Copy)]
 struct SharedMut<T>(*mut T);
@@ -124,25 +117,49 @@ pub fn gemm<T: FloatElem>(
     }
 }
 
+/// Copies a `depth`×`width` block of a strided matrix (element (p, j) at
+/// `src[p·depth_stride + j·width_stride]`) into `panel` (row p at `panel[p·panel_width..]`),
+/// reading along whichever axis is contiguous in memory.
+fn pack_block<T: FloatElem>(
+    src: &[T],
+    depth_stride: usize,
+    width_stride: usize,
+    depth: usize,
+    width: usize,
+    panel: &mut [T],
+    panel_width: usize,
+) {
+    if width_stride == 1 {
+        for (p, row) in panel.chunks_exact_mut(panel_width).take(depth).enumerate() {
+            row[..width].copy_from_slice(&src[p * depth_stride..][..width]);
+        }
+    } else if depth_stride == 1 {
+        // a transposed operand: each of the `width` lines is contiguous along the depth
+        for j in 0..width {
+            let line = &src[j * width_stride..][..depth];
+            for (p, &value) in line.iter().enumerate() {
+                panel[p * panel_width + j] = value;
+            }
+        }
+    } else {
+        for (p, row) in panel.chunks_exact_mut(panel_width).take(depth).enumerate() {
+            for (j, value) in row[..width].iter_mut().enumerate() {
+                *value = src[p * depth_stride + j * width_stride];
+            }
+        }
+    }
+}
+
 /// Packs `B[pc..pc+kc, 0..n]` into micro-panels of `nr` columns: panel `q` holds, for each
 /// `p`, the `nr` values `B[pc+p, q*nr..q*nr+nr]` (zeros past `n`).
 fn pack_b<T: FloatElem>(b: MatRef<T>, pc: usize, kc: usize, n: usize, nr: usize, out: &mut Vec<T>) {
     let panels = n.div_ceil(nr);
     out.clear();
     out.resize(panels * kc * nr, T::zero());
-    out.par_chunks_mut(kc * nr).enumerate().for_each(|(q, panel)| {
+    out.par_chunks_mut(kc * nr).with_min_len(4).enumerate().for_each(|(q, panel)| {
         let j0 = q * nr;
-        let width = nr.min(n - j0);
-        for (p, row) in panel.chunks_exact_mut(nr).enumerate() {
-            if b.col_stride == 1 {
-                let start = (pc + p) * b.row_stride + j0;
-                row[..width].copy_from_slice(&b.data[start..start + width]);
-            } else {
-                for (j, value) in row[..width].iter_mut().enumerate() {
-                    *value = b.at(pc + p, j0 + j);
-                }
-            }
-        }
+        let origin = &b.data[pc * b.row_stride + j0 * b.col_stride..];
+        pack_block(origin, b.row_stride, b.col_stride, kc, nr.min(n - j0), panel, nr);
     });
 }
 
@@ -153,20 +170,8 @@ fn pack_a<T: FloatElem>(a: MatRef<T>, ic: usize, mc: usize, pc: usize, kc: usize
     out.clear();
     out.resize(panels * MR * kc, T::zero());
     for (r, panel) in out.chunks_exact_mut(MR * kc).enumerate() {
-        let rows = MR.min(mc - r * MR);
-        for i in 0..rows {
-            let row = ic + r * MR + i;
-            if a.col_stride == 1 {
-                let start = row * a.row_stride + pc;
-                for (p, &value) in a.data[start..start + kc].iter().enumerate() {
-                    panel[p * MR + i] = value;
-                }
-            } else {
-                for p in 0..kc {
-                    panel[p * MR + i] = a.at(row, pc + p);
-                }
-            }
-        }
+        let origin = &a.data[(ic + r * MR) * a.row_stride + pc * a.col_stride..];
+        pack_block(origin, a.col_stride, a.row_stride, kc, MR.min(mc - r * MR), panel, MR);
     }
 }
 

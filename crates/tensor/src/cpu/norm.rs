@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use crate::FloatElem;
-use crate::cpu::pool::zeroed;
+use crate::cpu::pool::{for_overwrite, zeroed};
 use crate::cpu::reduce::sum_slice;
 
 /// Sizes of a group norm: `n` samples, `channels` in `groups`, `positions` per channel.
@@ -34,7 +34,7 @@ impl GroupNormShape {
 /// Returns `(y, mean, rstd)`, the statistics one per (sample, group).
 pub fn group_norm_forward<T: FloatElem>(x: &[T], weight: &[T], bias: &[T], s: &GroupNormShape, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
     let blocks = s.n * s.groups;
-    let (mut y, mut mean, mut rstd) = (zeroed::<T>(x.len()), zeroed::<T>(blocks), zeroed::<T>(blocks));
+    let (mut y, mut mean, mut rstd) = (for_overwrite::<T>(x.len()), for_overwrite::<T>(blocks), for_overwrite::<T>(blocks));
     let len = s.block_len();
     let count = T::from_f64(len as f64);
     y.par_chunks_mut(len)
@@ -72,9 +72,9 @@ pub fn group_norm_backward<T: FloatElem>(
     let len = s.block_len();
     let cpg = s.channels_per_group();
     let count = T::from_f64(len as f64);
-    let mut dx = zeroed::<T>(x.len());
+    let mut dx = for_overwrite::<T>(x.len());
     // per (sample, channel): Σ dy·x̂ and Σ dy, summed over samples afterwards
-    let mut per_sample = zeroed::<T>(2 * s.n * s.channels);
+    let mut per_sample = for_overwrite::<T>(2 * s.n * s.channels);
     dx.par_chunks_mut(len)
         .zip(x.par_chunks(len).zip(dy.par_chunks(len)))
         .zip(per_sample.par_chunks_mut(2 * cpg))

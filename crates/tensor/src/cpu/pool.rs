@@ -47,6 +47,20 @@ impl<T: FloatElem> BufferPool<T> {
         vec![T::zero(); len]
     }
 
+    /// A buffer of `len` values to be overwritten entirely: a cached one keeps whatever it
+    /// held (any bit pattern is a valid float), which saves the zeroing pass.
+    pub fn for_overwrite(&self, len: usize) -> Vec<T> {
+        if Self::worth_pooling(len) {
+            let mut guard = self.free.lock().unwrap();
+            let (free, bytes) = &mut *guard;
+            if let Some(buffer) = free.get_mut(&len).and_then(Vec::pop) {
+                *bytes -= len * size_of::<T>();
+                return buffer;
+            }
+        }
+        vec![T::zero(); len]
+    }
+
     /// Keeps `buffer` for reuse (or frees it, if small or the cache is full).
     pub fn give_back(&self, mut buffer: Vec<T>) {
         let len = buffer.len();
@@ -86,12 +100,22 @@ pub fn zeroed<T: FloatElem>(len: usize) -> Vec<T> {
     T::pool().zeroed(len)
 }
 
+/// `len` values of `T` that the caller will overwrite entirely (see
+/// [`BufferPool::for_overwrite`]).
+pub fn for_overwrite<T: FloatElem>(len: usize) -> Vec<T> {
+    T::pool().for_overwrite(len)
+}
+
 /// A scratch buffer that returns to the cache when dropped (per-thread work buffers).
 pub struct Scratch<T: FloatElem>(Vec<T>);
 
 impl<T: FloatElem> Scratch<T> {
     pub fn zeroed(len: usize) -> Self {
         Scratch(zeroed(len))
+    }
+    /// A scratch buffer the caller overwrites before reading.
+    pub fn for_overwrite(len: usize) -> Self {
+        Scratch(for_overwrite(len))
     }
 }
 

@@ -36,6 +36,11 @@ fn max_slice<T: FloatElem>(x: &[T]) -> T {
     x.iter().fold(T::neg_infinity(), |m, &v| if v > m || v.is_nan() { v } else { m })
 }
 
+/// Elements per index of the first `keep` axes.
+fn run_len_of(layout: &Layout, keep: usize) -> usize {
+    layout.shape()[keep..].iter().product()
+}
+
 /// Reduces `axes` of the view `layout` over `x`; the result holds one value per combination of
 /// the kept axes, in row-major order of those axes.
 pub fn reduce<T: FloatElem>(x: &[T], layout: &Layout, axes: &[usize], kind: ReduceKind) -> Vec<T> {
@@ -56,9 +61,19 @@ pub fn reduce<T: FloatElem>(x: &[T], layout: &Layout, axes: &[usize], kind: Redu
         };
         return vec![empty; out_len];
     }
+    // Trailing reduced axes of a contiguous input (e.g. H, W when summing [N, C, H, W] over
+    // N, H, W): reduce those contiguous runs first, then the rest on the much smaller result.
+    let trailing = (0..rank).rev().take_while(|a| axes.contains(a)).count();
+    if trailing > 0 && trailing < axes.len() && layout.is_contiguous() {
+        let keep = rank - trailing;
+        let partial_layout = Layout::contiguous(&[layout.numel() / run_len_of(layout, keep), run_len_of(layout, keep)]).offset_by(layout.offset());
+        let partial = reduce(x, &partial_layout, &[1], kind);
+        let rest: Vec<usize> = axes.iter().copied().filter(|&a| a < keep).collect();
+        return reduce(&partial, &Layout::contiguous(&layout.shape()[..keep]), &rest, kind);
+    }
     if let Some(range) = permuted.contiguous_range() {
         let data = &x[range];
-        let mut out = crate::cpu::pool::zeroed::<T>(out_len);
+        let mut out = crate::cpu::pool::for_overwrite::<T>(out_len);
         out.par_iter_mut().with_min_len(64).zip(data.par_chunks(run_len)).for_each(|(o, run)| *o = reduce_run(run));
         return out;
     }

@@ -11,7 +11,7 @@ fn row_max<T: FloatElem>(row: &[T]) -> T {
 
 /// `y = exp(x − max) / Σ exp(x − max)` per row.
 pub fn softmax_rows<T: FloatElem>(x: &[T], row_len: usize) -> Vec<T> {
-    let mut y = crate::cpu::pool::zeroed::<T>(x.len());
+    let mut y = crate::cpu::pool::for_overwrite::<T>(x.len());
     if x.is_empty() {
         return y;
     }
@@ -30,7 +30,7 @@ pub fn softmax_rows<T: FloatElem>(x: &[T], row_len: usize) -> Vec<T> {
 
 /// `y = x − max − ln Σ exp(x − max)` per row.
 pub fn log_softmax_rows<T: FloatElem>(x: &[T], row_len: usize) -> Vec<T> {
-    let mut y = crate::cpu::pool::zeroed::<T>(x.len());
+    let mut y = crate::cpu::pool::for_overwrite::<T>(x.len());
     if x.is_empty() {
         return y;
     }
@@ -46,7 +46,7 @@ pub fn log_softmax_rows<T: FloatElem>(x: &[T], row_len: usize) -> Vec<T> {
 
 /// Softmax backward: `dx = y ⊙ (dy − Σ dy ⊙ y)` per row.
 pub fn softmax_backward_rows<T: FloatElem>(y: &[T], dy: &[T], row_len: usize) -> Vec<T> {
-    let mut dx = crate::cpu::pool::zeroed::<T>(y.len());
+    let mut dx = crate::cpu::pool::for_overwrite::<T>(y.len());
     if y.is_empty() {
         return dx;
     }
@@ -61,7 +61,7 @@ pub fn softmax_backward_rows<T: FloatElem>(y: &[T], dy: &[T], row_len: usize) ->
 
 /// Log-softmax backward: `dx = dy − exp(y) Σ dy` per row.
 pub fn log_softmax_backward_rows<T: FloatElem>(y: &[T], dy: &[T], row_len: usize) -> Vec<T> {
-    let mut dx = crate::cpu::pool::zeroed::<T>(y.len());
+    let mut dx = crate::cpu::pool::for_overwrite::<T>(y.len());
     if y.is_empty() {
         return dx;
     }

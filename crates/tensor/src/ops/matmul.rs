@@ -16,7 +16,7 @@ fn batched_matmul<T: FloatElem>(a: &[T], la: &Layout, b: &[T], lb: &Layout, m: u
     let batch_b = Layout::new(lb.shape()[..rank - 2].to_vec(), lb.strides()[..rank - 2].to_vec(), lb.offset());
     let (a_offsets, b_offsets) = (batch.offsets(), batch_b.offsets());
     let (sa, sb) = (la.strides(), lb.strides());
-    let mut out = crate::cpu::pool::zeroed::<T>(a_offsets.len() * m * n);
+    let mut out = crate::cpu::pool::for_overwrite::<T>(a_offsets.len() * m * n);
     out.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(i, c)| {
         let a_view = MatRef { data: &a[a_offsets[i]..], row_stride: sa[rank - 2], col_stride: sa[rank - 1] };
         let b_view = MatRef { data: &b[b_offsets[i]..], row_stride: sb[rank - 2], col_stride: sb[rank - 1] };

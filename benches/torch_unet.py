@@ -1,0 +1,75 @@
+"""The PyTorch/diffusers side of benches/unet.rs: one case per process.
+
+Usage: torch_unet.py PRESET CHANNELS BATCH train|forward ITERATIONS THREADS
+Prints "median_seconds_per_iteration peak_rss_mib". The model is diffusers' UNet2DModel with
+the same architecture as ember's preset; a training iteration is the same as ember's: sample
+t and noise, q_sample, forward, MSE against the noise, backward, Adam step.
+"""
+import statistics
+import sys
+import time
+
+import torch
+from diffusers import UNet2DModel
+
+PRESETS = {
+    "tiny": dict(block_out_channels=(32, 64, 64), down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+                 up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8),
+    "ddpm-cifar10": dict(block_out_channels=(128, 256, 256, 256),
+                         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+                         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_num_groups=32),
+}
+
+
+def peak_rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def main():
+    preset, channels, batch, mode, iterations, threads = sys.argv[1:7]
+    channels, batch, iterations, threads = int(channels), int(batch), int(iterations), int(threads)
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = UNet2DModel(sample_size=32, in_channels=channels, out_channels=channels, layers_per_block=2,
+                        attention_head_dim=None, norm_eps=1e-6, dropout=0.1, flip_sin_to_cos=False, freq_shift=1,
+                        downsample_padding=0, act_fn="silu", **PRESETS[preset])
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    ab = torch.cumprod(1 - betas, 0).float()
+    x0 = torch.rand(batch, channels, 32, 32) * 2 - 1
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+
+    def train_iteration():
+        t = torch.randint(0, 1000, (batch,))
+        noise = torch.randn_like(x0)
+        a = ab[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        loss = torch.nn.functional.mse_loss(model(x_t, t).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def forward_iteration():
+        with torch.no_grad():
+            model(x0, torch.arange(batch) * 97 % 1000).sample
+
+    if mode == "train":
+        model.train()
+        fn = train_iteration
+    else:
+        model.eval()
+        fn = forward_iteration
+    fn()
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    print(statistics.median(times), peak_rss_mib())
+
+
+if __name__ == "__main__":
+    main()
