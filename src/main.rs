@@ -72,7 +72,7 @@ struct TrainArgs {
     /// The run folder
     #[arg(long)]
     out: PathBuf,
-    /// Dataset: fashion-mnist[:DIR], cifar10:DIR, png:DIR, procedural[:N]. Default:
+    /// Dataset: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, png:DIR, procedural[:N[:SIZE]]. Default:
     /// Fashion-MNIST if installed (apt-get install dataset-fashion-mnist), else procedural
     #[arg(long)]
     data: Option<String>,

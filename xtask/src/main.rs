@@ -20,6 +20,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "regenerate tests/fixtures/*.safetensors with PyTorch (sets up .venv if needed)",
     ),
     (
+        "bench",
+        "benchmarks side by side with PyTorch: `bench` (all), `bench kernels`, `bench unet`",
+    ),
+    (
         "ci",
         "run the checks CI runs: cargo test --workspace --release",
     ),
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     };
     let result = match command.as_str() {
         "fixtures" => fixtures(rest),
+        "bench" => bench(rest),
         "ci" => ci(rest),
         "help" | "-h" | "--help" => {
             print!("{}", usage());
@@ -69,33 +74,7 @@ fn print_usage() {
 /// then run `scripts/make_fixtures.py --out tests/fixtures [args...]`.
 fn fixtures(args: &[String]) -> Result {
     let root = repo_root();
-    let venv = root.join(".venv");
-    let python = venv_python(&venv);
-
-    if !python.exists() {
-        println!("xtask: creating virtualenv at {}", venv.display());
-        let host = host_python()?;
-        run(Command::new(host).args([OsStr::new("-m"), OsStr::new("venv"), venv.as_os_str()]))
-            .map_err(|e| format!("could not create the virtualenv: {e}"))?;
-    }
-
-    let check = ["-c", "import torch, safetensors, numpy, diffusers"];
-    if quiet_ok(Command::new(&python).args(check)) {
-        println!(
-            "xtask: {} already has torch, safetensors, numpy and diffusers",
-            venv.display()
-        );
-    } else {
-        println!(
-            "xtask: installing torch safetensors numpy diffusers into {} (this can take a while)",
-            venv.display()
-        );
-        run(Command::new(&python).args(["-m", "pip", "install", "torch", "safetensors", "numpy", "diffusers"]))
-            .map_err(|e| format!("pip install failed: {e}"))?;
-        if !quiet_ok(Command::new(&python).args(check)) {
-            return Err("`import torch, safetensors, numpy, diffusers` still fails after pip install".into());
-        }
-    }
+    let python = ensure_venv()?;
 
     println!("xtask: generating fixtures into tests/fixtures");
     run(Command::new(&python)
@@ -119,6 +98,50 @@ fn fixtures(args: &[String]) -> Result {
         "xtask: fixtures written to {}",
         root.join("tests/fixtures").display()
     );
+    Ok(())
+}
+
+/// Makes sure `.venv` exists with torch, safetensors, numpy and diffusers (creating it and
+/// installing them from PyPI if needed); returns its Python.
+fn ensure_venv() -> Result<PathBuf> {
+    let root = repo_root();
+    let venv = root.join(".venv");
+    let python = venv_python(&venv);
+    if !python.exists() {
+        println!("xtask: creating virtualenv at {}", venv.display());
+        let host = host_python()?;
+        run(Command::new(host).args([OsStr::new("-m"), OsStr::new("venv"), venv.as_os_str()]))
+            .map_err(|e| format!("could not create the virtualenv: {e}"))?;
+    }
+    let check = ["-c", "import torch, safetensors, numpy, diffusers"];
+    if quiet_ok(Command::new(&python).args(check)) {
+        println!("xtask: {} already has torch, safetensors, numpy and diffusers", venv.display());
+    } else {
+        println!("xtask: installing torch safetensors numpy diffusers into {} (this can take a while)", venv.display());
+        run(Command::new(&python).args(["-m", "pip", "install", "torch", "safetensors", "numpy", "diffusers"]))
+            .map_err(|e| format!("pip install failed: {e}"))?;
+        if !quiet_ok(Command::new(&python).args(check)) {
+            return Err("`import torch, safetensors, numpy, diffusers` still fails after pip install".into());
+        }
+    }
+    Ok(python)
+}
+
+/// `cargo xtask bench [kernels|unet]`: the benchmarks side by side with PyTorch (both by
+/// default). The PyTorch side needs `.venv`; if it cannot be set up, it is skipped with a
+/// message and ember's side still runs.
+fn bench(args: &[String]) -> Result {
+    let which: Vec<&str> = match args.first().map(String::as_str) {
+        None => vec!["kernels", "unet"],
+        Some(name @ ("kernels" | "unet")) => vec![name],
+        Some(other) => return Err(format!("unknown benchmark `{other}` (kernels or unet)")),
+    };
+    if let Err(e) = ensure_venv() {
+        println!("xtask: the PyTorch side will be skipped: {e}");
+    }
+    for name in which {
+        run(Command::new(cargo()).current_dir(repo_root()).args(["bench", "--bench", name]))?;
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! Normalization layers as compositions of primitive ops (their gradients come from the
-//! parts; a fused kernel can replace them when a benchmark asks for it).
+//! Normalization layers. `group_norm` (used all over the UNet) runs on the fused kernel of
+//! [`crate::cpu::norm`]; `layer_norm` is a composition of primitive ops (its gradient comes
+//! from the parts) until a benchmark asks for a kernel.
 
 use crate::cpu::norm::{GroupNormShape, group_norm_backward, group_norm_forward};
 use crate::error::{Result, TensorError, invalid};
