@@ -38,6 +38,8 @@ enum Command {
     Eval(EvalArgs),
     /// Print a model's architecture and parameter counts
     Info(InfoArgs),
+    /// Write a small sampling-only checkpoint (the EMA weights, f16 by default)
+    Export(ExportArgs),
 }
 
 #[derive(Args, Clone)]
@@ -182,6 +184,17 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct ExportArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// f16, bf16 or f32
+    #[arg(long, default_value = "f16")]
+    dtype: String,
+}
+
+#[derive(Args)]
 struct InfoArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -194,6 +207,7 @@ fn main() {
         Command::Sample(args) => run_sample(args),
         Command::Eval(args) => run_eval(args),
         Command::Info(args) => run_info(args),
+        Command::Export(args) => run_export(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -341,6 +355,19 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         bpd_sum / n as f64,
         loss_sum / n as f64
     );
+    Ok(())
+}
+
+fn run_export(args: ExportArgs) -> Result<()> {
+    let dtype = match args.dtype.as_str() {
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        "f32" => DType::F32,
+        other => bail!("--dtype {other:?}: f16, bf16 or f32"),
+    };
+    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    checkpoint.export_ema(&args.out, dtype)?;
+    println!("wrote {} (EMA weights of step {}, {:?})", args.out.display(), checkpoint.step, dtype);
     Ok(())
 }
 

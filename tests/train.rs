@@ -161,3 +161,23 @@ fn a_model_that_does_not_fit_the_data_is_a_config_error() {
     let dataset = Dataset::from_name(&config.data, Split::Train, 1).unwrap();
     assert!(matches!(Trainer::new(config, dataset), Err(TrainError::Config(_))));
 }
+
+#[test]
+fn an_f16_export_samples_like_the_checkpoint_and_cannot_be_resumed() {
+    let mut t = trainer(small_config(2));
+    t.train_step().unwrap();
+    let dir = temp_dir("export");
+    let (full, small) = (dir.join("checkpoint.safetensors"), dir.join("ema-f16.safetensors"));
+    save_checkpoint(&t, &full).unwrap();
+    Checkpoint::load(&full).unwrap().export_ema(&small, DType::F16).unwrap();
+    assert!(std::fs::metadata(&small).unwrap().len() * 3 < std::fs::metadata(&full).unwrap().len());
+    let exported = Checkpoint::load(&small).unwrap();
+    let model = exported.model(true).unwrap();
+    for ((name, a), (_, b)) in named_parameters(&model).iter().zip(named_parameters(&t.ema).iter()) {
+        let rounded = b.to_dtype(DType::F16).unwrap().to_vec_f64();
+        assert_eq!(a.to_vec_f64(), rounded, "{name} is the f16-rounded EMA weight");
+    }
+    let dataset = Dataset::from_name("procedural:256:16", Split::Train, 1).unwrap();
+    assert!(matches!(exported.into_trainer(dataset), Err(TrainError::Checkpoint { .. })));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

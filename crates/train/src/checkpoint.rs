@@ -95,6 +95,27 @@ impl Checkpoint {
         Ok(model)
     }
 
+    /// Writes a sampling-only copy: the EMA weights in `dtype` (f16 makes the tiny model
+    /// 3 MB) with the config and step; `ember sample` reads it like a full checkpoint, and
+    /// `--resume` refuses it.
+    pub fn export_ema(&self, path: &Path, dtype: ember_tensor::DType) -> Result<()> {
+        let ema = self.section("ema");
+        if ema.is_empty() {
+            return Err(self.fail("no EMA weights to export".into()));
+        }
+        let converted: Vec<(String, Tensor)> =
+            ema.iter().map(|(n, t)| Ok((format!("ema.{n}"), t.to_dtype(dtype)?))).collect::<Result<_>>()?;
+        let refs: Vec<(&str, &Tensor)> = converted.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let metadata = BTreeMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("step".to_string(), self.step.to_string()),
+            ("train_config".to_string(), serde_json::to_string_pretty(&self.config).unwrap()),
+            ("contents".to_string(), "EMA weights only (for sampling)".to_string()),
+        ]);
+        save_safetensors(path, &refs, &metadata)?;
+        Ok(())
+    }
+
     fn rng(&self, stream: &str) -> Result<Rng> {
         let text = self.metadata.get(&format!("rng.{stream}")).ok_or_else(|| self.fail(format!("no rng.{stream}")))?;
         let parts: Vec<u64> = text.split(' ').map(|p| p.parse()).collect::<std::result::Result<_, _>>().map_err(|_| self.fail(format!("bad rng.{stream}: {text:?}")))?;
@@ -106,6 +127,9 @@ impl Checkpoint {
 
     /// A trainer that continues this run exactly where it stopped.
     pub fn into_trainer(self, dataset: Dataset) -> Result<Trainer> {
+        if self.metadata.contains_key("contents") {
+            return Err(self.fail("a sampling-only export (ember export) cannot be resumed; use the run's checkpoint".into()));
+        }
         let mut trainer = Trainer::new(self.config.clone(), dataset)?;
         load_weights(&trainer.model, &self.section("model"))?;
         load_weights(&trainer.ema, &self.section("ema"))?;
