@@ -230,3 +230,69 @@ fn var_with_no_more_elements_than_the_correction_returns_invalid_argument() {
 fn assign_with_a_different_shape_returns_shape_mismatch() {
     assert_err!(t(&[2, 3]).assign(&t(&[3, 2])), TensorError::ShapeMismatch { op: "assign", .. });
 }
+
+// ---- the bigger ops -------------------------------------------------------------------------
+
+mod big_ops {
+    use ember::tensor::ops::conv::{Conv2dParams, ConvTranspose2dParams};
+    use ember::tensor::testing::random;
+    use ember::tensor::{DType, Tensor, TensorError};
+
+    fn invalid(result: ember::tensor::Result<Tensor>) -> bool {
+        matches!(result, Err(TensorError::InvalidArgument { .. }))
+    }
+    fn shape_mismatch(result: ember::tensor::Result<Tensor>) -> bool {
+        matches!(result, Err(TensorError::ShapeMismatch { .. }))
+    }
+
+    #[test]
+    fn conv2d_rejects_bad_ranks_channels_strides_kernels_and_biases() {
+        let x = random(&[1, 3, 5, 5], -1.0, 1.0, 1);
+        let w = random(&[4, 3, 3, 3], -1.0, 1.0, 2);
+        let p = Conv2dParams::default();
+        assert!(invalid(random(&[3, 5, 5], -1.0, 1.0, 3).conv2d(&w, None, p)), "rank 3 input");
+        assert!(shape_mismatch(x.conv2d(&random(&[4, 2, 3, 3], -1.0, 1.0, 4), None, p)), "channels");
+        assert!(invalid(x.conv2d(&w, None, Conv2dParams { stride: [0, 1], ..p })), "zero stride");
+        assert!(invalid(x.conv2d(&w, None, Conv2dParams { dilation: [1, 0], ..p })), "zero dilation");
+        assert!(invalid(x.conv2d(&random(&[4, 3, 7, 7], -1.0, 1.0, 5), None, p)), "kernel wider than the input");
+        assert!(shape_mismatch(x.conv2d(&w, Some(&random(&[5], -1.0, 1.0, 6)), p)), "bias shape");
+        assert!(invalid(Tensor::zeros(&[0, 3, 5, 5], DType::F64).conv2d(&w, None, p)), "empty batch");
+        let f32_w = w.to_dtype(DType::F32).unwrap();
+        assert!(matches!(x.conv2d(&f32_w, None, p), Err(TensorError::DTypeMismatch { .. })), "dtype");
+    }
+
+    #[test]
+    fn conv_transpose2d_rejects_output_padding_not_below_the_stride() {
+        let x = random(&[1, 3, 4, 4], -1.0, 1.0, 1);
+        let w = random(&[3, 2, 3, 3], -1.0, 1.0, 2);
+        assert!(invalid(x.conv_transpose2d(&w, None, ConvTranspose2dParams::new(2, 1, 2))));
+        assert!(shape_mismatch(x.conv_transpose2d(&random(&[4, 2, 3, 3], -1.0, 1.0, 3), None, ConvTranspose2dParams::default())));
+    }
+
+    #[test]
+    fn attention_rejects_mismatched_shapes_and_no_keys() {
+        let q = random(&[2, 5, 8], -1.0, 1.0, 1);
+        let k = random(&[2, 6, 8], -1.0, 1.0, 2);
+        let v = random(&[2, 6, 4], -1.0, 1.0, 3);
+        let sdpa = Tensor::scaled_dot_product_attention;
+        assert!(shape_mismatch(sdpa(&q, &random(&[2, 6, 7], -1.0, 1.0, 4), &v, None)), "head dims");
+        assert!(shape_mismatch(sdpa(&q, &k, &random(&[2, 5, 4], -1.0, 1.0, 5), None)), "keys vs values");
+        assert!(shape_mismatch(sdpa(&q, &random(&[3, 6, 8], -1.0, 1.0, 6), &v, None)), "batch");
+        assert!(invalid(sdpa(&random(&[8], -1.0, 1.0, 7), &k, &v, None)), "rank 1");
+        let (k0, v0) = (Tensor::zeros(&[2, 0, 8], DType::F64), Tensor::zeros(&[2, 0, 4], DType::F64));
+        assert!(invalid(sdpa(&q, &k0, &v0, None)), "Sk = 0");
+    }
+
+    #[test]
+    fn norms_and_softmax_reject_bad_groups_shapes_and_ranks() {
+        let x = random(&[2, 6, 3], -1.0, 1.0, 1);
+        assert!(invalid(x.group_norm(4, None, None, 1e-5)), "6 channels in 4 groups");
+        assert!(invalid(x.group_norm(0, None, None, 1e-5)), "zero groups");
+        assert!(invalid(random(&[6], -1.0, 1.0, 2).group_norm(2, None, None, 1e-5)), "rank 1");
+        assert!(shape_mismatch(x.group_norm(3, Some(&random(&[3], -1.0, 1.0, 3)), None, 1e-5)), "weight shape");
+        assert!(shape_mismatch(x.layer_norm(&[6], None, None, 1e-5)), "normalized_shape not trailing");
+        assert!(shape_mismatch(x.layer_norm(&[3], Some(&random(&[4], -1.0, 1.0, 4)), None, 1e-5)), "weight shape");
+        assert!(invalid(Tensor::scalar(1.0, DType::F64).softmax(0)), "softmax of a scalar");
+        assert!(matches!(x.softmax(3), Err(TensorError::AxisOutOfRange { .. })), "axis");
+    }
+}

@@ -85,6 +85,12 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, o
             trainer
         }
         None => {
+            if dir.checkpoint().exists() {
+                return Err(crate::TrainError::Config(format!(
+                    "{} already holds a run; pass --resume to continue it, or choose another --out",
+                    dir.root.display()
+                )));
+            }
             let config = config.unwrap_or_default();
             let dataset = Dataset::from_name(&config.data, Split::Train, config.unet.in_channels)?;
             Trainer::new(config, dataset)?

@@ -5,7 +5,12 @@ use ember_tensor::ops::conv::{Conv2dParams, ConvTranspose2dParams};
 use ember_tensor::rng::Rng;
 use ember_tensor::{DType, Tensor};
 
-use crate::error::Result;
+use crate::error::{Result, UNetError};
+
+/// The error for an input of the wrong rank.
+fn invalid_input(op: &'static str, expected: &str, got: &Tensor) -> UNetError {
+    UNetError::Tensor(ember_tensor::TensorError::InvalidArgument { op, msg: format!("expected {expected}, got shape {:?}", got.shape()) })
+}
 use crate::layers::{Conv2d, ConvTranspose2d, GroupNorm, Linear};
 use crate::module::{ForwardContext, Module, join, visit_list};
 
@@ -49,6 +54,9 @@ impl ResnetBlock {
 
     pub fn forward(&self, x: &Tensor, temb: &Tensor, ctx: &mut ForwardContext) -> Result<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        if temb.rank() != 2 {
+            return Err(invalid_input("ResnetBlock", "a time embedding [B, channels]", temb));
+        }
         let t = self.time_emb_proj.forward(&temb.silu()?)?;
         let (b, c) = (t.shape()[0], t.shape()[1]);
         let h = h.add(&t.reshape(&[b, c, 1, 1])?)?;
@@ -101,7 +109,7 @@ impl AttentionBlock {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let [b, c, h, w] = x.shape().try_into().expect("the UNet passes [B, C, H, W]");
+        let [b, c, h, w]: [usize; 4] = x.shape().try_into().map_err(|_| invalid_input("AttentionBlock", "[B, C, H, W]", x))?;
         let (heads, tokens) = (self.heads, h * w);
         let head_dim = c / heads;
         let normed = self.group_norm.forward(x)?;
@@ -236,7 +244,9 @@ impl UpBlock {
     pub fn forward(&self, x: &Tensor, temb: &Tensor, ctx: &mut ForwardContext, skips: &mut Vec<Tensor>) -> Result<Tensor> {
         let mut h = x.clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
-            let skip = skips.pop().expect("the model builds as many skips as up blocks use");
+            let skip = skips.pop().ok_or_else(|| {
+                UNetError::Tensor(ember_tensor::TensorError::InvalidArgument { op: "UpBlock", msg: "no skip connection left to consume".into() })
+            })?;
             h = resnet.forward(&Tensor::cat(&[&h, &skip], 1)?, temb, ctx)?;
             if let Some(attention) = self.attentions.get(i) {
                 h = attention.forward(&h)?;

@@ -43,6 +43,16 @@ pub struct UNetConfig {
     pub time_embedding_type: String,
     pub mid_block_scale_factor: f64,
     pub center_input_sample: bool,
+    // diffusers options ember accepts only at the values it implements (checked by `validate`,
+    // so that a config.json using them fails loudly instead of building a different model)
+    pub attn_norm_num_groups: Option<usize>,
+    pub resnet_time_scale_shift: String,
+    pub add_attention: bool,
+    pub class_embed_type: Option<String>,
+    pub num_class_embeds: Option<usize>,
+    pub time_embedding_dim: Option<usize>,
+    pub downsample_type: String,
+    pub mid_block_type: String,
 }
 
 impl Default for UNetConfig {
@@ -75,6 +85,14 @@ impl UNetConfig {
             time_embedding_type: "positional".into(),
             mid_block_scale_factor: 1.0,
             center_input_sample: false,
+            attn_norm_num_groups: None,
+            resnet_time_scale_shift: "default".into(),
+            add_attention: true,
+            class_embed_type: None,
+            num_class_embeds: None,
+            time_embedding_dim: None,
+            downsample_type: "conv".into(),
+            mid_block_type: "UNetMidBlock2D".into(),
         }
     }
 
@@ -116,7 +134,9 @@ impl UNetConfig {
         }
     }
 
-    /// Parses a diffusers-style `config.json` (unknown keys such as `_class_name` are ignored).
+    /// Parses a diffusers-style `config.json`. Keys ember does not know (such as `_class_name`)
+    /// are ignored; known options it does not implement are refused by [`Self::validate`];
+    /// missing keys take the `ddpm-cifar10` values (not diffusers' defaults).
     pub fn from_json(text: &str) -> Result<UNetConfig> {
         let config: UNetConfig = serde_json::from_str(text).map_err(|e| UNetError::Config(e.to_string()))?;
         config.validate()?;
@@ -169,6 +189,9 @@ impl UNetConfig {
         if self.layers_per_block == 0 {
             return fail("layers_per_block must be at least 1".into());
         }
+        if levels > 16 {
+            return fail(format!("{levels} levels: at most 16 are supported"));
+        }
         if self.sample_size % (1 << (levels - 1)) != 0 {
             return fail(format!("sample_size {} does not halve {} times", self.sample_size, levels - 1));
         }
@@ -187,6 +210,59 @@ impl UNetConfig {
         if self.mid_block_scale_factor != 1.0 || self.center_input_sample {
             return fail("mid_block_scale_factor ≠ 1 and center_input_sample are not supported".into());
         }
+        let unsupported = [
+            (self.attn_norm_num_groups.is_some_and(|g| g != self.norm_num_groups), "attn_norm_num_groups ≠ norm_num_groups"),
+            (self.resnet_time_scale_shift != "default", "resnet_time_scale_shift other than \"default\""),
+            (!self.add_attention, "add_attention = false"),
+            (self.class_embed_type.is_some() || self.num_class_embeds.is_some(), "class conditioning"),
+            (self.time_embedding_dim.is_some_and(|d| d != 4 * self.block_out_channels[0]), "time_embedding_dim ≠ 4 × block_out_channels[0]"),
+            (self.downsample_type != "conv", "downsample_type other than \"conv\""),
+            (self.mid_block_type != "UNetMidBlock2D", "mid_block_type other than \"UNetMidBlock2D\""),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
+            return fail(format!("{what} is not supported"));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_round_trip_through_json() {
+        for name in ["tiny", "labml", "ddpm-cifar10"] {
+            let config = UNetConfig::preset(name, 1).unwrap();
+            config.validate().unwrap();
+            assert_eq!(UNetConfig::from_json(&config.to_json()).unwrap(), config, "{name}");
+        }
+        assert!(UNetConfig::preset("huge", 1).is_err());
+    }
+
+    #[test]
+    fn a_diffusers_config_loads_and_unsupported_options_are_refused() {
+        let diffusers = r#"{"_class_name": "UNet2DModel", "_diffusers_version": "0.42.1", "act_fn": "silu",
+            "attention_head_dim": null, "block_out_channels": [128, 256, 256, 256], "center_input_sample": false,
+            "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+            "downsample_padding": 0, "flip_sin_to_cos": false, "freq_shift": 1, "in_channels": 3,
+            "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-06, "norm_num_groups": 32,
+            "out_channels": 3, "sample_size": 32, "time_embedding_type": "positional",
+            "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"]}"#;
+        let config = UNetConfig::from_json(diffusers).unwrap();
+        assert_eq!(config, UNetConfig::ddpm_cifar10());
+        for (key, value) in [
+            ("attn_norm_num_groups", "8"),
+            ("resnet_time_scale_shift", "\"scale_shift\""),
+            ("class_embed_type", "\"timestep\""),
+            ("act_fn", "\"gelu\""),
+            ("down_block_types", "[\"CrossAttnDownBlock2D\", \"DownBlock2D\", \"DownBlock2D\", \"DownBlock2D\"]"),
+            ("norm_num_groups", "7"),
+            ("block_out_channels", "[128, 256]"),
+        ] {
+            let text = format!("{{\"{key}\": {value}}}");
+            let err = UNetConfig::from_json(&text).err().unwrap_or_else(|| panic!("{key} = {value} was accepted"));
+            assert!(matches!(err, UNetError::Config(_)), "{key}: {err}");
+        }
     }
 }

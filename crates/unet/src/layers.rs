@@ -24,8 +24,11 @@ impl Linear {
     /// `x [..., in] → [..., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let in_features = self.weight.shape()[1];
+        if x.shape().last() != Some(&in_features) {
+            return Err(ember_tensor::TensorError::ShapeMismatch { op: "Linear", lhs: x.shape().to_vec(), rhs: self.weight.shape().to_vec() }.into());
+        }
         let mut out_shape = x.shape().to_vec();
-        *out_shape.last_mut().unwrap() = self.weight.shape()[0];
+        *out_shape.last_mut().expect("rank ≥ 1, checked") = self.weight.shape()[0];
         let rows = x.reshape(&[x.numel() / in_features.max(1), in_features])?;
         Ok(rows.matmul(&self.weight.transpose(0, 1)?)?.add(&self.bias)?.reshape(&out_shape)?)
     }

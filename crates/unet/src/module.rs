@@ -94,3 +94,66 @@ pub fn uniform_fan_in(shape: &[usize], fan_in: usize, dtype: DType, rng: &mut Rn
     let bound = 1.0 / (fan_in as f64).sqrt();
     Ok(Tensor::rand_uniform(shape, -bound, bound, dtype, rng)?.variable())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::Linear;
+
+    struct TwoLayers {
+        first: Linear,
+        second: Linear,
+    }
+
+    impl Module for TwoLayers {
+        fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+            self.first.visit(&join(prefix, "first"), f);
+            self.second.visit(&join(prefix, "second"), f);
+        }
+    }
+
+    fn model() -> TwoLayers {
+        let mut rng = Rng::new(0);
+        TwoLayers {
+            first: Linear::new(3, 4, DType::F32, &mut rng).unwrap(),
+            second: Linear::new(4, 2, DType::F32, &mut rng).unwrap(),
+        }
+    }
+
+    #[test]
+    fn loading_reports_every_missing_unexpected_and_mis_shaped_tensor_and_writes_nothing() {
+        let m = model();
+        let before: Vec<Vec<f64>> = named_parameters(&m).iter().map(|(_, t)| t.to_vec_f64()).collect();
+        let mut weights: BTreeMap<String, Tensor> = named_parameters(&model()).into_iter().collect();
+        weights.remove("second.bias");
+        weights.insert("first.bias".into(), Tensor::zeros(&[5], DType::F32));
+        weights.insert("third.weight".into(), Tensor::zeros(&[1], DType::F32));
+        match load_weights(&m, &weights) {
+            Err(UNetError::WeightMismatch { missing, unexpected, mis_shaped }) => {
+                assert_eq!(missing, ["second.bias"]);
+                assert_eq!(unexpected, ["third.weight"]);
+                assert_eq!(mis_shaped.len(), 1);
+                assert!(mis_shaped[0].starts_with("first.bias"), "{mis_shaped:?}");
+            }
+            other => panic!("expected a WeightMismatch, got {other:?}"),
+        }
+        let after: Vec<Vec<f64>> = named_parameters(&m).iter().map(|(_, t)| t.to_vec_f64()).collect();
+        assert_eq!(before, after, "a failed load changes nothing");
+    }
+
+    #[test]
+    fn saved_weights_load_back_exactly_under_the_same_names() {
+        let (a, b) = (model(), model());
+        for (_, p) in named_parameters(&a) {
+            p.assign(&p.add_scalar(0.5).unwrap()).unwrap();
+        }
+        let path = std::env::temp_dir().join(format!("ember-module-test-{}.safetensors", std::process::id()));
+        save_weights_file(&a, &path, DType::F32, &BTreeMap::new()).unwrap();
+        load_weights_file(&b, &path).unwrap();
+        for ((na, pa), (nb, pb)) in named_parameters(&a).iter().zip(named_parameters(&b).iter()) {
+            assert_eq!(na, nb);
+            assert_eq!(pa.to_vec_f64(), pb.to_vec_f64(), "{na}");
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -15,15 +15,6 @@ pub fn gather<T: Copy + Send + Sync>(data: &[T], layout: &Layout) -> Vec<T> {
     out
 }
 
-/// The elements of `layout` over `data` as a slice: borrowed when the view is contiguous,
-/// gathered into a new buffer otherwise.
-pub fn contiguous_slice<'a, T: Copy + Send + Sync>(data: &'a [T], layout: &Layout) -> std::borrow::Cow<'a, [T]> {
-    match layout.contiguous_range() {
-        Some(range) => std::borrow::Cow::Borrowed(&data[range]),
-        None => std::borrow::Cow::Owned(gather(data, layout)),
-    }
-}
-
 /// Writes `source` (row-major, `layout.numel()` elements) into the positions of `layout` in
 /// `dest`. Used by `assign`, `cat` and `pad`.
 pub fn scatter_into(dest: &mut CpuStorage, layout: &Layout, source: &CpuStorage) -> Result<()> {

@@ -117,15 +117,3 @@ pub fn zip_map<T: Copy + Send + Sync, U: FloatElem>(
     });
     out
 }
-
-/// `out[i] = f(a[i], b[i], c[i])` over three contiguous slices of one length.
-pub fn zip3_map<T: FloatElem>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
-    let mut out = crate::cpu::pool::for_overwrite::<T>(a.len());
-    out.par_chunks_mut(ELEMENTWISE_CHUNK).enumerate().for_each(|(chunk, o)| {
-        let start = chunk * ELEMENTWISE_CHUNK;
-        for (((o, &x), &y), &z) in o.iter_mut().zip(&a[start..]).zip(&b[start..]).zip(&c[start..]) {
-            *o = f(x, y, z);
-        }
-    });
-    out
-}

@@ -1,0 +1,73 @@
+//! The `ember` command and the run folder, end to end: the spellings the issue requires,
+//! the files a run writes, resuming (which trims the loss log back to the checkpoint), and the
+//! refusal to overwrite a run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn ember(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().expect("run ember");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ember-cli-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn loss_rows(run: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run.join("loss.csv")).unwrap().lines().skip(1).map(|l| l.split(',').next().unwrap().parse().unwrap()).collect()
+}
+
+#[test]
+fn info_prints_the_papers_parameter_count() {
+    let (ok, text) = ember(&["info", "--preset", "ddpm-cifar10"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("35,746,307"), "{text}");
+}
+
+#[test]
+fn train_sample_resume_and_refuse_to_overwrite() {
+    let dir = temp_dir("train");
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let common = ["--preset", "tiny", "--batch-size", "2", "--data", "procedural:8", "--out", run_s];
+    let options = ["--checkpoint-every", "2", "--sample-every", "2", "--sample-count", "1", "--sample-steps", "2"];
+    let (ok, text) = ember(&[&["train", "--steps", "3"][..], &common, &options].concat());
+    assert!(ok, "{text}");
+    for file in ["config.json", "loss.csv", "loss.png", "checkpoint.safetensors", "samples/step_0000002.png", "samples/step_0000003.png"] {
+        assert!(run.join(file).exists(), "{file} missing after training");
+    }
+    assert_eq!(loss_rows(&run), [1, 2, 3]);
+
+    let (ok, text) = ember(&[&["train", "--steps", "3"][..], &common].concat());
+    assert!(!ok && text.contains("already holds a run"), "a second run in the same folder must be refused: {text}");
+
+    // pretend the process died after logging step 4 but before checkpointing it
+    let mut csv = std::fs::read_to_string(run.join("loss.csv")).unwrap();
+    csv.push_str("4,0.5,1.0,0.0001\n");
+    std::fs::write(run.join("loss.csv"), csv).unwrap();
+    let (ok, text) = ember(&[&["train", "--steps", "5", "--resume"][..], &common, &options].concat());
+    assert!(ok, "{text}");
+    assert_eq!(loss_rows(&run), [1, 2, 3, 4, 5], "rows after the checkpoint are replaced by the resumed steps");
+
+    let grid = dir.join("grid.png");
+    let checkpoint = run.join("checkpoint.safetensors");
+    let (ok, text) = ember(&["sample", "--checkpoint", checkpoint.to_str().unwrap(), "--sampler", "ddim", "--steps", "3", "--n", "4", "--out", grid.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(grid.exists());
+    let (ok, text) = ember(&["sample", "--checkpoint", "/nonexistent/checkpoint.safetensors", "--out", grid.to_str().unwrap()]);
+    assert!(!ok && text.contains("/nonexistent/checkpoint.safetensors"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in ["train", "sample", "eval", "info", "export"] {
+        let (ok, text) = ember(&[command, "--help"]);
+        assert!(ok && text.contains("Usage"), "{command} --help: {text}");
+    }
+}
