@@ -1,7 +1,8 @@
 """The PyTorch/diffusers side of benches/unet.rs: one case per process.
 
 Usage: torch_unet.py PRESET CHANNELS BATCH train|forward ITERATIONS THREADS
-Prints "median_seconds_per_iteration peak_rss_mib". The model is diffusers' UNet2DModel with
+Prints "median_seconds_per_iteration step_mib" (peak resident memory during the steps minus
+the resident memory before them, as benches/unet.rs measures ember). The model is diffusers' UNet2DModel with
 the same architecture as ember's preset; a training iteration is the same as ember's: sample
 t and noise, q_sample, forward, MSE against the noise, backward, Adam step.
 """
@@ -21,10 +22,10 @@ PRESETS = {
 }
 
 
-def peak_rss_mib():
+def status_mib(key):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
 
@@ -62,13 +63,14 @@ def main():
     else:
         model.eval()
         fn = forward_iteration
+    baseline = status_mib("VmRSS:")  # model, optimizer and data allocated; torch imported
     fn()
     times = []
     for _ in range(iterations):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    print(statistics.median(times), peak_rss_mib())
+    print(statistics.median(times), status_mib("VmHWM:") - baseline)
 
 
 if __name__ == "__main__":
