@@ -134,11 +134,15 @@ enum VarianceName {
     Posterior,
 }
 
+/// The trained `tiny` model shipped with the repository (EMA weights in f16, Fashion-MNIST).
+const SHIPPED_CHECKPOINT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/checkpoints/tiny-fashion-mnist-f16.safetensors");
+
 #[derive(Args)]
 struct SampleArgs {
-    /// A checkpoint written by `ember train`
+    /// A checkpoint written by `ember train` or `ember export` (default: the shipped tiny
+    /// Fashion-MNIST model, checkpoints/tiny-fashion-mnist-f16.safetensors)
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "ddim")]
     sampler: SamplerName,
     /// DDIM steps (DDPM always takes all T steps)
@@ -158,6 +162,9 @@ struct SampleArgs {
     /// Use the trained weights instead of their EMA
     #[arg(long)]
     no_ema: bool,
+    /// Do not clip the predicted clean image to [-1, 1] at each step
+    #[arg(long)]
+    no_clip: bool,
     /// The grid PNG to write
     #[arg(long, default_value = "samples.png")]
     out: PathBuf,
@@ -302,7 +309,8 @@ fn variance(v: VarianceName) -> DdpmVariance {
 }
 
 fn run_sample(args: SampleArgs) -> Result<()> {
-    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    let path = args.checkpoint.clone().unwrap_or_else(|| PathBuf::from(SHIPPED_CHECKPOINT));
+    let checkpoint = Checkpoint::load(&path)?;
     let model = checkpoint.model(!args.no_ema)?;
     let schedule = ember::diffusion::NoiseSchedule::from_name(&checkpoint.config.schedule, checkpoint.config.num_timesteps)?;
     let sampler = match args.sampler {
@@ -314,10 +322,10 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let images = sample_images(&model, &schedule, args.n, sampler, &mut Rng::new(args.seed), &mut progress)?;
+    let images = sample_images(&model, &schedule, args.n, sampler, !args.no_clip, &mut Rng::new(args.seed), &mut progress)?;
     bar.finish_and_clear();
     write_grid_png(&args.out, &images, (args.n as f64).sqrt().ceil() as usize)?;
-    println!("wrote {} ({} images, step {} of {})", args.out.display(), args.n, checkpoint.step, args.checkpoint.display());
+    println!("wrote {} ({} images, step {} of {})", args.out.display(), args.n, checkpoint.step, path.display());
     Ok(())
 }
 

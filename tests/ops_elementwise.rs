@@ -485,3 +485,16 @@ fn eq_mask_marks_equal_elements_with_broadcasting_and_records_no_gradient() {
         });
     assert_eq!(mask_t.to_vec_f64(), expected_t);
 }
+
+#[test]
+fn clamp_forward_matches_reference_and_gradient_checks_away_from_the_bounds() {
+    // values strictly inside, below and above [-0.5, 0.7], none within 0.05 of a bound
+    let values: Vec<f64> = (0..33).map(|i| -1.6 + 0.1 * i as f64 + 0.02).collect();
+    let x = Tensor::from_f64(&values, &[3, 11], DType::F64).unwrap();
+    let y = x.clamp(-0.5, 0.7).unwrap().to_vec_f64();
+    for (v, y) in values.iter().zip(&y) {
+        assert_eq!(*y, v.max(-0.5).min(0.7));
+    }
+    ember::tensor::testing::assert_gradcheck("clamp", |t| t[0].transpose(0, 1)?.clamp(-0.5, 0.7), &[x]);
+    assert!(Tensor::ones(&[2], DType::F64).clamp(1.0, 0.0).is_err());
+}

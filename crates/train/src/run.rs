@@ -123,7 +123,7 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, o
         }
         if last || (c.sample_every > 0 && stats.step % c.sample_every == 0) {
             let sampler = Sampler::Ddim { steps: c.sample_steps, eta: 0.0 };
-            let images = sample_images(&trainer.ema, &trainer.schedule, c.sample_count, sampler, &mut Rng::new(c.seed), &mut |_, _| {})?;
+            let images = sample_images(&trainer.ema, &trainer.schedule, c.sample_count, sampler, true, &mut Rng::new(c.seed), &mut |_, _| {})?;
             let path = dir.samples(stats.step);
             write_grid_png(&path, &images, (c.sample_count as f64).sqrt().ceil() as usize)?;
             observer.note(&format!("samples: {}", path.display()));

@@ -16,20 +16,41 @@ pub enum Sampler {
     Ddim { steps: usize, eta: f64 },
 }
 
+/// The noise prediction with the implied clean image clipped to the data range: from
+/// `x̂₀ = (x_t − √(1 − ᾱ_t)·ε)/√ᾱ_t`, clip `x̂₀` to [−1, 1] and return the ε that gives it,
+/// `(x_t − √ᾱ_t·clip(x̂₀))/√(1 − ᾱ_t)`. Fed to the samplers, this is the paper code's
+/// `clip_denoised` (DDPM's posterior mean from the clipped x̂₀; for DDIM, improved-diffusion's
+/// choice of re-deriving ε from the clipped x̂₀).
+fn clipped_noise(schedule: &NoiseSchedule, x_t: &Tensor, t: &[f64], eps: &Tensor) -> ember_tensor::Result<Tensor> {
+    let Some(&first) = t.first() else { return Ok(eps.clone()) };
+    if t.iter().any(|&other| other != first) {
+        return Err(ember_tensor::TensorError::InvalidArgument { op: "clipped_noise", msg: "samplers use one timestep per batch".into() });
+    }
+    let abar = schedule.alphas_cumprod()[first as usize];
+    let (s, r) = (abar.sqrt(), (1.0 - abar).sqrt());
+    let x0 = x_t.sub(&eps.mul_scalar(r)?)?.div_scalar(s)?.clamp(-1.0, 1.0)?;
+    x_t.sub(&x0.mul_scalar(s)?)?.div_scalar(r)
+}
+
 /// `n` images `[n, C, H, W]` in about [-1, 1] from `model` (run in inference mode, dropout
-/// off). The same `rng` state gives the same images.
+/// off), with the predicted clean image clipped at each step when `clip_denoised` (as the
+/// paper's code and diffusers do by default). The same `rng` state gives the same images.
 pub fn sample_images(
     model: &UNet,
     schedule: &NoiseSchedule,
     n: usize,
     sampler: Sampler,
+    clip_denoised: bool,
     rng: &mut Rng,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor> {
     let c = &model.config;
     let shape = [n, c.in_channels, c.sample_size, c.sample_size];
     let mut unused = Rng::new(0);
-    let mut predict_noise = |x: &Tensor, t: &[f64]| model.forward(x, t, &mut ForwardContext { training: false, rng: &mut unused });
+    let mut predict_noise = |x: &Tensor, t: &[f64]| -> std::result::Result<Tensor, ember_unet::UNetError> {
+        let eps = model.forward(x, t, &mut ForwardContext { training: false, rng: &mut unused })?;
+        if clip_denoised { Ok(clipped_noise(schedule, x, t, &eps)?) } else { Ok(eps) }
+    };
     let images = match sampler {
         Sampler::Ddpm { variance } => ddpm_sample(&mut predict_noise, schedule, &shape, DType::F32, variance, rng, progress)?,
         Sampler::Ddim { steps, eta } => ddim_sample(&mut predict_noise, schedule, &shape, DType::F32, steps, eta, rng, progress)?,

@@ -29,6 +29,8 @@ pub enum UnaryOp {
     Powf(f64),
     /// `y = mul * x + add`.
     Affine { mul: f64, add: f64 },
+    /// `y = min(max(x, min), max)`.
+    Clamp { min: f64, max: f64 },
 }
 
 fn c<T: FloatElem>(x: f64) -> T {
@@ -68,6 +70,7 @@ impl UnaryOp {
             UnaryOp::Cos => "cos",
             UnaryOp::Powf(_) => "powf",
             UnaryOp::Affine { .. } => "affine",
+            UnaryOp::Clamp { .. } => "clamp",
         }
     }
 
@@ -90,6 +93,7 @@ impl UnaryOp {
             UnaryOp::Cos => x.cos(),
             UnaryOp::Powf(p) => x.powf(c(p)),
             UnaryOp::Affine { mul, add } => x * c(mul) + c(add),
+            UnaryOp::Clamp { min, max } => x.max(c(min)).min(c(max)),
         }
     }
 
@@ -134,6 +138,13 @@ impl UnaryOp {
             UnaryOp::Cos => -x.sin(),
             UnaryOp::Powf(p) => c::<T>(p) * x.powf(c(p - 1.0)),
             UnaryOp::Affine { mul, .. } => c(mul),
+            UnaryOp::Clamp { min, max } => {
+                if x > c(min) && x < c(max) {
+                    T::one()
+                } else {
+                    T::zero()
+                }
+            }
         }
     }
 
@@ -235,6 +246,13 @@ impl Tensor {
     pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
         self.unary(UnaryOp::Affine { mul, add })
     }
+    /// min(max(x, min), max); d/dx = 1 strictly inside (min, max), else 0
+    pub fn clamp(&self, min: f64, max: f64) -> Result<Tensor> {
+        if !(min <= max) {
+            return crate::error::invalid("clamp", format!("empty range [{min}, {max}]"));
+        }
+        self.unary(UnaryOp::Clamp { min, max })
+    }
     /// x + s
     pub fn add_scalar(&self, s: f64) -> Result<Tensor> {
         self.affine(1.0, s)
@@ -273,6 +291,7 @@ macro_rules! specialize_unary {
             UnaryOp::Cos => { let $f = UnaryOp::Cos; $run }
             UnaryOp::Powf(p) => { let $f = UnaryOp::Powf(p); $run }
             UnaryOp::Affine { mul, add } => { let $f = UnaryOp::Affine { mul, add }; $run }
+            UnaryOp::Clamp { min, max } => { let $f = UnaryOp::Clamp { min, max }; $run }
         }
     };
 }
