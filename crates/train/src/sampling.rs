@@ -57,3 +57,28 @@ pub fn sample_images(
     };
     Ok(images)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ember_tensor::DType;
+
+    #[test]
+    fn clipping_keeps_in_range_predictions_and_clips_the_implied_clean_image() {
+        let schedule = NoiseSchedule::linear(1000, 1e-4, 0.02).unwrap();
+        let t = 400;
+        let abar = schedule.alphas_cumprod()[t];
+        let (s, r) = (abar.sqrt(), (1.0 - abar).sqrt());
+        let x0 = Tensor::from_f64(&[0.5, -0.25, 1.8, -3.0], &[1, 4], DType::F64).unwrap();
+        let eps = Tensor::from_f64(&[0.3, -1.2, 0.7, 0.1], &[1, 4], DType::F64).unwrap();
+        let x_t = x0.mul_scalar(s).unwrap().add(&eps.mul_scalar(r).unwrap()).unwrap();
+        let clipped = clipped_noise(&schedule, &x_t, &[t as f64], &eps).unwrap();
+        let implied_x0 = x_t.sub(&clipped.mul_scalar(r).unwrap()).unwrap().div_scalar(s).unwrap().to_vec_f64();
+        for (got, want) in implied_x0.iter().zip([0.5, -0.25, 1.0, -1.0]) {
+            assert!((got - want).abs() < 1e-12, "{implied_x0:?}");
+        }
+        let (c, e) = (clipped.to_vec_f64(), eps.to_vec_f64());
+        assert!((c[0] - e[0]).abs() < 1e-12 && (c[1] - e[1]).abs() < 1e-12, "in-range elements keep their noise");
+        assert!(clipped_noise(&schedule, &x_t, &[1.0, 2.0], &eps).is_err());
+    }
+}
