@@ -5,54 +5,10 @@
 use ember::tensor::testing::{assert_gradcheck, random, relative_error};
 use ember::tensor::{DType, Result, Tensor};
 
+mod common;
+use common::*;
+
 // ---- naive helpers ---------------------------------------------------------------------------
-
-fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-/// The multi-index of row-major position `flat` in `shape`.
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut index = vec![0; shape.len()];
-    for axis in (0..shape.len()).rev() {
-        index[axis] = flat % shape[axis];
-        flat /= shape[axis];
-    }
-    index
-}
-
-/// The row-major position of `index` in `shape`.
-fn ravel(index: &[usize], shape: &[usize]) -> usize {
-    index.iter().zip(shape).fold(0, |acc, (&i, &n)| acc * n + i)
-}
-
-/// The row-major values of the permuted view (axis `k` of the result is axis `dims[k]`).
-fn naive_permute(values: &[f64], shape: &[usize], dims: &[usize]) -> Vec<f64> {
-    let out_shape: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
-    (0..numel(&out_shape))
-        .map(|flat| {
-            let out_index = unravel(flat, &out_shape);
-            let mut source = vec![0; shape.len()];
-            for (k, &d) in dims.iter().enumerate() {
-                source[d] = out_index[k];
-            }
-            values[ravel(&source, shape)]
-        })
-        .collect()
-}
-
-/// The row-major values of `values[.., start..start+len, ..]` (along `axis`).
-fn naive_narrow(values: &[f64], shape: &[usize], axis: usize, start: usize, len: usize) -> Vec<f64> {
-    let mut out_shape = shape.to_vec();
-    out_shape[axis] = len;
-    (0..numel(&out_shape))
-        .map(|flat| {
-            let mut index = unravel(flat, &out_shape);
-            index[axis] += start;
-            values[ravel(&index, shape)]
-        })
-        .collect()
-}
 
 /// The NumPy broadcast shape, computed here per axis.
 fn naive_broadcast_shape(a: &[usize], b: &[usize]) -> Vec<usize> {

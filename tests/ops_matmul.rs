@@ -5,36 +5,8 @@
 use ember::tensor::testing::{assert_gradcheck, random, relative_error};
 use ember::tensor::{DType, Tensor};
 
-fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut index = vec![0; shape.len()];
-    for axis in (0..shape.len()).rev() {
-        index[axis] = flat % shape[axis];
-        flat /= shape[axis];
-    }
-    index
-}
-
-fn ravel(index: &[usize], shape: &[usize]) -> usize {
-    index.iter().zip(shape).fold(0, |acc, (&i, &n)| acc * n + i)
-}
-
-fn naive_permute(values: &[f64], shape: &[usize], dims: &[usize]) -> Vec<f64> {
-    let out_shape: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
-    (0..numel(&out_shape))
-        .map(|flat| {
-            let out_index = unravel(flat, &out_shape);
-            let mut source = vec![0; shape.len()];
-            for (k, &d) in dims.iter().enumerate() {
-                source[d] = out_index[k];
-            }
-            values[ravel(&source, shape)]
-        })
-        .collect()
-}
+mod common;
+use common::*;
 
 /// `[..., m, k] · [..., k, n]` with broadcast batch axes, by a triple loop per batch element.
 fn naive_matmul(a: &[f64], sa: &[usize], b: &[f64], sb: &[usize]) -> (Vec<f64>, Vec<usize>) {

@@ -5,50 +5,10 @@
 use ember::tensor::testing::{assert_gradcheck, random};
 use ember::tensor::{DType, Tensor};
 
+mod common;
+use common::*;
+
 // ---- naive helpers ---------------------------------------------------------------------------
-
-fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut index = vec![0; shape.len()];
-    for axis in (0..shape.len()).rev() {
-        index[axis] = flat % shape[axis];
-        flat /= shape[axis];
-    }
-    index
-}
-
-fn ravel(index: &[usize], shape: &[usize]) -> usize {
-    index.iter().zip(shape).fold(0, |acc, (&i, &n)| acc * n + i)
-}
-
-fn naive_permute(values: &[f64], shape: &[usize], dims: &[usize]) -> Vec<f64> {
-    let out_shape: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
-    (0..numel(&out_shape))
-        .map(|flat| {
-            let out_index = unravel(flat, &out_shape);
-            let mut source = vec![0; shape.len()];
-            for (k, &d) in dims.iter().enumerate() {
-                source[d] = out_index[k];
-            }
-            values[ravel(&source, shape)]
-        })
-        .collect()
-}
-
-fn naive_narrow(values: &[f64], shape: &[usize], axis: usize, start: usize, len: usize) -> Vec<f64> {
-    let mut out_shape = shape.to_vec();
-    out_shape[axis] = len;
-    (0..numel(&out_shape))
-        .map(|flat| {
-            let mut index = unravel(flat, &out_shape);
-            index[axis] += start;
-            values[ravel(&index, shape)]
-        })
-        .collect()
-}
 
 fn naive_broadcast(values: &[f64], shape: &[usize], target: &[usize]) -> Vec<f64> {
     let lead = target.len() - shape.len();

@@ -7,24 +7,10 @@ use ember::tensor::testing::{random, relative_error};
 use ember::tensor::{Tensor, TensorError};
 use proptest::prelude::*;
 
+mod common;
+use common::*;
+
 // ---- naive helpers ---------------------------------------------------------------------------
-
-fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut index = vec![0; shape.len()];
-    for axis in (0..shape.len()).rev() {
-        index[axis] = flat % shape[axis];
-        flat /= shape[axis];
-    }
-    index
-}
-
-fn ravel(index: &[usize], shape: &[usize]) -> usize {
-    index.iter().zip(shape).fold(0, |acc, (&i, &n)| acc * n + i)
-}
 
 /// The broadcast rule per axis (right-aligned; equal, or one of them 1), or None.
 fn rule(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
