@@ -193,28 +193,25 @@ impl Tensor {
             return self;
         }
         let grad_fn = GradFn { op, inputs: inputs.iter().map(|&t| t.clone()).collect(), backward: Box::new(backward) };
+        self.new_handle(Some(grad_fn), false)
+    }
+
+    /// A new tensor (fresh id) over the same storage and layout, with its own autograd role.
+    fn new_handle(&self, grad_fn: Option<GradFn>, is_variable: bool) -> Tensor {
         Tensor(Arc::new(TensorInner {
             id: TensorId::next(),
             storage: self.0.storage.clone(),
             layout: self.0.layout.clone(),
             dtype: self.0.dtype,
             device: self.0.device,
-            grad_fn: Some(grad_fn),
-            is_variable: false,
+            grad_fn,
+            is_variable,
         }))
     }
 
     /// A leaf sharing this tensor's storage whose gradient [`Tensor::backward`] returns.
     pub fn variable(&self) -> Tensor {
-        Tensor(Arc::new(TensorInner {
-            id: TensorId::next(),
-            storage: self.0.storage.clone(),
-            layout: self.0.layout.clone(),
-            dtype: self.0.dtype,
-            device: self.0.device,
-            grad_fn: None,
-            is_variable: true,
-        }))
+        self.new_handle(None, true)
     }
 
     /// A tensor sharing this storage but cut off from the graph: no gradient flows through it.

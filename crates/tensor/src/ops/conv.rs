@@ -96,6 +96,30 @@ fn check_nonempty(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
     Ok(())
 }
 
+/// The checks both convolutions share; returns the input and weight shapes. The weight's
+/// axis `in_axis` must match the input's channels (1 for conv2d, 0 for conv_transpose2d).
+fn check_conv_inputs(
+    op: &'static str,
+    x: &Tensor,
+    weight: &Tensor,
+    in_axis: usize,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> Result<([usize; 4], [usize; 4])> {
+    check_rank(op, x, 4, "input")?;
+    check_rank(op, weight, 4, "weight")?;
+    check_same(op, &[x, weight])?;
+    check_nonempty(op, &[x, weight])?;
+    check_positive(op, "stride", stride)?;
+    check_positive(op, "dilation", dilation)?;
+    let x_shape: [usize; 4] = x.shape().try_into().expect("rank checked");
+    let w_shape: [usize; 4] = weight.shape().try_into().expect("rank checked");
+    if x_shape[1] != w_shape[in_axis] {
+        return Err(TensorError::ShapeMismatch { op, lhs: x.shape().to_vec(), rhs: weight.shape().to_vec() });
+    }
+    Ok((x_shape, w_shape))
+}
+
 fn check_positive(op: &'static str, what: &str, values: [usize; 2]) -> Result<()> {
     if values.contains(&0) {
         return invalid(op, format!("{what} must be positive, got {values:?}"));
@@ -122,17 +146,7 @@ impl Tensor {
     /// `dw = Σₙ dy · im2col(x)ᵀ`, `db = Σ dy` over N, H, W.
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
         let op = "conv2d";
-        check_rank(op, self, 4, "input")?;
-        check_rank(op, weight, 4, "weight")?;
-        check_same(op, &[self, weight])?;
-        check_nonempty(op, &[self, weight])?;
-        check_positive(op, "stride", params.stride)?;
-        check_positive(op, "dilation", params.dilation)?;
-        let [n, c_in, h, w] = self.shape().try_into().unwrap();
-        let [c_out, wc_in, kh, kw] = weight.shape().try_into().unwrap();
-        if c_in != wc_in {
-            return Err(TensorError::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: weight.shape().to_vec() });
-        }
+        let ([n, c_in, h, w], [c_out, _, kh, kw]) = check_conv_inputs(op, self, weight, 1, params.stride, params.dilation)?;
         let out_size = |size: usize, k: usize, axis: usize| -> Result<usize> {
             let span = params.dilation[axis] * (k - 1) + 1;
             let padded = size + 2 * params.padding[axis];
@@ -175,17 +189,7 @@ impl Tensor {
     /// `dw = conv2d_backward_weight(input = dy, output grad = x)`, `db = Σ dy`.
     pub fn conv_transpose2d(&self, weight: &Tensor, bias: Option<&Tensor>, params: ConvTranspose2dParams) -> Result<Tensor> {
         let op = "conv_transpose2d";
-        check_rank(op, self, 4, "input")?;
-        check_rank(op, weight, 4, "weight")?;
-        check_same(op, &[self, weight])?;
-        check_nonempty(op, &[self, weight])?;
-        check_positive(op, "stride", params.stride)?;
-        check_positive(op, "dilation", params.dilation)?;
-        let [n, c_in, h, w] = self.shape().try_into().unwrap();
-        let [wc_in, c_out, kh, kw] = weight.shape().try_into().unwrap();
-        if c_in != wc_in {
-            return Err(TensorError::ShapeMismatch { op, lhs: self.shape().to_vec(), rhs: weight.shape().to_vec() });
-        }
+        let ([n, c_in, h, w], [_, c_out, kh, kw]) = check_conv_inputs(op, self, weight, 0, params.stride, params.dilation)?;
         for axis in 0..2 {
             if params.output_padding[axis] >= params.stride[axis].max(params.dilation[axis]) {
                 return invalid(op, "output_padding must be smaller than the stride or the dilation");
