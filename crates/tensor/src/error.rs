@@ -26,6 +26,11 @@ pub enum TensorError {
     #[error("{op}: axis {axis} out of range for a tensor of rank {rank}")]
     AxisOutOfRange { op: &'static str, axis: isize, rank: usize },
 
+    /// A CUDA call or kernel failed (on a GPU or in the emulator): out of memory, a failed
+    /// compile or launch, a fault or deadlock inside a kernel.
+    #[error("CUDA {what}: {msg}")]
+    Cuda { what: String, msg: String },
+
     #[error("{op}: {msg}")]
     InvalidArgument { op: &'static str, msg: String },
 

@@ -1,0 +1,127 @@
+//! What a CUDA backend offers the kernels' host code: device memory, copies, launches.
+
+use std::sync::Arc;
+
+use crate::Result;
+
+/// A kernel: the `.cu` file it lives in (see [`super::sources`]) and its `extern "C"` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    pub file: &'static str,
+    pub name: &'static str,
+}
+
+/// Grid and block dimensions (x, y, z) and the bytes of dynamic shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+}
+
+impl LaunchConfig {
+    /// A 1-d launch: `blocks` blocks of `threads` threads, no dynamic shared memory.
+    pub fn linear(blocks: u32, threads: u32) -> Self {
+        LaunchConfig { grid: [blocks, 1, 1], block: [threads, 1, 1], shared_bytes: 0 }
+    }
+}
+
+/// One kernel argument, as the kernel's C++ signature declares it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KernelArg {
+    /// A device pointer (`float*`, `const float*`, ...).
+    Ptr(u64),
+    I32(i32),
+    U32(u32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+}
+
+impl KernelArg {
+    /// The argument's bytes, as the kernel reads them from its parameter buffer.
+    pub fn to_ne_bytes(&self) -> Vec<u8> {
+        match *self {
+            KernelArg::Ptr(p) => p.to_ne_bytes().to_vec(),
+            KernelArg::I32(v) => v.to_ne_bytes().to_vec(),
+            KernelArg::U32(v) => v.to_ne_bytes().to_vec(),
+            KernelArg::I64(v) => v.to_ne_bytes().to_vec(),
+            KernelArg::F32(v) => v.to_ne_bytes().to_vec(),
+            KernelArg::F64(v) => v.to_ne_bytes().to_vec(),
+        }
+    }
+}
+
+/// A device: memory, copies and kernel launches, in stream order (a launch or copy starts
+/// after the previous one has finished; `copy_to_host` waits for all of them).
+///
+/// Errors (out of memory, a failed launch, a kernel fault) are [`crate::TensorError::Cuda`]
+/// naming the kernel or the call.
+pub trait GpuBackend: Send + Sync + std::fmt::Debug {
+    /// A one-line description ("NVIDIA H100 (sm_90)", "CUDA emulator on the CPU").
+    fn describe(&self) -> String;
+    /// `bytes` of device memory, contents unspecified. Returns the device address.
+    fn alloc(&self, bytes: usize) -> Result<u64>;
+    /// Gives back memory from [`GpuBackend::alloc`] (to the backend's cache or the driver).
+    fn free(&self, ptr: u64, bytes: usize);
+    /// Copies `src` to device memory at `dst`.
+    fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<()>;
+    /// Copies device memory at `src` into `dst`, after all queued work has finished.
+    fn copy_to_host(&self, src: u64, dst: &mut [u8]) -> Result<()>;
+    /// Fills `bytes` bytes at `dst` with `value` (used to poison outputs in tests).
+    fn fill_bytes(&self, dst: u64, bytes: usize, value: u8) -> Result<()>;
+    /// Queues `kernel` on the device's stream.
+    fn launch(&self, kernel: Kernel, config: &LaunchConfig, args: &[KernelArg]) -> Result<()>;
+    /// Waits for all queued work.
+    fn synchronize(&self) -> Result<()>;
+}
+
+/// Device memory owned by a Rust value: given back to its backend when dropped.
+#[derive(Debug)]
+pub struct DeviceBuffer {
+    ptr: u64,
+    bytes: usize,
+    backend: Arc<dyn GpuBackend>,
+}
+
+impl DeviceBuffer {
+    pub fn new(backend: &Arc<dyn GpuBackend>, bytes: usize) -> Result<Self> {
+        let ptr = backend.alloc(bytes)?;
+        Ok(DeviceBuffer { ptr, bytes, backend: backend.clone() })
+    }
+
+    /// A buffer holding a copy of `data`.
+    pub fn from_slice<T: bytemuck::Pod>(backend: &Arc<dyn GpuBackend>, data: &[T]) -> Result<Self> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let buffer = Self::new(backend, bytes.len())?;
+        backend.copy_to_device(buffer.ptr, bytes)?;
+        Ok(buffer)
+    }
+
+    /// The buffer's contents as `len` elements of `T`.
+    pub fn to_vec<T: bytemuck::Pod + Default>(&self) -> Result<Vec<T>> {
+        let mut out = vec![T::default(); self.bytes / std::mem::size_of::<T>()];
+        self.backend.copy_to_host(self.ptr, bytemuck::cast_slice_mut(&mut out))?;
+        Ok(out)
+    }
+
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+    pub fn backend(&self) -> &Arc<dyn GpuBackend> {
+        &self.backend
+    }
+    /// The buffer as a kernel argument.
+    pub fn arg(&self) -> KernelArg {
+        KernelArg::Ptr(self.ptr)
+    }
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        self.backend.free(self.ptr, self.bytes);
+    }
+}
