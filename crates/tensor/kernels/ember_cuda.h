@@ -9,6 +9,16 @@
 // The kernels include no CUDA header, so NVRTC needs no include directory.
 #pragma once
 
+// A strided view of up to 8 axes, passed to kernels by value: element number i (row-major in
+// `sizes`) sits at sum over k of index_k * strides[k] from the view's start. The host side
+// is `cuda::Strides` (src/cuda/backend.rs), with the same layout.
+struct EmberStrides {
+    int rank;
+    int unused;
+    long long sizes[8];
+    long long strides[8];
+};
+
 #if defined(EMBER_CUDA_EMULATOR)
 #include "emu/cuda_emu.h"
 #else
@@ -46,3 +56,56 @@ __device__ __forceinline__ unsigned short ember_f32_to_bf16(float f) {
 
 // Ceiling of a / b for positive b.
 __device__ __forceinline__ int ember_ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+__device__ __forceinline__ float ember_negative_infinity() { return __int_as_float(static_cast<int>(0xff800000u)); }
+
+// The offset of element number `i` (row-major) of the view `s`.
+__device__ __forceinline__ long long ember_offset(const EmberStrides& s, long long i) {
+    long long offset = 0;
+    for (int axis = s.rank - 1; axis >= 0; axis--) {
+        long long size = s.sizes[axis];
+        offset += (i % size) * s.strides[axis];
+        i /= size;
+    }
+    return offset;
+}
+
+// The sum of `value` over the 32 lanes of a full warp, in every lane.
+__device__ __forceinline__ float ember_warp_sum(float value) {
+    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
+    return value;
+}
+
+// The maximum of `value` over the 32 lanes of a full warp, in every lane (NaN wins).
+__device__ __forceinline__ float ember_warp_max(float value) {
+    for (int offset = 16; offset > 0; offset /= 2) {
+        float other = __shfl_xor_sync(0xffffffffu, value, offset);
+        value = (other > value || other != other) ? other : value;
+    }
+    return value;
+}
+
+// The sum of `value` over a block of `blockDim.x` threads (a multiple of 32, at most 1024),
+// in every thread. `scratch` holds 32 floats of shared memory; it is free again on return.
+__device__ __forceinline__ float ember_block_sum(float value, float* scratch) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    value = ember_warp_sum(value);
+    if (lane == 0) scratch[warp] = value;
+    __syncthreads();
+    value = lane < warps ? scratch[lane] : 0.0f;
+    value = ember_warp_sum(value);
+    __syncthreads();
+    return value;
+}
+
+// The maximum of `value` over a block, as ember_block_sum.
+__device__ __forceinline__ float ember_block_max(float value, float* scratch) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    value = ember_warp_max(value);
+    if (lane == 0) scratch[warp] = value;
+    __syncthreads();
+    value = lane < warps ? scratch[lane] : ember_negative_infinity();
+    value = ember_warp_max(value);
+    __syncthreads();
+    return value;
+}

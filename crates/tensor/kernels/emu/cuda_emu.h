@@ -80,6 +80,7 @@ template <class T> constexpr char parameter_code() {
     else if constexpr (std::is_same_v<T, long long>) return 'l';
     else if constexpr (std::is_same_v<T, float>) return 'f';
     else if constexpr (std::is_same_v<T, double>) return 'd';
+    else if constexpr (std::is_same_v<T, EmberStrides>) return 'S';
     else return '?';
 }
 template <class... Params> const char* signature(void (*)(Params...)) {

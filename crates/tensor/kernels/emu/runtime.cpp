@@ -1,7 +1,7 @@
 // The emulator's runtime: launches, the per-block fiber scheduler, barriers, warp
 // collectives and shared memory. The model is described at the top of cuda_emu.h.
 
-#include "cuda_emu.h"
+#include "ember_cuda.h"  // (with EMBER_CUDA_EMULATOR defined: cuda_emu.h and EmberStrides)
 
 #include <sys/mman.h>
 #include <ucontext.h>

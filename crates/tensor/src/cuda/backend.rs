@@ -26,6 +26,45 @@ impl LaunchConfig {
     }
 }
 
+/// The most axes a view passed to a kernel may have.
+pub const MAX_KERNEL_RANK: usize = 8;
+
+/// A strided view as kernels take it by value (`EmberStrides` in kernels/ember_cuda.h, same
+/// layout): element number i (row-major in `sizes`) at sum over k of index_k * strides[k].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Strides {
+    pub rank: i32,
+    pub unused: i32,
+    pub sizes: [i64; MAX_KERNEL_RANK],
+    pub strides: [i64; MAX_KERNEL_RANK],
+}
+
+impl Strides {
+    /// The view of `shape` with `strides` (in elements). Axes of size 1 are dropped and a
+    /// scalar becomes one axis of size 1, so every rank up to [`MAX_KERNEL_RANK`] real axes fits.
+    pub fn new(shape: &[usize], strides: &[usize]) -> crate::Result<Self> {
+        let axes: Vec<(usize, usize)> = shape.iter().zip(strides).filter(|(n, _)| **n != 1).map(|(&n, &s)| (n, s)).collect();
+        if axes.len() > MAX_KERNEL_RANK {
+            return Err(crate::TensorError::InvalidArgument {
+                op: "cuda",
+                msg: format!("views of more than {MAX_KERNEL_RANK} axes (not of size 1) are not supported: {shape:?}"),
+            });
+        }
+        let mut view = Strides { rank: axes.len().max(1) as i32, unused: 0, sizes: [1; MAX_KERNEL_RANK], strides: [0; MAX_KERNEL_RANK] };
+        for (k, (n, s)) in axes.into_iter().enumerate() {
+            view.sizes[k] = n as i64;
+            view.strides[k] = s as i64;
+        }
+        Ok(view)
+    }
+
+    /// The view of a [`crate::Layout`] (its offset is applied to the pointer, not here).
+    pub fn of(layout: &crate::Layout) -> crate::Result<Self> {
+        Self::new(layout.shape(), layout.strides())
+    }
+}
+
 /// One kernel argument, as the kernel's C++ signature declares it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KernelArg {
@@ -36,6 +75,8 @@ pub enum KernelArg {
     I64(i64),
     F32(f32),
     F64(f64),
+    /// An `EmberStrides` by value.
+    Strides(Strides),
 }
 
 impl KernelArg {
@@ -48,6 +89,7 @@ impl KernelArg {
             KernelArg::I64(v) => v.to_ne_bytes().to_vec(),
             KernelArg::F32(v) => v.to_ne_bytes().to_vec(),
             KernelArg::F64(v) => v.to_ne_bytes().to_vec(),
+            KernelArg::Strides(v) => bytemuck::bytes_of(&v).to_vec(),
         }
     }
 }

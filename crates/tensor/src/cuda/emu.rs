@@ -2,7 +2,8 @@
 //! `kernels/*.cu`, built as C++ against `kernels/emu/cuda_emu.h` by the build script, run
 //! block by block with each thread a fiber (see the header for the model and what it
 //! catches). Device memory is host memory, one allocation per buffer, so that
-//! AddressSanitizer (built in unless `EMBER_EMU_ASAN=0`) catches out-of-bounds accesses.
+//! AddressSanitizer (built in unless `EMBER_EMU_ASAN=0`) catches out-of-bounds accesses,
+//! and new buffers are poisoned (0xff bytes, NaN as f32), so unwritten outputs show.
 //!
 //! Launches are synchronous; each one draws the order of its threads from a seed that
 //! changes from launch to launch (base seed: `EMBER_EMU_SEED`, default 0), so missing
@@ -92,6 +93,7 @@ fn check_signature(kernel: &EmulatedKernel, args: &[KernelArg]) -> Result<()> {
             KernelArg::I64(_) => 'l',
             KernelArg::F32(_) => 'f',
             KernelArg::F64(_) => 'd',
+            KernelArg::Strides(_) => 'S',
         })
         .collect();
     if signature != given {
@@ -99,7 +101,7 @@ fn check_signature(kernel: &EmulatedKernel, args: &[KernelArg]) -> Result<()> {
             what: format!("kernel {}", kernel.name),
             msg: format!(
                 "arguments do not match the kernel's parameters: given ({given}), declared ({signature}) \
-                 (p pointer, i int, u unsigned, l long long, f float, d double)"
+                 (p pointer, i int, u unsigned, l long long, f float, d double, S EmberStrides)"
             ),
         });
     }
@@ -117,6 +119,9 @@ impl GpuBackend for Emulator {
         if ptr.is_null() {
             return Err(TensorError::Cuda { what: format!("alloc of {bytes} bytes"), msg: "out of memory".into() });
         }
+        // Poisoned (0xff bytes: NaN as f32): an output element no thread writes shows.
+        // SAFETY: `ptr` points to at least `bytes` writable bytes.
+        unsafe { std::ptr::write_bytes(ptr, 0xff, bytes) };
         Ok(ptr as u64)
     }
 
@@ -146,13 +151,14 @@ impl GpuBackend for Emulator {
     fn launch(&self, kernel: Kernel, config: &LaunchConfig, args: &[KernelArg]) -> Result<()> {
         let emulated = Self::find(kernel)?;
         check_signature(emulated, args)?;
-        // Each argument's value in its own 8-byte slot; the kernel reads them through pointers.
-        let mut values: Vec<[u8; 8]> = args
+        // Each argument's value in its own 8-byte-aligned slot; the kernel reads them through
+        // pointers.
+        let mut values: Vec<Vec<u64>> = args
             .iter()
             .map(|arg| {
-                let mut slot = [0u8; 8];
                 let bytes = arg.to_ne_bytes();
-                slot[..bytes.len()].copy_from_slice(&bytes);
+                let mut slot = vec![0u64; bytes.len().div_ceil(8)];
+                bytemuck::cast_slice_mut::<u64, u8>(&mut slot)[..bytes.len()].copy_from_slice(&bytes);
                 slot
             })
             .collect();

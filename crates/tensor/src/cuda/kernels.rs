@@ -1,1 +1,249 @@
-//! The host side of every kernel: argument checks, grid and block sizes, the launch.
+//! The host side of every kernel: argument checks, output buffers, grid and block sizes, the
+//! launch. Written once against [`GpuBackend`], so a GPU and the emulator run the same code.
+//! Each function names its kernel's `.cu` file; the math is documented there and in the CPU
+//! kernel it must match.
+
+use super::{DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig, Strides};
+use crate::cpu::reduce::ReduceKind;
+use crate::ops::binary::BinaryOp;
+use crate::ops::unary::UnaryOp;
+use crate::{Layout, Result, TensorError};
+use std::sync::Arc;
+
+/// Threads per block of the elementwise, reduction and softmax kernels.
+const THREADS: u32 = 256;
+/// Blocks of a grid-stride loop: enough to fill a GPU, few enough to start quickly.
+const MAX_GRID_STRIDE_BLOCKS: usize = 4096;
+
+const F32: usize = std::mem::size_of::<f32>();
+
+fn kernel(file: &'static str, name: &'static str) -> Kernel {
+    Kernel { file, name }
+}
+
+fn invalid(op: &'static str, msg: impl Into<String>) -> TensorError {
+    TensorError::InvalidArgument { op, msg: msg.into() }
+}
+
+/// A grid-stride launch over `n` elements.
+fn grid_stride(n: usize) -> LaunchConfig {
+    LaunchConfig::linear(n.div_ceil(THREADS as usize).clamp(1, MAX_GRID_STRIDE_BLOCKS) as u32, THREADS)
+}
+
+fn to_i32(op: &'static str, what: &str, value: usize) -> Result<i32> {
+    i32::try_from(value).map_err(|_| invalid(op, format!("{what} = {value} does not fit a 32-bit int")))
+}
+
+/// The elements of `buffer` (as f32).
+fn f32_len(buffer: &DeviceBuffer) -> usize {
+    buffer.bytes() / F32
+}
+
+/// The pointer to element `offset` of `buffer`, after checking that every element of the view
+/// `layout` lies inside it.
+fn view_arg(op: &'static str, buffer: &DeviceBuffer, layout: &Layout) -> Result<(KernelArg, KernelArg)> {
+    let numel = layout.numel();
+    if numel > 0 {
+        let last = layout.offset() + layout.shape().iter().zip(layout.strides()).map(|(&n, &s)| (n - 1) * s).sum::<usize>();
+        if last >= f32_len(buffer) {
+            return Err(invalid(op, format!("the view {layout:?} reaches past a buffer of {} elements", f32_len(buffer))));
+        }
+    }
+    Ok((KernelArg::Ptr(buffer.ptr() + (layout.offset() * F32) as u64), KernelArg::Strides(Strides::of(layout)?)))
+}
+
+fn check_len(op: &'static str, what: &str, buffer: &DeviceBuffer, needed: usize) -> Result<()> {
+    if f32_len(buffer) < needed {
+        return Err(invalid(op, format!("{what} holds {} elements, {needed} needed", f32_len(buffer))));
+    }
+    Ok(())
+}
+
+fn output(backend: &Arc<dyn GpuBackend>, n: usize) -> Result<DeviceBuffer> {
+    DeviceBuffer::new(backend, n * F32)
+}
+
+/// `y = op(x)` over the view `x_view` of `x`, contiguous out (kernels/elementwise.cu).
+pub fn unary_forward(x: &DeviceBuffer, x_view: &Layout, op: UnaryOp) -> Result<DeviceBuffer> {
+    let (x_arg, x_strides) = view_arg(op.name(), x, x_view)?;
+    let n = x_view.numel();
+    let y = output(x.backend(), n)?;
+    if n > 0 {
+        let (code, p, q) = op.code();
+        let args = [x_arg, x_strides, y.arg(), KernelArg::I64(n as i64), KernelArg::I32(code), KernelArg::F32(p), KernelArg::F32(q)];
+        x.backend().launch(kernel("elementwise.cu", "unary_forward_f32"), &grid_stride(n), &args)?;
+    }
+    Ok(y)
+}
+
+/// `dx = dy · op'(x)` from the contiguous `n`-element input `x` or output `y` (whichever
+/// [`UnaryOp::derivative_needs`] names; the other may be `None`) (kernels/elementwise.cu).
+pub fn unary_backward(op: UnaryOp, x: Option<&DeviceBuffer>, y: Option<&DeviceBuffer>, dy: &DeviceBuffer, n: usize) -> Result<DeviceBuffer> {
+    let name = op.name();
+    check_len(name, "dy", dy, n)?;
+    for (what, buffer) in [("x", x), ("y", y)] {
+        if let Some(buffer) = buffer {
+            check_len(name, what, buffer, n)?;
+        }
+    }
+    let dx = output(dy.backend(), n)?;
+    if n > 0 {
+        let (code, p, q) = op.code();
+        let pointer = |b: Option<&DeviceBuffer>| KernelArg::Ptr(b.map_or(0, |b| b.ptr()));
+        let args = [pointer(x), pointer(y), dy.arg(), dx.arg(), KernelArg::I64(n as i64), KernelArg::I32(code), KernelArg::F32(p), KernelArg::F32(q)];
+        dy.backend().launch(kernel("elementwise.cu", "unary_backward_f32"), &grid_stride(n), &args)?;
+    }
+    Ok(dx)
+}
+
+/// `out = a op b` over two views of the output's shape (broadcast axes with stride 0),
+/// contiguous out (kernels/elementwise.cu).
+pub fn binary(op: BinaryOp, a: &DeviceBuffer, a_view: &Layout, b: &DeviceBuffer, b_view: &Layout) -> Result<DeviceBuffer> {
+    if a_view.shape() != b_view.shape() {
+        return Err(TensorError::ShapeMismatch { op: op.name(), lhs: a_view.shape().to_vec(), rhs: b_view.shape().to_vec() });
+    }
+    let (a_arg, a_strides) = view_arg(op.name(), a, a_view)?;
+    let (b_arg, b_strides) = view_arg(op.name(), b, b_view)?;
+    let n = a_view.numel();
+    let out = output(a.backend(), n)?;
+    if n > 0 {
+        let args = [a_arg, a_strides, b_arg, b_strides, out.arg(), KernelArg::I64(n as i64), KernelArg::I32(op.code())];
+        a.backend().launch(kernel("elementwise.cu", "binary_f32"), &grid_stride(n), &args)?;
+    }
+    Ok(out)
+}
+
+/// The view `x_view` of `x`, made contiguous (kernels/elementwise.cu).
+pub fn gather(x: &DeviceBuffer, x_view: &Layout) -> Result<DeviceBuffer> {
+    let (x_arg, x_strides) = view_arg("contiguous", x, x_view)?;
+    let n = x_view.numel();
+    let y = output(x.backend(), n)?;
+    if n > 0 {
+        x.backend().launch(kernel("elementwise.cu", "gather_f32"), &grid_stride(n), &[x_arg, x_strides, y.arg(), KernelArg::I64(n as i64)])?;
+    }
+    Ok(y)
+}
+
+/// Sum or max of the view over `axes`: one value per combination of the kept axes, in their
+/// row-major order, as [`crate::cpu::reduce::reduce`] (kernels/reduce.cu).
+pub fn reduce(x: &DeviceBuffer, x_view: &Layout, axes: &[usize], kind: ReduceKind) -> Result<DeviceBuffer> {
+    let op = match kind {
+        ReduceKind::Sum => "sum",
+        ReduceKind::Max => "max",
+    };
+    let (x_arg, _) = view_arg(op, x, x_view)?;
+    let (shape, strides) = (x_view.shape(), x_view.strides());
+    let kept: Vec<usize> = (0..x_view.rank()).filter(|a| !axes.contains(a)).collect();
+    let pick = |list: &[usize], from: &[usize]| -> Vec<usize> { list.iter().map(|&a| from[a]).collect() };
+    let kept_view = Strides::new(&pick(&kept, shape), &pick(&kept, strides))?;
+    let run_view = Strides::new(&pick(axes, shape), &pick(axes, strides))?;
+    let outputs: usize = kept.iter().map(|&a| shape[a]).product();
+    let run_len: usize = axes.iter().map(|&a| shape[a]).product();
+    let y = output(x.backend(), outputs)?;
+    if outputs > 0 {
+        let warps_per_block = (THREADS / 32) as usize;
+        let config = LaunchConfig::linear(outputs.div_ceil(warps_per_block) as u32, THREADS);
+        let args = [
+            x_arg,
+            KernelArg::Strides(kept_view),
+            KernelArg::Strides(run_view),
+            y.arg(),
+            KernelArg::I64(outputs as i64),
+            KernelArg::I64(run_len as i64),
+            KernelArg::I32(matches!(kind, ReduceKind::Max) as i32),
+        ];
+        x.backend().launch(kernel("reduce.cu", "reduce_f32"), &config, &args)?;
+    }
+    Ok(y)
+}
+
+/// Softmax (or with `log`, log-softmax) of each row of a contiguous `rows × row_len` matrix
+/// (kernels/softmax.cu).
+pub fn softmax_rows(x: &DeviceBuffer, rows: usize, row_len: usize, log: bool) -> Result<DeviceBuffer> {
+    check_len("softmax", "x", x, rows * row_len)?;
+    let y = output(x.backend(), rows * row_len)?;
+    if rows * row_len > 0 {
+        let args = [x.arg(), y.arg(), KernelArg::I32(to_i32("softmax", "row length", row_len)?), KernelArg::I32(log as i32)];
+        x.backend().launch(kernel("softmax.cu", "softmax_rows_f32"), &LaunchConfig::linear(rows as u32, THREADS), &args)?;
+    }
+    Ok(y)
+}
+
+/// The backward of [`softmax_rows`] from its output `y` and the gradient `dy` (kernels/softmax.cu).
+pub fn softmax_backward_rows(y: &DeviceBuffer, dy: &DeviceBuffer, rows: usize, row_len: usize, log: bool) -> Result<DeviceBuffer> {
+    check_len("softmax_backward", "y", y, rows * row_len)?;
+    check_len("softmax_backward", "dy", dy, rows * row_len)?;
+    let dx = output(y.backend(), rows * row_len)?;
+    if rows * row_len > 0 {
+        let args = [y.arg(), dy.arg(), dx.arg(), KernelArg::I32(to_i32("softmax_backward", "row length", row_len)?), KernelArg::I32(log as i32)];
+        y.backend().launch(kernel("softmax.cu", "softmax_backward_rows_f32"), &LaunchConfig::linear(rows as u32, THREADS), &args)?;
+    }
+    Ok(dx)
+}
+
+/// One operand of [`gemm`]: matrix z's element (i, j) is element
+/// `offset + z·batch_stride + i·row_stride + j·col_stride` of the buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuMatrix<'a> {
+    pub buffer: &'a DeviceBuffer,
+    pub offset: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+    pub batch_stride: usize,
+}
+
+impl GpuMatrix<'_> {
+    /// Checks that a `batch` of `rows × cols` matrices lies inside the buffer.
+    fn check(&self, what: &str, batch: usize, rows: usize, cols: usize) -> Result<()> {
+        if batch == 0 || rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let last = self.offset + (batch - 1) * self.batch_stride + (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
+        check_len("gemm", what, self.buffer, last + 1)
+    }
+
+    fn pointer(&self) -> KernelArg {
+        KernelArg::Ptr(self.buffer.ptr() + (self.offset * F32) as u64)
+    }
+}
+
+/// `C[z] (+)= A[z] · B[z]` for `batch` matrices, A `m×k`, B `k×n`, C `m×n` with unit column
+/// stride (kernels/gemm.cu; the CPU kernel is [`crate::cpu::gemm::gemm`]). Without
+/// `accumulate`, C's previous contents are ignored.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(batch: usize, m: usize, n: usize, k: usize, a: GpuMatrix, b: GpuMatrix, c: GpuMatrix, accumulate: bool) -> Result<()> {
+    a.check("A", batch, m, k)?;
+    b.check("B", batch, k, n)?;
+    c.check("C", batch, m, n)?;
+    if c.col_stride != 1 && n > 1 {
+        return Err(invalid("gemm", "C must have unit column stride"));
+    }
+    if batch == 0 || m == 0 || n == 0 {
+        return Ok(());
+    }
+    let (tile_m, tile_n) = (64, 64);
+    let grid = [n.div_ceil(tile_n), m.div_ceil(tile_m), batch];
+    if grid[1] > 65535 || grid[2] > 65535 {
+        return Err(invalid("gemm", format!("{batch} matrices of {m} rows exceed CUDA's grid")));
+    }
+    let config = LaunchConfig { grid: grid.map(|g| g as u32), block: [256, 1, 1], shared_bytes: 0 };
+    let long = |v: usize| KernelArg::I64(v as i64);
+    let args = [
+        a.pointer(),
+        b.pointer(),
+        c.pointer(),
+        KernelArg::I32(to_i32("gemm", "m", m)?),
+        KernelArg::I32(to_i32("gemm", "n", n)?),
+        KernelArg::I32(to_i32("gemm", "k", k)?),
+        long(a.row_stride),
+        long(a.col_stride),
+        long(a.batch_stride),
+        long(b.row_stride),
+        long(b.col_stride),
+        long(b.batch_stride),
+        long(c.row_stride),
+        long(c.batch_stride),
+        KernelArg::I32(accumulate as i32),
+    ];
+    c.buffer.backend().launch(kernel("gemm.cu", "gemm_f32"), &config, &args)
+}

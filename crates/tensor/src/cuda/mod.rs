@@ -23,4 +23,4 @@ pub mod nvrtc;
 #[cfg(feature = "cuda-emu")]
 pub mod emu;
 
-pub use backend::{DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig};
+pub use backend::{DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig, Strides};

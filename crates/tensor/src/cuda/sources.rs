@@ -12,6 +12,9 @@ pub const HEADER: (&str, &str) = ("ember_cuda.h", include_str!("../../kernels/em
 /// Every kernel file: (file name, contents). One file per op family.
 pub const FILES: &[(&str, &str)] = &[
     ("elementwise.cu", include_str!("../../kernels/elementwise.cu")),
+    ("reduce.cu", include_str!("../../kernels/reduce.cu")),
+    ("softmax.cu", include_str!("../../kernels/softmax.cu")),
+    ("gemm.cu", include_str!("../../kernels/gemm.cu")),
 ];
 
 /// The source of one kernel file, by name.

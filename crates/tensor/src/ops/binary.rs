@@ -19,6 +19,17 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
+    /// The op's number in the CUDA kernels (`BinaryCode` in kernels/elementwise.cu).
+    pub fn code(self) -> i32 {
+        match self {
+            BinaryOp::Add => 0,
+            BinaryOp::Sub => 1,
+            BinaryOp::Mul => 2,
+            BinaryOp::Div => 3,
+            BinaryOp::Equal => 4,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             BinaryOp::Add => "add",

@@ -1,0 +1,267 @@
+//! Every CUDA kernel against the engine's CPU kernels, on random inputs (never zeros), with
+//! sizes that are not multiples of the tiles (1, odd, just past a tile), strided and
+//! broadcast views. Outputs start poisoned (the emulator fills new buffers with NaN bytes).
+//! Runs on the CUDA emulator always, and on a real GPU too when built with `cuda` and one is
+//! present (reported as skipped otherwise).
+#![cfg(feature = "cuda-emu")]
+
+use std::sync::Arc;
+
+use ember::tensor::cpu::gemm::{MatRef, gemm as cpu_gemm};
+use ember::tensor::cpu::reduce::{ReduceKind, reduce as cpu_reduce};
+use ember::tensor::cpu::softmax;
+use ember::tensor::cuda::emu::Emulator;
+use ember::tensor::cuda::kernels::{self, GpuMatrix};
+use ember::tensor::cuda::{DeviceBuffer, GpuBackend};
+use ember::tensor::ops::binary::BinaryOp;
+use ember::tensor::ops::unary::UnaryOp;
+use ember::tensor::{Device, Layout, Tensor};
+
+/// The devices to prove the kernels on.
+fn devices() -> Vec<Arc<dyn GpuBackend>> {
+    #[allow(unused_mut)]
+    let mut devices = vec![Emulator::new()];
+    #[cfg(feature = "cuda")]
+    match ember::tensor::cuda::driver::CudaDevice::new(0) {
+        Ok(gpu) => devices.push(gpu),
+        Err(e) => eprintln!("SKIPPED on a real GPU: {e}"),
+    }
+    #[cfg(not(feature = "cuda"))]
+    eprintln!("SKIPPED on a real GPU: built without the `cuda` feature");
+    devices
+}
+
+/// Deterministic values in [low, high), never exactly zero.
+fn values(n: usize, low: f32, high: f32, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let unit = (state >> 40) as f32 / (1u64 << 24) as f32;
+            let v = low + (high - low) * unit;
+            if v == 0.0 { 0.5 } else { v }
+        })
+        .collect()
+}
+
+/// max |actual − expected| / max |expected|, NaN-aware (a NaN where a number is expected fails).
+fn assert_close(actual: &[f32], expected: &[f32], tolerance: f64, what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    let scale = expected.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs())).max(1e-30);
+    let mut worst = 0.0f64;
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        if a.is_nan() != e.is_nan() {
+            panic!("{what}: element {i} is {a}, expected {e}");
+        }
+        if !e.is_nan() {
+            worst = worst.max((a as f64 - e as f64).abs() / scale);
+        }
+    }
+    assert!(worst <= tolerance, "{what}: relative error {worst:e} > {tolerance:e}");
+}
+
+fn upload(device: &Arc<dyn GpuBackend>, data: &[f32]) -> DeviceBuffer {
+    DeviceBuffer::from_slice(device, data).unwrap()
+}
+
+fn download(buffer: &DeviceBuffer) -> Vec<f32> {
+    buffer.to_vec::<f32>().unwrap()
+}
+
+/// The elements of the view `layout` of `data`, as a contiguous CPU tensor.
+fn cpu_tensor(data: &[f32], layout: &Layout) -> Tensor {
+    let gathered: Vec<f32> = layout.offsets().into_iter().map(|o| data[o]).collect();
+    Tensor::from_vec(gathered, layout.shape(), Device::Cpu).unwrap()
+}
+
+fn cpu_binary(a: &Tensor, b: &Tensor, op: BinaryOp) -> Tensor {
+    match op {
+        BinaryOp::Add => a.add(b),
+        BinaryOp::Sub => a.sub(b),
+        BinaryOp::Mul => a.mul(b),
+        BinaryOp::Div => a.div(b),
+        BinaryOp::Equal => a.eq_mask(b),
+    }
+    .unwrap()
+}
+
+const UNARY_OPS: [UnaryOp; 16] = [
+    UnaryOp::Neg,
+    UnaryOp::Exp,
+    UnaryOp::Log,
+    UnaryOp::Sqrt,
+    UnaryOp::Sqr,
+    UnaryOp::Abs,
+    UnaryOp::Relu,
+    UnaryOp::Silu,
+    UnaryOp::Gelu,
+    UnaryOp::Sigmoid,
+    UnaryOp::Tanh,
+    UnaryOp::Sin,
+    UnaryOp::Cos,
+    UnaryOp::Powf(1.7),
+    UnaryOp::Affine { mul: -1.5, add: 0.25 },
+    UnaryOp::Clamp { min: -0.5, max: 0.75 },
+];
+
+/// Inputs inside each op's domain (positive for log, sqrt and powf).
+fn op_inputs(op: UnaryOp, n: usize, seed: u64) -> Vec<f32> {
+    match op {
+        UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Powf(_) => values(n, 0.1, 3.0, seed),
+        _ => values(n, -3.0, 3.0, seed),
+    }
+}
+
+#[test]
+fn unary_forward_and_backward_match_the_cpu() {
+    // A permuted, narrowed view of a 5×6×7 buffer: strided in every axis.
+    let layout = Layout::contiguous(&[5, 6, 7]).permute(&[2, 0, 1]).unwrap().narrow(1, 1, 3).unwrap();
+    let n = layout.numel();
+    for device in devices() {
+        for (k, op) in UNARY_OPS.into_iter().enumerate() {
+            let data = op_inputs(op, 5 * 6 * 7, 10 + k as u64);
+            let x = cpu_tensor(&data, &layout).variable();
+            let y = x.unary(op).unwrap();
+            let y_gpu = kernels::unary_forward(&upload(&device, &data), &layout, op).unwrap();
+            assert_close(&download(&y_gpu), &y.to_vec::<f32>().unwrap(), 1e-5, &format!("{} forward", op.name()));
+
+            let dy = values(n, -1.0, 1.0, 99 + k as u64);
+            let dy_tensor = Tensor::from_vec(dy.clone(), y.shape(), Device::Cpu).unwrap();
+            let grads = y.mul(&dy_tensor).unwrap().sum_all().unwrap().backward().unwrap();
+            let dx_cpu = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
+            let x_contiguous = upload(&device, &x.to_vec::<f32>().unwrap());
+            let dx = kernels::unary_backward(op, Some(&x_contiguous), Some(&y_gpu), &upload(&device, &dy), n).unwrap();
+            assert_close(&download(&dx), &dx_cpu, 1e-5, &format!("{} backward", op.name()));
+        }
+    }
+}
+
+#[test]
+fn binary_ops_broadcast_like_the_cpu() {
+    // [3, 1, 5] op [4, 1] -> [3, 4, 5]; b is a transposed view of a [1, 4] buffer.
+    let (a_shape, out_shape) = ([3, 1, 5], [3, 4, 5]);
+    let a_data = values(15, -2.0, 2.0, 1);
+    let b_data = values(4, 0.5, 2.0, 2);
+    let b_layout = Layout::contiguous(&[1, 4]).permute(&[1, 0]).unwrap();
+    for device in devices() {
+        for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Equal] {
+            let a_view = Layout::contiguous(&a_shape).broadcast_to(&out_shape).unwrap();
+            let b_view = b_layout.broadcast_to(&out_shape).unwrap();
+            let expected = cpu_binary(&cpu_tensor(&a_data, &a_view), &cpu_tensor(&b_data, &b_view), op).to_vec::<f32>().unwrap();
+            let out = kernels::binary(op, &upload(&device, &a_data), &a_view, &upload(&device, &b_data), &b_view).unwrap();
+            assert_close(&download(&out), &expected, 1e-6, op.name());
+        }
+        // Equal on equal inputs gives ones (the values above never collide).
+        let same = upload(&device, &a_data);
+        let view = Layout::contiguous(&[15]);
+        assert!(download(&kernels::binary(BinaryOp::Equal, &same, &view, &same, &view).unwrap()).iter().all(|&v| v == 1.0));
+    }
+}
+
+#[test]
+fn gather_makes_any_view_contiguous() {
+    let data = values(4 * 5 * 6, -1.0, 1.0, 3);
+    let views = [
+        Layout::contiguous(&[4, 5, 6]).permute(&[2, 1, 0]).unwrap(),
+        Layout::contiguous(&[4, 5, 6]).narrow(2, 1, 4).unwrap().narrow(0, 3, 1).unwrap(),
+        Layout::contiguous(&[1, 5, 1]).broadcast_to(&[3, 5, 2]).unwrap(),
+    ];
+    for device in devices() {
+        for view in &views {
+            let expected: Vec<f32> = view.offsets().into_iter().map(|o| data[o]).collect();
+            assert_close(&download(&kernels::gather(&upload(&device, &data), view).unwrap()), &expected, 0.0, &format!("{view:?}"));
+        }
+    }
+}
+
+#[test]
+fn reductions_over_any_axes_match_the_cpu() {
+    let shape = [3, 37, 5, 2];
+    let data = values(3 * 37 * 5 * 2, -4.0, 4.0, 4);
+    let contiguous = Layout::contiguous(&shape);
+    let permuted = Layout::contiguous(&[2, 5, 37, 3]).permute(&[3, 2, 1, 0]).unwrap();
+    let axes_sets: [&[usize]; 6] = [&[0], &[1], &[3], &[0, 2], &[1, 2, 3], &[0, 1, 2, 3]];
+    for device in devices() {
+        let x = upload(&device, &data);
+        for layout in [&contiguous, &permuted] {
+            for axes in axes_sets {
+                for kind in [ReduceKind::Sum, ReduceKind::Max] {
+                    let expected = cpu_reduce(&data, layout, axes, kind);
+                    let actual = download(&kernels::reduce(&x, layout, axes, kind).unwrap());
+                    assert_close(&actual, &expected, 1e-5, &format!("{kind:?} over {axes:?} of {layout:?}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_rows_forward_and_backward_match_the_cpu() {
+    for device in devices() {
+        for (rows, row_len) in [(1, 1), (5, 7), (3, 300), (2, 1000)] {
+            let n = rows * row_len;
+            let x = values(n, -6.0, 6.0, 5 + n as u64);
+            let dy = values(n, -1.0, 1.0, 6 + n as u64);
+            for log in [false, true] {
+                let (forward, backward): (fn(&[f32], usize) -> Vec<f32>, fn(&[f32], &[f32], usize) -> Vec<f32>) = if log {
+                    (softmax::log_softmax_rows, softmax::log_softmax_backward_rows)
+                } else {
+                    (softmax::softmax_rows, softmax::softmax_backward_rows)
+                };
+                let what = format!("{} {rows}×{row_len}", if log { "log_softmax" } else { "softmax" });
+                let y_cpu = forward(&x, row_len);
+                let y = kernels::softmax_rows(&upload(&device, &x), rows, row_len, log).unwrap();
+                assert_close(&download(&y), &y_cpu, 1e-5, &what);
+                let dx = kernels::softmax_backward_rows(&upload(&device, &y_cpu), &upload(&device, &dy), rows, row_len, log).unwrap();
+                assert_close(&download(&dx), &backward(&y_cpu, &dy, row_len), 1e-5, &format!("{what} backward"));
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_matches_the_cpu_for_odd_sizes_strides_and_batches() {
+    // (batch, m, n, k, A transposed, B transposed, accumulate)
+    let cases = [
+        (1, 1, 1, 1, false, false, false),
+        (1, 7, 13, 5, false, false, false),
+        (2, 65, 63, 17, true, false, true),
+        (3, 64, 130, 33, false, true, false),
+        (1, 129, 70, 100, true, true, true),
+        (1, 5, 4, 0, false, false, false),
+    ];
+    for device in devices() {
+        for (case, &(batch, m, n, k, a_t, b_t, accumulate)) in cases.iter().enumerate() {
+            let a_data = values(batch * m * k + 3, -1.0, 1.0, 20 + case as u64);
+            let b_data = values(batch * k * n + 1, -1.0, 1.0, 30 + case as u64);
+            let c_data = values(batch * m * n, -1.0, 1.0, 40 + case as u64);
+            // A starts 3 elements in, B 1 element in; transposed operands are column-major.
+            let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
+            let (b_rs, b_cs) = if b_t { (1, k) } else { (n, 1) };
+            let mut expected = c_data.clone();
+            for z in 0..batch {
+                let a = MatRef { data: &a_data[3 + z * m * k..], row_stride: a_rs, col_stride: a_cs };
+                let b = MatRef { data: &b_data[1 + z * k * n..], row_stride: b_rs, col_stride: b_cs };
+                cpu_gemm(m, n, k, a, b, &mut expected[z * m * n..(z + 1) * m * n], n, accumulate);
+            }
+            let (a_buf, b_buf, c_buf) = (upload(&device, &a_data), upload(&device, &b_data), upload(&device, &c_data));
+            let a = GpuMatrix { buffer: &a_buf, offset: 3, row_stride: a_rs, col_stride: a_cs, batch_stride: m * k };
+            let b = GpuMatrix { buffer: &b_buf, offset: 1, row_stride: b_rs, col_stride: b_cs, batch_stride: k * n };
+            let c = GpuMatrix { buffer: &c_buf, offset: 0, row_stride: n, col_stride: 1, batch_stride: m * n };
+            kernels::gemm(batch, m, n, k, a, b, c, accumulate).unwrap();
+            assert_close(&download(&c_buf), &expected, 1e-5, &format!("gemm case {case}: {:?}", cases[case]));
+        }
+    }
+}
+
+#[test]
+fn kernel_arguments_are_checked_on_the_host() {
+    let device = Emulator::new();
+    let small = upload(&device, &[1.0, 2.0, 3.0]);
+    let too_wide = Layout::contiguous(&[2, 2]);
+    assert!(kernels::unary_forward(&small, &too_wide, UnaryOp::Exp).is_err());
+    let a = GpuMatrix { buffer: &small, offset: 0, row_stride: 2, col_stride: 1, batch_stride: 0 };
+    assert!(kernels::gemm(1, 2, 2, 2, a, a, a, false).is_err());
+}
