@@ -114,10 +114,17 @@ extern "C" __global__ void binary_f32(const float* __restrict__ a, EmberStrides 
     }
 }
 
-// y[i] = x[view i]: makes a strided view contiguous.
-extern "C" __global__ void gather_f32(const float* __restrict__ x, EmberStrides x_view,
-                                      float* __restrict__ y, long long n) {
+// y[y_view i] = x[x_view i]: copies between two views of the same sizes (making a view
+// contiguous, writing into part of a tensor for cat, pad and assign).
+extern "C" __global__ void copy_f32(const float* __restrict__ x, EmberStrides x_view, float* __restrict__ y,
+                                    EmberStrides y_view, long long n) {
     long long stride = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-        y[i] = x[ember_offset(x_view, i)];
+        y[ember_offset(y_view, i)] = x[ember_offset(x_view, i)];
+}
+
+// y[i] = value for i < n.
+extern "C" __global__ void fill_f32(float* __restrict__ y, float value, long long n) {
+    long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) y[i] = value;
 }

@@ -130,7 +130,7 @@ impl Tensor {
                 msg: format!("backward needs a one-element tensor, got shape {:?}; use backward_with", self.shape()),
             });
         }
-        self.backward_with(&self.ones_like())
+        self.backward_with(&self.ones_like()?)
     }
 
     /// Back-propagates `grad` (the gradient of some scalar with respect to `self`).

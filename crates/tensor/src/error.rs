@@ -26,6 +26,9 @@ pub enum TensorError {
     #[error("{op}: axis {axis} out of range for a tensor of rank {rank}")]
     AxisOutOfRange { op: &'static str, axis: isize, rank: usize },
 
+    #[error("{op}: not implemented on {device:?} yet (move the tensor with to_device(Device::Cpu))")]
+    NotOnDevice { op: &'static str, device: Device },
+
     /// A CUDA call or kernel failed (on a GPU or in the emulator): out of memory, a failed
     /// compile or launch, a fault or deadlock inside a kernel.
     #[error("CUDA {what}: {msg}")]

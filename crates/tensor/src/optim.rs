@@ -38,17 +38,19 @@ fn apply_update(param: &Tensor, grad: &Tensor, state: &[&Tensor], rule: &impl Up
         param: &mut Storage,
         grad: &[T],
         state: &mut [RwLockWriteGuard<'_, Storage>],
-    ) {
-        let param = T::slice_mut(param.cpu_mut()).expect("dtype checked");
-        let mut state: Vec<&mut [T]> = state.iter_mut().map(|s| T::slice_mut(s.cpu_mut()).expect("dtype checked")).collect();
+    ) -> Result<()> {
+        let param = T::slice_mut(param.cpu_mut(OP)?).expect("dtype checked");
+        let mut state: Vec<&mut [T]> =
+            state.iter_mut().map(|s| Ok(T::slice_mut(s.cpu_mut(OP)?).expect("dtype checked"))).collect::<Result<_>>()?;
         rule.apply(param, grad, &mut state);
+        Ok(())
     }
+    const OP: &str = "optimizer step";
     match param.dtype() {
-        DType::F32 => run(rule, &mut param_guard, &f32::slice(grad_guard.cpu()).unwrap()[grad_range], &mut state_guards),
-        DType::F64 => run(rule, &mut param_guard, &f64::slice(grad_guard.cpu()).unwrap()[grad_range], &mut state_guards),
-        dtype => return Err(TensorError::UnsupportedDType { op: "optimizer step", dtype }),
+        DType::F32 => run(rule, &mut param_guard, &f32::slice(grad_guard.cpu(OP)?).unwrap()[grad_range], &mut state_guards),
+        DType::F64 => run(rule, &mut param_guard, &f64::slice(grad_guard.cpu(OP)?).unwrap()[grad_range], &mut state_guards),
+        dtype => Err(TensorError::UnsupportedDType { op: OP, dtype }),
     }
-    Ok(())
 }
 
 /// Checks every present gradient against its parameter before anything is updated, so that a
@@ -165,7 +167,7 @@ impl Sgd {
             let Some(grad) = grads.get(param) else { continue };
             let first_step = buffer.is_none();
             if self.config.momentum != 0.0 && buffer.is_none() {
-                *buffer = Some(param.zeros_like());
+                *buffer = Some(param.zeros_like()?);
             }
             let state: Vec<&Tensor> = buffer.iter().collect();
             apply_update(param, grad, &state, &SgdRule { config: self.config, first_step })?;
@@ -248,8 +250,8 @@ impl Adam {
         check_params("Adam", &params)?;
         let state = params
             .iter()
-            .map(|p| AdamState { step: 0, exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like() })
-            .collect();
+            .map(|p| Ok(AdamState { step: 0, exp_avg: p.zeros_like()?, exp_avg_sq: p.zeros_like()? }))
+            .collect::<Result<_>>()?;
         Ok(Adam { params, config, state })
     }
 

@@ -3,6 +3,7 @@
 
 use half::{bf16, f16};
 
+use crate::cuda::DeviceBuffer;
 use crate::{DType, Device};
 
 /// Elements in host memory.
@@ -26,31 +27,63 @@ impl Drop for CpuStorage {
     }
 }
 
-/// A tensor's memory on some device. The CUDA backend adds its variant here.
-#[derive(Clone, Debug)]
+/// Elements in the memory of a CUDA device (a GPU, or the emulator's host memory).
+#[derive(Debug)]
+pub struct GpuStorage {
+    pub buffer: DeviceBuffer,
+    pub dtype: DType,
+    /// The device's ordinal (`Device::Cuda(ordinal)`).
+    pub ordinal: usize,
+}
+
+impl GpuStorage {
+    pub fn len(&self) -> usize {
+        self.buffer.bytes() / self.dtype.size_in_bytes()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A tensor's memory on some device.
+#[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    Cuda(GpuStorage),
 }
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(g) => Device::Cuda(g.ordinal),
         }
     }
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Cuda(g) => g.dtype,
         }
     }
-    pub fn cpu(&self) -> &CpuStorage {
+    /// The host elements, for `op`'s CPU kernel; a device storage is
+    /// [`TensorError::NotOnDevice`](crate::TensorError::NotOnDevice) (the op has no CUDA path).
+    pub fn cpu(&self, op: &'static str) -> crate::Result<&CpuStorage> {
         match self {
-            Storage::Cpu(s) => s,
+            Storage::Cpu(s) => Ok(s),
+            Storage::Cuda(_) => Err(crate::TensorError::NotOnDevice { op, device: self.device() }),
         }
     }
-    pub fn cpu_mut(&mut self) -> &mut CpuStorage {
+    pub fn cpu_mut(&mut self, op: &'static str) -> crate::Result<&mut CpuStorage> {
         match self {
-            Storage::Cpu(s) => s,
+            Storage::Cpu(s) => Ok(s),
+            Storage::Cuda(g) => Err(crate::TensorError::NotOnDevice { op, device: Device::Cuda(g.ordinal) }),
+        }
+    }
+    /// The device elements, if this storage is on a CUDA device.
+    pub fn gpu(&self) -> Option<&GpuStorage> {
+        match self {
+            Storage::Cpu(_) => None,
+            Storage::Cuda(g) => Some(g),
         }
     }
 }
@@ -105,6 +138,16 @@ impl CpuStorage {
             DType::F64 => CpuStorage::F64(vec![0.0; len]),
             DType::F16 => CpuStorage::F16(vec![f16::ZERO; len]),
             DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; len]),
+        }
+    }
+
+    /// A storage of `dtype` from its raw little-endian bytes.
+    pub fn from_bytes(bytes: &[u8], dtype: DType) -> CpuStorage {
+        match dtype {
+            DType::F32 => CpuStorage::F32(bytemuck::pod_collect_to_vec(bytes)),
+            DType::F64 => CpuStorage::F64(bytemuck::pod_collect_to_vec(bytes)),
+            DType::F16 => CpuStorage::F16(bytemuck::pod_collect_to_vec(bytes)),
+            DType::BF16 => CpuStorage::BF16(bytemuck::pod_collect_to_vec(bytes)),
         }
     }
 

@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use crate::autograd::{self, GradFn};
 use crate::error::{Result, TensorError, invalid};
 use crate::layout::Layout;
-use crate::storage::{CpuStorage, Storage};
+use crate::storage::{CpuStorage, GpuStorage, Storage};
 use crate::{DType, Device};
 
 /// A process-unique tensor identity (gradients are keyed by it).
@@ -143,12 +143,25 @@ impl Tensor {
     }
 
     /// Zeros with the shape, dtype and device of `self`.
-    pub fn zeros_like(&self) -> Tensor {
-        Tensor::zeros(self.shape(), self.dtype())
+    /// Zeros of this tensor's shape and dtype, on its device.
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        self.full_like(0.0)
     }
 
-    pub fn ones_like(&self) -> Tensor {
-        Tensor::ones(self.shape(), self.dtype())
+    /// Ones of this tensor's shape and dtype, on its device.
+    pub fn ones_like(&self) -> Result<Tensor> {
+        self.full_like(1.0)
+    }
+
+    /// `value` in every element, with this tensor's shape and dtype, on its device.
+    pub fn full_like(&self, value: f64) -> Result<Tensor> {
+        match self.device() {
+            Device::Cuda(ordinal) if self.dtype() == DType::F32 => {
+                let buffer = crate::cuda::kernels::full(&crate::cuda::device(ordinal)?, self.numel(), value as f32)?;
+                Ok(Tensor::from_storage(Storage::Cuda(GpuStorage { buffer, dtype: DType::F32, ordinal }), Layout::contiguous(self.shape())))
+            }
+            device => Tensor::full(self.shape(), value, self.dtype()).to_device(device),
+        }
     }
 
     pub(crate) fn from_storage(storage: Storage, layout: Layout) -> Tensor {
@@ -276,17 +289,30 @@ impl Tensor {
 
     /// A copy with its own fresh contiguous storage (no autograd record).
     pub fn deep_copy(&self) -> Result<Tensor> {
-        let storage = crate::cpu::copy::gather_storage(self.storage().cpu(), self.layout());
-        Ok(Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(self.shape())))
+        let storage = match &*self.storage() {
+            Storage::Cpu(cpu) => Storage::Cpu(crate::cpu::copy::gather_storage(cpu, self.layout())),
+            Storage::Cuda(gpu) => {
+                check_f32_on_device("deep_copy", gpu)?;
+                let buffer = crate::cuda::kernels::gather(&gpu.buffer, self.layout())?;
+                Storage::Cuda(GpuStorage { buffer, dtype: gpu.dtype, ordinal: gpu.ordinal })
+            }
+        };
+        Ok(Tensor::from_storage(storage, Layout::contiguous(self.shape())))
     }
 
     // ---- reading values out -------------------------------------------------------------
 
-    /// The elements in row-major order, converted to f64.
+    /// The elements in row-major order, converted to f64 (copied from the device first if
+    /// the tensor is on one; panics only if that copy fails, as a driver error).
     pub fn to_vec_f64(&self) -> Vec<f64> {
         let storage = self.storage();
         let offsets = self.layout().offsets();
-        storage.cpu().gather_f64(offsets.into_iter())
+        match &*storage {
+            Storage::Cpu(cpu) => cpu.gather_f64(offsets.into_iter()),
+            Storage::Cuda(gpu) => crate::cuda::download(gpu)
+                .unwrap_or_else(|e| panic!("to_vec_f64: copying from the device failed: {e}"))
+                .gather_f64(offsets.into_iter()),
+        }
     }
 
     /// The elements in row-major order as `T`, which must be the tensor's dtype.
@@ -294,8 +320,11 @@ impl Tensor {
         if T::DTYPE != self.dtype() {
             return Err(TensorError::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
         }
+        if self.device() != Device::Cpu {
+            return self.to_device(Device::Cpu)?.to_vec();
+        }
         let storage = self.storage();
-        let data = T::from_cpu_storage(storage.cpu()).expect("dtype checked");
+        let data = T::from_cpu_storage(storage.cpu("to_vec")?).expect("dtype checked");
         Ok(match self.layout().contiguous_range() {
             Some(range) => data[range].to_vec(),
             None => self.layout().offsets().into_iter().map(|o| data[o]).collect(),
@@ -312,16 +341,24 @@ impl Tensor {
 
     // ---- device and dtype ------------------------------------------------------------------
 
-    /// This tensor on `device` (the same tensor if it is there already).
+    /// This tensor on `device` (the same tensor if it is there already), contiguous when
+    /// copied. Backward: the gradient moves back to this tensor's device.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
-        match device {
-            Device::Cpu => Ok(self.clone()),
-            Device::Cuda(_) => Err(TensorError::DeviceUnavailable {
-                op: "to_device",
-                device,
-                reason: "this build has no CUDA backend".into(),
-            }),
+        let source = self.device();
+        if device == source {
+            return Ok(self.clone());
         }
+        // Through the host: gather the view there, then upload if the target is a GPU.
+        let host = match &*self.storage() {
+            Storage::Cpu(cpu) => crate::cpu::copy::gather_storage(cpu, self.layout()),
+            Storage::Cuda(gpu) => crate::cpu::copy::gather_storage(&crate::cuda::download(gpu)?, self.layout()),
+        };
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(host),
+            Device::Cuda(ordinal) => Storage::Cuda(crate::cuda::upload(&host, ordinal)?),
+        };
+        let out = Tensor::from_storage(storage, Layout::contiguous(self.shape()));
+        Ok(out.with_backward("to_device", &[self], move |grad| Ok(vec![Some(grad.to_device(source)?)])))
     }
 
     /// This tensor converted to `dtype` (values rounded). Differentiable between f32 and f64.
@@ -331,7 +368,7 @@ impl Tensor {
         }
         let storage = CpuStorage::from_f64(self.to_vec_f64().into_iter(), dtype);
         let source_dtype = self.dtype();
-        let out = Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(self.shape()));
+        let out = Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(self.shape())).to_device(self.device())?.detach();
         Ok(out.with_backward("to_dtype", &[self], move |grad| Ok(vec![Some(grad.to_dtype(source_dtype)?)])))
     }
 
@@ -345,14 +382,21 @@ impl Tensor {
         if values.dtype() != self.dtype() {
             return Err(TensorError::DTypeMismatch { op: "assign", lhs: self.dtype(), rhs: values.dtype() });
         }
+        crate::ops::check_same("assign", &[self, values])?;
+        if let Some(gpu) = self.storage().gpu() {
+            check_f32_on_device("assign", gpu)?;
+            let source = values.storage();
+            let source_gpu = source.gpu().expect("same device");
+            return crate::cuda::kernels::copy(&source_gpu.buffer, values.layout(), &gpu.buffer, self.layout());
+        }
         let values = values.contiguous()?;
         let source = {
             let guard = values.storage();
             let range = values.layout().contiguous_range().expect("contiguous");
-            slice_storage(guard.cpu(), range)
+            slice_storage(guard.cpu("assign")?, range)
         };
         let mut storage = self.0.storage.write().unwrap();
-        crate::cpu::copy::scatter_into(storage.cpu_mut(), self.layout(), &source)
+        crate::cpu::copy::scatter_into(storage.cpu_mut("assign")?, self.layout(), &source)
     }
 }
 
@@ -364,4 +408,12 @@ pub(crate) fn slice_storage(storage: &CpuStorage, range: std::ops::Range<usize>)
         CpuStorage::F16(v) => CpuStorage::F16(v[range].to_vec()),
         CpuStorage::BF16(v) => CpuStorage::BF16(v[range].to_vec()),
     }
+}
+
+/// The CUDA kernels are f32; other dtypes may live on a device but have no kernels there.
+pub(crate) fn check_f32_on_device(op: &'static str, storage: &GpuStorage) -> Result<()> {
+    if storage.dtype != DType::F32 {
+        return Err(TensorError::UnsupportedDType { op, dtype: storage.dtype });
+    }
+    Ok(())
 }

@@ -113,13 +113,33 @@ pub fn binary(op: BinaryOp, a: &DeviceBuffer, a_view: &Layout, b: &DeviceBuffer,
     Ok(out)
 }
 
-/// The view `x_view` of `x`, made contiguous (kernels/elementwise.cu).
-pub fn gather(x: &DeviceBuffer, x_view: &Layout) -> Result<DeviceBuffer> {
-    let (x_arg, x_strides) = view_arg("contiguous", x, x_view)?;
+/// Copies the view `x_view` of `x` into the view `y_view` of `y` (same shapes; the
+/// destination view must not overlap itself) (kernels/elementwise.cu).
+pub fn copy(x: &DeviceBuffer, x_view: &Layout, y: &DeviceBuffer, y_view: &Layout) -> Result<()> {
+    if x_view.shape() != y_view.shape() {
+        return Err(TensorError::ShapeMismatch { op: "copy", lhs: x_view.shape().to_vec(), rhs: y_view.shape().to_vec() });
+    }
+    let (x_arg, x_strides) = view_arg("copy", x, x_view)?;
+    let (y_arg, y_strides) = view_arg("copy", y, y_view)?;
     let n = x_view.numel();
-    let y = output(x.backend(), n)?;
     if n > 0 {
-        x.backend().launch(kernel("elementwise.cu", "gather_f32"), &grid_stride(n), &[x_arg, x_strides, y.arg(), KernelArg::I64(n as i64)])?;
+        x.backend().launch(kernel("elementwise.cu", "copy_f32"), &grid_stride(n), &[x_arg, x_strides, y_arg, y_strides, KernelArg::I64(n as i64)])?;
+    }
+    Ok(())
+}
+
+/// The view `x_view` of `x`, made contiguous.
+pub fn gather(x: &DeviceBuffer, x_view: &Layout) -> Result<DeviceBuffer> {
+    let y = output(x.backend(), x_view.numel())?;
+    copy(x, x_view, &y, &Layout::contiguous(x_view.shape()))?;
+    Ok(y)
+}
+
+/// A new buffer of `n` elements, each `value` (kernels/elementwise.cu).
+pub fn full(backend: &Arc<dyn GpuBackend>, n: usize, value: f32) -> Result<DeviceBuffer> {
+    let y = output(backend, n)?;
+    if n > 0 {
+        backend.launch(kernel("elementwise.cu", "fill_f32"), &grid_stride(n), &[y.arg(), KernelArg::F32(value), KernelArg::I64(n as i64)])?;
     }
     Ok(y)
 }

@@ -24,3 +24,67 @@ pub mod nvrtc;
 pub mod emu;
 
 pub use backend::{DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig, Strides};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::storage::{CpuStorage, GpuStorage};
+use crate::{Device, Result, TensorError};
+
+/// The backend behind `Device::Cuda(ordinal)`, opened once per process.
+///
+/// Which one: `EMBER_CUDA=gpu` asks for a real GPU (feature `cuda`), `EMBER_CUDA=emu` for the
+/// emulator (feature `cuda-emu`); unset, a real GPU when there is one, else the emulator.
+/// Neither available is [`TensorError::DeviceUnavailable`] with the reason.
+pub fn device(ordinal: usize) -> Result<Arc<dyn GpuBackend>> {
+    static OPENED: OnceLock<Mutex<HashMap<usize, Arc<dyn GpuBackend>>>> = OnceLock::new();
+    let mut opened = OPENED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(backend) = opened.get(&ordinal) {
+        return Ok(backend.clone());
+    }
+    let backend = open(ordinal)?;
+    opened.insert(ordinal, backend.clone());
+    Ok(backend)
+}
+
+fn open(ordinal: usize) -> Result<Arc<dyn GpuBackend>> {
+    let choice = std::env::var("EMBER_CUDA").unwrap_or_default();
+    let unavailable = |reason: String| TensorError::DeviceUnavailable { op: "cuda", device: Device::Cuda(ordinal), reason };
+    #[allow(unused_mut)]
+    let mut reasons: Vec<String> = Vec::new();
+    if choice != "emu" {
+        #[cfg(feature = "cuda")]
+        match driver::CudaDevice::new(ordinal) {
+            Ok(gpu) => return Ok(gpu),
+            Err(e) => reasons.push(e.to_string()),
+        }
+        #[cfg(not(feature = "cuda"))]
+        reasons.push("built without the `cuda` feature".into());
+    }
+    if choice != "gpu" {
+        #[cfg(feature = "cuda-emu")]
+        {
+            if ordinal == 0 {
+                return Ok(emu::Emulator::new());
+            }
+            reasons.push("the emulator is device 0 only".into());
+        }
+        #[cfg(not(feature = "cuda-emu"))]
+        reasons.push("built without the `cuda-emu` feature".into());
+    }
+    Err(unavailable(reasons.join("; ")))
+}
+
+/// Copies host elements to a new buffer on `Device::Cuda(ordinal)`.
+pub fn upload(storage: &CpuStorage, ordinal: usize) -> Result<GpuStorage> {
+    let backend = device(ordinal)?;
+    let buffer = DeviceBuffer::new(&backend, storage.as_bytes().len())?;
+    backend.copy_to_device(buffer.ptr(), storage.as_bytes())?;
+    Ok(GpuStorage { buffer, dtype: storage.dtype(), ordinal })
+}
+
+/// Copies a device buffer's elements to the host.
+pub fn download(storage: &GpuStorage) -> Result<CpuStorage> {
+    let bytes = storage.buffer.to_vec::<u8>()?;
+    Ok(CpuStorage::from_bytes(&bytes, storage.dtype))
+}

@@ -17,7 +17,7 @@ fn backward_kernel<T: FloatElem>(
     scale: f64,
 ) -> (CpuStorage, CpuStorage, CpuStorage) {
     let guards = saved.map(|t| t.storage());
-    let [q, k, v, out, lse, d_out] = [0, 1, 2, 3, 4, 5].map(|i| elements::<T>(guards[i].cpu(), saved[i]));
+    let [q, k, v, out, lse, d_out] = [0, 1, 2, 3, 4, 5].map(|i| elements::<T>(guards[i].cpu("attention_backward").expect("attention runs on the CPU"), saved[i]));
     let (dq, dk, dv) = attention_backward(q, k, v, out, lse, d_out, shape, T::from_f64(scale));
     (wrap(dq), wrap(dk), wrap(dv))
 }
@@ -61,7 +61,7 @@ impl Tensor {
         let (qc, kc, vc) = (q.detach().contiguous()?, k.detach().contiguous()?, v.detach().contiguous()?);
         let (out, lse) = {
             let (sq, sk, sv) = (qc.storage(), kc.storage(), vc.storage());
-            with_float_slices3!(op, sq.cpu(), sk.cpu(), sv.cpu(), (qs, ks, vs) => {
+            with_float_slices3!(op, sq.cpu(op)?, sk.cpu(op)?, sv.cpu(op)?, (qs, ks, vs) => {
                 let range = |t: &Tensor| t.layout().contiguous_range().unwrap();
                 let (o, l) = attention_forward(&qs[range(&qc)], &ks[range(&kc)], &vs[range(&vc)], &shape, FloatElem::from_f64(scale));
                 (wrap(o), wrap(l))

@@ -4,7 +4,8 @@
 use crate::cpu::elementwise::zip_map;
 use crate::error::Result;
 use crate::layout::broadcast_shapes;
-use crate::ops::{check_same, new_tensor, wrap};
+use crate::cuda;
+use crate::ops::{check_same, gpu_tensor, new_tensor, on_gpu, with_gpu, wrap};
 use crate::storage::with_float_slices2;
 use crate::{FloatElem, Tensor};
 
@@ -64,9 +65,13 @@ impl Tensor {
         check_same(op.name(), &[self, rhs])?;
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
         let (la, lb) = (self.layout().broadcast_to(&shape)?, rhs.layout().broadcast_to(&shape)?);
+        if on_gpu(self) {
+            let buffer = with_gpu(op.name(), self, |a| with_gpu(op.name(), rhs, |b| cuda::kernels::binary(op, a, &la, b, &lb)))?;
+            return Ok(gpu_tensor(buffer, self.device(), &shape));
+        }
         let (a, b) = (self.storage(), rhs.storage());
         // one closure per op, so that the kernel loop has no per-element match
-        let out = with_float_slices2!(op.name(), a.cpu(), b.cpu(), (a, b) => wrap(match op {
+        let out = with_float_slices2!(op.name(), a.cpu(op.name())?, b.cpu(op.name())?, (a, b) => wrap(match op {
             BinaryOp::Add => zip_map(a, &la, b, &lb, |x, y| BinaryOp::Add.apply(x, y)),
             BinaryOp::Sub => zip_map(a, &la, b, &lb, |x, y| BinaryOp::Sub.apply(x, y)),
             BinaryOp::Mul => zip_map(a, &la, b, &lb, |x, y| BinaryOp::Mul.apply(x, y)),

@@ -61,7 +61,7 @@ macro_rules! run_conv_kernel {
         let (a, b) = ($a.contiguous()?, $b.contiguous()?);
         let (ra, rb) = (a.layout().contiguous_range().unwrap(), b.layout().contiguous_range().unwrap());
         let (sa, sb) = (a.storage(), b.storage());
-        let out = with_float_slices2!($op, sa.cpu(), sb.cpu(), (x, y) => wrap($kernel(&x[ra.clone()], &y[rb.clone()], $g)));
+        let out = with_float_slices2!($op, sa.cpu($op)?, sb.cpu($op)?, (x, y) => wrap($kernel(&x[ra.clone()], &y[rb.clone()], $g)));
         Ok::<Tensor, TensorError>(new_tensor(out, $shape))
     }};
 }

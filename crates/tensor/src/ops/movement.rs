@@ -6,15 +6,23 @@ use crate::cpu::copy::{gather_storage, scatter_into};
 use crate::error::{Result, TensorError, invalid};
 use crate::layout::{Layout, normalize_axis};
 use crate::storage::{CpuStorage, Storage};
-use crate::Tensor;
+use crate::ops::{gpu_tensor, on_gpu, with_gpu};
+use crate::{Tensor, cuda};
 
 /// A new tensor of `shape` filled with `fill`, with each part copied into its region (a
 /// layout over the new tensor's contiguous storage). Used by cat, pad and narrow's backward.
 fn assemble(shape: &[usize], like: &Tensor, fill: f64, parts: &[(&Tensor, Layout)]) -> Result<Tensor> {
     let numel = shape.iter().product();
+    if on_gpu(like) {
+        let out = with_gpu("assemble", like, |l| cuda::kernels::full(l.backend(), numel, fill as f32))?;
+        for (part, region) in parts {
+            with_gpu("assemble", part, |p| cuda::kernels::copy(p, part.layout(), &out, region))?;
+        }
+        return Ok(gpu_tensor(out, like.device(), shape));
+    }
     let mut storage = CpuStorage::from_f64(std::iter::repeat_n(fill, numel), like.dtype());
     for (part, region) in parts {
-        let values = gather_storage(part.storage().cpu(), part.layout());
+        let values = gather_storage(part.storage().cpu("cat")?, part.layout());
         scatter_into(&mut storage, region, &values)?;
     }
     Ok(Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(shape)))
@@ -110,8 +118,12 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        let storage = gather_storage(self.storage().cpu(), self.layout());
-        let out = Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(self.shape()));
+        let out = if on_gpu(self) {
+            gpu_tensor(with_gpu("contiguous", self, |x| cuda::kernels::gather(x, self.layout()))?, self.device(), self.shape())
+        } else {
+            let storage = gather_storage(self.storage().cpu("contiguous")?, self.layout());
+            Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(self.shape()))
+        };
         Ok(out.with_backward("contiguous", &[self], |g| Ok(vec![Some(g.clone())])))
     }
 

@@ -71,7 +71,7 @@ impl Tensor {
         let range = x.layout().contiguous_range().unwrap();
         let out = {
             let storage = x.storage();
-            with_float_slice!(op, storage.cpu(), v => wrap(gather_rows(&v[range], outer, axis_len, inner, indices)))
+            with_float_slice!(op, storage.cpu(op)?, v => wrap(gather_rows(&v[range], outer, axis_len, inner, indices)))
         };
         let mut shape = self.shape().to_vec();
         shape[axis] = indices.len();
@@ -80,7 +80,7 @@ impl Tensor {
             let g = g.contiguous()?;
             let range = g.layout().contiguous_range().unwrap();
             let storage = g.storage();
-            let dx = with_float_slice!(op, storage.cpu(), v => wrap(scatter_add_rows(&v[range], outer, axis_len, inner, &indices)));
+            let dx = with_float_slice!(op, storage.cpu(op)?, v => wrap(scatter_add_rows(&v[range], outer, axis_len, inner, &indices)));
             Ok(vec![Some(new_tensor(dx, &input_shape))])
         }))
     }

@@ -68,7 +68,7 @@ impl Tensor {
         let b = match bias { Some(b) => b.detach().contiguous()?, None => Tensor::zeros(&[c], self.dtype()) };
         let (y, mean, rstd) = {
             let (sx, sw, sb) = (x.storage(), w.storage(), b.storage());
-            with_float_slices3!(op, sx.cpu(), sw.cpu(), sb.cpu(), (xs, ws, bs) => {
+            with_float_slices3!(op, sx.cpu(op)?, sw.cpu(op)?, sb.cpu(op)?, (xs, ws, bs) => {
                 let (y, m, r) = group_norm_forward(&xs[range(&x)], &ws[range(&w)], &bs[range(&b)], &shape, eps);
                 (wrap(y), wrap(m), wrap(r))
             })
@@ -84,8 +84,8 @@ impl Tensor {
             let (dx, dw, db) = {
                 let (sx, sdy, sw) = (x.storage(), dy.storage(), w.storage());
                 let (sm, sr) = (mean.storage(), rstd.storage());
-                with_float_slices3!(op, sx.cpu(), sdy.cpu(), sw.cpu(), (xs, dys, ws) => {
-                    let (ms, rs) = (FloatElem::slice(sm.cpu()).unwrap(), FloatElem::slice(sr.cpu()).unwrap());
+                with_float_slices3!(op, sx.cpu(op)?, sdy.cpu(op)?, sw.cpu(op)?, (xs, dys, ws) => {
+                    let (ms, rs) = (FloatElem::slice(sm.cpu(op)?).unwrap(), FloatElem::slice(sr.cpu(op)?).unwrap());
                     let (dx, dw, db) = group_norm_backward(&xs[range(&x)], &dys[range(&dy)], &ws[range(&w)], ms, rs, &shape);
                     (wrap(dx), wrap(dw), wrap(db))
                 })

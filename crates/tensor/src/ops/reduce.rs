@@ -3,7 +3,8 @@
 use crate::cpu::reduce::{ReduceKind, reduce};
 use crate::error::Result;
 use crate::layout::normalize_axis;
-use crate::ops::{new_tensor, wrap};
+use crate::cuda;
+use crate::ops::{gpu_tensor, new_tensor, on_gpu, with_gpu, wrap};
 use crate::storage::with_float_slice;
 use crate::Tensor;
 
@@ -29,8 +30,12 @@ fn drop_axes(shape: &[usize], axes: &[usize]) -> Vec<usize> {
 
 impl Tensor {
     fn reduce_forward(&self, axes: &[usize], kind: ReduceKind, op: &'static str) -> Result<Tensor> {
+        if on_gpu(self) {
+            let buffer = with_gpu(op, self, |x| cuda::kernels::reduce(x, self.layout(), axes, kind))?;
+            return Ok(gpu_tensor(buffer, self.device(), &kept_shape(self.shape(), axes)));
+        }
         let storage = self.storage();
-        let out = with_float_slice!(op, storage.cpu(), x => wrap(reduce(x, self.layout(), axes, kind)));
+        let out = with_float_slice!(op, storage.cpu(op)?, x => wrap(reduce(x, self.layout(), axes, kind)));
         Ok(new_tensor(out, &kept_shape(self.shape(), axes)))
     }
 

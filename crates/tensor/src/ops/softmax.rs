@@ -4,7 +4,8 @@
 use crate::cpu::softmax::{log_softmax_backward_rows, log_softmax_rows, softmax_backward_rows, softmax_rows};
 use crate::error::Result;
 use crate::layout::normalize_axis;
-use crate::ops::{new_tensor, wrap};
+use crate::cuda;
+use crate::ops::{dense, gpu_tensor, new_tensor, on_gpu, with_gpu, wrap};
 use crate::storage::{with_float_slice, with_float_slices2};
 use crate::Tensor;
 
@@ -18,9 +19,15 @@ fn swap_with_last(rank: usize, axis: usize) -> Vec<usize> {
 /// A row kernel over a contiguous tensor's last axis.
 fn rows_forward(x: &Tensor, op: &'static str, log: bool) -> Result<Tensor> {
     let row_len = *x.shape().last().unwrap_or(&1);
+    if on_gpu(x) {
+        let x = dense(x)?;
+        let rows = if row_len == 0 { 0 } else { x.numel() / row_len };
+        let buffer = with_gpu(op, &x, |v| cuda::kernels::softmax_rows(v, rows, row_len, log))?;
+        return Ok(gpu_tensor(buffer, x.device(), x.shape()));
+    }
     let range = x.layout().contiguous_range().expect("contiguous");
     let storage = x.storage();
-    let out = with_float_slice!(op, storage.cpu(), v => {
+    let out = with_float_slice!(op, storage.cpu(op)?, v => {
         let v = &v[range];
         wrap(if log { log_softmax_rows(v, row_len) } else { softmax_rows(v, row_len) })
     });
@@ -29,9 +36,15 @@ fn rows_forward(x: &Tensor, op: &'static str, log: bool) -> Result<Tensor> {
 
 fn rows_backward(y: &Tensor, dy: &Tensor, op: &'static str, log: bool) -> Result<Tensor> {
     let row_len = *y.shape().last().unwrap_or(&1);
+    if on_gpu(y) {
+        let (y, dy) = (dense(y)?, dense(dy)?);
+        let rows = if row_len == 0 { 0 } else { y.numel() / row_len };
+        let buffer = with_gpu(op, &y, |yb| with_gpu(op, &dy, |g| cuda::kernels::softmax_backward_rows(yb, g, rows, row_len, log)))?;
+        return Ok(gpu_tensor(buffer, y.device(), y.shape()));
+    }
     let (ry, rg) = (y.layout().contiguous_range().expect("contiguous"), dy.layout().contiguous_range().expect("contiguous"));
     let (sy, sg) = (y.storage(), dy.storage());
-    let out = with_float_slices2!(op, sy.cpu(), sg.cpu(), (y, g) => {
+    let out = with_float_slices2!(op, sy.cpu(op)?, sg.cpu(op)?, (y, g) => {
         let (y, g) = (&y[ry], &g[rg]);
         wrap(if log { log_softmax_backward_rows(y, g, row_len) } else { softmax_backward_rows(y, g, row_len) })
     });

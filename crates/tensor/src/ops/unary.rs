@@ -6,7 +6,8 @@ use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
 use crate::cpu::elementwise::{map, zip_map};
 use crate::error::Result;
-use crate::ops::{new_tensor, wrap};
+use crate::cuda;
+use crate::ops::{check_same, dense, gpu_tensor, new_tensor, on_gpu, with_gpu, wrap};
 use crate::storage::{with_float_slice, with_float_slices2};
 use crate::{FloatElem, Tensor};
 
@@ -191,10 +192,13 @@ pub enum Saved {
 impl Tensor {
     /// Applies `op` elementwise; the backward is `grad * op.derivative(x, y)`.
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
-        let storage = self.storage();
-        let out = with_float_slice!(op.name(), storage.cpu(), x => wrap(forward_kernel(x, self.layout(), op)));
-        drop(storage);
-        let out = new_tensor(out, self.shape());
+        let out = if on_gpu(self) {
+            let buffer = with_gpu(op.name(), self, |x| cuda::kernels::unary_forward(x, self.layout(), op))?;
+            gpu_tensor(buffer, self.device(), self.shape())
+        } else {
+            let storage = self.storage();
+            new_tensor(with_float_slice!(op.name(), storage.cpu(op.name())?, x => wrap(forward_kernel(x, self.layout(), op))), self.shape())
+        };
         let saved = match op.derivative_needs() {
             Saved::Input => Some(self.detach()),
             Saved::Output => Some(out.clone()),
@@ -326,8 +330,15 @@ fn forward_kernel<T: FloatElem>(x: &[T], layout: &crate::Layout, op: UnaryOp) ->
 /// `grad * op.derivative(saved)`, where `saved` is x or y as the op needs (the derivative
 /// reads only that one, so it is passed in both places).
 fn unary_backward(op: UnaryOp, saved: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    check_same(op.name(), &[grad, saved])?;
+    if on_gpu(saved) {
+        let (saved, grad) = (dense(saved)?, dense(grad)?);
+        let n = saved.numel();
+        let buffer = with_gpu(op.name(), &saved, |s| with_gpu(op.name(), &grad, |g| cuda::kernels::unary_backward(op, Some(s), Some(s), g, n)))?;
+        return Ok(gpu_tensor(buffer, saved.device(), saved.shape()));
+    }
     let (g, s) = (grad.storage(), saved.storage());
-    let out = with_float_slices2!(op.name(), g.cpu(), s.cpu(), (g, s) => {
+    let out = with_float_slices2!(op.name(), g.cpu(op.name())?, s.cpu(op.name())?, (g, s) => {
         specialize_unary!(op, |f| wrap(zip_map(g, grad.layout(), s, saved.layout(), move |g, v| g * f.derivative(v, v))))
     });
     Ok(new_tensor(out, saved.shape()))

@@ -1,0 +1,113 @@
+//! Tensors on a CUDA device (the emulator in CI, a GPU when one is lent): moving between
+//! devices, ops dispatching on their inputs' device, autograd through the CUDA kernels, and
+//! the typed errors for mixing devices or an op without a CUDA kernel yet.
+//!
+//! The gradients computed on the device are checked against the CPU's, which are themselves
+//! proven by f64 finite differences (tests/ops_*.rs).
+#![cfg(feature = "cuda-emu")]
+
+use ember::tensor::testing::relative_error;
+use ember::tensor::{DType, Device, Tensor, TensorError};
+
+const GPU: Device = Device::Cuda(0);
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    ember::tensor::testing::random(shape, -1.5, 1.5, seed).to_dtype(DType::F32).unwrap()
+}
+
+fn assert_close(gpu: &Tensor, cpu: &Tensor, what: &str) {
+    assert_eq!(gpu.device(), GPU, "{what}: not on the device");
+    assert_eq!(gpu.shape(), cpu.shape(), "{what}: shape");
+    let error = relative_error(&gpu.to_vec_f64(), &cpu.to_vec_f64());
+    assert!(error < 1e-5, "{what}: relative error {error:e}");
+}
+
+#[test]
+fn tensors_move_to_the_device_and_back() {
+    let x = random(&[4, 5, 6], 1);
+    let view = x.permute(&[2, 0, 1]).unwrap().narrow(1, 1, 2).unwrap();
+    let on_gpu = view.to_device(GPU).unwrap();
+    assert_eq!(on_gpu.device(), GPU);
+    assert_eq!(on_gpu.to_vec::<f32>().unwrap(), view.to_vec::<f32>().unwrap());
+    assert_eq!(on_gpu.to_device(Device::Cpu).unwrap().to_vec_f64(), view.to_vec_f64());
+    // Storage-only dtypes travel too.
+    let half = x.to_dtype(DType::F16).unwrap();
+    assert_eq!(half.to_device(GPU).unwrap().to_vec_f64(), half.to_vec_f64());
+    // from_vec straight onto the device.
+    let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], GPU).unwrap();
+    assert_eq!(t.device(), GPU);
+    assert_eq!(t.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
+}
+
+#[test]
+fn ops_on_device_inputs_run_on_the_device() {
+    let a = random(&[3, 4, 5], 2);
+    let b = random(&[4, 1], 3);
+    let m = random(&[3, 5, 7], 4);
+    let (ga, gb, gm) = (a.to_device(GPU).unwrap(), b.to_device(GPU).unwrap(), m.to_device(GPU).unwrap());
+    let cases: Vec<(&str, Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor>)> = vec![
+        ("silu", Box::new(|a, _, _| a.silu().unwrap())),
+        ("exp of a transposed view", Box::new(|a, _, _| a.transpose(0, 2).unwrap().exp().unwrap())),
+        ("broadcast add", Box::new(|a, b, _| a.add(b).unwrap())),
+        ("broadcast div", Box::new(|a, b, _| a.div(&b.affine(1.0, 2.0).unwrap()).unwrap())),
+        ("sum over axes", Box::new(|a, _, _| a.sum(&[0, 2], false).unwrap())),
+        ("mean", Box::new(|a, _, _| a.mean_all().unwrap())),
+        ("batched matmul", Box::new(|a, _, m| a.matmul(m).unwrap())),
+        ("matmul with a broadcast batch", Box::new(|a, _, m| a.matmul(&m.narrow(0, 1, 1).unwrap()).unwrap())),
+        ("matmul of transposed views", Box::new(|a, _, m| m.transpose(1, 2).unwrap().matmul(&a.transpose(1, 2).unwrap()).unwrap())),
+        ("softmax", Box::new(|a, _, _| a.softmax(1).unwrap())),
+        ("log_softmax", Box::new(|a, _, _| a.log_softmax(-1).unwrap())),
+        ("cat", Box::new(|a, _, _| Tensor::cat(&[a, &a.exp().unwrap()], 1).unwrap())),
+        ("pad", Box::new(|a, _, _| a.pad(&[(0, 1), (2, 0), (1, 1)], 0.5).unwrap())),
+        ("contiguous", Box::new(|a, _, _| a.permute(&[2, 0, 1]).unwrap().contiguous().unwrap())),
+    ];
+    for (what, f) in cases {
+        assert_close(&f(&ga, &gb, &gm), &f(&a, &b, &m), what);
+    }
+}
+
+/// A two-layer network with a log-softmax loss: every op of it runs on the device.
+fn mlp_loss(x: &Tensor, w1: &Tensor, b1: &Tensor, w2: &Tensor, target: &Tensor) -> Tensor {
+    let hidden = x.matmul(w1).unwrap().add(b1).unwrap().silu().unwrap();
+    let logits = hidden.matmul(w2).unwrap();
+    logits.log_softmax(-1).unwrap().mul(target).unwrap().sum_all().unwrap().neg().unwrap()
+}
+
+#[test]
+fn autograd_through_device_ops_matches_the_cpu() {
+    let x = random(&[6, 7], 5);
+    let (w1, b1, w2) = (random(&[7, 9], 6).variable(), random(&[9], 7).variable(), random(&[9, 3], 8).variable());
+    let target = Tensor::from_vec((0..18).map(|i| if i % 3 == i / 3 % 3 { 1.0f32 } else { 0.0 }).collect(), &[6, 3], Device::Cpu).unwrap();
+
+    let cpu_loss = mlp_loss(&x, &w1, &b1, &w2, &target);
+    let cpu_grads = cpu_loss.backward().unwrap();
+
+    let on = |t: &Tensor| t.to_device(GPU).unwrap().detach().variable();
+    let (gw1, gb1, gw2) = (on(&w1), on(&b1), on(&w2));
+    let gpu_loss = mlp_loss(&x.to_device(GPU).unwrap(), &gw1, &gb1, &gw2, &target.to_device(GPU).unwrap());
+    assert_close(&gpu_loss, &cpu_loss, "loss");
+    let gpu_grads = gpu_loss.backward().unwrap();
+    for (name, gpu, cpu) in [("w1", &gw1, &w1), ("b1", &gb1, &b1), ("w2", &gw2, &w2)] {
+        assert_close(gpu_grads.get(gpu).unwrap(), cpu_grads.get(cpu).unwrap(), &format!("grad of {name}"));
+    }
+
+    // A CPU variable moved to the device gets its gradient back on the CPU.
+    let w = random(&[7, 9], 9).variable();
+    let loss = x.to_device(GPU).unwrap().matmul(&w.to_device(GPU).unwrap()).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    assert_eq!(grads.get(&w).unwrap().device(), Device::Cpu);
+}
+
+#[test]
+fn mixing_devices_and_missing_kernels_are_typed_errors() {
+    let cpu = random(&[2, 3], 10);
+    let gpu = cpu.to_device(GPU).unwrap();
+    assert!(matches!(cpu.add(&gpu), Err(TensorError::DeviceMismatch { .. })));
+    assert!(matches!(gpu.matmul(&cpu.transpose(0, 1).unwrap()), Err(TensorError::DeviceMismatch { .. })));
+    let x = random(&[1, 1, 4, 4], 11).to_device(GPU).unwrap();
+    let w = random(&[1, 1, 3, 3], 12).to_device(GPU).unwrap();
+    assert!(matches!(x.conv2d(&w, None, Default::default()), Err(TensorError::NotOnDevice { op: "conv2d", .. })));
+    // f64 may live on the device, but the kernels are f32.
+    let wide = ember::tensor::testing::random(&[3], 0.0, 1.0, 13).to_device(GPU).unwrap();
+    assert!(matches!(wide.exp(), Err(TensorError::UnsupportedDType { .. })));
+}
