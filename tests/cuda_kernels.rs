@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use ember::tensor::cpu::conv::{self as cpu_conv, ConvGeometry};
 use ember::tensor::cpu::gemm::{MatRef, gemm as cpu_gemm};
 use ember::tensor::cpu::reduce::{ReduceKind, reduce as cpu_reduce};
 use ember::tensor::cpu::softmax;
@@ -17,17 +18,27 @@ use ember::tensor::ops::binary::BinaryOp;
 use ember::tensor::ops::unary::UnaryOp;
 use ember::tensor::{Device, Layout, Tensor};
 
-/// The devices to prove the kernels on.
+/// Says once per test binary, past the test harness's output capture (so it shows in a
+/// normal `cargo test` run), that the GPU half of these tests did not run.
+fn report_gpu_skipped(reason: &str) {
+    use std::io::Write;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = writeln!(std::io::stderr(), "SKIPPED on a real GPU (the emulator ran every kernel): {reason}");
+    });
+}
+
+/// The devices to prove the kernels on: the emulator, and device 0 if it is a real GPU.
 fn devices() -> Vec<Arc<dyn GpuBackend>> {
     #[allow(unused_mut)]
     let mut devices = vec![Emulator::new()];
     #[cfg(feature = "cuda")]
-    match ember::tensor::cuda::driver::CudaDevice::new(0) {
+    match ember::tensor::cuda::driver::CudaDevice::shared(0) {
         Ok(gpu) => devices.push(gpu),
-        Err(e) => eprintln!("SKIPPED on a real GPU: {e}"),
+        Err(e) => report_gpu_skipped(&e.to_string()),
     }
     #[cfg(not(feature = "cuda"))]
-    eprintln!("SKIPPED on a real GPU: built without the `cuda` feature");
+    report_gpu_skipped("built without the `cuda` feature");
     devices
 }
 
@@ -252,6 +263,58 @@ fn gemm_matches_the_cpu_for_odd_sizes_strides_and_batches() {
             let c = GpuMatrix { buffer: &c_buf, offset: 0, row_stride: n, col_stride: 1, batch_stride: m * n };
             kernels::gemm(batch, m, n, k, a, b, c, accumulate).unwrap();
             assert_close(&download(&c_buf), &expected, 1e-5, &format!("gemm case {case}: {:?}", cases[case]));
+        }
+    }
+}
+
+/// A convolution's geometry with the output size derived as PyTorch does.
+fn geometry(n: usize, c_in: usize, h: usize, w: usize, c_out: usize, k: [usize; 2], stride: usize, padding: usize, dilation: usize) -> ConvGeometry {
+    let out = |size: usize, k: usize| (size + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
+    ConvGeometry {
+        n,
+        c_in,
+        h,
+        w,
+        c_out,
+        kh: k[0],
+        kw: k[1],
+        stride: [stride; 2],
+        padding: [padding; 2],
+        dilation: [dilation; 2],
+        ho: out(h, k[0]),
+        wo: out(w, k[1]),
+    }
+}
+
+#[test]
+fn implicit_gemm_convolutions_match_the_cpu() {
+    let cases = [
+        geometry(2, 3, 7, 9, 5, [3, 3], 1, 1, 1),   // the UNet's 3×3 "same" conv, odd sizes
+        geometry(3, 4, 9, 8, 6, [3, 3], 2, 1, 1),   // its stride-2 downsample
+        geometry(1, 2, 11, 10, 3, [3, 2], 1, 2, 2), // dilation, a non-square kernel
+        geometry(2, 7, 5, 5, 9, [1, 1], 1, 0, 1),   // the 1×1 shortcut
+        geometry(1, 3, 8, 8, 4, [4, 4], 2, 1, 1),   // a 4×4 stride-2 kernel
+        geometry(4, 8, 33, 32, 3, [3, 3], 1, 1, 1), // n·ho·wo > 4096: a split backward-weight
+        geometry(1, 1, 1, 1, 1, [1, 1], 1, 0, 1),   // 1
+    ];
+    for device in devices() {
+        for (case, g) in cases.iter().enumerate() {
+            let x = values(g.n * g.c_in * g.h * g.w, -1.0, 1.0, 50 + case as u64);
+            let w = values(g.c_out * g.c_in * g.kh * g.kw, -1.0, 1.0, 60 + case as u64);
+            let bias = values(g.c_out, -1.0, 1.0, 70 + case as u64);
+            let dy = values(g.n * g.c_out * g.ho * g.wo, -1.0, 1.0, 80 + case as u64);
+            let (xb, wb, bb, dyb) = (upload(&device, &x), upload(&device, &w), upload(&device, &bias), upload(&device, &dy));
+
+            let mut y = cpu_conv::conv2d_forward(&x, &w, g);
+            let plane = g.ho * g.wo;
+            for (i, v) in y.iter_mut().enumerate() {
+                *v += bias[(i / plane) % g.c_out];
+            }
+            assert_close(&download(&kernels::conv2d_forward(&xb, &wb, Some(&bb), g).unwrap()), &y, 1e-5, &format!("forward {g:?}"));
+            let dx = cpu_conv::conv2d_backward_input(&dy, &w, g);
+            assert_close(&download(&kernels::conv2d_backward_input(&dyb, &wb, g).unwrap()), &dx, 1e-5, &format!("backward input {g:?}"));
+            let dw = cpu_conv::conv2d_backward_weight(&x, &dy, g);
+            assert_close(&download(&kernels::conv2d_backward_weight(&xb, &dyb, g).unwrap()), &dw, 1e-5, &format!("backward weight {g:?}"));
         }
     }
 }

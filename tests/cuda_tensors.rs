@@ -99,14 +99,39 @@ fn autograd_through_device_ops_matches_the_cpu() {
 }
 
 #[test]
+fn convolutions_and_their_gradients_on_the_device_match_the_cpu() {
+    use ember::tensor::ops::conv::{Conv2dParams, ConvTranspose2dParams};
+    let x = random(&[2, 3, 9, 8], 20);
+    let w = random(&[5, 3, 3, 3], 21);
+    let b = random(&[5], 22);
+    let wt = random(&[3, 4, 4, 4], 23);
+    let run = |x: &Tensor, w: &Tensor, b: &Tensor, wt: &Tensor| {
+        let params = Conv2dParams { stride: [2, 2], padding: [1, 1], dilation: [1, 1] };
+        let y = x.conv2d(w, Some(b), params).unwrap();
+        let up = x.conv_transpose2d(wt, None, ConvTranspose2dParams::new(2, 1, 0)).unwrap();
+        y.sqr().unwrap().sum_all().unwrap().add(&up.sum_all().unwrap()).unwrap()
+    };
+    let vars = [&x, &w, &b, &wt].map(|t| t.variable());
+    let cpu_loss = run(&vars[0], &vars[1], &vars[2], &vars[3]);
+    let cpu_grads = cpu_loss.backward().unwrap();
+    let gpu_vars = [&x, &w, &b, &wt].map(|t| t.to_device(GPU).unwrap().variable());
+    let gpu_loss = run(&gpu_vars[0], &gpu_vars[1], &gpu_vars[2], &gpu_vars[3]);
+    assert_close(&gpu_loss, &cpu_loss, "conv loss");
+    let gpu_grads = gpu_loss.backward().unwrap();
+    for (name, (gpu, cpu)) in ["x", "w", "b", "w_transposed"].iter().zip(gpu_vars.iter().zip(&vars)) {
+        assert_close(gpu_grads.get(gpu).unwrap(), cpu_grads.get(cpu).unwrap(), &format!("grad of {name}"));
+    }
+}
+
+#[test]
 fn mixing_devices_and_missing_kernels_are_typed_errors() {
     let cpu = random(&[2, 3], 10);
     let gpu = cpu.to_device(GPU).unwrap();
     assert!(matches!(cpu.add(&gpu), Err(TensorError::DeviceMismatch { .. })));
     assert!(matches!(gpu.matmul(&cpu.transpose(0, 1).unwrap()), Err(TensorError::DeviceMismatch { .. })));
-    let x = random(&[1, 1, 4, 4], 11).to_device(GPU).unwrap();
-    let w = random(&[1, 1, 3, 3], 12).to_device(GPU).unwrap();
-    assert!(matches!(x.conv2d(&w, None, Default::default()), Err(TensorError::NotOnDevice { op: "conv2d", .. })));
+    let x = random(&[1, 4, 4, 4], 11).to_device(GPU).unwrap();
+    let w = random(&[4], 12).to_device(GPU).unwrap();
+    assert!(matches!(x.group_norm(2, Some(&w), Some(&w), 1e-5), Err(TensorError::NotOnDevice { .. })));
     // f64 may live on the device, but the kernels are f32.
     let wide = ember::tensor::testing::random(&[3], 0.0, 1.0, 13).to_device(GPU).unwrap();
     assert!(matches!(wide.exp(), Err(TensorError::UnsupportedDType { .. })));

@@ -27,6 +27,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "ci",
         "run the checks CI runs: cargo test --workspace --release",
     ),
+    (
+        "kernels",
+        "compile every CUDA kernel with NVRTC for sm_80 and sm_90; fail on error, warning, spill",
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         "fixtures" => fixtures(rest),
         "bench" => bench(rest),
         "ci" => ci(rest),
+        "kernels" => kernels(rest),
         "help" | "-h" | "--help" => {
             print!("{}", usage());
             Ok(())
@@ -153,6 +158,73 @@ fn ci(args: &[String]) -> Result {
     run(Command::new(cargo())
         .current_dir(repo_root())
         .args(["test", "--workspace", "--release"]))
+}
+
+/// The NVRTC wheel: CUDA 13, matching cudarc's `cuda-13000` bindings. It installs
+/// `libnvrtc.so.13` and `libnvrtc-builtins.so.13.*` under `site-packages/nvidia/cu13/lib`.
+const NVRTC_PACKAGE: &str = "nvidia-cuda-nvrtc==13.*";
+const NVRTC_LIBRARY: &str = "libnvrtc.so.13";
+
+/// `cargo xtask kernels [extra.cu ...]`: makes sure `target/nvrtc-venv` holds NVRTC from PyPI,
+/// then runs the `check_kernels` example with it on `LD_LIBRARY_PATH` (the only place cudarc
+/// looks). Extra `.cu` files are checked along with the embedded ones. Needs no GPU.
+fn kernels(args: &[String]) -> Result {
+    let root = repo_root();
+    let library_dir = ensure_nvrtc(&root.join("target").join("nvrtc-venv"))?;
+    println!("xtask: NVRTC from {}", library_dir.display());
+    let mut library_path = env::split_paths(&env::var_os("LD_LIBRARY_PATH").unwrap_or_default())
+        .collect::<Vec<_>>();
+    library_path.insert(0, library_dir);
+    let library_path = env::join_paths(library_path)
+        .map_err(|e| format!("cannot build LD_LIBRARY_PATH: {e}"))?;
+    // The example runs in the workspace root: extra files are named from here.
+    let here = env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let extra: Vec<PathBuf> = args
+        .iter()
+        .map(|file| here.join(file).canonicalize().unwrap_or_else(|_| here.join(file)))
+        .collect();
+    run(Command::new(cargo())
+        .current_dir(&root)
+        .env("LD_LIBRARY_PATH", library_path)
+        .args(["run", "--release", "-p", "ember-tensor", "--features", "cuda"])
+        .args(["--example", "check_kernels", "--"])
+        .args(&extra))
+    .map_err(|e| format!("the kernel check failed: {e}"))
+}
+
+/// Makes sure the virtualenv at `venv` has NVRTC (creating it and installing
+/// [`NVRTC_PACKAGE`] if needed); returns the directory holding [`NVRTC_LIBRARY`].
+fn ensure_nvrtc(venv: &Path) -> Result<PathBuf> {
+    if let Some(dir) = find_file(venv, NVRTC_LIBRARY) {
+        return Ok(dir);
+    }
+    let python = venv_python(venv);
+    if !python.exists() {
+        println!("xtask: creating virtualenv at {}", venv.display());
+        let host = host_python()?;
+        run(Command::new(host).args([OsStr::new("-m"), OsStr::new("venv"), venv.as_os_str()]))
+            .map_err(|e| format!("could not create the virtualenv (python3-venv?): {e}"))?;
+    }
+    println!("xtask: installing {NVRTC_PACKAGE} into {}", venv.display());
+    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", NVRTC_PACKAGE]))
+        .map_err(|e| format!("pip could not install {NVRTC_PACKAGE} (is PyPI reachable?): {e}"))?;
+    find_file(venv, NVRTC_LIBRARY).ok_or_else(|| {
+        format!("{NVRTC_PACKAGE} installed, but no {NVRTC_LIBRARY} under {}", venv.display())
+    })
+}
+
+/// The directory under `dir` (searched depth first) holding a file named `name`.
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).ok()?.flatten().map(|entry| entry.path()).collect();
+    entries.sort();
+    if entries.iter().any(|p| p.file_name() == Some(OsStr::new(name)) && p.is_file()) {
+        return Some(dir.to_path_buf());
+    }
+    entries
+        .iter()
+        .filter(|p| p.is_dir() && !p.is_symlink())
+        .find_map(|p| find_file(p, name))
 }
 
 // ---------------------------------------------------------------------------

@@ -19,6 +19,12 @@ struct EmberStrides {
     long long strides[8];
 };
 
+// The sizes of a 2-D convolution (NCHW), by value: x [n, c_in, h, w], weight
+// [c_out, c_in, kh, kw], y [n, c_out, ho, wo]. The host side is `cuda::ConvShape`.
+struct EmberConv {
+    int n, c_in, h, w, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, ho, wo;
+};
+
 #if defined(EMBER_CUDA_EMULATOR)
 #include "emu/cuda_emu.h"
 #else
@@ -108,4 +114,65 @@ __device__ __forceinline__ float ember_block_max(float value, float* scratch) {
     value = ember_warp_max(value);
     __syncthreads();
     return value;
+}
+
+// ---- The tiled matrix multiply that GEMM and the implicit-GEMM convolutions share ----
+//
+// A block of 256 threads computes a 64×64 tile of C = A·B, A m×k and B k×n, over the depth
+// range [k_begin, k_end). A and B are not arrays but `operands.a(row, depth)` and
+// `operands.b(depth, col)`: a strided matrix for GEMM, an on-the-fly im2col for convolutions
+// (so no im2col buffer exists). For each 16-deep slice, the block stages A's 64×16 and B's
+// 16×64 panels in shared memory (zero past the edges, so the inner loop never branches), then
+// thread (tx, ty) of the 16×16 grid accumulates the 4×4 outputs at rows ty + 16·r, columns
+// tx + 16·s of the tile into acc[r][s]. The stride-16 spread makes a warp's reads of the B
+// panel hit 32 consecutive banks.
+
+#define EMBER_TILE 64
+#define EMBER_TILE_DEPTH 16
+#define EMBER_TILE_THREADS 256
+
+template <class Operands>
+__device__ __forceinline__ void ember_tile_gemm(const Operands& operands, int m, int n, int k_begin, int k_end,
+                                                int row0, int col0, float acc[4][4]) {
+    EMBER_SHARED(float[EMBER_TILE_DEPTH][EMBER_TILE + 4], a_panel);  // a_panel[p][i] = A(row0 + i, p0 + p)
+    EMBER_SHARED(float[EMBER_TILE_DEPTH][EMBER_TILE + 4], b_panel);  // b_panel[p][j] = B(p0 + p, col0 + j)
+    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    for (int r = 0; r < 4; r++)
+        for (int s = 0; s < 4; s++) acc[r][s] = 0.0f;
+
+    for (int p0 = k_begin; p0 < k_end; p0 += EMBER_TILE_DEPTH) {
+        for (int e = threadIdx.x; e < EMBER_TILE * EMBER_TILE_DEPTH; e += EMBER_TILE_THREADS) {
+            int i = e / EMBER_TILE_DEPTH, p = e % EMBER_TILE_DEPTH;
+            int row = row0 + i, depth = p0 + p;
+            a_panel[p][i] = (row < m && depth < k_end) ? operands.a(row, depth) : 0.0f;
+        }
+        for (int e = threadIdx.x; e < EMBER_TILE_DEPTH * EMBER_TILE; e += EMBER_TILE_THREADS) {
+            int p = e / EMBER_TILE, j = e % EMBER_TILE;
+            int depth = p0 + p, col = col0 + j;
+            b_panel[p][j] = (depth < k_end && col < n) ? operands.b(depth, col) : 0.0f;
+        }
+        __syncthreads();
+        for (int p = 0; p < EMBER_TILE_DEPTH; p++) {
+            float a_values[4], b_values[4];
+            for (int r = 0; r < 4; r++) a_values[r] = a_panel[p][ty + 16 * r];
+            for (int s = 0; s < 4; s++) b_values[s] = b_panel[p][tx + 16 * s];
+            for (int r = 0; r < 4; r++)
+                for (int s = 0; s < 4; s++) acc[r][s] = fmaf(a_values[r], b_values[s], acc[r][s]);
+        }
+        __syncthreads();
+    }
+}
+
+// Calls store(row, col, value) for each in-range output of the tile ember_tile_gemm computed.
+template <class Store>
+__device__ __forceinline__ void ember_tile_store(int m, int n, int row0, int col0, const float acc[4][4], const Store& store) {
+    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    for (int r = 0; r < 4; r++) {
+        int row = row0 + ty + 16 * r;
+        if (row >= m) continue;
+        for (int s = 0; s < 4; s++) {
+            int col = col0 + tx + 16 * s;
+            if (col < n) store(row, col, acc[r][s]);
+        }
+    }
 }

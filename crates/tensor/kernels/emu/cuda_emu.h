@@ -81,6 +81,7 @@ template <class T> constexpr char parameter_code() {
     else if constexpr (std::is_same_v<T, float>) return 'f';
     else if constexpr (std::is_same_v<T, double>) return 'd';
     else if constexpr (std::is_same_v<T, EmberStrides>) return 'S';
+    else if constexpr (std::is_same_v<T, EmberConv>) return 'C';
     else return '?';
 }
 template <class... Params> const char* signature(void (*)(Params...)) {

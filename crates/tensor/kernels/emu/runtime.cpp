@@ -203,6 +203,26 @@ std::string deadlock_report(const Launch& launch) {
     return text;
 }
 
+// Sets up thread `i` of the block as a fiber that starts in fiber_main. (Its own function:
+// getcontext returns twice, which would make the caller's loop variables unsafe.)
+__attribute__((noinline)) void prepare_fiber(Launch& launch, unsigned i) {
+    Fiber& fiber = launch.fibers[i];
+    unsigned x = i % launch.block.x, y = (i / launch.block.x) % launch.block.y,
+             z = i / (launch.block.x * launch.block.y);
+    fiber.context = ThreadContext{{x, y, z}, launch.block_idx, launch.block, launch.grid, i % 32, i / 32};
+    fiber.shared_declarations = 0;
+    fiber.fake_stack = nullptr;
+    fiber.stack = &stack_pool.get(i);
+    // An earlier launch may have left AddressSanitizer's marks on this stack.
+    ASAN_UNPOISON_MEMORY_REGION(fiber.stack->bottom, fiber.stack->bytes);
+    getcontext(&fiber.registers);
+    fiber.registers.uc_stack.ss_sp = fiber.stack->bottom;
+    fiber.registers.uc_stack.ss_size = fiber.stack->bytes;
+    fiber.registers.uc_link = nullptr;
+    makecontext(&fiber.registers, fiber_main, 0);
+    make_runnable(launch, i);
+}
+
 // Runs one block to its end (or the launch's first error).
 void run_block(Launch& launch) {
     // Shared memory: poisoned bytes (0xff: a NaN as f32, f16 or f64), the redzones and the
@@ -221,23 +241,7 @@ void run_block(Launch& launch) {
         warp.arrived = 0;
         warp.generation = 0;
     }
-    for (unsigned i = 0; i < launch.threads; i++) {
-        Fiber& fiber = launch.fibers[i];
-        unsigned x = i % launch.block.x, y = (i / launch.block.x) % launch.block.y,
-                 z = i / (launch.block.x * launch.block.y);
-        fiber.context = ThreadContext{{x, y, z}, launch.block_idx, launch.block, launch.grid, i % 32, i / 32};
-        fiber.shared_declarations = 0;
-        fiber.fake_stack = nullptr;
-        fiber.stack = &stack_pool.get(i);
-        // An earlier launch may have left AddressSanitizer's marks on this stack.
-        ASAN_UNPOISON_MEMORY_REGION(fiber.stack->bottom, fiber.stack->bytes);
-        getcontext(&fiber.registers);
-        fiber.registers.uc_stack.ss_sp = fiber.stack->bottom;
-        fiber.registers.uc_stack.ss_size = fiber.stack->bytes;
-        fiber.registers.uc_link = nullptr;
-        makecontext(&fiber.registers, fiber_main, 0);
-        make_runnable(launch, i);
-    }
+    for (unsigned i = 0; i < launch.threads; i++) prepare_fiber(launch, i);
 
     while (!launch.failed) {
         if (launch.runnable.empty()) {
@@ -426,9 +430,10 @@ extern "C" int ember_emu_launch(const char* kernel, void (*entry)(void**), void*
 }
 
 // AddressSanitizer's settings for the processes the emulator is linked into: no leak check
-// (the test harness exits with threads alive), a small quarantine (tests allocate a lot).
+// (the test harness exits with threads alive), a small quarantine (tests allocate a lot),
+// and the shadow gap left accessible, which the CUDA driver needs when it shares the process.
 #if EMU_ASAN
 extern "C" const char* __asan_default_options() {
-    return "detect_leaks=0:quarantine_size_mb=64:allocator_may_return_null=1";
+    return "detect_leaks=0:quarantine_size_mb=64:allocator_may_return_null=1:protect_shadow_gap=0";
 }
 #endif

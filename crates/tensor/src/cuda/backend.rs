@@ -65,6 +65,28 @@ impl Strides {
     }
 }
 
+/// The sizes of a 2-D convolution as kernels take them by value (`EmberConv` in
+/// kernels/ember_cuda.h, same layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ConvShape {
+    pub n: i32,
+    pub c_in: i32,
+    pub h: i32,
+    pub w: i32,
+    pub c_out: i32,
+    pub kh: i32,
+    pub kw: i32,
+    pub stride_h: i32,
+    pub stride_w: i32,
+    pub pad_h: i32,
+    pub pad_w: i32,
+    pub dilation_h: i32,
+    pub dilation_w: i32,
+    pub ho: i32,
+    pub wo: i32,
+}
+
 /// One kernel argument, as the kernel's C++ signature declares it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KernelArg {
@@ -77,6 +99,8 @@ pub enum KernelArg {
     F64(f64),
     /// An `EmberStrides` by value.
     Strides(Strides),
+    /// An `EmberConv` by value.
+    Conv(ConvShape),
 }
 
 impl KernelArg {
@@ -90,6 +114,7 @@ impl KernelArg {
             KernelArg::F32(v) => v.to_ne_bytes().to_vec(),
             KernelArg::F64(v) => v.to_ne_bytes().to_vec(),
             KernelArg::Strides(v) => bytemuck::bytes_of(&v).to_vec(),
+            KernelArg::Conv(v) => bytemuck::bytes_of(&v).to_vec(),
         }
     }
 }

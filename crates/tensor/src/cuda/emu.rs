@@ -94,6 +94,7 @@ fn check_signature(kernel: &EmulatedKernel, args: &[KernelArg]) -> Result<()> {
             KernelArg::F32(_) => 'f',
             KernelArg::F64(_) => 'd',
             KernelArg::Strides(_) => 'S',
+            KernelArg::Conv(_) => 'C',
         })
         .collect();
     if signature != given {
@@ -101,7 +102,7 @@ fn check_signature(kernel: &EmulatedKernel, args: &[KernelArg]) -> Result<()> {
             what: format!("kernel {}", kernel.name),
             msg: format!(
                 "arguments do not match the kernel's parameters: given ({given}), declared ({signature}) \
-                 (p pointer, i int, u unsigned, l long long, f float, d double, S EmberStrides)"
+                 (p pointer, i int, u unsigned, l long long, f float, d double, S EmberStrides, C EmberConv)"
             ),
         });
     }

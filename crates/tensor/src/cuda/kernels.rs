@@ -3,7 +3,8 @@
 //! Each function names its kernel's `.cu` file; the math is documented there and in the CPU
 //! kernel it must match.
 
-use super::{DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig, Strides};
+use super::{ConvShape, DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig, Strides};
+use crate::cpu::conv::ConvGeometry;
 use crate::cpu::reduce::ReduceKind;
 use crate::ops::binary::BinaryOp;
 use crate::ops::unary::UnaryOp;
@@ -266,4 +267,91 @@ pub fn gemm(batch: usize, m: usize, n: usize, k: usize, a: GpuMatrix, b: GpuMatr
         KernelArg::I32(accumulate as i32),
     ];
     c.buffer.backend().launch(kernel("gemm.cu", "gemm_f32"), &config, &args)
+}
+
+/// The tiles of an implicit-GEMM product with an `m × n` output (kernels/conv.cu).
+fn tile_grid(op: &'static str, m: usize, n: usize, splits: usize) -> Result<LaunchConfig> {
+    let grid = [n.div_ceil(64), m.div_ceil(64), splits];
+    if grid[0] > i32::MAX as usize || grid[1] > 65535 || grid[2] > 65535 {
+        return Err(invalid(op, format!("a {m}×{n} output exceeds CUDA's grid")));
+    }
+    Ok(LaunchConfig { grid: grid.map(|g| g as u32), block: [256, 1, 1], shared_bytes: 0 })
+}
+
+fn conv_shape(op: &'static str, g: &ConvGeometry) -> Result<ConvShape> {
+    let int = |what: &str, v: usize| to_i32(op, what, v);
+    // Every index the kernels compute fits an int when the largest tensor's element count does.
+    let largest = [g.n * g.c_in * g.h * g.w, g.n * g.c_out * g.ho * g.wo, g.c_out * g.c_in * g.kh * g.kw].into_iter().max().unwrap_or(0);
+    int("elements of a tensor", largest)?;
+    Ok(ConvShape {
+        n: int("n", g.n)?,
+        c_in: int("c_in", g.c_in)?,
+        h: int("h", g.h)?,
+        w: int("w", g.w)?,
+        c_out: int("c_out", g.c_out)?,
+        kh: int("kh", g.kh)?,
+        kw: int("kw", g.kw)?,
+        stride_h: int("stride", g.stride[0])?,
+        stride_w: int("stride", g.stride[1])?,
+        pad_h: int("padding", g.padding[0])?,
+        pad_w: int("padding", g.padding[1])?,
+        dilation_h: int("dilation", g.dilation[0])?,
+        dilation_w: int("dilation", g.dilation[1])?,
+        ho: int("ho", g.ho)?,
+        wo: int("wo", g.wo)?,
+    })
+}
+
+/// `y = conv2d(x, w) (+ bias)`, x `[n, c_in, h, w]` and w `[c_out, c_in, kh, kw]` contiguous
+/// (kernels/conv.cu; CPU: [`crate::cpu::conv::conv2d_forward`]).
+pub fn conv2d_forward(x: &DeviceBuffer, w: &DeviceBuffer, bias: Option<&DeviceBuffer>, g: &ConvGeometry) -> Result<DeviceBuffer> {
+    let op = "conv2d";
+    let shape = conv_shape(op, g)?;
+    check_len(op, "x", x, g.n * g.c_in * g.h * g.w)?;
+    check_len(op, "weight", w, g.c_out * g.c_in * g.kh * g.kw)?;
+    if let Some(bias) = bias {
+        check_len(op, "bias", bias, g.c_out)?;
+    }
+    let y = output(x.backend(), g.n * g.c_out * g.ho * g.wo)?;
+    let config = tile_grid(op, g.c_out, g.n * g.ho * g.wo, 1)?;
+    let bias = KernelArg::Ptr(bias.map_or(0, |b| b.ptr()));
+    x.backend().launch(kernel("conv.cu", "conv2d_forward_f32"), &config, &[x.arg(), w.arg(), bias, y.arg(), KernelArg::Conv(shape)])?;
+    Ok(y)
+}
+
+/// dx of `conv2d(x, w)` given dy `[n, c_out, ho, wo]` (kernels/conv.cu; CPU:
+/// [`crate::cpu::conv::conv2d_backward_input`]).
+pub fn conv2d_backward_input(dy: &DeviceBuffer, w: &DeviceBuffer, g: &ConvGeometry) -> Result<DeviceBuffer> {
+    let op = "conv2d_backward_input";
+    let shape = conv_shape(op, g)?;
+    check_len(op, "dy", dy, g.n * g.c_out * g.ho * g.wo)?;
+    check_len(op, "weight", w, g.c_out * g.c_in * g.kh * g.kw)?;
+    let dx = output(dy.backend(), g.n * g.c_in * g.h * g.w)?;
+    let config = tile_grid(op, g.c_in, g.n * g.h * g.w, 1)?;
+    dy.backend().launch(kernel("conv.cu", "conv2d_backward_input_f32"), &config, &[dy.arg(), w.arg(), dx.arg(), KernelArg::Conv(shape)])?;
+    Ok(dx)
+}
+
+/// dW of `conv2d(x, w)` given x and dy (kernels/conv.cu; CPU:
+/// [`crate::cpu::conv::conv2d_backward_weight`]). The long reduction over n·ho·wo is split
+/// across blocks; the partial sums are added by [`reduce`], so the result is the same on
+/// every run.
+pub fn conv2d_backward_weight(x: &DeviceBuffer, dy: &DeviceBuffer, g: &ConvGeometry) -> Result<DeviceBuffer> {
+    let op = "conv2d_backward_weight";
+    let shape = conv_shape(op, g)?;
+    check_len(op, "x", x, g.n * g.c_in * g.h * g.w)?;
+    check_len(op, "dy", dy, g.n * g.c_out * g.ho * g.wo)?;
+    let (m, n, k) = (g.c_out, g.c_in * g.kh * g.kw, g.n * g.ho * g.wo);
+    // About 4096 depths per split (at most 64 splits), in whole 16-deep panels.
+    let splits = k.div_ceil(4096).clamp(1, 64);
+    let split_len = k.div_ceil(splits).div_ceil(16) * 16;
+    let splits = k.div_ceil(split_len).max(1);
+    let partial = output(x.backend(), splits * m * n)?;
+    let config = tile_grid(op, m, n, splits)?;
+    let args = [x.arg(), dy.arg(), partial.arg(), KernelArg::Conv(shape), KernelArg::I32(to_i32(op, "split length", split_len)?)];
+    x.backend().launch(kernel("conv.cu", "conv2d_backward_weight_f32"), &config, &args)?;
+    if splits == 1 {
+        return Ok(partial);
+    }
+    reduce(&partial, &Layout::contiguous(&[splits, m * n]), &[0], ReduceKind::Sum)
 }

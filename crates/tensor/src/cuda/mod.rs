@@ -23,7 +23,7 @@ pub mod nvrtc;
 #[cfg(feature = "cuda-emu")]
 pub mod emu;
 
-pub use backend::{DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig, Strides};
+pub use backend::{ConvShape, DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig, Strides};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -54,7 +54,7 @@ fn open(ordinal: usize) -> Result<Arc<dyn GpuBackend>> {
     let mut reasons: Vec<String> = Vec::new();
     if choice != "emu" {
         #[cfg(feature = "cuda")]
-        match driver::CudaDevice::new(ordinal) {
+        match driver::CudaDevice::shared(ordinal) {
             Ok(gpu) => return Ok(gpu),
             Err(e) => reasons.push(e.to_string()),
         }

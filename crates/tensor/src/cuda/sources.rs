@@ -15,6 +15,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("reduce.cu", include_str!("../../kernels/reduce.cu")),
     ("softmax.cu", include_str!("../../kernels/softmax.cu")),
     ("gemm.cu", include_str!("../../kernels/gemm.cu")),
+    ("conv.cu", include_str!("../../kernels/conv.cu")),
 ];
 
 /// The source of one kernel file, by name.

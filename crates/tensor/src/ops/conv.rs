@@ -4,7 +4,9 @@
 
 use crate::cpu::conv::{ConvGeometry, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 use crate::error::{Result, TensorError, invalid};
-use crate::ops::{check_rank, check_same, new_tensor, wrap};
+use crate::cuda::DeviceBuffer;
+use crate::cuda::kernels as gpu;
+use crate::ops::{check_rank, check_same, dense, gpu_tensor, new_tensor, on_gpu, with_gpu, wrap};
 use crate::storage::with_float_slices2;
 use crate::Tensor;
 
@@ -55,9 +57,15 @@ impl ConvTranspose2dParams {
     }
 }
 
-/// Runs a conv kernel on two contiguous float tensors.
+/// Runs a conv kernel on two contiguous float tensors: `$kernel` on the CPU, `$gpu_kernel` on
+/// a CUDA device.
 macro_rules! run_conv_kernel {
-    ($op:expr, $kernel:ident, $a:expr, $b:expr, $g:expr, $shape:expr) => {{
+    ($op:expr, $kernel:ident, $gpu_kernel:path, $a:expr, $b:expr, $g:expr, $shape:expr) => {{
+        if on_gpu($a) {
+            let (a, b) = (dense($a)?, dense($b)?);
+            let buffer = with_gpu($op, &a, |x| with_gpu($op, &b, |y| $gpu_kernel(x, y, $g)))?;
+            return Ok(gpu_tensor(buffer, a.device(), $shape));
+        }
         let (a, b) = ($a.contiguous()?, $b.contiguous()?);
         let (ra, rb) = (a.layout().contiguous_range().unwrap(), b.layout().contiguous_range().unwrap());
         let (sa, sb) = (a.storage(), b.storage());
@@ -75,15 +83,16 @@ fn output_shape(g: &ConvGeometry) -> [usize; 4] {
 
 /// y = conv(x, w) without bias or autograd.
 fn conv_forward(x: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
-    run_conv_kernel!("conv2d", conv2d_forward, x, w, g, &output_shape(g))
+    let gpu_forward = |x: &DeviceBuffer, w: &DeviceBuffer, g: &ConvGeometry| gpu::conv2d_forward(x, w, None, g);
+    run_conv_kernel!("conv2d", conv2d_forward, gpu_forward, x, w, g, &output_shape(g))
 }
 /// dx of a conv, given dy.
 fn conv_input_grad(dy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
-    run_conv_kernel!("conv2d_backward_input", conv2d_backward_input, dy, w, g, &input_shape(g))
+    run_conv_kernel!("conv2d_backward_input", conv2d_backward_input, gpu::conv2d_backward_input, dy, w, g, &input_shape(g))
 }
 /// dW of a conv, given x and dy.
 fn conv_weight_grad(x: &Tensor, dy: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
-    run_conv_kernel!("conv2d_backward_weight", conv2d_backward_weight, x, dy, g, &[g.c_out, g.c_in, g.kh, g.kw])
+    run_conv_kernel!("conv2d_backward_weight", conv2d_backward_weight, gpu::conv2d_backward_weight, x, dy, g, &[g.c_out, g.c_in, g.kh, g.kw])
 }
 
 /// Rejects inputs with an axis of size 0 (an empty batch included).
