@@ -25,7 +25,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "ci",
-        "run the checks CI runs: cargo test --workspace --release",
+        "run the README's test command: cargo test --workspace --release --features cuda,cuda-emu",
     ),
     (
         "kernels",
@@ -157,7 +157,7 @@ fn ci(args: &[String]) -> Result {
     }
     run(Command::new(cargo())
         .current_dir(repo_root())
-        .args(["test", "--workspace", "--release"]))
+        .args(["test", "--workspace", "--release", "--features", "cuda,cuda-emu"]))
 }
 
 /// The NVRTC wheel: CUDA 13, matching cudarc's `cuda-13000` bindings. It installs
