@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
+use ember::tensor::cpu::attention::{self as cpu_attention, AttentionShape};
 use ember::tensor::cpu::conv::{self as cpu_conv, ConvGeometry};
+use ember::tensor::cpu::norm::{self as cpu_norm, GroupNormShape};
 use ember::tensor::cpu::gemm::{MatRef, gemm as cpu_gemm};
 use ember::tensor::cpu::reduce::{ReduceKind, reduce as cpu_reduce};
 use ember::tensor::cpu::softmax;
@@ -315,6 +317,67 @@ fn implicit_gemm_convolutions_match_the_cpu() {
             assert_close(&download(&kernels::conv2d_backward_input(&dyb, &wb, g).unwrap()), &dx, 1e-5, &format!("backward input {g:?}"));
             let dw = cpu_conv::conv2d_backward_weight(&x, &dy, g);
             assert_close(&download(&kernels::conv2d_backward_weight(&xb, &dyb, g).unwrap()), &dw, 1e-5, &format!("backward weight {g:?}"));
+        }
+    }
+}
+
+#[test]
+fn group_norm_forward_and_backward_match_the_cpu() {
+    let cases = [
+        GroupNormShape { n: 2, channels: 8, groups: 4, positions: 7 * 5 },
+        GroupNormShape { n: 1, channels: 6, groups: 1, positions: 300 },
+        GroupNormShape { n: 3, channels: 32, groups: 32, positions: 1 },
+        GroupNormShape { n: 2, channels: 64, groups: 32, positions: 16 * 16 },
+    ];
+    for device in devices() {
+        for (case, s) in cases.iter().enumerate() {
+            let len = s.n * s.channels * s.positions;
+            // A mean far from zero tests the two-pass variance.
+            let x = values(len, 2.0, 5.0, 90 + case as u64);
+            let (w, b) = (values(s.channels, 0.5, 1.5, 91 + case as u64), values(s.channels, -1.0, 1.0, 92 + case as u64));
+            let dy = values(len, -1.0, 1.0, 93 + case as u64);
+            let (y, mean, rstd) = cpu_norm::group_norm_forward(&x, &w, &b, s, 1e-5);
+            let (xb, wb, bb) = (upload(&device, &x), upload(&device, &w), upload(&device, &b));
+            let (gy, gmean, grstd) = kernels::group_norm_forward(&xb, &wb, &bb, s, 1e-5).unwrap();
+            let what = format!("group norm {s:?}");
+            assert_close(&download(&gy), &y, 1e-5, &what);
+            assert_close(&download(&gmean), &mean, 1e-5, &format!("{what} mean"));
+            assert_close(&download(&grstd), &rstd, 1e-5, &format!("{what} rstd"));
+            let (dx, dw, db) = cpu_norm::group_norm_backward(&x, &dy, &w, &mean, &rstd, s);
+            let (gdx, gdw, gdb) = kernels::group_norm_backward(&xb, &upload(&device, &dy), &wb, &gmean, &grstd, s).unwrap();
+            assert_close(&download(&gdx), &dx, 1e-5, &format!("{what} dx"));
+            assert_close(&download(&gdw), &dw, 1e-5, &format!("{what} dweight"));
+            assert_close(&download(&gdb), &db, 1e-5, &format!("{what} dbias"));
+        }
+    }
+}
+
+#[test]
+fn flash_attention_forward_and_backward_match_the_cpu() {
+    let cases = [
+        AttentionShape { bh: 2, sq: 64, sk: 64, d: 32, dv: 32 }, // the UNet's 8×8 attention
+        AttentionShape { bh: 3, sq: 37, sk: 45, d: 17, dv: 9 },  // odd sizes, partial tiles
+        AttentionShape { bh: 1, sq: 1, sk: 1, d: 1, dv: 1 },
+        AttentionShape { bh: 1, sq: 5, sk: 100, d: 64, dv: 64 },
+    ];
+    for device in devices() {
+        for (case, s) in cases.iter().enumerate() {
+            let q = values(s.bh * s.sq * s.d, -2.0, 2.0, 100 + case as u64);
+            let k = values(s.bh * s.sk * s.d, -2.0, 2.0, 101 + case as u64);
+            let v = values(s.bh * s.sk * s.dv, -1.0, 1.0, 102 + case as u64);
+            let d_out = values(s.bh * s.sq * s.dv, -1.0, 1.0, 103 + case as u64);
+            let scale = 1.0 / (s.d as f32).sqrt();
+            let (out, lse) = cpu_attention::attention_forward(&q, &k, &v, s, scale);
+            let (qb, kb, vb) = (upload(&device, &q), upload(&device, &k), upload(&device, &v));
+            let (gout, glse) = kernels::attention_forward(&qb, &kb, &vb, s, scale as f64).unwrap();
+            let what = format!("attention {s:?}");
+            assert_close(&download(&gout), &out, 1e-5, &what);
+            assert_close(&download(&glse), &lse, 1e-5, &format!("{what} lse"));
+            let (dq, dk, dv) = cpu_attention::attention_backward(&q, &k, &v, &out, &lse, &d_out, s, scale);
+            let (gdq, gdk, gdv) = kernels::attention_backward(&qb, &kb, &vb, &gout, &glse, &upload(&device, &d_out), s, scale as f64).unwrap();
+            assert_close(&download(&gdq), &dq, 1e-5, &format!("{what} dq"));
+            assert_close(&download(&gdk), &dk, 1e-5, &format!("{what} dk"));
+            assert_close(&download(&gdv), &dv, 1e-5, &format!("{what} dv"));
         }
     }
 }

@@ -160,7 +160,7 @@ pub fn ddim_sample_from<E: From<TensorError>>(
         let t_prev = timesteps.get(i + 1).copied();
         let eps = predict_noise(op, model, &x, t)?;
         let noise = if ddim_sigma(schedule, t, t_prev, eta)? > 0.0 {
-            Some(Tensor::randn(x.shape(), 0.0, 1.0, x.dtype(), rng))
+            Some(Tensor::randn(x.shape(), 0.0, 1.0, x.dtype(), rng).to_device(x.device())?)
         } else {
             None
         };

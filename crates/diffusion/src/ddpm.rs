@@ -114,7 +114,7 @@ pub fn ddpm_sample_from<E: From<TensorError>>(
     for (done, t) in (0..total).rev().enumerate() {
         let eps = predict_noise(op, model, &x, t)?;
         let noise = if variance.sampling_variance(schedule, t)? > 0.0 {
-            Some(Tensor::randn(x.shape(), 0.0, 1.0, x.dtype(), rng))
+            Some(Tensor::randn(x.shape(), 0.0, 1.0, x.dtype(), rng).to_device(x.device())?)
         } else {
             None
         };

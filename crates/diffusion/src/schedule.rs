@@ -180,8 +180,8 @@ impl NoiseSchedule {
         let coef_x0: Vec<f64> = self.per_element(op, x0, t, |t| self.alphas_cumprod[t].sqrt())?;
         let coef_noise: Vec<f64> = self.per_element(op, x0, t, |t| (1.0 - self.alphas_cumprod[t]).sqrt())?;
         let shape = broadcast_shape(x0);
-        let coef_x0 = Tensor::from_f64(&coef_x0, &shape, x0.dtype())?;
-        let coef_noise = Tensor::from_f64(&coef_noise, &shape, x0.dtype())?;
+        let coef_x0 = Tensor::from_f64(&coef_x0, &shape, x0.dtype())?.to_device(x0.device())?;
+        let coef_noise = Tensor::from_f64(&coef_noise, &shape, x0.dtype())?.to_device(x0.device())?;
         x0.mul(&coef_x0)?.add(&noise.mul(&coef_noise)?)
     }
 

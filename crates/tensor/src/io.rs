@@ -71,7 +71,7 @@ pub fn save_safetensors(path: impl AsRef<Path>, tensors: &[(&str, &Tensor)], met
     let prepared: Vec<(String, TensorBytes)> = tensors
         .iter()
         .map(|(name, t)| {
-            let contiguous = t.deep_copy()?;
+            let contiguous = t.to_device(crate::Device::Cpu)?.deep_copy()?;
             let bytes = contiguous.storage().cpu("save")?.as_bytes().to_vec();
             Ok((name.to_string(), TensorBytes { dtype: to_safetensors_dtype(t.dtype()), shape: t.shape().to_vec(), bytes }))
         })

@@ -53,6 +53,13 @@ fn apply_update(param: &Tensor, grad: &Tensor, state: &[&Tensor], rule: &impl Up
     }
 }
 
+fn check_same_device(param: &Tensor, grad: &Tensor) -> Result<()> {
+    if grad.device() != param.device() {
+        return Err(TensorError::DeviceMismatch { op: "optimizer step", lhs: param.device(), rhs: grad.device() });
+    }
+    Ok(())
+}
+
 /// Checks every present gradient against its parameter before anything is updated, so that a
 /// failing step changes nothing.
 fn check_grads(params: &[Tensor], grads: &Gradients) -> Result<()> {
@@ -220,16 +227,50 @@ struct AdamRule {
     step: u64,
 }
 
+impl AdamRule {
+    /// `(step_size, inv_bc2, decay)`: `lr / (1 − β1^t)`, `1 / √(1 − β2^t)`, `1 − lr·wd`.
+    fn step_constants(&self) -> (f64, f64, f64) {
+        let cfg = &self.config;
+        let bias_correction1 = 1.0 - cfg.beta1.powi(self.step as i32);
+        let bias_correction2_sqrt = (1.0 - cfg.beta2.powi(self.step as i32)).sqrt();
+        (cfg.lr / bias_correction1, 1.0 / bias_correction2_sqrt, 1.0 - cfg.lr * cfg.weight_decay)
+    }
+
+    /// The same update on a CUDA device (kernels/optim.cu), in place.
+    fn apply_on_gpu(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
+        use crate::ops::{dense, with_gpu};
+        let cfg = &self.config;
+        let (step_size, inv_bc2, decay) = self.step_constants();
+        let constants = crate::cuda::kernels::AdamConstants {
+            beta1: cfg.beta1 as f32,
+            beta2: cfg.beta2 as f32,
+            eps: cfg.eps as f32,
+            weight_decay: cfg.weight_decay as f32,
+            decay: decay as f32,
+            step_size: step_size as f32,
+            inv_bc2: inv_bc2 as f32,
+            decoupled: cfg.decoupled_weight_decay,
+        };
+        let grad = dense(grad)?;
+        for t in [param, m, v] {
+            if t.layout().contiguous_range() != Some(0..t.numel()) {
+                return invalid("optimizer step", "parameters on a CUDA device must own their whole contiguous storage");
+            }
+        }
+        let op = "optimizer step";
+        with_gpu(op, param, |p| {
+            with_gpu(op, &grad, |g| with_gpu(op, m, |mb| with_gpu(op, v, |vb| crate::cuda::kernels::adam_update(p, g, mb, vb, param.numel(), &constants))))
+        })
+    }
+}
+
 impl UpdateRule for AdamRule {
     fn apply<T: FloatElem>(&self, param: &mut [T], grad: &[T], state: &mut [&mut [T]]) {
         let cfg = &self.config;
         let c = |x: f64| T::from_f64(x);
-        let bias_correction1 = 1.0 - cfg.beta1.powi(self.step as i32);
-        let bias_correction2_sqrt = (1.0 - cfg.beta2.powi(self.step as i32)).sqrt();
-        let step_size = c(cfg.lr / bias_correction1);
+        let (step_size, inv_bc2, decay) = self.step_constants();
+        let (step_size, inv_bc2, decay) = (c(step_size), c(inv_bc2), c(decay));
         let (b1, b2, eps, wd) = (c(cfg.beta1), c(cfg.beta2), c(cfg.eps), c(cfg.weight_decay));
-        let decay = c(1.0 - cfg.lr * cfg.weight_decay);
-        let inv_bc2 = c(1.0 / bias_correction2_sqrt);
         let [m, v] = state else { unreachable!("Adam keeps two state tensors") };
         for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
             let g = if cfg.decoupled_weight_decay {
@@ -261,7 +302,12 @@ impl Adam {
             let Some(grad) = grads.get(param) else { continue };
             state.step += 1;
             let rule = AdamRule { config: self.config, step: state.step };
-            apply_update(param, grad, &[&state.exp_avg, &state.exp_avg_sq], &rule)?;
+            if crate::ops::on_gpu(param) {
+                check_same_device(param, grad)?;
+                rule.apply_on_gpu(param, grad, &state.exp_avg, &state.exp_avg_sq)?;
+            } else {
+                apply_update(param, grad, &[&state.exp_avg, &state.exp_avg_sq], &rule)?;
+            }
         }
         Ok(())
     }

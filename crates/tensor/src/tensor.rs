@@ -34,7 +34,6 @@ struct TensorInner {
     storage: Arc<RwLock<Storage>>,
     layout: Layout,
     dtype: DType,
-    device: Device,
     grad_fn: Option<GradFn>,
     /// A leaf whose gradient `backward` returns (a parameter or an input being differentiated).
     is_variable: bool,
@@ -169,16 +168,12 @@ impl Tensor {
     }
 
     fn from_shared_storage(storage: Arc<RwLock<Storage>>, layout: Layout) -> Tensor {
-        let (dtype, device) = {
-            let s = storage.read().unwrap();
-            (s.dtype(), s.device())
-        };
+        let dtype = storage.read().unwrap().dtype();
         Tensor(Arc::new(TensorInner {
             id: TensorId::next(),
             storage,
             layout,
             dtype,
-            device,
             grad_fn: None,
             is_variable: false,
         }))
@@ -216,7 +211,6 @@ impl Tensor {
             storage: self.0.storage.clone(),
             layout: self.0.layout.clone(),
             dtype: self.0.dtype,
-            device: self.0.device,
             grad_fn,
             is_variable,
         }))
@@ -249,8 +243,9 @@ impl Tensor {
     pub fn dtype(&self) -> DType {
         self.0.dtype
     }
+    /// Where the storage is (read from the storage itself, which [`Tensor::relocate`] may move).
     pub fn device(&self) -> Device {
-        self.0.device
+        self.storage().device()
     }
     pub fn layout(&self) -> &Layout {
         &self.0.layout
@@ -359,6 +354,24 @@ impl Tensor {
         };
         let out = Tensor::from_storage(storage, Layout::contiguous(self.shape()));
         Ok(out.with_backward("to_device", &[self], move |grad| Ok(vec![Some(grad.to_device(source)?)])))
+    }
+
+    /// Moves this tensor's whole storage to `device`, in place: this tensor and every view
+    /// of the storage now live there (layouts unchanged). For moving a model's parameters
+    /// (`ember_unet::module::to_device`); an op's output is moved with [`Tensor::to_device`].
+    pub fn relocate(&self, device: Device) -> Result<()> {
+        let mut storage = self.0.storage.write().unwrap();
+        if storage.device() == device {
+            return Ok(());
+        }
+        let moved = match (&*storage, device) {
+            (Storage::Cpu(cpu), Device::Cuda(ordinal)) => Storage::Cuda(crate::cuda::upload(cpu, ordinal)?),
+            (Storage::Cuda(gpu), Device::Cpu) => Storage::Cpu(crate::cuda::download(gpu)?),
+            (Storage::Cuda(gpu), Device::Cuda(ordinal)) => Storage::Cuda(crate::cuda::upload(&crate::cuda::download(gpu)?, ordinal)?),
+            (Storage::Cpu(_), Device::Cpu) => unreachable!("same device returned above"),
+        };
+        *storage = moved;
+        Ok(())
     }
 
     /// This tensor converted to `dtype` (values rounded). Differentiable between f32 and f64.

@@ -36,6 +36,14 @@ pub fn named_parameters(module: &dyn Module) -> Vec<(String, Tensor)> {
     out
 }
 
+/// Moves every parameter of the module to `device`, in place ([`Tensor::relocate`]).
+pub fn to_device(module: &dyn Module, device: ember_tensor::Device) -> Result<()> {
+    for (_, p) in named_parameters(module) {
+        p.relocate(device)?;
+    }
+    Ok(())
+}
+
 /// The number of scalar parameters.
 pub fn parameter_count(module: &dyn Module) -> usize {
     named_parameters(module).iter().map(|(_, t)| t.numel()).sum()

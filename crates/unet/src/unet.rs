@@ -140,7 +140,7 @@ impl UNet {
             }
             .into());
         }
-        let t_emb = timestep_embedding(timesteps, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift, x.dtype())?;
+        let t_emb = timestep_embedding(timesteps, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift, x.dtype())?.to_device(x.device())?;
         let temb = self.time_linear_2.forward(&self.time_linear_1.forward(&t_emb)?.silu()?)?;
 
         let mut h = self.conv_in.forward(x)?;

@@ -2,9 +2,9 @@
 // one level up) compile as C++ and run in `cargo test` on machines without a GPU.
 //
 // The model (runtime.cpp does the work):
-// - A launch runs its blocks one at a time. Each thread of a block is a fiber (ucontext) with
-//   its own stack; the fibers of a block run on one OS thread, switching only where CUDA
-//   threads synchronize: __syncthreads, the warp collectives (__shfl_*_sync, __ballot_sync,
+// - A launch runs its blocks one at a time. Each thread of a block is a fiber with its own
+//   stack (runtime.cpp switches stacks in a few lines of x86-64 assembly); the fibers of a
+//   block run on one OS thread, switching only where CUDA threads synchronize: __syncthreads, the warp collectives (__shfl_*_sync, __ballot_sync,
 //   __syncwarp, the mma fragments) and the thread's end.
 // - Which fiber runs next is drawn from a seeded generator, so the order of threads between
 //   barriers changes from seed to seed; a kernel that forgot a barrier reads data nobody wrote.

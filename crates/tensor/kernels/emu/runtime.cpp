@@ -4,7 +4,6 @@
 #include "ember_cuda.h"  // (with EMBER_CUDA_EMULATOR defined: cuda_emu.h and EmberStrides)
 
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -23,6 +22,50 @@
 #define ASAN_UNPOISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
 #endif
 
+// ---- Switching stacks ----
+//
+// A fiber's saved state is its stack pointer: switch_stacks(&save, next) pushes the
+// callee-saved registers (System V x86-64: rbp, rbx, r12-r15) and the SSE and x87 control
+// words on the current stack, stores the stack pointer in *save, loads `next` and pops the
+// same from there. A new fiber's stack is laid out as if it had switched away just before
+// its first instruction (fiber_stack_init). No system call and no signal mask, unlike
+// swapcontext, whose AddressSanitizer interceptor also clears the shadow of the whole target
+// stack on every switch.
+
+#if !defined(__x86_64__)
+#error "the CUDA emulator's stack switch is written for x86-64 (System V)"
+#endif
+
+extern "C" void ember_emu_switch_stacks(void** save, void* next);
+asm(R"(
+    .text
+    .globl ember_emu_switch_stacks
+    .type ember_emu_switch_stacks, @function
+ember_emu_switch_stacks:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size ember_emu_switch_stacks, .-ember_emu_switch_stacks
+)");
+
 namespace emu {
 
 thread_local const ThreadContext* current_thread = nullptr;
@@ -40,6 +83,7 @@ struct Stack {
     void* base = nullptr;  // the guard page
     void* bottom = nullptr;
     size_t bytes = 0;
+    bool abandoned = false;  // a failed launch left a fiber's frames on it
 };
 
 // Stacks are reused across launches on the same OS thread (a deque: growing it keeps the
@@ -59,7 +103,7 @@ struct StackPool {
                 std::abort();
             }
             mprotect(base, page, PROT_NONE);
-            stacks.push_back(Stack{base, static_cast<char*>(base) + page, kStackBytes});
+            stacks.push_back(Stack{base, static_cast<char*>(base) + page, kStackBytes, false});
         }
         return stacks[index];
     }
@@ -70,7 +114,7 @@ enum class State { Runnable, AtBarrier, AtWarp, Done };
 
 struct Fiber {
     ThreadContext context;
-    ucontext_t registers;
+    void* saved_sp = nullptr;  // where the fiber's registers are while it does not run
     Stack* stack = nullptr;
     State state = State::Runnable;
     unsigned shared_declarations = 0;  // static shared arrays this thread has declared
@@ -111,9 +155,10 @@ struct Launch {
     size_t dynamic_bytes = 0;
     size_t shared_capacity = 0;
     size_t static_end = 0;  // end of the static arrays placed so far (redzones included)
+    size_t shared_used = 0;  // the most any finished block used (0: no block finished yet)
     std::vector<SharedArray> arrays;
 
-    ucontext_t scheduler;
+    void* scheduler_sp = nullptr;
     void* scheduler_fake_stack = nullptr;
     const void* scheduler_stack_bottom = nullptr;
     size_t scheduler_stack_bytes = 0;
@@ -153,7 +198,7 @@ void switch_to_scheduler(bool finished) {
     __sanitizer_start_switch_fiber(finished ? nullptr : &fiber.fake_stack, launch.scheduler_stack_bottom,
                                    launch.scheduler_stack_bytes);
 #endif
-    swapcontext(&fiber.registers, &launch.scheduler);
+    ember_emu_switch_stacks(&fiber.saved_sp, launch.scheduler_sp);
 #if EMU_ASAN
     __sanitizer_finish_switch_fiber(fiber.fake_stack, nullptr, nullptr);
 #endif
@@ -203,9 +248,26 @@ std::string deadlock_report(const Launch& launch) {
     return text;
 }
 
-// Sets up thread `i` of the block as a fiber that starts in fiber_main. (Its own function:
-// getcontext returns twice, which would make the caller's loop variables unsafe.)
-__attribute__((noinline)) void prepare_fiber(Launch& launch, unsigned i) {
+// The initial stack of a fiber: the frame ember_emu_switch_stacks pops (control words, six
+// zeroed registers) below a return address that starts fiber_main, placed so that fiber_main
+// begins with the stack alignment of a called function (rsp ≡ 8 mod 16).
+void* fiber_stack_init(const Stack& stack) {
+    uintptr_t top = (reinterpret_cast<uintptr_t>(stack.bottom) + stack.bytes) & ~uintptr_t(15);
+    uint64_t* slot = reinterpret_cast<uint64_t*>(top - 16);
+    // A fiber that ran here before left AddressSanitizer's marks for its frames; the frame
+    // written here must be addressable (deeper frames rewrite their own marks on entry).
+    ASAN_UNPOISON_MEMORY_REGION(reinterpret_cast<void*>(top - 128), 128);
+    slot[0] = reinterpret_cast<uint64_t>(&fiber_main);  // popped by `ret`
+    slot[1] = 0;
+    for (int r = 1; r <= 6; r++) slot[-r] = 0;  // rbp, rbx, r12-r15
+    uint32_t* control = reinterpret_cast<uint32_t*>(slot - 7);
+    control[0] = 0x1f80;  // MXCSR: all exceptions masked, round to nearest
+    control[1] = 0x037f;  // x87 control word: the same
+    return slot - 7;
+}
+
+// Sets up thread `i` of the block as a fiber that starts in fiber_main.
+void prepare_fiber(Launch& launch, unsigned i) {
     Fiber& fiber = launch.fibers[i];
     unsigned x = i % launch.block.x, y = (i / launch.block.x) % launch.block.y,
              z = i / (launch.block.x * launch.block.y);
@@ -213,23 +275,27 @@ __attribute__((noinline)) void prepare_fiber(Launch& launch, unsigned i) {
     fiber.shared_declarations = 0;
     fiber.fake_stack = nullptr;
     fiber.stack = &stack_pool.get(i);
-    // An earlier launch may have left AddressSanitizer's marks on this stack.
-    ASAN_UNPOISON_MEMORY_REGION(fiber.stack->bottom, fiber.stack->bytes);
-    getcontext(&fiber.registers);
-    fiber.registers.uc_stack.ss_sp = fiber.stack->bottom;
-    fiber.registers.uc_stack.ss_size = fiber.stack->bytes;
-    fiber.registers.uc_link = nullptr;
-    makecontext(&fiber.registers, fiber_main, 0);
+    // A launch that failed abandoned its fibers mid-call, leaving AddressSanitizer's marks on
+    // their frames; clear them. (After a normal launch the frames' own prologues rewrite
+    // their marks, and clearing 256 KiB of stack per thread per block would cost more than
+    // the kernels.)
+    if (fiber.stack->abandoned) {
+        ASAN_UNPOISON_MEMORY_REGION(fiber.stack->bottom, fiber.stack->bytes);
+        fiber.stack->abandoned = false;
+    }
+    fiber.saved_sp = fiber_stack_init(*fiber.stack);
     make_runnable(launch, i);
 }
 
 // Runs one block to its end (or the launch's first error).
 void run_block(Launch& launch) {
     // Shared memory: poisoned bytes (0xff: a NaN as f32, f16 or f64), the redzones and the
-    // unused tail unaddressable under AddressSanitizer.
-    ASAN_UNPOISON_MEMORY_REGION(launch.shared, launch.shared_capacity);
-    std::memset(launch.shared, 0xff, launch.shared_capacity);
-    ASAN_POISON_MEMORY_REGION(launch.shared, launch.shared_capacity);
+    // unused tail unaddressable under AddressSanitizer. Only the part the launch's earlier
+    // blocks used is refilled (every block declares the same arrays).
+    size_t used = launch.shared_used == 0 ? launch.shared_capacity : launch.shared_used;
+    ASAN_UNPOISON_MEMORY_REGION(launch.shared, used);
+    std::memset(launch.shared, 0xff, used);
+    ASAN_POISON_MEMORY_REGION(launch.shared, used);
     ASAN_UNPOISON_MEMORY_REGION(launch.shared, launch.dynamic_bytes);
     launch.arrays.clear();
     launch.static_end = launch.dynamic_bytes + kRedzone;
@@ -259,12 +325,18 @@ void run_block(Launch& launch) {
 #if EMU_ASAN
         __sanitizer_start_switch_fiber(&launch.scheduler_fake_stack, fiber.stack->bottom, fiber.stack->bytes);
 #endif
-        swapcontext(&launch.scheduler, &fiber.registers);
+        ember_emu_switch_stacks(&launch.scheduler_sp, fiber.saved_sp);
 #if EMU_ASAN
         __sanitizer_finish_switch_fiber(launch.scheduler_fake_stack, nullptr, nullptr);
 #endif
         current_thread = nullptr;
         launch.running = nullptr;
+    }
+    if (launch.failed) {
+        for (Fiber& fiber : launch.fibers)
+            if (fiber.stack) fiber.stack->abandoned = true;
+    } else if (launch.static_end > launch.shared_used) {
+        launch.shared_used = launch.static_end < launch.shared_capacity ? launch.static_end : launch.shared_capacity;
     }
 }
 

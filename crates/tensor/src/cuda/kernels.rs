@@ -4,7 +4,9 @@
 //! kernel it must match.
 
 use super::{ConvShape, DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig, Strides};
+use crate::cpu::attention::AttentionShape;
 use crate::cpu::conv::ConvGeometry;
+use crate::cpu::norm::GroupNormShape;
 use crate::cpu::reduce::ReduceKind;
 use crate::ops::binary::BinaryOp;
 use crate::ops::unary::UnaryOp;
@@ -354,4 +356,199 @@ pub fn conv2d_backward_weight(x: &DeviceBuffer, dy: &DeviceBuffer, g: &ConvGeome
         return Ok(partial);
     }
     reduce(&partial, &Layout::contiguous(&[splits, m * n]), &[0], ReduceKind::Sum)
+}
+
+/// Group norm forward: `(y, mean, rstd)`, the statistics one per (sample, group), as
+/// [`crate::cpu::norm::group_norm_forward`] (kernels/norm.cu). x is `[n, channels, positions]`
+/// contiguous; w and b have `channels` elements.
+pub fn group_norm_forward(
+    x: &DeviceBuffer,
+    w: &DeviceBuffer,
+    b: &DeviceBuffer,
+    s: &GroupNormShape,
+    eps: f64,
+) -> Result<(DeviceBuffer, DeviceBuffer, DeviceBuffer)> {
+    let op = "group_norm";
+    let len = s.n * s.channels * s.positions;
+    check_len(op, "x", x, len)?;
+    check_len(op, "weight", w, s.channels)?;
+    check_len(op, "bias", b, s.channels)?;
+    let blocks = s.n * s.groups;
+    let (y, mean, rstd) = (output(x.backend(), len)?, output(x.backend(), blocks)?, output(x.backend(), blocks)?);
+    let args = [
+        x.arg(),
+        w.arg(),
+        b.arg(),
+        y.arg(),
+        mean.arg(),
+        rstd.arg(),
+        KernelArg::I32(to_i32(op, "channels", s.channels)?),
+        KernelArg::I32(to_i32(op, "groups", s.groups)?),
+        KernelArg::I32(to_i32(op, "positions", s.positions)?),
+        KernelArg::F32(eps as f32),
+    ];
+    x.backend().launch(kernel("norm.cu", "group_norm_forward_f32"), &LaunchConfig::linear(blocks as u32, THREADS), &args)?;
+    Ok((y, mean, rstd))
+}
+
+/// Group norm backward: `(dx, dweight, dbias)`, as [`crate::cpu::norm::group_norm_backward`]
+/// (kernels/norm.cu; the per-sample sums are added over the samples by [`reduce`]).
+pub fn group_norm_backward(
+    x: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    w: &DeviceBuffer,
+    mean: &DeviceBuffer,
+    rstd: &DeviceBuffer,
+    s: &GroupNormShape,
+) -> Result<(DeviceBuffer, DeviceBuffer, DeviceBuffer)> {
+    let op = "group_norm_backward";
+    let len = s.n * s.channels * s.positions;
+    check_len(op, "x", x, len)?;
+    check_len(op, "dy", dy, len)?;
+    check_len(op, "weight", w, s.channels)?;
+    check_len(op, "mean", mean, s.n * s.groups)?;
+    check_len(op, "rstd", rstd, s.n * s.groups)?;
+    let (dx, sums) = (output(x.backend(), len)?, output(x.backend(), s.n * s.channels * 2)?);
+    let args = [
+        x.arg(),
+        dy.arg(),
+        w.arg(),
+        mean.arg(),
+        rstd.arg(),
+        dx.arg(),
+        sums.arg(),
+        KernelArg::I32(to_i32(op, "channels", s.channels)?),
+        KernelArg::I32(to_i32(op, "groups", s.groups)?),
+        KernelArg::I32(to_i32(op, "positions", s.positions)?),
+    ];
+    let blocks = (s.n * s.groups) as u32;
+    x.backend().launch(kernel("norm.cu", "group_norm_backward_f32"), &LaunchConfig::linear(blocks, THREADS), &args)?;
+    // [n, channels, 2] summed over n: (dweight, dbias) interleaved per channel.
+    let totals = reduce(&sums, &Layout::contiguous(&[s.n, s.channels, 2]), &[0], ReduceKind::Sum)?;
+    let pick = |k: usize| gather(&totals, &Layout::new(vec![s.channels], vec![2], k));
+    Ok((dx, pick(0)?, pick(1)?))
+}
+
+/// Rows of q (and keys) per attention tile (kernels/attention.cu).
+const ATTENTION_TILE: usize = 32;
+
+/// The attention kernels' launch: `tiles` row tiles × `bh`, 256 threads, `floats` of dynamic
+/// shared memory.
+fn attention_launch(op: &'static str, tiles: usize, bh: usize, floats: usize) -> Result<LaunchConfig> {
+    if bh > 65535 {
+        return Err(invalid(op, format!("{bh} (batch × heads) slices exceed CUDA's grid")));
+    }
+    Ok(LaunchConfig { grid: [tiles as u32, bh as u32, 1], block: [256, 1, 1], shared_bytes: (floats * F32) as u32 })
+}
+
+fn attention_sizes(op: &'static str, s: &AttentionShape, scale: f64) -> Result<[KernelArg; 5]> {
+    Ok([
+        KernelArg::I32(to_i32(op, "sq", s.sq)?),
+        KernelArg::I32(to_i32(op, "sk", s.sk)?),
+        KernelArg::I32(to_i32(op, "d", s.d)?),
+        KernelArg::I32(to_i32(op, "dv", s.dv)?),
+        KernelArg::F32(scale as f32),
+    ])
+}
+
+/// `(out, lse)` of `softmax(scale·q·kᵀ)·v`, q `[bh, sq, d]`, k `[bh, sk, d]`, v `[bh, sk, dv]`
+/// contiguous, as [`crate::cpu::attention::attention_forward`] (kernels/attention.cu).
+pub fn attention_forward(q: &DeviceBuffer, k: &DeviceBuffer, v: &DeviceBuffer, s: &AttentionShape, scale: f64) -> Result<(DeviceBuffer, DeviceBuffer)> {
+    let op = "scaled_dot_product_attention";
+    check_len(op, "q", q, s.bh * s.sq * s.d)?;
+    check_len(op, "k", k, s.bh * s.sk * s.d)?;
+    check_len(op, "v", v, s.bh * s.sk * s.dv)?;
+    let (out, lse) = (output(q.backend(), s.bh * s.sq * s.dv)?, output(q.backend(), s.bh * s.sq)?);
+    let t = ATTENTION_TILE;
+    let floats = 2 * t * (s.d + 1) + 2 * t * s.dv + t * (t + 1) + 3 * t;
+    let config = attention_launch(op, s.sq.div_ceil(t), s.bh, floats)?;
+    let mut args = vec![q.arg(), k.arg(), v.arg(), out.arg(), lse.arg()];
+    args.extend(attention_sizes(op, s, scale)?);
+    q.backend().launch(kernel("attention.cu", "attention_forward_f32"), &config, &args)?;
+    Ok((out, lse))
+}
+
+/// `(dq, dk, dv)` of attention from the forward's inputs, output, lse and `d_out`, as
+/// [`crate::cpu::attention::attention_backward`] (kernels/attention.cu).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &DeviceBuffer,
+    k: &DeviceBuffer,
+    v: &DeviceBuffer,
+    out: &DeviceBuffer,
+    lse: &DeviceBuffer,
+    d_out: &DeviceBuffer,
+    s: &AttentionShape,
+    scale: f64,
+) -> Result<(DeviceBuffer, DeviceBuffer, DeviceBuffer)> {
+    let op = "scaled_dot_product_attention_backward";
+    check_len(op, "q", q, s.bh * s.sq * s.d)?;
+    check_len(op, "k", k, s.bh * s.sk * s.d)?;
+    check_len(op, "v", v, s.bh * s.sk * s.dv)?;
+    check_len(op, "out", out, s.bh * s.sq * s.dv)?;
+    check_len(op, "d_out", d_out, s.bh * s.sq * s.dv)?;
+    check_len(op, "lse", lse, s.bh * s.sq)?;
+    let backend = q.backend();
+    let rows = s.bh * s.sq;
+    let delta = output(backend, rows)?;
+    let warps_per_block = (THREADS / 32) as usize;
+    let delta_args = [out.arg(), d_out.arg(), delta.arg(), KernelArg::I64(rows as i64), KernelArg::I32(to_i32(op, "dv", s.dv)?)];
+    backend.launch(kernel("attention.cu", "attention_delta_f32"), &LaunchConfig::linear(rows.div_ceil(warps_per_block) as u32, THREADS), &delta_args)?;
+
+    let (dq, dk, dv) = (output(backend, s.bh * s.sq * s.d)?, output(backend, s.bh * s.sk * s.d)?, output(backend, s.bh * s.sk * s.dv)?);
+    let t = ATTENTION_TILE;
+    let tiles = 2 * t * (s.d + 1) + 2 * t * (s.dv + 1);
+    let dkdv_floats = tiles + t * s.d + t * s.dv + 2 * t * (t + 1) + 2 * t;
+    let mut args = vec![q.arg(), k.arg(), v.arg(), lse.arg(), delta.arg(), d_out.arg(), dk.arg(), dv.arg()];
+    args.extend(attention_sizes(op, s, scale)?);
+    backend.launch(kernel("attention.cu", "attention_backward_dkdv_f32"), &attention_launch(op, s.sk.div_ceil(t), s.bh, dkdv_floats)?, &args)?;
+    let dq_floats = tiles + t * s.d + t * (t + 1) + 2 * t;
+    let mut args = vec![q.arg(), k.arg(), v.arg(), lse.arg(), delta.arg(), d_out.arg(), dq.arg()];
+    args.extend(attention_sizes(op, s, scale)?);
+    backend.launch(kernel("attention.cu", "attention_backward_dq_f32"), &attention_launch(op, s.sq.div_ceil(t), s.bh, dq_floats)?, &args)?;
+    Ok((dq, dk, dv))
+}
+
+/// The f32 constants of one Adam step (computed once on the host, as the CPU rule does).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamConstants {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// `1 − lr·weight_decay` (AdamW).
+    pub decay: f32,
+    /// `lr / (1 − β1^t)`.
+    pub step_size: f32,
+    /// `1 / √(1 − β2^t)`.
+    pub inv_bc2: f32,
+    pub decoupled: bool,
+}
+
+/// One Adam(W) step in place on the `n` elements of param, grad and the two moments
+/// (kernels/optim.cu).
+pub fn adam_update(param: &DeviceBuffer, grad: &DeviceBuffer, m: &DeviceBuffer, v: &DeviceBuffer, n: usize, c: &AdamConstants) -> Result<()> {
+    let op = "adam";
+    for (what, buffer) in [("param", param), ("grad", grad), ("exp_avg", m), ("exp_avg_sq", v)] {
+        check_len(op, what, buffer, n)?;
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let args = [
+        param.arg(),
+        grad.arg(),
+        m.arg(),
+        v.arg(),
+        KernelArg::I64(n as i64),
+        KernelArg::F32(c.beta1),
+        KernelArg::F32(c.beta2),
+        KernelArg::F32(c.eps),
+        KernelArg::F32(c.weight_decay),
+        KernelArg::F32(c.decay),
+        KernelArg::F32(c.step_size),
+        KernelArg::F32(c.inv_bc2),
+        KernelArg::I32(c.decoupled as i32),
+    ];
+    param.backend().launch(kernel("optim.cu", "adam_f32"), &grid_stride(n), &args)
 }

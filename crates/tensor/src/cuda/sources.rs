@@ -16,6 +16,9 @@ pub const FILES: &[(&str, &str)] = &[
     ("softmax.cu", include_str!("../../kernels/softmax.cu")),
     ("gemm.cu", include_str!("../../kernels/gemm.cu")),
     ("conv.cu", include_str!("../../kernels/conv.cu")),
+    ("norm.cu", include_str!("../../kernels/norm.cu")),
+    ("attention.cu", include_str!("../../kernels/attention.cu")),
+    ("optim.cu", include_str!("../../kernels/optim.cu")),
 ];
 
 /// The source of one kernel file, by name.

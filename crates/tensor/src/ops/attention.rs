@@ -2,7 +2,8 @@
 
 use crate::cpu::attention::{AttentionShape, attention_backward, attention_forward};
 use crate::error::{Result, TensorError, invalid};
-use crate::ops::{check_same, new_tensor, wrap};
+use crate::cuda::kernels as gpu;
+use crate::ops::{check_same, dense, gpu_tensor, new_tensor, on_gpu, with_gpu, wrap};
 use crate::storage::{CpuStorage, with_float_slices3};
 use crate::{FloatElem, Tensor};
 
@@ -20,6 +21,30 @@ fn backward_kernel<T: FloatElem>(
     let [q, k, v, out, lse, d_out] = [0, 1, 2, 3, 4, 5].map(|i| elements::<T>(guards[i].cpu("attention_backward").expect("attention runs on the CPU"), saved[i]));
     let (dq, dk, dv) = attention_backward(q, k, v, out, lse, d_out, shape, T::from_f64(scale));
     (wrap(dq), wrap(dk), wrap(dv))
+}
+
+/// The CUDA path of [`Tensor::scaled_dot_product_attention`] on dense copies of q, k, v.
+fn gpu_attention(q: &Tensor, k: &Tensor, v: &Tensor, dense_qkv: [Tensor; 3], shape: AttentionShape, scale: f64, out_shape: &[usize]) -> Result<Tensor> {
+    let op = "scaled_dot_product_attention";
+    let [qc, kc, vc] = dense_qkv;
+    let device = q.device();
+    let (out, lse) = with_gpu(op, &qc, |qb| with_gpu(op, &kc, |kb| with_gpu(op, &vc, |vb| gpu::attention_forward(qb, kb, vb, &shape, scale))))?;
+    let (out, lse) = (gpu_tensor(out, device, out_shape), gpu_tensor(lse, device, &[shape.bh, shape.sq]));
+    let saved_out = out.detach();
+    let (q_shape, k_shape, v_shape) = (q.shape().to_vec(), k.shape().to_vec(), v.shape().to_vec());
+    Ok(out.with_backward(op, &[q, k, v], move |d_out| {
+        let d_out = dense(d_out)?;
+        let (dq, dk, dv) = with_gpu(op, &qc, |qb| {
+            with_gpu(op, &kc, |kb| {
+                with_gpu(op, &vc, |vb| {
+                    with_gpu(op, &saved_out, |ob| {
+                        with_gpu(op, &lse, |lb| with_gpu(op, &d_out, |db| gpu::attention_backward(qb, kb, vb, ob, lb, db, &shape, scale)))
+                    })
+                })
+            })
+        })?;
+        Ok(vec![Some(gpu_tensor(dq, device, &q_shape)), Some(gpu_tensor(dk, device, &k_shape)), Some(gpu_tensor(dv, device, &v_shape))])
+    }))
 }
 
 impl Tensor {
@@ -59,6 +84,10 @@ impl Tensor {
         }
         let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
         let (qc, kc, vc) = (q.detach().contiguous()?, k.detach().contiguous()?, v.detach().contiguous()?);
+        let out_shape: Vec<usize> = lead.iter().copied().chain([shape.sq, shape.dv]).collect();
+        if on_gpu(q) {
+            return gpu_attention(q, k, v, [dense(&qc)?, dense(&kc)?, dense(&vc)?], shape, scale, &out_shape);
+        }
         let (out, lse) = {
             let (sq, sk, sv) = (qc.storage(), kc.storage(), vc.storage());
             with_float_slices3!(op, sq.cpu(op)?, sk.cpu(op)?, sv.cpu(op)?, (qs, ks, vs) => {
@@ -67,7 +96,6 @@ impl Tensor {
                 (wrap(o), wrap(l))
             })
         };
-        let out_shape: Vec<usize> = lead.iter().copied().chain([shape.sq, shape.dv]).collect();
         let out = new_tensor(out, &out_shape);
         let lse = new_tensor(lse, &[shape.bh, shape.sq]);
         let saved_out = out.clone();

@@ -45,7 +45,8 @@ impl Tensor {
         }
         let keep_scale = 1.0 / (1.0 - p);
         let mask: Vec<f64> = rng.uniform_values(self.numel()).into_iter().map(|u| if u >= p { keep_scale } else { 0.0 }).collect();
-        self.mul(&Tensor::from_f64(&mask, self.shape(), self.dtype())?)
+        // The mask is drawn on the CPU (the same stream on every device), then moved.
+        self.mul(&Tensor::from_f64(&mask, self.shape(), self.dtype())?.to_device(self.device())?)
     }
 
     /// Mean squared error, `mean((pred − target)²)`; the shapes must be equal.

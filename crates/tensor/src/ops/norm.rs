@@ -4,7 +4,8 @@
 
 use crate::cpu::norm::{GroupNormShape, group_norm_backward, group_norm_forward};
 use crate::error::{Result, TensorError, invalid};
-use crate::ops::{new_tensor, wrap};
+use crate::cuda::kernels as gpu;
+use crate::ops::{dense, gpu_tensor, new_tensor, on_gpu, with_gpu, wrap};
 use crate::storage::with_float_slices3;
 use crate::{FloatElem, Tensor};
 
@@ -64,38 +65,52 @@ impl Tensor {
         }
         let shape = GroupNormShape { n, channels: c, groups: num_groups, positions: self.numel() / (n * c) };
         let x = self.detach().contiguous()?;
-        let w = match weight { Some(w) => w.detach().contiguous()?, None => Tensor::ones(&[c], self.dtype()) };
-        let b = match bias { Some(b) => b.detach().contiguous()?, None => Tensor::zeros(&[c], self.dtype()) };
-        let (y, mean, rstd) = {
+        let w = match weight { Some(w) => w.detach().contiguous()?, None => Tensor::ones(&[c], self.dtype()).to_device(self.device())? };
+        let b = match bias { Some(b) => b.detach().contiguous()?, None => Tensor::zeros(&[c], self.dtype()).to_device(self.device())? };
+        let (y, mean, rstd) = if on_gpu(self) {
+            let (x, w, b) = (dense(&x)?, dense(&w)?, dense(&b)?);
+            let (y, m, r) = with_gpu(op, &x, |xs| with_gpu(op, &w, |ws| with_gpu(op, &b, |bs| gpu::group_norm_forward(xs, ws, bs, &shape, eps))))?;
+            let device = self.device();
+            (gpu_tensor(y, device, self.shape()), gpu_tensor(m, device, &[n * num_groups]), gpu_tensor(r, device, &[n * num_groups]))
+        } else {
             let (sx, sw, sb) = (x.storage(), w.storage(), b.storage());
-            with_float_slices3!(op, sx.cpu(op)?, sw.cpu(op)?, sb.cpu(op)?, (xs, ws, bs) => {
+            let (y, m, r) = with_float_slices3!(op, sx.cpu(op)?, sw.cpu(op)?, sb.cpu(op)?, (xs, ws, bs) => {
                 let (y, m, r) = group_norm_forward(&xs[range(&x)], &ws[range(&w)], &bs[range(&b)], &shape, eps);
                 (wrap(y), wrap(m), wrap(r))
-            })
+            });
+            (new_tensor(y, self.shape()), new_tensor(m, &[n * num_groups]), new_tensor(r, &[n * num_groups]))
         };
-        let y = new_tensor(y, self.shape());
-        let (mean, rstd) = (new_tensor(mean, &[n * num_groups]), new_tensor(rstd, &[n * num_groups]));
         let mut inputs = vec![self];
         inputs.extend(weight);
         inputs.extend(bias);
         let (has_weight, has_bias) = (weight.is_some(), bias.is_some());
         Ok(y.with_backward(op, &inputs, move |dy| {
-            let dy = dy.contiguous()?;
-            let (dx, dw, db) = {
+            let (dx, dw, db) = if on_gpu(&x) {
+                let (x, w, dy) = (dense(&x)?, dense(&w)?, dense(dy)?);
+                let device = x.device();
+                let (dx, dw, db) = with_gpu(op, &x, |xs| {
+                    with_gpu(op, &dy, |dys| {
+                        with_gpu(op, &w, |ws| with_gpu(op, &mean, |ms| with_gpu(op, &rstd, |rs| gpu::group_norm_backward(xs, dys, ws, ms, rs, &shape))))
+                    })
+                })?;
+                (gpu_tensor(dx, device, x.shape()), gpu_tensor(dw, device, &[shape.channels]), gpu_tensor(db, device, &[shape.channels]))
+            } else {
+                let dy = dy.contiguous()?;
                 let (sx, sdy, sw) = (x.storage(), dy.storage(), w.storage());
                 let (sm, sr) = (mean.storage(), rstd.storage());
-                with_float_slices3!(op, sx.cpu(op)?, sdy.cpu(op)?, sw.cpu(op)?, (xs, dys, ws) => {
+                let (dx, dw, db) = with_float_slices3!(op, sx.cpu(op)?, sdy.cpu(op)?, sw.cpu(op)?, (xs, dys, ws) => {
                     let (ms, rs) = (FloatElem::slice(sm.cpu(op)?).unwrap(), FloatElem::slice(sr.cpu(op)?).unwrap());
                     let (dx, dw, db) = group_norm_backward(&xs[range(&x)], &dys[range(&dy)], &ws[range(&w)], ms, rs, &shape);
                     (wrap(dx), wrap(dw), wrap(db))
-                })
+                });
+                (new_tensor(dx, x.shape()), new_tensor(dw, &[shape.channels]), new_tensor(db, &[shape.channels]))
             };
-            let mut grads = vec![Some(new_tensor(dx, x.shape()))];
+            let mut grads = vec![Some(dx)];
             if has_weight {
-                grads.push(Some(new_tensor(dw, &[shape.channels])));
+                grads.push(Some(dw));
             }
             if has_bias {
-                grads.push(Some(new_tensor(db, &[shape.channels])));
+                grads.push(Some(db));
             }
             Ok(grads)
         }))

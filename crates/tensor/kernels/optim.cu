@@ -1,0 +1,23 @@
+// Fused optimizer updates, in place, one thread per element in a grid-stride loop. The CPU
+// reference is AdamRule in src/optim.rs; the host computes the same f32 constants for both.
+#include "ember_cuda.h"
+
+// Adam (decoupled = 0: L2 weight decay added to the gradient) or AdamW (decoupled = 1: the
+// parameter shrunk by `decay` = 1 − lr·wd first):
+//   m ← β1·m + (1 − β1)·g,  v ← β2·v + (1 − β2)·g²,  p ← p − step_size·m / (√v·inv_bc2 + eps)
+// with step_size = lr / (1 − β1^t) and inv_bc2 = 1 / √(1 − β2^t).
+extern "C" __global__ void adam_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                    float* __restrict__ v, long long n, float beta1, float beta2, float eps,
+                                    float weight_decay, float decay, float step_size, float inv_bc2, int decoupled) {
+    long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float param = p[i], grad = g[i];
+        if (decoupled) param *= decay;
+        else grad += weight_decay * param;
+        float mi = beta1 * m[i] + (1.0f - beta1) * grad;
+        float vi = beta2 * v[i] + (1.0f - beta2) * grad * grad;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = param - step_size * mi / (sqrtf(vi) * inv_bc2 + eps);
+    }
+}

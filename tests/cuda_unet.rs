@@ -1,0 +1,77 @@
+//! The whole chain on a CUDA device (the emulator in CI, a GPU when one is lent): one
+//! training step of the tiny UNet, loss and every parameter's gradient, equals the same step
+//! on the CPU to 1e-4 relative, and the device's Adam update equals the CPU's Adam applied to
+//! the device's gradients.
+#![cfg(feature = "cuda-emu")]
+
+use ember::diffusion::loss::epsilon_loss_with;
+use ember::diffusion::schedule::NoiseSchedule;
+use ember::tensor::optim::{Adam, AdamConfig};
+use ember::tensor::rng::Rng;
+use ember::tensor::testing::relative_error;
+use ember::tensor::{DType, Device, Gradients, Tensor};
+use ember::unet::module::{ForwardContext, named_parameters, to_device};
+use ember::unet::{UNet, UNetConfig};
+
+const GPU: Device = Device::Cuda(0);
+
+type Named = Vec<(String, Vec<f64>)>;
+
+/// Loss, gradients (by parameter name), and parameters before and after one Adam step.
+fn train_step(model: &UNet, x0: &Tensor, noise: &Tensor, t: &[usize]) -> (f64, Named, Named, Named) {
+    let schedule = NoiseSchedule::linear(1000, 1e-4, 0.02).unwrap();
+    let mut dropout = Rng::new(11);
+    let mut predict = |x: &Tensor, t: &[f64]| model.forward(x, t, &mut ForwardContext { training: true, rng: &mut dropout });
+    let loss = epsilon_loss_with(&mut predict, &schedule, x0, t, noise).unwrap();
+    let grads = loss.backward().unwrap();
+    let params = named_parameters(model);
+    let before = params.iter().map(|(name, p)| (name.clone(), p.to_vec_f64())).collect();
+    let grad_values = params.iter().map(|(name, p)| (name.clone(), grads.get(p).unwrap().to_vec_f64())).collect();
+    let mut adam = Adam::new(params.iter().map(|(_, p)| p.clone()).collect(), AdamConfig::adam(1e-3)).unwrap();
+    adam.step(&grads).unwrap();
+    let updated = named_parameters(model).iter().map(|(name, p)| (name.clone(), p.to_vec_f64())).collect();
+    (loss.item().unwrap(), grad_values, before, updated)
+}
+
+#[test]
+fn a_tiny_unet_training_step_on_the_device_equals_the_cpu_step() {
+    let config = UNetConfig::tiny(1);
+    let cpu_model = UNet::new(&config, DType::F32, &mut Rng::new(5)).unwrap();
+    let gpu_model = UNet::new(&config, DType::F32, &mut Rng::new(5)).unwrap();
+    to_device(&gpu_model, GPU).unwrap();
+    assert!(named_parameters(&gpu_model).iter().all(|(_, p)| p.device() == GPU));
+
+    let mut rng = Rng::new(9);
+    let x0 = Tensor::rand_uniform(&[1, 1, 32, 32], -1.0, 1.0, DType::F32, &mut rng).unwrap();
+    let noise = Tensor::randn(&[1, 1, 32, 32], 0.0, 1.0, DType::F32, &mut rng);
+    let t = [420];
+
+    let (cpu_loss, cpu_grads, _, _) = train_step(&cpu_model, &x0, &noise, &t);
+    let (gpu_loss, gpu_grads, gpu_before, gpu_after) = train_step(&gpu_model, &x0.to_device(GPU).unwrap(), &noise.to_device(GPU).unwrap(), &t);
+    let loss_error = (gpu_loss - cpu_loss).abs() / cpu_loss.abs();
+    assert!(loss_error < 1e-4, "loss {gpu_loss} vs {cpu_loss}");
+    // Some gradients are zero in exact arithmetic (the key projection's bias: softmax ignores
+    // a constant added to a row of scores), so both sides hold rounding noise there; they are
+    // compared against a thousandth of the largest gradient instead of their own size.
+    let largest = cpu_grads.iter().flat_map(|(_, g)| g.iter()).fold(0.0f64, |m, v| m.max(v.abs()));
+    for ((name, gpu), (_, cpu)) in gpu_grads.iter().zip(&cpu_grads) {
+        let scale = cpu.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-3 * largest);
+        let error = gpu.iter().zip(cpu).fold(0.0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(error < 1e-4, "gradient of {name}: relative error {error:e}");
+    }
+
+    // Adam's first step is lr·g/(|g| + eps): elements whose gradient is rounding noise move by
+    // ±lr either way, so the update is checked against the CPU's Adam on the same gradients.
+    let as_tensor = |values: &[f64], like: &[usize]| Tensor::from_f64(values, like, DType::F32).unwrap();
+    let shapes: Vec<Vec<usize>> = named_parameters(&cpu_model).iter().map(|(_, p)| p.shape().to_vec()).collect();
+    let params: Vec<Tensor> = gpu_before.iter().zip(&shapes).map(|((_, v), s)| as_tensor(v, s).variable()).collect();
+    let mut grads = Gradients::default();
+    for ((p, (_, g)), s) in params.iter().zip(&gpu_grads).zip(&shapes) {
+        grads.insert(p, as_tensor(g, s));
+    }
+    Adam::new(params.clone(), AdamConfig::adam(1e-3)).unwrap().step(&grads).unwrap();
+    for ((name, gpu), cpu) in gpu_after.iter().zip(&params) {
+        let error = relative_error(gpu, &cpu.to_vec_f64());
+        assert!(error < 1e-5, "{name} after the Adam step: relative error {error:e}");
+    }
+}
