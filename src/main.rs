@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use ember::diffusion::DdpmVariance;
 use ember::tensor::rng::Rng;
-use ember::tensor::DType;
+use ember::tensor::{DType, Device};
 use ember::train::checkpoint::Checkpoint;
 use ember::train::data::{Dataset, Split};
 use ember::train::images::write_grid_png;
@@ -115,7 +115,9 @@ struct TrainArgs {
     /// Continue from this checkpoint file instead
     #[arg(long, conflicts_with = "resume")]
     resume_from: Option<PathBuf>,
-    /// cpu (cuda comes with the CUDA backend)
+    /// cpu, or cuda / cuda:N (needs a build with `--features cuda` and a GPU; with
+    /// `--features cuda-emu` and no GPU, cuda is the CPU emulator of the CUDA kernels: slow,
+    /// for checking only)
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -264,9 +266,7 @@ impl Observer for BarObserver {
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {
-    if args.device != "cpu" {
-        bail!("device {:?}: this build has only the CPU backend (the CUDA backend is on the roadmap)", args.device);
-    }
+    let device = parse_device(&args.device)?;
     let unet = args.model.config()?;
     let data = args.data.clone().unwrap_or_else(|| default_data(&unet));
     let config = TrainConfig {
@@ -291,7 +291,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let resume = if args.resume { Some(dir.checkpoint()) } else { args.resume_from.clone() };
     let bar = progress_bar(args.steps, "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}");
     let mut observer = BarObserver { bar, smoothed: None };
-    let trainer = train(Some(config), resume.as_deref(), &dir, &mut observer)?;
+    let trainer = train(Some(config), resume.as_deref(), &dir, device, &mut observer)?;
     observer.bar.finish();
     println!(
         "trained {} steps; run folder {} (checkpoint.safetensors, loss.csv, loss.png, samples/)",
@@ -299,6 +299,24 @@ fn run_train(args: TrainArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// `cpu`, `cuda` (device 0) or `cuda:N`, checked to be available now rather than at the
+/// first step.
+fn parse_device(name: &str) -> Result<Device> {
+    let device = match name {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        _ => match name.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(ordinal) => Device::Cuda(ordinal),
+            None => bail!("unknown device {name:?}: use cpu, cuda or cuda:N"),
+        },
+    };
+    if let Device::Cuda(ordinal) = device {
+        let backend = ember::tensor::cuda::device(ordinal)?;
+        eprintln!("device: {}", backend.describe());
+    }
+    Ok(device)
 }
 
 fn variance(v: VarianceName) -> DdpmVariance {

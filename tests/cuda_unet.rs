@@ -75,3 +75,41 @@ fn a_tiny_unet_training_step_on_the_device_equals_the_cpu_step() {
         assert!(error < 1e-5, "{name} after the Adam step: relative error {error:e}");
     }
 }
+
+/// A small UNet (16 px, two levels, attention at the bottom) for a trainer on the device.
+fn small_trainer_config() -> ember::train::trainer::TrainConfig {
+    use ember::unet::config::{ATTN_DOWN_BLOCK, ATTN_UP_BLOCK, DOWN_BLOCK, UP_BLOCK};
+    let unet = UNetConfig {
+        sample_size: 16,
+        block_out_channels: vec![16, 32],
+        down_block_types: vec![DOWN_BLOCK.into(), ATTN_DOWN_BLOCK.into()],
+        up_block_types: vec![ATTN_UP_BLOCK.into(), UP_BLOCK.into()],
+        layers_per_block: 1,
+        norm_num_groups: 4,
+        ..UNetConfig::tiny(1)
+    };
+    ember::train::trainer::TrainConfig { unet, data: "procedural:64:16".into(), batch_size: 2, steps: 2, lr: 1e-3, warmup_steps: 0, ..Default::default() }
+}
+
+#[test]
+fn the_trainer_runs_on_the_device_and_its_checkpoint_resumes_there() {
+    use ember::train::checkpoint::{Checkpoint, save_checkpoint};
+    use ember::train::data::{Dataset, Split};
+    use ember::train::trainer::Trainer;
+    let config = small_trainer_config();
+    let new_trainer = || Trainer::new(config.clone(), Dataset::from_name(&config.data, Split::Train, 1).unwrap()).unwrap();
+    let (mut cpu, mut gpu) = (new_trainer(), new_trainer());
+    gpu.to_device(GPU).unwrap();
+    let (cpu_first, gpu_first) = (cpu.train_step().unwrap(), gpu.train_step().unwrap());
+    assert!((gpu_first.loss - cpu_first.loss).abs() < 1e-4 * cpu_first.loss, "{gpu_first:?} vs {cpu_first:?}");
+
+    // A checkpoint written from the device resumes on the device, and the next step equals
+    // the uninterrupted run's.
+    let path = std::env::temp_dir().join(format!("ember-cuda-checkpoint-{}.safetensors", std::process::id()));
+    save_checkpoint(&gpu, &path).unwrap();
+    let mut resumed = Checkpoint::load(&path).unwrap().into_trainer(Dataset::from_name(&config.data, Split::Train, 1).unwrap()).unwrap();
+    resumed.to_device(GPU).unwrap();
+    let (next, resumed_next) = (gpu.train_step().unwrap(), resumed.train_step().unwrap());
+    assert_eq!(next.loss, resumed_next.loss);
+    let _ = std::fs::remove_file(&path);
+}

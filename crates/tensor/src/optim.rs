@@ -316,6 +316,15 @@ impl Adam {
         &self.params
     }
 
+    /// Moves the moment estimates to `device` in place (after the parameters moved there).
+    pub fn relocate_state(&self, device: crate::Device) -> Result<()> {
+        for s in &self.state {
+            s.exp_avg.relocate(device)?;
+            s.exp_avg_sq.relocate(device)?;
+        }
+        Ok(())
+    }
+
     /// The live per-parameter state, in the order of the parameters. The moment tensors are
     /// updated in place by later steps: use [`Adam::state_snapshot`] for a checkpoint.
     pub fn state(&self) -> &[AdamState] {

@@ -67,9 +67,9 @@ fn read_losses(path: &Path, up_to: u64) -> Vec<(u64, f64, String)> {
         .collect()
 }
 
-/// Trains from scratch (`resume` None) or from a checkpoint until `config.steps`, writing the
-/// run folder. The loss CSV is rewritten on resume to drop rows logged after the checkpoint.
-pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, observer: &mut dyn Observer) -> Result<Trainer> {
+/// Trains from scratch (`resume` None) or from a checkpoint until `config.steps` on `device`,
+/// writing the run folder. The loss CSV is rewritten on resume to drop rows logged after the checkpoint.
+pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, device: ember_tensor::Device, observer: &mut dyn Observer) -> Result<Trainer> {
     std::fs::create_dir_all(dir.root.join("samples")).map_err(io_error(&dir.root))?;
     let mut trainer = match resume {
         Some(path) => {
@@ -96,6 +96,7 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, o
             Trainer::new(config, dataset)?
         }
     };
+    trainer.to_device(device)?;
     let config_json = serde_json::to_string_pretty(&trainer.config).unwrap();
     ember_tensor::io::write_atomically(&dir.config(), config_json.as_bytes())?;
 

@@ -47,8 +47,11 @@ pub fn sample_images(
     let c = &model.config;
     let shape = [n, c.in_channels, c.sample_size, c.sample_size];
     let mut unused = Rng::new(0);
+    // The sampler's images stay on the CPU; the model runs where its parameters are.
+    let device = ember_unet::module::named_parameters(model).first().map_or(ember_tensor::Device::Cpu, |(_, p)| p.device());
     let mut predict_noise = |x: &Tensor, t: &[f64]| -> std::result::Result<Tensor, ember_unet::UNetError> {
-        let eps = model.forward(x, t, &mut ForwardContext { training: false, rng: &mut unused })?;
+        let on_device = x.to_device(device)?;
+        let eps = model.forward(&on_device, t, &mut ForwardContext { training: false, rng: &mut unused })?.to_device(x.device())?;
         if clip_denoised { Ok(clipped_noise(schedule, x, t, &eps)?) } else { Ok(eps) }
     };
     let images = match sampler {

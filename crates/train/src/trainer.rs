@@ -6,7 +6,7 @@
 use ember_diffusion::{NoiseSchedule, epsilon_loss};
 use ember_tensor::optim::{Adam, AdamConfig};
 use ember_tensor::rng::Rng;
-use ember_tensor::{DType, Tensor, no_grad};
+use ember_tensor::{DType, Device, Tensor, no_grad};
 use ember_unet::module::named_parameters;
 use ember_unet::{ForwardContext, UNet, UNetConfig};
 use serde::{Deserialize, Serialize};
@@ -138,6 +138,9 @@ pub struct Trainer {
     /// Steps completed.
     pub step: u64,
     pub rngs: TrainRngs,
+    /// Where the model, its EMA and the optimizer state live and the steps run
+    /// ([`Trainer::to_device`]); batches and noise are drawn on the CPU and moved.
+    pub device: Device,
 }
 
 impl Trainer {
@@ -155,14 +158,25 @@ impl Trainer {
         let adam = Adam::new(params, AdamConfig::adam(config.lr))?;
         let schedule = NoiseSchedule::from_name(&config.schedule, config.num_timesteps)?;
         let rngs = TrainRngs::new(config.seed);
-        Ok(Trainer { config, model, ema, adam, schedule, dataset, step: 0, rngs })
+        Ok(Trainer { config, model, ema, adam, schedule, dataset, step: 0, rngs, device: Device::Cpu })
+    }
+
+    /// Moves the model, the EMA and the optimizer state to `device`; later steps run there.
+    /// The random streams are unchanged, so a run gives the same losses on any device (to
+    /// rounding).
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        ember_unet::module::to_device(&self.model, device)?;
+        ember_unet::module::to_device(&self.ema, device)?;
+        self.adam.relocate_state(device)?;
+        self.device = device;
+        Ok(())
     }
 
     /// One optimization step. On a non-finite loss or gradient nothing is updated and
     /// [`TrainError::NonFinite`] is returned.
     pub fn train_step(&mut self) -> Result<StepStats> {
         let step = self.step;
-        let x0 = self.dataset.sample_batch(self.config.batch_size, &mut self.rngs.data, self.config.random_flip)?;
+        let x0 = self.dataset.sample_batch(self.config.batch_size, &mut self.rngs.data, self.config.random_flip)?.to_device(self.device)?;
         let model = &self.model;
         let dropout_rng = &mut self.rngs.dropout;
         let mut predict_noise = |x: &Tensor, t: &[f64]| model.forward(x, t, &mut ForwardContext { training: true, rng: dropout_rng });
