@@ -391,3 +391,88 @@ fn kernel_arguments_are_checked_on_the_host() {
     let a = GpuMatrix { buffer: &small, offset: 0, row_stride: 2, col_stride: 1, batch_stride: 0 };
     assert!(kernels::gemm(1, 2, 2, 2, a, a, a, false).is_err());
 }
+
+fn to_half_bits(values: &[f32], bf16: bool) -> Vec<u16> {
+    values.iter().map(|&v| if bf16 { half::bf16::from_f32(v).to_bits() } else { half::f16::from_f32(v).to_bits() }).collect()
+}
+
+fn from_half_bits(bits: &[u16], bf16: bool) -> Vec<f32> {
+    bits.iter().map(|&b| if bf16 { half::bf16::from_bits(b).to_f32() } else { half::f16::from_bits(b).to_f32() }).collect()
+}
+
+/// `a [m, k] · b [k, n] (+ c)` in f64, rounded to f32.
+fn reference_matmul(a: &[f32], b: &[f32], c: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f32> {
+    (0..m * n)
+        .map(|e| {
+            let (i, j) = (e / n, e % n);
+            let sum: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+            (sum + c.map_or(0.0, |c| c[e] as f64)) as f32
+        })
+        .collect()
+}
+
+fn tensor_core_kernel(name: &'static str) -> ember::tensor::cuda::Kernel {
+    ember::tensor::cuda::Kernel { file: "gemm_f16.cu", name }
+}
+
+#[test]
+fn mma_fragments_follow_the_ptx_layout() {
+    use ember::tensor::cuda::{KernelArg, LaunchConfig};
+    for device in devices() {
+        for bf16 in [false, true] {
+            let a = from_half_bits(&to_half_bits(&values(256, -1.0, 1.0, 110), bf16), bf16);
+            let b = from_half_bits(&to_half_bits(&values(128, -1.0, 1.0, 111), bf16), bf16);
+            let c = values(128, -1.0, 1.0, 112);
+            let (ab, bb) = (DeviceBuffer::from_slice(&device, &to_half_bits(&a, bf16)).unwrap(), DeviceBuffer::from_slice(&device, &to_half_bits(&b, bf16)).unwrap());
+            let (cb, d) = (upload(&device, &c), DeviceBuffer::new(&device, 128 * 4).unwrap());
+            device.fill_bytes(d.ptr(), d.bytes(), 0xff).unwrap();
+            let args = [ab.arg(), bb.arg(), cb.arg(), d.arg(), KernelArg::I32(bf16 as i32)];
+            device.launch(tensor_core_kernel("mma_fragment_check"), &LaunchConfig::linear(1, 32), &args).unwrap();
+            assert_close(&download(&d), &reference_matmul(&a, &b, Some(&c), 16, 8, 16), 1e-5, &format!("mma m16n8k16 (bf16 {bf16})"));
+        }
+    }
+}
+
+#[test]
+fn ldmatrix_delivers_the_ptx_fragments() {
+    use ember::tensor::cuda::LaunchConfig;
+    let m: Vec<u16> = (0..256u16).map(|v| v * 7 + 1).collect(); // four 8×8 matrices, distinct values
+    let at = |matrix: usize, row: usize, col: usize| m[matrix * 64 + row * 8 + col] as u32;
+    let (mut direct, mut transposed) = (vec![0u32; 128], vec![0u32; 64]);
+    for lane in 0..32 {
+        let (g, t) = (lane / 4, lane % 4);
+        for j in 0..4 {
+            direct[lane * 4 + j] = at(j, g, 2 * t) | at(j, g, 2 * t + 1) << 16;
+        }
+        for j in 0..2 {
+            transposed[lane * 2 + j] = at(j, 2 * t, g) | at(j, 2 * t + 1, g) << 16;
+        }
+    }
+    for device in devices() {
+        let source = DeviceBuffer::from_slice(&device, &m).unwrap();
+        let (d, t) = (DeviceBuffer::new(&device, 128 * 4).unwrap(), DeviceBuffer::new(&device, 64 * 4).unwrap());
+        device.launch(tensor_core_kernel("ldmatrix_check"), &LaunchConfig::linear(1, 32), &[source.arg(), d.arg(), t.arg()]).unwrap();
+        assert_eq!(d.to_vec::<u32>().unwrap(), direct, "ldmatrix.x4");
+        assert_eq!(t.to_vec::<u32>().unwrap(), transposed, "ldmatrix.x2.trans");
+    }
+}
+
+#[test]
+fn tensor_core_gemm_matches_the_cpu_for_f16_and_bf16() {
+    // (m, n, k): whole tiles, odd sizes (scalar loads at the edges), k not a multiple of 8
+    // (no cp.async), one element.
+    let cases = [(64, 64, 32), (130, 70, 48), (33, 17, 21), (1, 1, 1)];
+    for device in devices() {
+        for bf16 in [false, true] {
+            for (case, &(m, n, k)) in cases.iter().enumerate() {
+                let a = from_half_bits(&to_half_bits(&values(m * k, -1.0, 1.0, 120 + case as u64), bf16), bf16);
+                let b = from_half_bits(&to_half_bits(&values(k * n, -1.0, 1.0, 130 + case as u64), bf16), bf16);
+                let ab = DeviceBuffer::from_slice(&device, &to_half_bits(&a, bf16)).unwrap();
+                let bb = DeviceBuffer::from_slice(&device, &to_half_bits(&b, bf16)).unwrap();
+                let c = kernels::gemm_f16(&ab, &bb, m, n, k, bf16).unwrap();
+                // The products of 16-bit values are exact in f32: only the summation order differs.
+                assert_close(&download(&c), &reference_matmul(&a, &b, None, m, n, k), 1e-5, &format!("gemm_f16 {m}×{n}×{k} (bf16 {bf16})"));
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
 // The one header every kernel includes. It gives the kernels a small vocabulary that means
 // the same on a GPU (NVRTC) and in the CPU emulator (emu/cuda_emu.h):
 //
-//   EMBER_SHARED(float[32][33], tile);   a block's static shared array
+//   EMBER_SHARED(float[32][33], tile);   a block's static shared array (16-byte aligned)
 //   EMBER_DYNAMIC_SHARED(float, smem);   the launch's dynamic shared memory, as float*
 //   ember_f16_to_f32 / ember_f32_to_f16  half precision (IEEE binary16), round to nearest even
 //   ember_bf16_to_f32 / ember_f32_to_bf16
@@ -32,7 +32,7 @@ struct EmberConv {
 // ---- On a GPU ----
 
 template <class T> using ember_type = T;
-#define EMBER_SHARED(type, name) __shared__ ember_type<type> name
+#define EMBER_SHARED(type, name) __shared__ __align__(16) ember_type<type> name
 #define EMBER_DYNAMIC_SHARED(type, name)                                                 \
     extern __shared__ __align__(16) unsigned char ember_dynamic_shared_bytes[];          \
     type* name = reinterpret_cast<type*>(ember_dynamic_shared_bytes)
@@ -55,6 +55,56 @@ __device__ __forceinline__ unsigned short ember_f32_to_bf16(float f) {
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+
+// ---- Tensor cores and asynchronous copies (sm_80+), as small functions of ours ----
+// Each wraps one PTX instruction; the emulator (emu/cuda_emu.h) gives the same functions an
+// emulated body that follows the PTX ISA's fragment layouts, so kernels built on them are
+// tested on the CPU too.
+
+// The shared-memory address of a generic pointer into shared memory.
+__device__ __forceinline__ unsigned ember_shared_address(const void* pointer) {
+    unsigned address;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(address) : "l"(pointer));
+    return address;
+}
+
+// D = A·B + C for one 16×8×16 tile held by the warp: A 16×16 (row), B 16×8 (col) as f16 pairs,
+// C and D 16×8 in f32 (mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32).
+__device__ __forceinline__ void ember_mma_m16n8k16_f16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+// The same with bf16 inputs.
+__device__ __forceinline__ void ember_mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+
+// Four 8×8 matrices of 16-bit elements from shared memory into the warp (ldmatrix .x4):
+// lane l gives the address of row l % 8 of matrix l / 8; r[j] receives row l / 4, columns
+// 2·(l % 4) and +1 of matrix j.
+__device__ __forceinline__ void ember_ldmatrix_x4(unsigned r[4], const void* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(ember_shared_address(row)));
+}
+// Two 8×8 matrices, transposed (ldmatrix .x2.trans): lanes 0-15 give the row addresses;
+// r[j] receives rows 2·(l % 4) and +1 of matrix j at column l / 4.
+__device__ __forceinline__ void ember_ldmatrix_x2_trans(unsigned r[2], const void* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(ember_shared_address(row)));
+}
+
+// 16 bytes from global to shared memory, asynchronously (cp.async.cg); visible to this
+// thread after ember_cp_async_wait_all, to the block after that and a barrier.
+__device__ __forceinline__ void ember_cp_async_16(void* shared_destination, const void* global_source) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(ember_shared_address(shared_destination)), "l"(global_source));
+}
+__device__ __forceinline__ void ember_cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void ember_cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
 #endif
 

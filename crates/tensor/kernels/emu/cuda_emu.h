@@ -67,6 +67,11 @@ void* static_shared(size_t bytes, size_t align);
 // The launch's dynamic shared memory (sized by the launch).
 void* dynamic_shared();
 
+// Asynchronous copies (cp.async): queued per thread, done at the thread's next wait, so a
+// kernel that reads the destination before waiting reads the poison still there.
+void async_copy(void* destination, const void* source, size_t bytes);
+void async_wait_all();
+
 // Stops the kernel with an error message (reported to the host, naming the kernel).
 [[noreturn]] void fail(const char* message);
 
@@ -282,3 +287,70 @@ inline unsigned short ember_f32_to_bf16(float f) {
     if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<unsigned short>((x >> 16) | 0x40u);
     return static_cast<unsigned short>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
+
+// ---- Tensor cores, ldmatrix and cp.async, emulated after the PTX ISA's fragment layouts ----
+// Lane l of a warp: group g = l / 4, thread-in-group t = l % 4. For mma.m16n8k16:
+//   A (16×16, four registers of two 16-bit elements): register j holds row g + 8·(j & 1),
+//     columns 2t, 2t + 1 (+ 8 for j ≥ 2)
+//   B (16×8, two registers): register j holds rows 2t, 2t + 1 (+ 8 for j = 1), column g
+//   C, D (16×8 f32): element i at row g + 8·(i ≥ 2), column 2t + (i & 1)
+
+namespace emu {
+inline float half_bits_to_float(unsigned bits, bool bf16) {
+    return bf16 ? ember_bf16_to_f32(static_cast<unsigned short>(bits)) : ember_f16_to_f32(static_cast<unsigned short>(bits));
+}
+struct MmaOperands {
+    unsigned a[4];
+    unsigned b[2];
+    float c[4];
+};
+// The warp's D = A·B + C; each lane keeps its four elements of D.
+inline void mma_m16n8k16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4], bool bf16) {
+    MmaOperands mine, all[32];
+    for (int j = 0; j < 4; j++) mine.a[j] = a[j], mine.c[j] = c[j];
+    mine.b[0] = b[0], mine.b[1] = b[1];
+    warp_exchange(0xffffffffu, &mine, sizeof mine, all);
+    // Element (row, k) of A and (k, col) of B, found in the lane and register that hold it.
+    auto a_at = [&](int row, int k) {
+        int lane = (row % 8) * 4 + (k % 8) / 2, reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+        return half_bits_to_float(all[lane].a[reg] >> (16 * (k & 1)) & 0xffffu, bf16);
+    };
+    auto b_at = [&](int k, int col) {
+        int lane = col * 4 + (k % 8) / 2, reg = k >= 8 ? 1 : 0;
+        return half_bits_to_float(all[lane].b[reg] >> (16 * (k & 1)) & 0xffffu, bf16);
+    };
+    int g = static_cast<int>(lane_id()) / 4, t = static_cast<int>(lane_id()) % 4;
+    for (int i = 0; i < 4; i++) {
+        int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        float sum = c[i];
+        for (int k = 0; k < 16; k++) sum += a_at(row, k) * b_at(k, col);
+        d[i] = sum;
+    }
+}
+// ldmatrix: `matrices` 8×8 matrices whose row addresses lanes 0 .. 8·matrices − 1 give.
+inline void ldmatrix(unsigned* r, int matrices, const void* row, bool transposed) {
+    const unsigned short* rows[32];
+    warp_exchange(0xffffffffu, &row, sizeof row, rows);
+    int g = static_cast<int>(lane_id()) / 4, t = static_cast<int>(lane_id()) % 4;
+    for (int j = 0; j < matrices; j++) {
+        const unsigned short* const* m = rows + 8 * j;
+        unsigned lo = transposed ? m[2 * t][g] : m[g][2 * t];
+        unsigned hi = transposed ? m[2 * t + 1][g] : m[g][2 * t + 1];
+        r[j] = lo | (hi << 16);
+    }
+}
+}  // namespace emu
+
+inline void ember_mma_m16n8k16_f16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+    emu::mma_m16n8k16(d, a, b, c, false);
+}
+inline void ember_mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+    emu::mma_m16n8k16(d, a, b, c, true);
+}
+inline void ember_ldmatrix_x4(unsigned r[4], const void* row) { emu::ldmatrix(r, 4, row, false); }
+inline void ember_ldmatrix_x2_trans(unsigned r[2], const void* row) { emu::ldmatrix(r, 2, row, true); }
+inline void ember_cp_async_16(void* shared_destination, const void* global_source) {
+    emu::async_copy(shared_destination, global_source, 16);
+}
+inline void ember_cp_async_commit() {}
+inline void ember_cp_async_wait_all() { emu::async_wait_all(); }

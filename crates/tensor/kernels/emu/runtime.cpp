@@ -118,6 +118,12 @@ struct Fiber {
     Stack* stack = nullptr;
     State state = State::Runnable;
     unsigned shared_declarations = 0;  // static shared arrays this thread has declared
+    struct PendingCopy {
+        void* destination;
+        const void* source;
+        size_t bytes;
+    };
+    std::vector<PendingCopy> pending_copies;  // cp.async not yet waited for
     void* fake_stack = nullptr;        // AddressSanitizer's bookkeeping across switches
 };
 
@@ -273,6 +279,7 @@ void prepare_fiber(Launch& launch, unsigned i) {
              z = i / (launch.block.x * launch.block.y);
     fiber.context = ThreadContext{{x, y, z}, launch.block_idx, launch.block, launch.grid, i % 32, i / 32};
     fiber.shared_declarations = 0;
+    fiber.pending_copies.clear();
     fiber.fake_stack = nullptr;
     fiber.stack = &stack_pool.get(i);
     // A launch that failed abandoned its fibers mid-call, leaving AddressSanitizer's marks on
@@ -420,6 +427,16 @@ void* static_shared(size_t bytes, size_t align) {
 }
 
 void* dynamic_shared() { return launch_now->shared; }
+
+void async_copy(void* destination, const void* source, size_t bytes) {
+    launch_now->running->pending_copies.push_back({destination, source, bytes});
+}
+
+void async_wait_all() {
+    Fiber& fiber = *launch_now->running;
+    for (const Fiber::PendingCopy& copy : fiber.pending_copies) std::memcpy(copy.destination, copy.source, copy.bytes);
+    fiber.pending_copies.clear();
+}
 
 void fail(const char* message) {
     Launch& launch = *launch_now;

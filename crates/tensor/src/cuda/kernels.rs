@@ -552,3 +552,33 @@ pub fn adam_update(param: &DeviceBuffer, grad: &DeviceBuffer, m: &DeviceBuffer, 
     ];
     param.backend().launch(kernel("optim.cu", "adam_f32"), &grid_stride(n), &args)
 }
+
+/// `C = A·B` on tensor cores: A `[m, k]` and B `[k, n]` row-major f16 (or, with `bf16`,
+/// bf16) bits, C `[m, n]` f32, accumulated in f32 (kernels/gemm_f16.cu).
+pub fn gemm_f16(a: &DeviceBuffer, b: &DeviceBuffer, m: usize, n: usize, k: usize, bf16: bool) -> Result<DeviceBuffer> {
+    let op = "gemm_f16";
+    let half = std::mem::size_of::<u16>();
+    if a.bytes() < m * k * half || b.bytes() < k * n * half {
+        return Err(invalid(op, format!("A holds {} and B {} bytes; a {m}×{k} by {k}×{n} product needs {} and {}", a.bytes(), b.bytes(), m * k * half, k * n * half)));
+    }
+    let c = output(a.backend(), m * n)?;
+    if m == 0 || n == 0 {
+        return Ok(c);
+    }
+    let grid = [n.div_ceil(64), m.div_ceil(64), 1];
+    if grid[1] > 65535 {
+        return Err(invalid(op, format!("{m} rows exceed CUDA's grid")));
+    }
+    let config = LaunchConfig { grid: grid.map(|g| g as u32), block: [128, 1, 1], shared_bytes: 0 };
+    let args = [
+        a.arg(),
+        b.arg(),
+        c.arg(),
+        KernelArg::I32(to_i32(op, "m", m)?),
+        KernelArg::I32(to_i32(op, "n", n)?),
+        KernelArg::I32(to_i32(op, "k", k)?),
+        KernelArg::I32(bf16 as i32),
+    ];
+    a.backend().launch(kernel("gemm_f16.cu", "gemm_f16_f32"), &config, &args)?;
+    Ok(c)
+}

@@ -19,6 +19,8 @@ pub const FILES: &[(&str, &str)] = &[
     ("norm.cu", include_str!("../../kernels/norm.cu")),
     ("attention.cu", include_str!("../../kernels/attention.cu")),
     ("optim.cu", include_str!("../../kernels/optim.cu")),
+    ("gemm_f16.cu", include_str!("../../kernels/gemm_f16.cu")),
+    ("peak.cu", include_str!("../../kernels/peak.cu")),
 ];
 
 /// The source of one kernel file, by name.
