@@ -160,3 +160,20 @@ fn mixing_devices_and_missing_kernels_are_typed_errors() {
     let wide = ember::tensor::testing::random(&[3], 0.0, 1.0, 13).to_device(GPU).unwrap();
     assert!(matches!(wide.exp(), Err(TensorError::UnsupportedDType { .. })));
 }
+
+#[test]
+fn the_device_draws_the_same_random_streams_as_the_cpu() {
+    use ember::tensor::rng::Rng;
+    for n in [1, 7, 1000] {
+        let (mut cpu_rng, mut gpu_rng) = (Rng::new(42), Rng::new(42));
+        let cpu = Tensor::rand_uniform(&[n], 0.0, 1.0, DType::F32, &mut cpu_rng).unwrap();
+        let gpu = Tensor::rand_uniform_on(&[n], 0.0, 1.0, DType::F32, GPU, &mut gpu_rng).unwrap();
+        assert_eq!(gpu.device(), GPU);
+        assert_eq!(gpu.to_vec::<f32>().unwrap(), cpu.to_vec::<f32>().unwrap(), "uniform, n = {n}");
+        // The two streams advanced alike: the next draw (normal, shifted) agrees too.
+        let cpu = Tensor::randn(&[n], 0.5, 2.0, DType::F32, &mut cpu_rng);
+        let gpu = Tensor::randn_on(&[n], 0.5, 2.0, DType::F32, GPU, &mut gpu_rng).unwrap();
+        assert_close(&gpu, &cpu, &format!("normal, n = {n}"));
+        assert_eq!(cpu_rng, gpu_rng);
+    }
+}

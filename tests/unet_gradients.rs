@@ -47,7 +47,7 @@ fn tiny_unet_loss_gradient_matches_directional_finite_differences_in_f64() {
             .sum();
         let original: Vec<Tensor> = params.iter().map(|(_, p)| p.deep_copy().unwrap()).collect();
         let _guard = no_grad();
-        let mut shifted_loss = |sign: f64| {
+        let shifted_loss = |sign: f64| {
             for (((_, p), v), p0) in params.iter().zip(&v).zip(&original) {
                 p.assign(&p0.add(&v.mul_scalar(sign * epsilon).unwrap()).unwrap()).unwrap();
             }

@@ -51,7 +51,7 @@ pub fn epsilon_loss<E: From<TensorError>>(
 ) -> std::result::Result<Tensor, E> {
     check_batch_shape("epsilon_loss", x0.shape())?;
     let t = sample_timesteps(schedule.num_steps(), x0.shape()[0], rng);
-    let noise = Tensor::randn(x0.shape(), 0.0, 1.0, x0.dtype(), rng).to_device(x0.device())?;
+    let noise = Tensor::randn_on(x0.shape(), 0.0, 1.0, x0.dtype(), x0.device(), rng)?;
     epsilon_loss_with(model, schedule, x0, &t, &noise)
 }
 

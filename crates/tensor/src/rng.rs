@@ -98,6 +98,14 @@ impl Rng {
     }
 }
 
+/// A draw of the stream on a CUDA device (kernels/rng.cu), advancing `rng` as a CPU draw does.
+fn draw_on_gpu(shape: &[usize], ordinal: usize, normal: bool, a: f64, b: f64, rng: &mut Rng) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let (seed, first) = (rng.seed, rng.advance(n));
+    let buffer = crate::cuda::kernels::philox_fill(&crate::cuda::device(ordinal)?, n, seed, first, normal, a, b)?;
+    Ok(crate::ops::gpu_tensor(buffer, crate::Device::Cuda(ordinal), shape))
+}
+
 fn tensor_from_values(values: Vec<f64>, shape: &[usize], dtype: DType) -> Tensor {
     let storage = CpuStorage::from_f64(values.into_iter(), dtype);
     Tensor::from_storage(crate::storage::Storage::Cpu(storage), Layout::contiguous(shape))
@@ -112,6 +120,28 @@ impl Tensor {
         let n = shape.iter().product();
         let values = rng.uniform_values(n).into_iter().map(|u| low + (high - low) * u).collect();
         Ok(tensor_from_values(values, shape, dtype))
+    }
+
+    /// Uniform values in [low, high) drawn on `device` (f32 on a CUDA device): the same
+    /// stream, and the same values to f32 rounding, as [`Tensor::rand_uniform`] on the CPU.
+    pub fn rand_uniform_on(shape: &[usize], low: f64, high: f64, dtype: DType, device: crate::Device, rng: &mut Rng) -> Result<Tensor> {
+        match device {
+            crate::Device::Cuda(ordinal) if dtype == DType::F32 => {
+                if !(low < high) {
+                    return crate::error::invalid("rand_uniform", format!("empty range [{low}, {high})"));
+                }
+                draw_on_gpu(shape, ordinal, false, low, high, rng)
+            }
+            _ => Tensor::rand_uniform(shape, low, high, dtype, rng)?.to_device(device),
+        }
+    }
+
+    /// Normal values drawn on `device`, as [`Tensor::rand_uniform_on`].
+    pub fn randn_on(shape: &[usize], mean: f64, std: f64, dtype: DType, device: crate::Device, rng: &mut Rng) -> Result<Tensor> {
+        match device {
+            crate::Device::Cuda(ordinal) if dtype == DType::F32 => draw_on_gpu(shape, ordinal, true, mean, std, rng),
+            _ => Tensor::randn(shape, mean, std, dtype, rng).to_device(device),
+        }
     }
 
     /// Normal values with the given mean and standard deviation.

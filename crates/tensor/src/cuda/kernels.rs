@@ -582,3 +582,16 @@ pub fn gemm_f16(a: &DeviceBuffer, b: &DeviceBuffer, m: usize, n: usize, k: usize
     a.backend().launch(kernel("gemm_f16.cu", "gemm_f16_f32"), &config, &args)?;
     Ok(c)
 }
+
+/// `n` values of the Philox stream `seed` from block `first` on, as the CPU's
+/// [`crate::rng::Rng`] draws them: uniform in `[low, high)`, or with `normal`, normal with
+/// mean `low` and standard deviation `high` (kernels/rng.cu).
+pub fn philox_fill(backend: &Arc<dyn GpuBackend>, n: usize, seed: u64, first: u64, normal: bool, low: f64, high: f64) -> Result<DeviceBuffer> {
+    let out = output(backend, n)?;
+    if n > 0 {
+        let name = if normal { "philox_normal_f32" } else { "philox_uniform_f32" };
+        let args = [out.arg(), KernelArg::I64(n as i64), KernelArg::I64(seed as i64), KernelArg::I64(first as i64), KernelArg::F64(low), KernelArg::F64(high)];
+        backend.launch(kernel("rng.cu", name), &grid_stride(n.div_ceil(4)), &args)?;
+    }
+    Ok(out)
+}

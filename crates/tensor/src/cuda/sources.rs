@@ -20,6 +20,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("attention.cu", include_str!("../../kernels/attention.cu")),
     ("optim.cu", include_str!("../../kernels/optim.cu")),
     ("gemm_f16.cu", include_str!("../../kernels/gemm_f16.cu")),
+    ("rng.cu", include_str!("../../kernels/rng.cu")),
     ("peak.cu", include_str!("../../kernels/peak.cu")),
 ];
 
