@@ -14,6 +14,16 @@
 // Tiling: 64×64 output tiles of 256 threads, 16-deep panels, 4×4 outputs per thread.
 #include "ember_cuda.h"
 
+// The im2col element col(x)[(ci, ki, kj), (image, oh, ow)]: the input pixel under kernel tap
+// (ki, kj) of output position (oh, ow), or 0 in the padding. `kk` = (ci, ki, kj) flattened.
+__device__ __forceinline__ float im2col_value(const float* x, const EmberConv& g, int kk, int image, int oh, int ow) {
+    int ci = kk / (g.kh * g.kw), r = kk % (g.kh * g.kw), ki = r / g.kw, kj = r % g.kw;
+    int ih = oh * g.stride_h - g.pad_h + ki * g.dilation_h;
+    int iw = ow * g.stride_w - g.pad_w + kj * g.dilation_w;
+    if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) return 0.0f;
+    return x[(((long long)image * g.c_in + ci) * g.h + ih) * g.w + iw];
+}
+
 // Forward: A = W [c_out, c_in·kh·kw], B = col(x) [(ci, ki, kj), (n, oh, ow)].
 struct ForwardOperands {
     const float* x;
@@ -21,12 +31,8 @@ struct ForwardOperands {
     EmberConv g;
     __device__ float a(int co, int kk) const { return w[(long long)co * (g.c_in * g.kh * g.kw) + kk]; }
     __device__ float b(int kk, int col) const {
-        int ci = kk / (g.kh * g.kw), r = kk % (g.kh * g.kw), ki = r / g.kw, kj = r % g.kw;
-        int image = col / (g.ho * g.wo), q = col % (g.ho * g.wo), oh = q / g.wo, ow = q % g.wo;
-        int ih = oh * g.stride_h - g.pad_h + ki * g.dilation_h;
-        int iw = ow * g.stride_w - g.pad_w + kj * g.dilation_w;
-        if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) return 0.0f;
-        return x[(((long long)image * g.c_in + ci) * g.h + ih) * g.w + iw];
+        int image = col / (g.ho * g.wo), q = col % (g.ho * g.wo);
+        return im2col_value(x, g, kk, image, q / g.wo, q % g.wo);
     }
 };
 
@@ -90,12 +96,8 @@ struct BackwardWeightOperands {
         return dy[((long long)image * g.c_out + co) * (g.ho * g.wo) + q];
     }
     __device__ float b(int kk, int col) const {
-        int image = kk / (g.ho * g.wo), q = kk % (g.ho * g.wo), oh = q / g.wo, ow = q % g.wo;
-        int ci = col / (g.kh * g.kw), r = col % (g.kh * g.kw), ki = r / g.kw, kj = r % g.kw;
-        int ih = oh * g.stride_h - g.pad_h + ki * g.dilation_h;
-        int iw = ow * g.stride_w - g.pad_w + kj * g.dilation_w;
-        if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) return 0.0f;
-        return x[(((long long)image * g.c_in + ci) * g.h + ih) * g.w + iw];
+        int image = kk / (g.ho * g.wo), q = kk % (g.ho * g.wo);
+        return im2col_value(x, g, col, image, q / g.wo, q % g.wo);
     }
 };
 
