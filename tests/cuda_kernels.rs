@@ -338,16 +338,40 @@ fn group_norm_forward_and_backward_match_the_cpu() {
             let dy = values(len, -1.0, 1.0, 93 + case as u64);
             let (y, mean, rstd) = cpu_norm::group_norm_forward(&x, &w, &b, s, 1e-5);
             let (xb, wb, bb) = (upload(&device, &x), upload(&device, &w), upload(&device, &b));
-            let (gy, gmean, grstd) = kernels::group_norm_forward(&xb, &wb, &bb, s, 1e-5).unwrap();
+            let (gy, gmean, grstd) = kernels::group_norm_forward(&xb, &wb, &bb, s, 1e-5, false).unwrap();
             let what = format!("group norm {s:?}");
             assert_close(&download(&gy), &y, 1e-5, &what);
             assert_close(&download(&gmean), &mean, 1e-5, &format!("{what} mean"));
             assert_close(&download(&grstd), &rstd, 1e-5, &format!("{what} rstd"));
             let (dx, dw, db) = cpu_norm::group_norm_backward(&x, &dy, &w, &mean, &rstd, s);
-            let (gdx, gdw, gdb) = kernels::group_norm_backward(&xb, &upload(&device, &dy), &wb, &gmean, &grstd, s).unwrap();
+            let (gdx, gdw, gdb) = kernels::group_norm_backward(&xb, &upload(&device, &dy), &wb, &bb, &gmean, &grstd, s, false).unwrap();
             assert_close(&download(&gdx), &dx, 1e-5, &format!("{what} dx"));
             assert_close(&download(&gdw), &dw, 1e-5, &format!("{what} dweight"));
             assert_close(&download(&gdb), &db, 1e-5, &format!("{what} dbias"));
+
+            // Fused with SiLU: y = silu(h), and the backward of dh = dy·silu'(h).
+            let silu = |h: f32| h / (1.0 + (-h).exp());
+            let silu_grad = |h: f32| {
+                let s = 1.0 / (1.0 + (-h).exp());
+                s * (1.0 + h * (1.0 - s))
+            };
+            let (sy, _, _) = kernels::group_norm_forward(&xb, &wb, &bb, s, 1e-5, true).unwrap();
+            assert_close(&download(&sy), &y.iter().map(|&h| silu(h)).collect::<Vec<_>>(), 1e-5, &format!("{what} + silu"));
+            // h = x̂·w + b from the statistics (the forward's y rounds differently: x·scale + shift,
+            // ill-conditioned when a group's variance is ~0, as with one element per group).
+            let per_group = s.channels / s.groups;
+            let h: Vec<f32> = (0..len)
+                .map(|i| {
+                    let (block, c) = (i / (per_group * s.positions), (i / s.positions) % s.channels);
+                    (x[i] - mean[block]) * rstd[block] * w[c] + b[c]
+                })
+                .collect();
+            let dh: Vec<f32> = dy.iter().zip(&h).map(|(&d, &h)| d * silu_grad(h)).collect();
+            let (dx, dw, db) = cpu_norm::group_norm_backward(&x, &dh, &w, &mean, &rstd, s);
+            let (gdx, gdw, gdb) = kernels::group_norm_backward(&xb, &upload(&device, &dy), &wb, &bb, &gmean, &grstd, s, true).unwrap();
+            assert_close(&download(&gdx), &dx, 1e-5, &format!("{what} + silu dx"));
+            assert_close(&download(&gdw), &dw, 1e-5, &format!("{what} + silu dweight"));
+            assert_close(&download(&gdb), &db, 1e-5, &format!("{what} + silu dbias"));
         }
     }
 }

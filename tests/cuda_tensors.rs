@@ -125,13 +125,14 @@ fn convolutions_and_their_gradients_on_the_device_match_the_cpu() {
 
 #[test]
 fn group_norm_and_attention_gradients_on_the_device_match_the_cpu() {
-    // The UNet's attention block in small: group norm, q/k/v projections, fused attention.
+    // The UNet's blocks in small: group norm + SiLU (fused on the device), q/k/v projections,
+    // fused attention.
     let x = random(&[2, 8, 4, 5], 30);
     let (gamma, beta) = (random(&[8], 31), random(&[8], 32));
     let (wq, wk, wv) = (random(&[8, 8], 33), random(&[8, 8], 34), random(&[8, 8], 35));
     let run = |t: &[Tensor]| {
         let [x, gamma, beta, wq, wk, wv] = [&t[0], &t[1], &t[2], &t[3], &t[4], &t[5]];
-        let h = x.group_norm(4, Some(gamma), Some(beta), 1e-5).unwrap();
+        let h = x.group_norm_silu(4, Some(gamma), Some(beta), 1e-5).unwrap();
         let tokens = h.reshape(&[2, 8, 20]).unwrap().transpose(1, 2).unwrap(); // [2, 20, 8]
         let (q, k, v) = (tokens.matmul(wq).unwrap(), tokens.matmul(wk).unwrap(), tokens.matmul(wv).unwrap());
         let split = |t: Tensor| t.reshape(&[2, 20, 2, 4]).unwrap().transpose(1, 2).unwrap(); // 2 heads
@@ -176,4 +177,22 @@ fn the_device_draws_the_same_random_streams_as_the_cpu() {
         assert_close(&gpu, &cpu, &format!("normal, n = {n}"));
         assert_eq!(cpu_rng, gpu_rng);
     }
+}
+
+#[test]
+fn dropout_masks_and_ema_updates_on_the_device_equal_the_cpu() {
+    use ember::tensor::optim::ema_update;
+    use ember::tensor::rng::Rng;
+    let x = random(&[3, 50], 40);
+    let cpu = x.dropout(0.3, true, &mut Rng::new(8)).unwrap();
+    let gpu = x.to_device(GPU).unwrap().dropout(0.3, true, &mut Rng::new(8)).unwrap();
+    assert_eq!(gpu.to_vec::<f32>().unwrap(), cpu.to_vec::<f32>().unwrap(), "dropout");
+    let zeros = cpu.to_vec::<f32>().unwrap().iter().filter(|&&v| v == 0.0).count();
+    assert!(zeros > 20 && zeros < 80, "{zeros} of 150 dropped at p = 0.3");
+
+    let (ema, param) = (random(&[7, 9], 41), random(&[7, 9], 42));
+    let (ema_gpu, param_gpu) = (ema.to_device(GPU).unwrap(), param.to_device(GPU).unwrap());
+    ema_update(&ema, &param, 0.999).unwrap();
+    ema_update(&ema_gpu, &param_gpu, 0.999).unwrap();
+    assert_eq!(ema_gpu.to_vec::<f32>().unwrap(), ema.to_vec::<f32>().unwrap(), "ema");
 }

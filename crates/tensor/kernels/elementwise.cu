@@ -12,13 +12,6 @@ enum UnaryCode {
     U_SIN, U_COS, U_POWF, U_AFFINE, U_CLAMP
 };
 
-__device__ __forceinline__ float sigmoid(float x) {
-    // two branches: exp never overflows
-    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
 __device__ __forceinline__ float normal_cdf(float x) { return 0.5f * (1.0f + erff(x * 0.70710678118654752f)); }
 
 __device__ float unary_forward(int op, float x, float p, float q) {
@@ -30,9 +23,9 @@ __device__ float unary_forward(int op, float x, float p, float q) {
         case U_SQR: return x * x;
         case U_ABS: return fabsf(x);
         case U_RELU: return fmaxf(x, 0.0f);
-        case U_SILU: return x * sigmoid(x);
+        case U_SILU: return x * ember_sigmoid(x);
         case U_GELU: return x * normal_cdf(x);
-        case U_SIGMOID: return sigmoid(x);
+        case U_SIGMOID: return ember_sigmoid(x);
         case U_TANH: return tanhf(x);
         case U_SIN: return sinf(x);
         case U_COS: return cosf(x);
@@ -54,7 +47,7 @@ __device__ float unary_derivative(int op, float x, float y, float p, float q) {
         case U_ABS: return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
         case U_RELU: return x > 0.0f ? 1.0f : 0.0f;
         case U_SILU: {
-            float s = sigmoid(x);
+            float s = ember_sigmoid(x);
             return s * (1.0f + x * (1.0f - s));
         }
         case U_GELU: return normal_cdf(x) + x * expf(-0.5f * x * x) * 0.39894228040143268f;

@@ -115,6 +115,13 @@ __device__ __forceinline__ int ember_ceil_div(int a, int b) { return (a + b - 1)
 
 __device__ __forceinline__ float ember_negative_infinity() { return __int_as_float(static_cast<int>(0xff800000u)); }
 
+// σ(x) = 1/(1 + e^−x), by two branches so that the exponential never overflows.
+__device__ __forceinline__ float ember_sigmoid(float x) {
+    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
 // The offset of element number `i` (row-major) of the view `s`.
 __device__ __forceinline__ long long ember_offset(const EmberStrides& s, long long i) {
     long long offset = 0;

@@ -2,9 +2,11 @@
 // [n, channels, positions] with the channels in `groups` groups; a (sample, group) block of
 // channels/groups · positions contiguous elements gets its own mean μ and
 // rstd = 1/√(σ² + eps) (biased variance). With x̂ = (x − μ)·rstd:
-//   forward   y = x̂·w[c] + b[c]
-//   backward  with g = dy·w[c]: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (means over the block);
-//             per (sample, channel) Σ dy·x̂ and Σ dy, which the host sums over the samples
+//   forward   h = x̂·w[c] + b[c], y = h, or with `silu` (the UNet's GroupNorm → SiLU, fused)
+//             y = h·σ(h)
+//   backward  dh = dy, or with `silu` dh = dy·σ(h)·(1 + h·(1 − σ(h))) (h recomputed from x);
+//             with g = dh·w[c]: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (means over the block);
+//             per (sample, channel) Σ dh·x̂ and Σ dh, which the host sums over the samples
 //             into dw and db.
 //
 // Tiling: one block of 256 threads per (sample, group). Each thread walks every 256th element
@@ -15,7 +17,7 @@
 extern "C" __global__ void group_norm_forward_f32(const float* __restrict__ x, const float* __restrict__ w,
                                                   const float* __restrict__ b, float* __restrict__ y,
                                                   float* __restrict__ mean, float* __restrict__ rstd, int channels,
-                                                  int groups, int positions, float eps) {
+                                                  int groups, int positions, float eps, int silu) {
     EMBER_SHARED(float[32], scratch);
     int block = blockIdx.x, group = block % groups;
     int per_group = channels / groups;
@@ -39,15 +41,24 @@ extern "C" __global__ void group_norm_forward_f32(const float* __restrict__ x, c
     for (long long j = threadIdx.x; j < len; j += blockDim.x) {
         int c = group * per_group + (int)(j / positions);
         float scale = r * w[c];
-        ys[j] = xs[j] * scale + (b[c] - mu * scale);
+        float h = xs[j] * scale + (b[c] - mu * scale);
+        ys[j] = silu ? h * ember_sigmoid(h) : h;
     }
 }
 
-// dx, and per (sample, channel) the pair (Σ dy·x̂, Σ dy) in sums[(sample·channels + c)·2 + 0|1].
+// dh for one element: dy, or through the fused SiLU, dy·σ'(h)·… with h = x̂·w + b.
+__device__ __forceinline__ float pre_activation_grad(float dy, float xhat, float w, float b, int silu) {
+    if (!silu) return dy;
+    float h = xhat * w + b, s = ember_sigmoid(h);
+    return dy * s * (1.0f + h * (1.0f - s));
+}
+
+// dx, and per (sample, channel) the pair (Σ dh·x̂, Σ dh) in sums[(sample·channels + c)·2 + 0|1].
 extern "C" __global__ void group_norm_backward_f32(const float* __restrict__ x, const float* __restrict__ dy,
-                                                   const float* __restrict__ w, const float* __restrict__ mean,
-                                                   const float* __restrict__ rstd, float* __restrict__ dx,
-                                                   float* __restrict__ sums, int channels, int groups, int positions) {
+                                                   const float* __restrict__ w, const float* __restrict__ b,
+                                                   const float* __restrict__ mean, const float* __restrict__ rstd,
+                                                   float* __restrict__ dx, float* __restrict__ sums, int channels,
+                                                   int groups, int positions, int silu) {
     EMBER_SHARED(float[32], scratch);
     int block = blockIdx.x, sample = block / groups, group = block % groups;
     int per_group = channels / groups;
@@ -57,15 +68,16 @@ extern "C" __global__ void group_norm_backward_f32(const float* __restrict__ x, 
     float* dxs = dx + block * len;
     float mu = mean[block], r = rstd[block];
 
-    float sum_g = 0.0f, sum_g_xhat = 0.0f;  // Σ dy·w and Σ dy·w·x̂ over the block
+    float sum_g = 0.0f, sum_g_xhat = 0.0f;  // Σ dh·w and Σ dh·w·x̂ over the block
     for (int k = 0; k < per_group; k++) {
         int c = group * per_group + k;
         float dy_sum = 0.0f, dy_xhat_sum = 0.0f;
         for (int p = threadIdx.x; p < positions; p += blockDim.x) {
             long long j = (long long)k * positions + p;
-            float d = dys[j];
+            float xhat = (xs[j] - mu) * r;
+            float d = pre_activation_grad(dys[j], xhat, w[c], b[c], silu);
             dy_sum += d;
-            dy_xhat_sum += d * (xs[j] - mu) * r;
+            dy_xhat_sum += d * xhat;
         }
         dy_sum = ember_block_sum(dy_sum, scratch);
         dy_xhat_sum = ember_block_sum(dy_xhat_sum, scratch);
@@ -80,6 +92,7 @@ extern "C" __global__ void group_norm_backward_f32(const float* __restrict__ x, 
     for (long long j = threadIdx.x; j < len; j += blockDim.x) {
         int c = group * per_group + (int)(j / positions);
         float xhat = (xs[j] - mu) * r;
-        dxs[j] = r * (dys[j] * w[c] - mean_g - xhat * mean_g_xhat);
+        float d = pre_activation_grad(dys[j], xhat, w[c], b[c], silu);
+        dxs[j] = r * (d * w[c] - mean_g - xhat * mean_g_xhat);
     }
 }

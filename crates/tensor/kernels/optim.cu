@@ -21,3 +21,13 @@ extern "C" __global__ void adam_f32(float* __restrict__ p, const float* __restri
         p[i] = param - step_size * mi / (sqrtf(vi) * inv_bc2 + eps);
     }
 }
+
+// The exponential moving average of the weights: ema ← decay·ema + (1 − decay)·param, as the
+// CPU computes it in f32: two rounded products, then their rounded sum (__fmul_rn and
+// __fadd_rn keep the compiler from fusing them into an FMA, so both devices agree exactly).
+extern "C" __global__ void ema_f32(float* __restrict__ ema, const float* __restrict__ param, float decay,
+                                   float one_minus_decay, long long n) {
+    long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        ema[i] = __fadd_rn(__fmul_rn(ema[i], decay), __fmul_rn(param[i], one_minus_decay));
+}

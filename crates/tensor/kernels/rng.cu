@@ -4,6 +4,7 @@
 //   uniform  u = (x >> 8)·2⁻²⁴ from one lane, out = low + (high − low)·u
 //   normal   Box–Muller on lanes (0, 1) and (2, 3): r = √(−2 ln(1 − u₀)),
 //            z₀ = r cos 2πu₁, z₁ = r sin 2πu₁; out = mean + std·z
+//   dropout  out = scale where u ≥ p, else 0 (the inverted-dropout mask)
 // The arithmetic is in f64, as on the CPU, and rounded to f32 once at the end.
 //
 // Tiling: none. One thread per Philox block (four outputs), in a grid-stride loop.
@@ -58,5 +59,15 @@ extern "C" __global__ void philox_normal_f32(float* __restrict__ out, long long 
             if (i < n) out[i] = (float)(mean + std * (r * cos(two_pi * u1)));
             if (i + 1 < n) out[i + 1] = (float)(mean + std * (r * sin(two_pi * u1)));
         }
+    }
+}
+
+extern "C" __global__ void philox_dropout_mask_f32(float* __restrict__ out, long long n, long long seed, long long first,
+                                                   double p, double scale) {
+    long long blocks = (n + 3) / 4, stride = (long long)blockDim.x * gridDim.x;
+    for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
+        unsigned lanes[4];
+        philox_block(lanes, (unsigned long long)seed, (unsigned long long)first + b);
+        for (int j = 0; j < 4 && 4 * b + j < n; j++) out[4 * b + j] = unit_uniform(lanes[j]) >= p ? (float)scale : 0.0f;
     }
 }

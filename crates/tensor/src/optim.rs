@@ -60,6 +60,22 @@ fn check_same_device(param: &Tensor, grad: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// The exponential moving average of a parameter, in place:
+/// `ema ← decay·ema + (1 − decay)·param` (one fused kernel on a CUDA device; the same f32
+/// arithmetic on the CPU). Not recorded by autograd.
+pub fn ema_update(ema: &Tensor, param: &Tensor, decay: f64) -> Result<()> {
+    if ema.shape() != param.shape() {
+        return Err(TensorError::ShapeMismatch { op: "ema", lhs: ema.shape().to_vec(), rhs: param.shape().to_vec() });
+    }
+    crate::ops::check_same("ema", &[ema, param])?;
+    let _guard = crate::no_grad();
+    if crate::ops::on_gpu(ema) && ema.layout().contiguous_range() == Some(0..ema.numel()) {
+        let param = crate::ops::dense(param)?;
+        return crate::ops::with_gpu("ema", ema, |e| crate::ops::with_gpu("ema", &param, |p| crate::cuda::kernels::ema_update(e, p, ema.numel(), decay)));
+    }
+    ema.assign(&ema.mul_scalar(decay)?.add(&param.mul_scalar(1.0 - decay)?)?)
+}
+
 /// Checks every present gradient against its parameter before anything is updated, so that a
 /// failing step changes nothing.
 fn check_grads(params: &[Tensor], grads: &Gradients) -> Result<()> {

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::storage::CpuStorage;
+use crate::cuda::kernels::Draw;
 use crate::{DType, Layout, Tensor};
 
 const M0: u32 = 0xD251_1F53;
@@ -99,10 +100,10 @@ impl Rng {
 }
 
 /// A draw of the stream on a CUDA device (kernels/rng.cu), advancing `rng` as a CPU draw does.
-fn draw_on_gpu(shape: &[usize], ordinal: usize, normal: bool, a: f64, b: f64, rng: &mut Rng) -> Result<Tensor> {
+fn draw_on_gpu(shape: &[usize], ordinal: usize, draw: Draw, rng: &mut Rng) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let (seed, first) = (rng.seed, rng.advance(n));
-    let buffer = crate::cuda::kernels::philox_fill(&crate::cuda::device(ordinal)?, n, seed, first, normal, a, b)?;
+    let buffer = crate::cuda::kernels::philox_fill(&crate::cuda::device(ordinal)?, n, seed, first, draw)?;
     Ok(crate::ops::gpu_tensor(buffer, crate::Device::Cuda(ordinal), shape))
 }
 
@@ -130,7 +131,7 @@ impl Tensor {
                 if !(low < high) {
                     return crate::error::invalid("rand_uniform", format!("empty range [{low}, {high})"));
                 }
-                draw_on_gpu(shape, ordinal, false, low, high, rng)
+                draw_on_gpu(shape, ordinal, Draw::Uniform { low, high }, rng)
             }
             _ => Tensor::rand_uniform(shape, low, high, dtype, rng)?.to_device(device),
         }
@@ -139,8 +140,21 @@ impl Tensor {
     /// Normal values drawn on `device`, as [`Tensor::rand_uniform_on`].
     pub fn randn_on(shape: &[usize], mean: f64, std: f64, dtype: DType, device: crate::Device, rng: &mut Rng) -> Result<Tensor> {
         match device {
-            crate::Device::Cuda(ordinal) if dtype == DType::F32 => draw_on_gpu(shape, ordinal, true, mean, std, rng),
+            crate::Device::Cuda(ordinal) if dtype == DType::F32 => draw_on_gpu(shape, ordinal, Draw::Normal { mean, std }, rng),
             _ => Tensor::randn(shape, mean, std, dtype, rng).to_device(device),
+        }
+    }
+
+    /// The inverted-dropout mask on `device`: `1/(1 − p)` where the uniform draw is ≥ `p`,
+    /// else 0. The same mask on every device for the same stream.
+    pub fn dropout_mask_on(shape: &[usize], p: f64, dtype: DType, device: crate::Device, rng: &mut Rng) -> Result<Tensor> {
+        let scale = 1.0 / (1.0 - p);
+        match device {
+            crate::Device::Cuda(ordinal) if dtype == DType::F32 => draw_on_gpu(shape, ordinal, Draw::DropoutMask { p, scale }, rng),
+            _ => {
+                let mask = rng.uniform_values(shape.iter().product()).into_iter().map(|u| if u >= p { scale } else { 0.0 }).collect();
+                tensor_from_values(mask, shape, dtype).to_device(device)
+            }
         }
     }
 

@@ -204,7 +204,7 @@ impl Trainer {
         let _guard = no_grad();
         let decay = self.config.ema_decay_at(self.step);
         for ((_, e), (_, p)) in named_parameters(&self.ema).iter().zip(named_parameters(&self.model).iter()) {
-            e.assign(&e.mul_scalar(decay)?.add(&p.mul_scalar(1.0 - decay)?)?)?;
+            ember_tensor::optim::ema_update(e, p, decay)?;
         }
         Ok(())
     }

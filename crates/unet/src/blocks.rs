@@ -53,14 +53,14 @@ impl ResnetBlock {
     }
 
     pub fn forward(&self, x: &Tensor, temb: &Tensor, ctx: &mut ForwardContext) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         if temb.rank() != 2 {
             return Err(invalid_input("ResnetBlock", "a time embedding [B, channels]", temb));
         }
         let t = self.time_emb_proj.forward(&temb.silu()?)?;
         let (b, c) = (t.shape()[0], t.shape()[1]);
         let h = h.add(&t.reshape(&[b, c, 1, 1])?)?;
-        let h = self.norm2.forward(&h)?.silu()?.dropout(self.dropout, ctx.training, ctx.rng)?;
+        let h = self.norm2.forward_silu(&h)?.dropout(self.dropout, ctx.training, ctx.rng)?;
         let h = self.conv2.forward(&h)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,

@@ -121,6 +121,11 @@ impl GroupNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.group_norm(self.num_groups, Some(&self.weight), Some(&self.bias), self.eps)?)
     }
+
+    /// `silu(forward(x))`, fused on a CUDA device ([`Tensor::group_norm_silu`]).
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.group_norm_silu(self.num_groups, Some(&self.weight), Some(&self.bias), self.eps)?)
+    }
 }
 
 impl Module for GroupNorm {

@@ -153,7 +153,7 @@ impl UNet {
             h = block.forward(&h, &temb, ctx, &mut skips)?;
         }
         debug_assert!(skips.is_empty());
-        self.conv_out.forward(&self.conv_norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.conv_norm_out.forward_silu(&h)?)
     }
 }
 

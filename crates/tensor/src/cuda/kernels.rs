@@ -359,14 +359,15 @@ pub fn conv2d_backward_weight(x: &DeviceBuffer, dy: &DeviceBuffer, g: &ConvGeome
 }
 
 /// Group norm forward: `(y, mean, rstd)`, the statistics one per (sample, group), as
-/// [`crate::cpu::norm::group_norm_forward`] (kernels/norm.cu). x is `[n, channels, positions]`
-/// contiguous; w and b have `channels` elements.
+/// [`crate::cpu::norm::group_norm_forward`], followed by SiLU when `silu` (kernels/norm.cu).
+/// x is `[n, channels, positions]` contiguous; w and b have `channels` elements.
 pub fn group_norm_forward(
     x: &DeviceBuffer,
     w: &DeviceBuffer,
     b: &DeviceBuffer,
     s: &GroupNormShape,
     eps: f64,
+    silu: bool,
 ) -> Result<(DeviceBuffer, DeviceBuffer, DeviceBuffer)> {
     let op = "group_norm";
     let len = s.n * s.channels * s.positions;
@@ -386,26 +387,32 @@ pub fn group_norm_forward(
         KernelArg::I32(to_i32(op, "groups", s.groups)?),
         KernelArg::I32(to_i32(op, "positions", s.positions)?),
         KernelArg::F32(eps as f32),
+        KernelArg::I32(silu as i32),
     ];
     x.backend().launch(kernel("norm.cu", "group_norm_forward_f32"), &LaunchConfig::linear(blocks as u32, THREADS), &args)?;
     Ok((y, mean, rstd))
 }
 
-/// Group norm backward: `(dx, dweight, dbias)`, as [`crate::cpu::norm::group_norm_backward`]
-/// (kernels/norm.cu; the per-sample sums are added over the samples by [`reduce`]).
+/// Group norm backward: `(dx, dweight, dbias)`, as [`crate::cpu::norm::group_norm_backward`],
+/// through the fused SiLU when `silu` (kernels/norm.cu; the per-sample sums are added over
+/// the samples by [`reduce`]).
+#[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward(
     x: &DeviceBuffer,
     dy: &DeviceBuffer,
     w: &DeviceBuffer,
+    b: &DeviceBuffer,
     mean: &DeviceBuffer,
     rstd: &DeviceBuffer,
     s: &GroupNormShape,
+    silu: bool,
 ) -> Result<(DeviceBuffer, DeviceBuffer, DeviceBuffer)> {
     let op = "group_norm_backward";
     let len = s.n * s.channels * s.positions;
     check_len(op, "x", x, len)?;
     check_len(op, "dy", dy, len)?;
     check_len(op, "weight", w, s.channels)?;
+    check_len(op, "bias", b, s.channels)?;
     check_len(op, "mean", mean, s.n * s.groups)?;
     check_len(op, "rstd", rstd, s.n * s.groups)?;
     let (dx, sums) = (output(x.backend(), len)?, output(x.backend(), s.n * s.channels * 2)?);
@@ -413,6 +420,7 @@ pub fn group_norm_backward(
         x.arg(),
         dy.arg(),
         w.arg(),
+        b.arg(),
         mean.arg(),
         rstd.arg(),
         dx.arg(),
@@ -420,6 +428,7 @@ pub fn group_norm_backward(
         KernelArg::I32(to_i32(op, "channels", s.channels)?),
         KernelArg::I32(to_i32(op, "groups", s.groups)?),
         KernelArg::I32(to_i32(op, "positions", s.positions)?),
+        KernelArg::I32(silu as i32),
     ];
     let blocks = (s.n * s.groups) as u32;
     x.backend().launch(kernel("norm.cu", "group_norm_backward_f32"), &LaunchConfig::linear(blocks, THREADS), &args)?;
@@ -583,15 +592,38 @@ pub fn gemm_f16(a: &DeviceBuffer, b: &DeviceBuffer, m: usize, n: usize, k: usize
     Ok(c)
 }
 
+/// What a Philox draw produces from each uniform `u` (kernels/rng.cu).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Draw {
+    Uniform { low: f64, high: f64 },
+    Normal { mean: f64, std: f64 },
+    /// `scale` where `u ≥ p`, else 0.
+    DropoutMask { p: f64, scale: f64 },
+}
+
 /// `n` values of the Philox stream `seed` from block `first` on, as the CPU's
-/// [`crate::rng::Rng`] draws them: uniform in `[low, high)`, or with `normal`, normal with
-/// mean `low` and standard deviation `high` (kernels/rng.cu).
-pub fn philox_fill(backend: &Arc<dyn GpuBackend>, n: usize, seed: u64, first: u64, normal: bool, low: f64, high: f64) -> Result<DeviceBuffer> {
+/// [`crate::rng::Rng`] draws them (kernels/rng.cu).
+pub fn philox_fill(backend: &Arc<dyn GpuBackend>, n: usize, seed: u64, first: u64, draw: Draw) -> Result<DeviceBuffer> {
     let out = output(backend, n)?;
     if n > 0 {
-        let name = if normal { "philox_normal_f32" } else { "philox_uniform_f32" };
-        let args = [out.arg(), KernelArg::I64(n as i64), KernelArg::I64(seed as i64), KernelArg::I64(first as i64), KernelArg::F64(low), KernelArg::F64(high)];
+        let (name, a, b) = match draw {
+            Draw::Uniform { low, high } => ("philox_uniform_f32", low, high),
+            Draw::Normal { mean, std } => ("philox_normal_f32", mean, std),
+            Draw::DropoutMask { p, scale } => ("philox_dropout_mask_f32", p, scale),
+        };
+        let args = [out.arg(), KernelArg::I64(n as i64), KernelArg::I64(seed as i64), KernelArg::I64(first as i64), KernelArg::F64(a), KernelArg::F64(b)];
         backend.launch(kernel("rng.cu", name), &grid_stride(n.div_ceil(4)), &args)?;
     }
     Ok(out)
+}
+
+/// `ema ← decay·ema + (1 − decay)·param` in place over `n` elements (kernels/optim.cu).
+pub fn ema_update(ema: &DeviceBuffer, param: &DeviceBuffer, n: usize, decay: f64) -> Result<()> {
+    check_len("ema", "ema", ema, n)?;
+    check_len("ema", "param", param, n)?;
+    if n > 0 {
+        let args = [ema.arg(), param.arg(), KernelArg::F32(decay as f32), KernelArg::F32((1.0 - decay) as f32), KernelArg::I64(n as i64)];
+        ema.backend().launch(kernel("optim.cu", "ema_f32"), &grid_stride(n), &args)?;
+    }
+    Ok(())
 }

@@ -43,10 +43,7 @@ impl Tensor {
         if !training || p == 0.0 {
             return Ok(self.clone());
         }
-        let keep_scale = 1.0 / (1.0 - p);
-        let mask: Vec<f64> = rng.uniform_values(self.numel()).into_iter().map(|u| if u >= p { keep_scale } else { 0.0 }).collect();
-        // The mask is drawn on the CPU (the same stream on every device), then moved.
-        self.mul(&Tensor::from_f64(&mask, self.shape(), self.dtype())?.to_device(self.device())?)
+        self.mul(&Tensor::dropout_mask_on(self.shape(), p, self.dtype(), self.device(), rng)?)
     }
 
     /// Mean squared error, `mean((pred − target)²)`; the shapes must be equal.

@@ -46,7 +46,19 @@ impl Tensor {
     /// `dx = rstd·(g − mean(g) − x̂·mean(g·x̂))` with `g = dy·weight[c]`, `dweight = Σ dy·x̂`,
     /// `dbias = Σ dy`.
     pub fn group_norm(&self, num_groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-        let op = "group_norm";
+        self.group_norm_then(num_groups, weight, bias, eps, false)
+    }
+
+    /// `silu(group_norm(x))`, the UNet's pair. On a CUDA device one fused kernel each way
+    /// (kernels/norm.cu: `dh = dy·σ(h)·(1 + h·(1 − σ(h)))` with `h` recomputed from x, then
+    /// the group norm backward of `dh`); on the CPU the two ops.
+    pub fn group_norm_silu(&self, num_groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        if on_gpu(self) { self.group_norm_then(num_groups, weight, bias, eps, true) } else { self.group_norm(num_groups, weight, bias, eps)?.silu() }
+    }
+
+    /// Group norm, then SiLU when `silu` (the fused CUDA path only; the CPU path never gets it).
+    fn group_norm_then(&self, num_groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64, silu: bool) -> Result<Tensor> {
+        let op = if silu { "group_norm_silu" } else { "group_norm" };
         if self.rank() < 2 {
             return invalid(op, format!("needs [N, C, ...], got {:?}", self.shape()));
         }
@@ -69,7 +81,7 @@ impl Tensor {
         let b = match bias { Some(b) => b.detach().contiguous()?, None => Tensor::zeros(&[c], self.dtype()).to_device(self.device())? };
         let (y, mean, rstd) = if on_gpu(self) {
             let (x, w, b) = (dense(&x)?, dense(&w)?, dense(&b)?);
-            let (y, m, r) = with_gpu(op, &x, |xs| with_gpu(op, &w, |ws| with_gpu(op, &b, |bs| gpu::group_norm_forward(xs, ws, bs, &shape, eps))))?;
+            let (y, m, r) = with_gpu(op, &x, |xs| with_gpu(op, &w, |ws| with_gpu(op, &b, |bs| gpu::group_norm_forward(xs, ws, bs, &shape, eps, silu))))?;
             let device = self.device();
             (gpu_tensor(y, device, self.shape()), gpu_tensor(m, device, &[n * num_groups]), gpu_tensor(r, device, &[n * num_groups]))
         } else {
@@ -86,11 +98,15 @@ impl Tensor {
         let (has_weight, has_bias) = (weight.is_some(), bias.is_some());
         Ok(y.with_backward(op, &inputs, move |dy| {
             let (dx, dw, db) = if on_gpu(&x) {
-                let (x, w, dy) = (dense(&x)?, dense(&w)?, dense(dy)?);
+                let (x, w, b, dy) = (dense(&x)?, dense(&w)?, dense(&b)?, dense(dy)?);
                 let device = x.device();
                 let (dx, dw, db) = with_gpu(op, &x, |xs| {
                     with_gpu(op, &dy, |dys| {
-                        with_gpu(op, &w, |ws| with_gpu(op, &mean, |ms| with_gpu(op, &rstd, |rs| gpu::group_norm_backward(xs, dys, ws, ms, rs, &shape))))
+                        with_gpu(op, &w, |ws| {
+                            with_gpu(op, &b, |bs| {
+                                with_gpu(op, &mean, |ms| with_gpu(op, &rstd, |rs| gpu::group_norm_backward(xs, dys, ws, bs, ms, rs, &shape, silu)))
+                            })
+                        })
                     })
                 })?;
                 (gpu_tensor(dx, device, x.shape()), gpu_tensor(dw, device, &[shape.channels]), gpu_tensor(db, device, &[shape.channels]))
