@@ -170,6 +170,9 @@ struct SampleArgs {
     /// The grid PNG to write
     #[arg(long, default_value = "samples.png")]
     out: PathBuf,
+    /// cpu, or cuda / cuda:N (see `ember train --help`)
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -190,6 +193,9 @@ struct EvalArgs {
     seed: u64,
     #[arg(long)]
     no_ema: bool,
+    /// cpu, or cuda / cuda:N (see `ember train --help`)
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -328,8 +334,10 @@ fn variance(v: VarianceName) -> DdpmVariance {
 
 fn run_sample(args: SampleArgs) -> Result<()> {
     let path = args.checkpoint.clone().unwrap_or_else(|| PathBuf::from(SHIPPED_CHECKPOINT));
+    let device = parse_device(&args.device)?;
     let checkpoint = Checkpoint::load(&path)?;
     let model = checkpoint.model(!args.no_ema)?;
+    ember::unet::module::to_device(&model, device)?;
     let schedule = ember::diffusion::NoiseSchedule::from_name(&checkpoint.config.schedule, checkpoint.config.num_timesteps)?;
     let sampler = match args.sampler {
         SamplerName::Ddpm => Sampler::Ddpm { variance: variance(args.variance) },
@@ -348,8 +356,10 @@ fn run_sample(args: SampleArgs) -> Result<()> {
 }
 
 fn run_eval(args: EvalArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
     let checkpoint = Checkpoint::load(&args.checkpoint)?;
     let model = checkpoint.model(!args.no_ema)?;
+    ember::unet::module::to_device(&model, device)?;
     let config = &checkpoint.config;
     let schedule = ember::diffusion::NoiseSchedule::from_name(&config.schedule, config.num_timesteps)?;
     let data = args.data.clone().unwrap_or_else(|| config.data.clone());
@@ -363,8 +373,10 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         let indices: Vec<usize> = (start..(start + args.batch_size).min(n)).collect();
         let x0 = dataset.batch(&indices, &vec![false; indices.len()])?;
         let mut unused = Rng::new(0);
-        let mut predict = |x: &ember::tensor::Tensor, t: &[f64]| {
-            model.forward(x, t, &mut ember::unet::ForwardContext { training: false, rng: &mut unused })
+        // The data and the bound's arithmetic stay on the CPU; the model runs on `device`.
+        let mut predict = |x: &ember::tensor::Tensor, t: &[f64]| -> std::result::Result<ember::tensor::Tensor, ember::unet::UNetError> {
+            let eps = model.forward(&x.to_device(device)?, t, &mut ember::unet::ForwardContext { training: false, rng: &mut unused })?;
+            Ok(eps.to_device(x.device())?)
         };
         let loss = ember::diffusion::epsilon_loss(&mut predict, &schedule, &x0, &mut rng)?;
         loss_sum += loss.item()? * indices.len() as f64;

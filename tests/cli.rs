@@ -71,3 +71,20 @@ fn every_command_has_help() {
         assert!(ok && text.contains("Usage"), "{command} --help: {text}");
     }
 }
+
+/// `--device cuda` runs the shipped model on a CUDA device (the emulator when there is no
+/// GPU) and draws the same image; an unknown device is refused with the spellings.
+#[cfg(feature = "cuda-emu")]
+#[test]
+fn sample_on_a_cuda_device_draws_the_cpu_image() {
+    let dir = temp_dir("sample-device");
+    let (cpu, gpu) = (dir.join("cpu.png"), dir.join("gpu.png"));
+    let args = ["sample", "--sampler", "ddim", "--steps", "2", "--n", "1", "--out"];
+    let (ok, text) = ember(&[&args[..], &[cpu.to_str().unwrap()]].concat());
+    assert!(ok, "{text}");
+    let (ok, text) = ember(&[&args[..], &[gpu.to_str().unwrap(), "--device", "cuda"]].concat());
+    assert!(ok, "{text}");
+    assert_eq!(std::fs::read(&gpu).unwrap(), std::fs::read(&cpu).unwrap(), "the PNGs differ");
+    let (ok, text) = ember(&[&args[..], &[gpu.to_str().unwrap(), "--device", "tpu"]].concat());
+    assert!(!ok && text.contains("use cpu, cuda or cuda:N"), "{text}");
+}
