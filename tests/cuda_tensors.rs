@@ -196,3 +196,22 @@ fn dropout_masks_and_ema_updates_on_the_device_equal_the_cpu() {
     ema_update(&ema_gpu, &param_gpu, 0.999).unwrap();
     assert_eq!(ema_gpu.to_vec::<f32>().unwrap(), ema.to_vec::<f32>().unwrap(), "ema");
 }
+
+#[test]
+fn sgd_with_momentum_on_the_device_follows_the_cpu() {
+    use ember::tensor::Gradients;
+    use ember::tensor::optim::{Sgd, SgdConfig};
+    let config = SgdConfig { momentum: 0.9, dampening: 0.1, weight_decay: 0.01, nesterov: true, ..SgdConfig::new(0.05) };
+    let (p0, g) = (random(&[4, 6], 50), random(&[4, 6], 51));
+    let cpu = p0.deep_copy().unwrap().variable();
+    let gpu = p0.to_device(GPU).unwrap().variable();
+    let (mut cpu_sgd, mut gpu_sgd) = (Sgd::new(vec![cpu.clone()], config).unwrap(), Sgd::new(vec![gpu.clone()], config).unwrap());
+    for _ in 0..3 {
+        let (mut cpu_grads, mut gpu_grads) = (Gradients::default(), Gradients::default());
+        cpu_grads.insert(&cpu, g.clone());
+        gpu_grads.insert(&gpu, g.to_device(GPU).unwrap());
+        cpu_sgd.step(&cpu_grads).unwrap();
+        gpu_sgd.step(&gpu_grads).unwrap();
+    }
+    assert_close(&gpu, &cpu, "sgd after three steps");
+}

@@ -1,5 +1,6 @@
 // Fused optimizer updates, in place, one thread per element in a grid-stride loop. The CPU
-// reference is AdamRule in src/optim.rs; the host computes the same f32 constants for both.
+// references are AdamRule and SgdRule in src/optim.rs; the host computes the same f32
+// constants for both.
 #include "ember_cuda.h"
 
 // Adam (decoupled = 0: L2 weight decay added to the gradient) or AdamW (decoupled = 1: the
@@ -30,4 +31,22 @@ extern "C" __global__ void ema_f32(float* __restrict__ ema, const float* __restr
     long long stride = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
         ema[i] = __fadd_rn(__fmul_rn(ema[i], decay), __fmul_rn(param[i], one_minus_decay));
+}
+
+// SGD with momentum (PyTorch's rule): d = g + wd·p; with a momentum buffer (buffer not null)
+// b ← d on the first step, else b ← μ·b + (1 − dampening)·d, and d = d + μ·b (nesterov) or b;
+// then p ← p − lr·d.
+extern "C" __global__ void sgd_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ buffer,
+                                   long long n, float lr, float momentum, float dampening, float weight_decay,
+                                   int nesterov, int first_step) {
+    long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float d = g[i] + weight_decay * p[i];
+        if (buffer) {
+            float b = first_step ? d : momentum * buffer[i] + (1.0f - dampening) * d;
+            buffer[i] = b;
+            d = nesterov ? d + momentum * b : b;
+        }
+        p[i] -= lr * d;
+    }
 }

@@ -53,13 +53,6 @@ fn apply_update(param: &Tensor, grad: &Tensor, state: &[&Tensor], rule: &impl Up
     }
 }
 
-fn check_same_device(param: &Tensor, grad: &Tensor) -> Result<()> {
-    if grad.device() != param.device() {
-        return Err(TensorError::DeviceMismatch { op: "optimizer step", lhs: param.device(), rhs: grad.device() });
-    }
-    Ok(())
-}
-
 /// The exponential moving average of a parameter, in place:
 /// `ema ← decay·ema + (1 − decay)·param` (one fused kernel on a CUDA device; the same f32
 /// arithmetic on the CPU). Not recorded by autograd.
@@ -74,6 +67,34 @@ pub fn ema_update(ema: &Tensor, param: &Tensor, decay: f64) -> Result<()> {
         return crate::ops::with_gpu("ema", ema, |e| crate::ops::with_gpu("ema", &param, |p| crate::cuda::kernels::ema_update(e, p, ema.numel(), decay)));
     }
     ema.assign(&ema.mul_scalar(decay)?.add(&param.mul_scalar(1.0 - decay)?)?)
+}
+
+/// The CUDA counterpart of [`apply_update`]: runs `launch(param, grad, state)` on the device
+/// buffers (f32, each tensor owning its whole contiguous storage; the gradient made dense).
+fn apply_update_on_gpu(
+    param: &Tensor,
+    grad: &Tensor,
+    state: &[&Tensor],
+    launch: impl FnOnce(&crate::cuda::DeviceBuffer, &crate::cuda::DeviceBuffer, &[&crate::cuda::DeviceBuffer]) -> Result<()>,
+) -> Result<()> {
+    const OP: &str = "optimizer step";
+    if grad.device() != param.device() {
+        return Err(TensorError::DeviceMismatch { op: OP, lhs: param.device(), rhs: grad.device() });
+    }
+    let grad = crate::ops::dense(grad)?;
+    for t in std::iter::once(param).chain(state.iter().copied()) {
+        if t.layout().contiguous_range() != Some(0..t.numel()) {
+            return invalid(OP, "parameters on a CUDA device must own their whole contiguous storage");
+        }
+    }
+    let guards: Vec<_> = std::iter::once(param).chain([&grad]).chain(state.iter().copied()).map(|t| t.storage()).collect();
+    let mut buffers = Vec::with_capacity(guards.len());
+    for (guard, t) in guards.iter().zip(std::iter::once(param).chain([&grad]).chain(state.iter().copied())) {
+        let gpu = guard.gpu().ok_or(TensorError::DeviceMismatch { op: OP, lhs: param.device(), rhs: t.device() })?;
+        crate::tensor::check_f32_on_device(OP, gpu)?;
+        buffers.push(&gpu.buffer);
+    }
+    launch(buffers[0], buffers[1], &buffers[2..])
 }
 
 /// Checks every present gradient against its parameter before anything is updated, so that a
@@ -193,7 +214,23 @@ impl Sgd {
                 *buffer = Some(param.zeros_like()?);
             }
             let state: Vec<&Tensor> = buffer.iter().collect();
-            apply_update(param, grad, &state, &SgdRule { config: self.config, first_step })?;
+            let rule = SgdRule { config: self.config, first_step };
+            if crate::ops::on_gpu(param) {
+                let c = &self.config;
+                let constants = crate::cuda::kernels::SgdConstants {
+                    lr: c.lr as f32,
+                    momentum: c.momentum as f32,
+                    dampening: c.dampening as f32,
+                    weight_decay: c.weight_decay as f32,
+                    nesterov: c.nesterov,
+                    first_step,
+                };
+                apply_update_on_gpu(param, grad, &state, |p, g, buffers| {
+                    crate::cuda::kernels::sgd_update(p, g, buffers.first().copied(), param.numel(), &constants)
+                })?;
+            } else {
+                apply_update(param, grad, &state, &rule)?;
+            }
         }
         Ok(())
     }
@@ -254,7 +291,6 @@ impl AdamRule {
 
     /// The same update on a CUDA device (kernels/optim.cu), in place.
     fn apply_on_gpu(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
-        use crate::ops::{dense, with_gpu};
         let cfg = &self.config;
         let (step_size, inv_bc2, decay) = self.step_constants();
         let constants = crate::cuda::kernels::AdamConstants {
@@ -267,16 +303,7 @@ impl AdamRule {
             inv_bc2: inv_bc2 as f32,
             decoupled: cfg.decoupled_weight_decay,
         };
-        let grad = dense(grad)?;
-        for t in [param, m, v] {
-            if t.layout().contiguous_range() != Some(0..t.numel()) {
-                return invalid("optimizer step", "parameters on a CUDA device must own their whole contiguous storage");
-            }
-        }
-        let op = "optimizer step";
-        with_gpu(op, param, |p| {
-            with_gpu(op, &grad, |g| with_gpu(op, m, |mb| with_gpu(op, v, |vb| crate::cuda::kernels::adam_update(p, g, mb, vb, param.numel(), &constants))))
-        })
+        apply_update_on_gpu(param, grad, &[m, v], |p, g, state| crate::cuda::kernels::adam_update(p, g, state[0], state[1], param.numel(), &constants))
     }
 }
 
@@ -319,7 +346,6 @@ impl Adam {
             state.step += 1;
             let rule = AdamRule { config: self.config, step: state.step };
             if crate::ops::on_gpu(param) {
-                check_same_device(param, grad)?;
                 rule.apply_on_gpu(param, grad, &state.exp_avg, &state.exp_avg_sq)?;
             } else {
                 apply_update(param, grad, &[&state.exp_avg, &state.exp_avg_sq], &rule)?;

@@ -627,3 +627,40 @@ pub fn ema_update(ema: &DeviceBuffer, param: &DeviceBuffer, n: usize, decay: f64
     }
     Ok(())
 }
+
+/// The f32 constants of an SGD step (kernels/optim.cu).
+#[derive(Clone, Copy, Debug)]
+pub struct SgdConstants {
+    pub lr: f32,
+    pub momentum: f32,
+    pub dampening: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+    pub first_step: bool,
+}
+
+/// One SGD step in place on `n` elements; `buffer` is the momentum buffer (None without
+/// momentum) (kernels/optim.cu).
+pub fn sgd_update(param: &DeviceBuffer, grad: &DeviceBuffer, buffer: Option<&DeviceBuffer>, n: usize, c: &SgdConstants) -> Result<()> {
+    check_len("sgd", "param", param, n)?;
+    check_len("sgd", "grad", grad, n)?;
+    if let Some(buffer) = buffer {
+        check_len("sgd", "momentum buffer", buffer, n)?;
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let args = [
+        param.arg(),
+        grad.arg(),
+        KernelArg::Ptr(buffer.map_or(0, |b| b.ptr())),
+        KernelArg::I64(n as i64),
+        KernelArg::F32(c.lr),
+        KernelArg::F32(c.momentum),
+        KernelArg::F32(c.dampening),
+        KernelArg::F32(c.weight_decay),
+        KernelArg::I32(c.nesterov as i32),
+        KernelArg::I32(c.first_step as i32),
+    ];
+    param.backend().launch(kernel("optim.cu", "sgd_f32"), &grid_stride(n), &args)
+}
