@@ -60,6 +60,11 @@ fn ops_on_device_inputs_run_on_the_device() {
         ("cat", Box::new(|a, _, _| Tensor::cat(&[a, &a.exp().unwrap()], 1).unwrap())),
         ("pad", Box::new(|a, _, _| a.pad(&[(0, 1), (2, 0), (1, 1)], 0.5).unwrap())),
         ("contiguous", Box::new(|a, _, _| a.permute(&[2, 0, 1]).unwrap().contiguous().unwrap())),
+        ("max", Box::new(|a, _, _| a.max(&[1], false).unwrap())),
+        ("var", Box::new(|a, _, _| a.var(&[2], true, 1).unwrap())),
+        ("layer_norm", Box::new(|a, _, _| a.layer_norm(&[5], None, None, 1e-5).unwrap())),
+        ("mse_loss", Box::new(|a, _, _| a.mse_loss(&a.exp().unwrap()).unwrap())),
+        ("upsample_nearest2d", Box::new(|a, _, _| a.reshape(&[1, 3, 4, 5]).unwrap().upsample_nearest2d(2).unwrap())),
     ];
     for (what, f) in cases {
         assert_close(&f(&ga, &gb, &gm), &f(&a, &b, &m), what);
@@ -150,13 +155,11 @@ fn group_norm_and_attention_gradients_on_the_device_match_the_cpu() {
 }
 
 #[test]
-fn mixing_devices_and_missing_kernels_are_typed_errors() {
+fn mixing_devices_and_dtypes_without_kernels_are_typed_errors() {
     let cpu = random(&[2, 3], 10);
     let gpu = cpu.to_device(GPU).unwrap();
     assert!(matches!(cpu.add(&gpu), Err(TensorError::DeviceMismatch { .. })));
     assert!(matches!(gpu.matmul(&cpu.transpose(0, 1).unwrap()), Err(TensorError::DeviceMismatch { .. })));
-    let x = random(&[1, 4, 4, 4], 11).to_device(GPU).unwrap();
-    assert!(matches!(x.index_select(1, &[0, 2]), Err(TensorError::NotOnDevice { op: "index_select", .. })));
     // f64 may live on the device, but the kernels are f32.
     let wide = ember::tensor::testing::random(&[3], 0.0, 1.0, 13).to_device(GPU).unwrap();
     assert!(matches!(wide.exp(), Err(TensorError::UnsupportedDType { .. })));
@@ -214,4 +217,17 @@ fn sgd_with_momentum_on_the_device_follows_the_cpu() {
         gpu_sgd.step(&gpu_grads).unwrap();
     }
     assert_close(&gpu, &cpu, "sgd after three steps");
+}
+
+#[test]
+fn index_select_and_its_gradient_on_the_device_match_the_cpu() {
+    let table = random(&[5, 3, 4], 60);
+    let indices = [4, 0, 4, 2, 4]; // repeats: the backward sums them
+    let run = |t: &Tensor| t.index_select(0, &indices).unwrap().index_select(2, &[3, 1]).unwrap().sqr().unwrap().sum_all().unwrap();
+    let (cpu, gpu) = (table.variable(), table.to_device(GPU).unwrap().variable());
+    let (cpu_loss, gpu_loss) = (run(&cpu), run(&gpu));
+    assert_close(&gpu_loss, &cpu_loss, "index_select loss");
+    let (cpu_grads, gpu_grads) = (cpu_loss.backward().unwrap(), gpu_loss.backward().unwrap());
+    assert_close(gpu_grads.get(&gpu).unwrap(), cpu_grads.get(&cpu).unwrap(), "index_select gradient");
+    assert!(matches!(gpu.index_select(1, &[3]), Err(TensorError::InvalidArgument { .. })));
 }

@@ -664,3 +664,26 @@ pub fn sgd_update(param: &DeviceBuffer, grad: &DeviceBuffer, buffer: Option<&Dev
     ];
     param.backend().launch(kernel("optim.cu", "sgd_f32"), &grid_stride(n), &args)
 }
+
+/// `out[o, i, r] = x[o, indices[i], r]` for x `[outer, axis_len, inner]` contiguous, or with
+/// `adjoint`, `dx[o, a, r] = Σ_{indices[i] = a} g[o, i, r]` (kernels/elementwise.cu).
+pub fn index_rows(x: &DeviceBuffer, indices: &[usize], outer: usize, axis_len: usize, inner: usize, adjoint: bool) -> Result<DeviceBuffer> {
+    let op = if adjoint { "index_select_backward" } else { "index_select" };
+    let count = indices.len();
+    let (input_len, output_len) = if adjoint { (outer * count * inner, outer * axis_len * inner) } else { (outer * axis_len * inner, outer * count * inner) };
+    check_len(op, "input", x, input_len)?;
+    if let Some(&bad) = indices.iter().find(|&&i| i >= axis_len) {
+        return Err(invalid(op, format!("index {bad} is out of range for an axis of size {axis_len}")));
+    }
+    let out = output(x.backend(), output_len)?;
+    if output_len == 0 {
+        return Ok(out);
+    }
+    let index_values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    let index_buffer = DeviceBuffer::from_slice(x.backend(), if index_values.is_empty() { &[0i64][..] } else { &index_values })?;
+    let name = if adjoint { "index_add_f32" } else { "index_select_f32" };
+    let long = |v: usize| KernelArg::I64(v as i64);
+    let args = [x.arg(), index_buffer.arg(), out.arg(), long(outer), long(axis_len), long(inner), long(count)];
+    x.backend().launch(kernel("elementwise.cu", name), &grid_stride(output_len), &args)?;
+    Ok(out)
+}

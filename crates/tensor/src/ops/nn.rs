@@ -2,7 +2,8 @@
 
 use crate::error::{Result, TensorError, invalid};
 use crate::layout::normalize_axis;
-use crate::ops::{new_tensor, wrap};
+use crate::cuda;
+use crate::ops::{dense, gpu_tensor, new_tensor, on_gpu, with_gpu, wrap};
 use crate::rng::Rng;
 use crate::storage::with_float_slice;
 use crate::{FloatElem, Tensor};
@@ -65,15 +66,26 @@ impl Tensor {
         }
         let outer: usize = self.shape()[..axis].iter().product();
         let inner: usize = self.shape()[axis + 1..].iter().product();
+        let mut shape = self.shape().to_vec();
+        shape[axis] = indices.len();
+        let (device, input_shape) = (self.device(), self.shape().to_vec());
+        if on_gpu(self) {
+            let x = dense(self)?;
+            let out = with_gpu(op, &x, |v| cuda::kernels::index_rows(v, indices, outer, axis_len, inner, false))?;
+            let indices = indices.to_vec();
+            return Ok(gpu_tensor(out, device, &shape).with_backward(op, &[self], move |g| {
+                let g = dense(g)?;
+                let dx = with_gpu(op, &g, |v| cuda::kernels::index_rows(v, &indices, outer, axis_len, inner, true))?;
+                Ok(vec![Some(gpu_tensor(dx, device, &input_shape))])
+            }));
+        }
         let x = self.contiguous()?;
         let range = x.layout().contiguous_range().unwrap();
         let out = {
             let storage = x.storage();
             with_float_slice!(op, storage.cpu(op)?, v => wrap(gather_rows(&v[range], outer, axis_len, inner, indices)))
         };
-        let mut shape = self.shape().to_vec();
-        shape[axis] = indices.len();
-        let (indices, input_shape) = (indices.to_vec(), self.shape().to_vec());
+        let indices = indices.to_vec();
         Ok(new_tensor(out, &shape).with_backward(op, &[self], move |g| {
             let g = g.contiguous()?;
             let range = g.layout().contiguous_range().unwrap();
