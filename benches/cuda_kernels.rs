@@ -166,13 +166,13 @@ impl Op {
             }
             Op::GroupNormForward(s) => {
                 let (x, w, b) = (input(s.n * s.channels * s.positions, 10)?, input(s.channels, 11)?, input(s.channels, 12)?);
-                Box::new(move || kernels::group_norm_forward(&x, &w, &b, &s, NORM_EPS).map(drop))
+                Box::new(move || kernels::group_norm_forward(&x, &w, &b, &s, NORM_EPS, false).map(drop))
             }
             Op::GroupNormBackward(s) => {
                 let (x, dy) = (input(s.n * s.channels * s.positions, 10)?, input(s.n * s.channels * s.positions, 13)?);
                 let (w, b) = (input(s.channels, 11)?, input(s.channels, 12)?);
-                let (_, mean, rstd) = kernels::group_norm_forward(&x, &w, &b, &s, NORM_EPS)?;
-                Box::new(move || kernels::group_norm_backward(&x, &dy, &w, &mean, &rstd, &s).map(drop))
+                let (_, mean, rstd) = kernels::group_norm_forward(&x, &w, &b, &s, NORM_EPS, false)?;
+                Box::new(move || kernels::group_norm_backward(&x, &dy, &w, &b, &mean, &rstd, &s, false).map(drop))
             }
         })
     }

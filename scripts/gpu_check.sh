@@ -15,6 +15,7 @@
 # a machine with cargo (x86-64; about 5 minutes); carry `target/gpu-check` with the call.
 # Output is also written to $OUT/gpu_check.log (or target/gpu_check.log). Idempotent.
 set -uo pipefail
+export EMBER_CUDA_POISON=1  # device buffers start as NaN bytes, as in the emulator
 cd "$(dirname "$0")/.."
 
 stage=target/gpu-check

@@ -331,3 +331,24 @@ fn norm_f32_gradients_match_f64_gradients_on_larger_odd_shapes() {
         assert!(err < 1e-5, "layer_norm input {i}: f32 gradient relative error {err:.3e}");
     }
 }
+
+// ---- group_norm_silu (fused) -------------------------------------------------------------------
+
+#[test]
+fn group_norm_silu_equals_group_norm_then_silu_in_f64() {
+    let x = random(&[2, 6, 3, 5], -2.0, 3.0, 90);
+    let (w, b) = (random(&[6], 0.5, 1.5, 91), random(&[6], -1.0, 1.0, 92));
+    let fused = x.group_norm_silu(3, Some(&w), Some(&b), EPS).unwrap();
+    let two_ops = x.group_norm(3, Some(&w), Some(&b), EPS).unwrap().silu().unwrap();
+    let error = relative_error(&fused.to_vec_f64(), &two_ops.to_vec_f64());
+    assert!(error < 1e-14, "relative error {error:e}");
+}
+
+#[test]
+fn group_norm_silu_gradcheck_x_weight_bias() {
+    let x = random(&[2, 4, 3, 3], -2.0, 2.0, 93);
+    let (w, b) = (random(&[4], 0.5, 1.5, 94), random(&[4], -1.0, 1.0, 95));
+    assert_gradcheck("group_norm_silu", |t| t[0].group_norm_silu(2, Some(&t[1]), Some(&t[2]), EPS), &[x, w, b]);
+    let x = random(&[1, 3, 7], -2.0, 2.0, 96);
+    assert_gradcheck("group_norm_silu no affine", |t| t[0].group_norm_silu(3, None, None, EPS), std::slice::from_ref(&x));
+}

@@ -396,6 +396,10 @@ impl Tensor {
             return Err(TensorError::DTypeMismatch { op: "assign", lhs: self.dtype(), rhs: values.dtype() });
         }
         crate::ops::check_same("assign", &[self, values])?;
+        if crate::ops::on_gpu(self) && values.shares_storage_with(self) {
+            // The copy kernel's source and destination must not overlap.
+            return self.assign(&values.deep_copy()?);
+        }
         if let Some(gpu) = self.storage().gpu() {
             check_f32_on_device("assign", gpu)?;
             let source = values.storage();

@@ -3,15 +3,19 @@
 //! groups; a (sample, group) block is `C/G · S` contiguous elements and gets its own mean `μ`
 //! and `rstd = 1/√(σ² + eps)`. With `x̂ = (x − μ)·rstd`:
 //!
-//! - forward: `y = x̂·w[c] + b[c]`
-//! - backward: `db[c] = Σ dy`, `dw[c] = Σ dy·x̂` (over samples and positions), and with
-//!   `g = dy·w[c]`, `dx = rstd·(g − mean(g) − x̂·mean(g·x̂))` (means over the block).
+//! - forward: `h = x̂·w[c] + b[c]`, and `y = h`, or with SiLU fused (the UNet's pair)
+//!   `y = silu(h)`
+//! - backward: `dh = dy`, or through the SiLU `dh = dy·silu'(h)` with `h` recomputed from x
+//!   (so the pair saves no activation of its own); `db[c] = Σ dh`, `dw[c] = Σ dh·x̂` (over
+//!   samples and positions), and with `g = dh·w[c]`, `dx = rstd·(g − mean(g) − x̂·mean(g·x̂))`
+//!   (means over the block).
 
 use rayon::prelude::*;
 
 use crate::FloatElem;
 use crate::cpu::pool::{for_overwrite, zeroed};
 use crate::cpu::reduce::sum_slice;
+use crate::ops::unary::UnaryOp;
 
 /// Sizes of a group norm: `n` samples, `channels` in `groups`, `positions` per channel.
 #[derive(Clone, Copy, Debug)]
@@ -31,8 +35,15 @@ impl GroupNormShape {
     }
 }
 
-/// Returns `(y, mean, rstd)`, the statistics one per (sample, group).
-pub fn group_norm_forward<T: FloatElem>(x: &[T], weight: &[T], bias: &[T], s: &GroupNormShape, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
+/// Returns `(y, mean, rstd)`, the statistics one per (sample, group); `y = silu(h)` when `silu`.
+pub fn group_norm_forward<T: FloatElem>(
+    x: &[T],
+    weight: &[T],
+    bias: &[T],
+    s: &GroupNormShape,
+    eps: f64,
+    silu: bool,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     let blocks = s.n * s.groups;
     let (mut y, mut mean, mut rstd) = (for_overwrite::<T>(x.len()), for_overwrite::<T>(blocks), for_overwrite::<T>(blocks));
     let len = s.block_len();
@@ -52,22 +63,42 @@ pub fn group_norm_forward<T: FloatElem>(x: &[T], weight: &[T], bias: &[T], s: &G
                 // y = (x − μ)·r·w + b = x·(r·w) + (b − μ·r·w)
                 let scale = r * weight[first_channel + c];
                 let shift = bias[first_channel + c] - mu * scale;
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = x * scale + shift;
+                if silu {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = UnaryOp::Silu.forward(x * scale + shift);
+                    }
+                } else {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = x * scale + shift;
+                    }
                 }
             }
         });
     (y, mean, rstd)
 }
 
-/// Returns `(dx, dweight, dbias)`.
+/// `dh` for one element: `dy`, or through the fused SiLU, `dy·silu'(h)` with `h = x̂·w + b`.
+#[inline]
+fn pre_activation_grad<T: FloatElem>(dy: T, xhat: T, w: T, b: T, silu: bool) -> T {
+    if silu {
+        let h = xhat * w + b;
+        dy * UnaryOp::Silu.derivative(h, h)
+    } else {
+        dy
+    }
+}
+
+/// Returns `(dx, dweight, dbias)`; through the SiLU when `silu` (then `bias` is read).
+#[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward<T: FloatElem>(
     x: &[T],
     dy: &[T],
     weight: &[T],
+    bias: &[T],
     mean: &[T],
     rstd: &[T],
     s: &GroupNormShape,
+    silu: bool,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let len = s.block_len();
     let cpg = s.channels_per_group();
@@ -85,10 +116,12 @@ pub fn group_norm_backward<T: FloatElem>(
             let (mut sum_g, mut sum_g_xhat) = (T::zero(), T::zero());
             for (c, (x, dy)) in x.chunks_exact(s.positions).zip(dy.chunks_exact(s.positions)).enumerate() {
                 let (mut dy_sum, mut dy_xhat_sum) = (T::zero(), T::zero());
+                let (w, b) = (weight[first_channel + c], bias[first_channel + c]);
                 for (&x, &dy) in x.iter().zip(dy) {
                     let xhat = (x - mu) * r;
-                    dy_sum += dy;
-                    dy_xhat_sum += dy * xhat;
+                    let dh = pre_activation_grad(dy, xhat, w, b, silu);
+                    dy_sum += dh;
+                    dy_xhat_sum += dh * xhat;
                 }
                 sums[2 * c] = dy_xhat_sum;
                 sums[2 * c + 1] = dy_sum;
@@ -98,10 +131,11 @@ pub fn group_norm_backward<T: FloatElem>(
             }
             let (mean_g, mean_g_xhat) = (sum_g / count, sum_g_xhat / count);
             for (c, ((dx, x), dy)) in dx.chunks_exact_mut(s.positions).zip(x.chunks_exact(s.positions)).zip(dy.chunks_exact(s.positions)).enumerate() {
-                let w = weight[first_channel + c];
+                let (w, b) = (weight[first_channel + c], bias[first_channel + c]);
                 for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
                     let xhat = (x - mu) * r;
-                    *dx = r * (dy * w - mean_g - xhat * mean_g_xhat);
+                    let dh = pre_activation_grad(dy, xhat, w, b, silu);
+                    *dx = r * (dh * w - mean_g - xhat * mean_g_xhat);
                 }
             }
         });

@@ -104,6 +104,15 @@ pub enum KernelArg {
 }
 
 impl KernelArg {
+    /// The argument's value in 8-byte-aligned storage of its own size (a struct argument is
+    /// larger than 8 bytes); a launch passes the kernel a pointer to each argument's slot.
+    pub fn to_slot(&self) -> Vec<u64> {
+        let bytes = self.to_ne_bytes();
+        let mut slot = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut slot)[..bytes.len()].copy_from_slice(&bytes);
+        slot
+    }
+
     /// The argument's bytes, as the kernel reads them from its parameter buffer.
     pub fn to_ne_bytes(&self) -> Vec<u8> {
         match *self {
@@ -190,5 +199,22 @@ impl DeviceBuffer {
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
         self.backend.free(self.ptr, self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn struct_arguments_get_slots_of_their_own_size() {
+        let strides = Strides::new(&[2, 3, 4], &[12, 4, 1]).unwrap();
+        let slot = KernelArg::Strides(strides).to_slot();
+        assert_eq!(slot.len() * 8, std::mem::size_of::<Strides>());
+        assert_eq!(bytemuck::cast_slice::<u64, u8>(&slot), bytemuck::bytes_of(&strides));
+        let conv = ConvShape { n: 1, c_in: 2, h: 3, w: 4, c_out: 5, kh: 3, kw: 3, stride_h: 1, stride_w: 1, pad_h: 1, pad_w: 1, dilation_h: 1, dilation_w: 1, ho: 3, wo: 4 };
+        let slot = KernelArg::Conv(conv).to_slot();
+        assert_eq!(&bytemuck::cast_slice::<u64, u8>(&slot)[..std::mem::size_of::<ConvShape>()], bytemuck::bytes_of(&conv));
+        assert_eq!(KernelArg::F32(1.5).to_slot(), vec![1.5f32.to_bits() as u64]);
     }
 }

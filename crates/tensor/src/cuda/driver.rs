@@ -285,38 +285,15 @@ impl GpuBackend for CudaDevice {
         )
     }
 
+    /// With `EMBER_CUDA_POISON` set (scripts/gpu_check.sh sets it), blocks are filled with
+    /// 0xff bytes (NaN as f32) before they are handed out, new or reused, so an output
+    /// element a kernel fails to write shows, as in the emulator.
     fn alloc(&self, bytes: usize) -> Result<u64> {
-        let class = size_class(bytes).ok_or_else(|| TensorError::Cuda {
-            what: format!("cuMemAlloc of {bytes} bytes"),
-            msg: "size too large".into(),
-        })?;
-        let mut pool = lock(&self.pool);
-        if let Some(ptr) = pool.free.get_mut(&class).and_then(Vec::pop) {
-            pool.cached_bytes -= class;
-            pool.in_use_bytes += class;
-            return Ok(ptr);
+        static POISON: OnceLock<bool> = OnceLock::new();
+        let ptr = self.allocate_block(bytes)?;
+        if *POISON.get_or_init(|| std::env::var_os("EMBER_CUDA_POISON").is_some()) {
+            self.fill_bytes(ptr, bytes, 0xff)?;
         }
-        self.bind()?;
-        // SAFETY: plain allocation in our (current) context.
-        let ptr = match unsafe { cu::malloc_sync(class) } {
-            Ok(ptr) => ptr,
-            Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
-                self.empty_pool(&mut pool)?;
-                // SAFETY: as above.
-                unsafe { cu::malloc_sync(class) }.map_err(|e| {
-                    driver_error(
-                        &format!(
-                            "cuMemAlloc of {bytes} bytes (rounded to {class}; {} in use, \
-                             after emptying the cache)",
-                            pool.in_use_bytes
-                        ),
-                        e,
-                    )
-                })?
-            }
-            Err(e) => return Err(driver_error(&format!("cuMemAlloc of {bytes} bytes"), e)),
-        };
-        pool.in_use_bytes += class;
         Ok(ptr)
     }
 
@@ -378,10 +355,10 @@ impl GpuBackend for CudaDevice {
 
         // cuLaunchKernel takes one pointer per argument, to the argument's value; the values
         // live in `slots`, which outlives the call (the driver copies them at launch).
-        let mut slots: Vec<ArgSlot> = args.iter().map(ArgSlot::new).collect();
+        let mut slots: Vec<Vec<u64>> = args.iter().map(KernelArg::to_slot).collect();
         let mut params: Vec<*mut c_void> = slots
             .iter_mut()
-            .map(|slot| slot.0.as_mut_ptr().cast::<c_void>())
+            .map(|slot| slot.as_mut_ptr().cast::<c_void>())
             .collect();
         let grid = (config.grid[0], config.grid[1], config.grid[2]);
         let block = (config.block[0], config.block[1], config.block[2]);
@@ -419,6 +396,42 @@ impl GpuBackend for CudaDevice {
 }
 
 impl CudaDevice {
+    /// A block of at least `bytes`, from the cache or from the driver (emptying the cache
+    /// and retrying once on out-of-memory).
+    fn allocate_block(&self, bytes: usize) -> Result<u64> {
+        let class = size_class(bytes).ok_or_else(|| TensorError::Cuda {
+            what: format!("cuMemAlloc of {bytes} bytes"),
+            msg: "size too large".into(),
+        })?;
+        let mut pool = lock(&self.pool);
+        if let Some(ptr) = pool.free.get_mut(&class).and_then(Vec::pop) {
+            pool.cached_bytes -= class;
+            pool.in_use_bytes += class;
+            return Ok(ptr);
+        }
+        self.bind()?;
+        // SAFETY: plain allocation in our (current) context.
+        let ptr = match unsafe { cu::malloc_sync(class) } {
+            Ok(ptr) => ptr,
+            Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
+                self.empty_pool(&mut pool)?;
+                // SAFETY: as above.
+                unsafe { cu::malloc_sync(class) }.map_err(|e| {
+                    driver_error(
+                        &format!(
+                            "cuMemAlloc of {bytes} bytes (rounded to {class}; {} in use, \
+                             after emptying the cache)",
+                            pool.in_use_bytes
+                        ),
+                        e,
+                    )
+                })?
+            }
+            Err(e) => return Err(driver_error(&format!("cuMemAlloc of {bytes} bytes"), e)),
+        };
+        pool.in_use_bytes += class;
+        Ok(ptr)
+    }
     /// Opts `function` in to `bytes` of dynamic shared memory (above the default 48 KiB).
     fn allow_dynamic_shared(
         &self,
@@ -483,19 +496,6 @@ impl std::fmt::Debug for CudaDevice {
             .field("name", &self.name)
             .field("arch", &self.arch)
             .finish_non_exhaustive()
-    }
-}
-
-/// One kernel argument's value, 8-byte aligned so that any scalar can be read in place.
-#[repr(C, align(8))]
-struct ArgSlot([u8; 8]);
-
-impl ArgSlot {
-    fn new(arg: &KernelArg) -> Self {
-        let mut slot = ArgSlot([0; 8]);
-        let bytes = arg.to_ne_bytes();
-        slot.0[..bytes.len()].copy_from_slice(&bytes);
-        slot
     }
 }
 

@@ -154,15 +154,7 @@ impl GpuBackend for Emulator {
         check_signature(emulated, args)?;
         // Each argument's value in its own 8-byte-aligned slot; the kernel reads them through
         // pointers.
-        let mut values: Vec<Vec<u64>> = args
-            .iter()
-            .map(|arg| {
-                let bytes = arg.to_ne_bytes();
-                let mut slot = vec![0u64; bytes.len().div_ceil(8)];
-                bytemuck::cast_slice_mut::<u64, u8>(&mut slot)[..bytes.len()].copy_from_slice(&bytes);
-                slot
-            })
-            .collect();
+        let mut values: Vec<Vec<u64>> = args.iter().map(KernelArg::to_slot).collect();
         let mut pointers: Vec<*mut c_void> = values.iter_mut().map(|v| v.as_mut_ptr().cast()).collect();
         let launch_number = self.launches.fetch_add(1, Ordering::Relaxed);
         let launch = EmberEmuLaunch {

@@ -49,14 +49,15 @@ impl Tensor {
         self.group_norm_then(num_groups, weight, bias, eps, false)
     }
 
-    /// `silu(group_norm(x))`, the UNet's pair. On a CUDA device one fused kernel each way
-    /// (kernels/norm.cu: `dh = dy·σ(h)·(1 + h·(1 − σ(h)))` with `h` recomputed from x, then
-    /// the group norm backward of `dh`); on the CPU the two ops.
+    /// `silu(group_norm(x))`, the UNet's pair, fused: one kernel each way
+    /// ([`crate::cpu::norm`], kernels/norm.cu), the backward `dh = dy·silu'(h)` with `h`
+    /// recomputed from x, then the group norm backward of `dh`. The pair keeps no activation
+    /// of its own for the backward (the two ops would keep `h`).
     pub fn group_norm_silu(&self, num_groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-        if on_gpu(self) { self.group_norm_then(num_groups, weight, bias, eps, true) } else { self.group_norm(num_groups, weight, bias, eps)?.silu() }
+        self.group_norm_then(num_groups, weight, bias, eps, true)
     }
 
-    /// Group norm, then SiLU when `silu` (the fused CUDA path only; the CPU path never gets it).
+    /// Group norm, then SiLU when `silu`.
     fn group_norm_then(&self, num_groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64, silu: bool) -> Result<Tensor> {
         let op = if silu { "group_norm_silu" } else { "group_norm" };
         if self.rank() < 2 {
@@ -87,7 +88,7 @@ impl Tensor {
         } else {
             let (sx, sw, sb) = (x.storage(), w.storage(), b.storage());
             let (y, m, r) = with_float_slices3!(op, sx.cpu(op)?, sw.cpu(op)?, sb.cpu(op)?, (xs, ws, bs) => {
-                let (y, m, r) = group_norm_forward(&xs[range(&x)], &ws[range(&w)], &bs[range(&b)], &shape, eps);
+                let (y, m, r) = group_norm_forward(&xs[range(&x)], &ws[range(&w)], &bs[range(&b)], &shape, eps, silu);
                 (wrap(y), wrap(m), wrap(r))
             });
             (new_tensor(y, self.shape()), new_tensor(m, &[n * num_groups]), new_tensor(r, &[n * num_groups]))
@@ -113,10 +114,10 @@ impl Tensor {
             } else {
                 let dy = dy.contiguous()?;
                 let (sx, sdy, sw) = (x.storage(), dy.storage(), w.storage());
-                let (sm, sr) = (mean.storage(), rstd.storage());
+                let (sb, sm, sr) = (b.storage(), mean.storage(), rstd.storage());
                 let (dx, dw, db) = with_float_slices3!(op, sx.cpu(op)?, sdy.cpu(op)?, sw.cpu(op)?, (xs, dys, ws) => {
-                    let (ms, rs) = (FloatElem::slice(sm.cpu(op)?).unwrap(), FloatElem::slice(sr.cpu(op)?).unwrap());
-                    let (dx, dw, db) = group_norm_backward(&xs[range(&x)], &dys[range(&dy)], &ws[range(&w)], ms, rs, &shape);
+                    let (bs, ms, rs) = (FloatElem::slice(sb.cpu(op)?).unwrap(), FloatElem::slice(sm.cpu(op)?).unwrap(), FloatElem::slice(sr.cpu(op)?).unwrap());
+                    let (dx, dw, db) = group_norm_backward(&xs[range(&x)], &dys[range(&dy)], &ws[range(&w)], &bs[range(&b)], ms, rs, &shape, silu);
                     (wrap(dx), wrap(dw), wrap(db))
                 });
                 (new_tensor(dx, x.shape()), new_tensor(dw, &[shape.channels]), new_tensor(db, &[shape.channels]))
