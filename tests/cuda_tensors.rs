@@ -231,3 +231,16 @@ fn index_select_and_its_gradient_on_the_device_match_the_cpu() {
     assert_close(gpu_grads.get(&gpu).unwrap(), cpu_grads.get(&cpu).unwrap(), "index_select gradient");
     assert!(matches!(gpu.index_select(1, &[3]), Err(TensorError::InvalidArgument { .. })));
 }
+
+#[test]
+fn upsampling_and_its_gradient_on_the_device_match_the_cpu() {
+    let x = random(&[2, 3, 5, 4], 70);
+    for scale in [1, 2, 3] {
+        let run = |t: &Tensor| t.upsample_nearest2d(scale).unwrap().sqr().unwrap().sum_all().unwrap();
+        let (cpu, gpu) = (x.variable(), x.to_device(GPU).unwrap().variable());
+        assert_close(&gpu.upsample_nearest2d(scale).unwrap(), &cpu.upsample_nearest2d(scale).unwrap(), "upsample");
+        let (cpu_loss, gpu_loss) = (run(&cpu), run(&gpu));
+        let (cpu_grads, gpu_grads) = (cpu_loss.backward().unwrap(), gpu_loss.backward().unwrap());
+        assert_close(gpu_grads.get(&gpu).unwrap(), cpu_grads.get(&cpu).unwrap(), &format!("upsample gradient, scale {scale}"));
+    }
+}

@@ -687,3 +687,27 @@ pub fn index_rows(x: &DeviceBuffer, indices: &[usize], outer: usize, axis_len: u
     x.backend().launch(kernel("elementwise.cu", name), &grid_stride(output_len), &args)?;
     Ok(out)
 }
+
+/// Nearest upsampling by `scale` of `planes` contiguous `h × w` planes, or with `adjoint`,
+/// its backward: each input element gets the sum of its `scale × scale` block of the
+/// gradient (kernels/upsample.cu).
+pub fn upsample_nearest2d(x: &DeviceBuffer, planes: usize, h: usize, w: usize, scale: usize, adjoint: bool) -> Result<DeviceBuffer> {
+    let op = if adjoint { "upsample_nearest2d_backward" } else { "upsample_nearest2d" };
+    let (small, large) = (planes * h * w, planes * h * w * scale * scale);
+    let (input_len, output_len) = if adjoint { (large, small) } else { (small, large) };
+    check_len(op, "input", x, input_len)?;
+    let out = output(x.backend(), output_len)?;
+    if output_len > 0 {
+        let name = if adjoint { "upsample_nearest2d_backward_f32" } else { "upsample_nearest2d_f32" };
+        let args = [
+            x.arg(),
+            out.arg(),
+            KernelArg::I64(planes as i64),
+            KernelArg::I32(to_i32(op, "h", h)?),
+            KernelArg::I32(to_i32(op, "w", w)?),
+            KernelArg::I32(to_i32(op, "scale", scale)?),
+        ];
+        x.backend().launch(kernel("upsample.cu", name), &grid_stride(output_len), &args)?;
+    }
+    Ok(out)
+}

@@ -21,6 +21,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("optim.cu", include_str!("../../kernels/optim.cu")),
     ("gemm_f16.cu", include_str!("../../kernels/gemm_f16.cu")),
     ("rng.cu", include_str!("../../kernels/rng.cu")),
+    ("upsample.cu", include_str!("../../kernels/upsample.cu")),
     ("peak.cu", include_str!("../../kernels/peak.cu")),
 ];
 

@@ -102,14 +102,25 @@ impl Tensor {
     }
 
     /// Nearest-neighbour upsampling of `[N, C, H, W]` by an integer `scale`: each pixel becomes
-    /// a `scale`×`scale` block. A composition (broadcast a size-1 axis, then reshape), so the
-    /// backward sums each block's gradient.
+    /// a `scale`×`scale` block. On the CPU a composition (broadcast a size-1 axis, then
+    /// reshape), so the backward sums each block's gradient; on a CUDA device one kernel each
+    /// way (kernels/upsample.cu).
     pub fn upsample_nearest2d(&self, scale: usize) -> Result<Tensor> {
         crate::ops::check_rank("upsample_nearest2d", self, 4, "input")?;
         if scale == 0 {
             return invalid("upsample_nearest2d", "scale must be positive");
         }
         let [n, c, h, w] = self.shape().try_into().unwrap();
+        if on_gpu(self) {
+            let op = "upsample_nearest2d";
+            let (device, x) = (self.device(), dense(self)?);
+            let y = with_gpu(op, &x, |v| cuda::kernels::upsample_nearest2d(v, n * c, h, w, scale, false))?;
+            return Ok(gpu_tensor(y, device, &[n, c, h * scale, w * scale]).with_backward(op, &[self], move |g| {
+                let g = dense(g)?;
+                let dx = with_gpu(op, &g, |v| cuda::kernels::upsample_nearest2d(v, n * c, h, w, scale, true))?;
+                Ok(vec![Some(gpu_tensor(dx, device, &[n, c, h, w]))])
+            }));
+        }
         self.reshape(&[n, c, h, 1, w, 1])?.broadcast_to(&[n, c, h, scale, w, scale])?.reshape(&[n, c, h * scale, w * scale])
     }
 }
