@@ -42,12 +42,16 @@ fn gradient_of_a_tensor_used_twice_is_the_sum_of_both_uses() {
 }
 
 #[test]
-fn backward_can_run_twice_on_one_graph_with_the_same_result() {
+fn backward_frees_the_graph_and_retaining_it_allows_a_second_pass_with_the_same_result() {
     let x = random(&[5], -2.0, 2.0, 2).variable();
     let loss = x.sqr().unwrap().mul_scalar(1.5).unwrap().sum_all().unwrap();
-    let first = loss.backward().unwrap().get(&x).unwrap().to_vec_f64();
+    let one = loss.ones_like().unwrap();
+    let first = loss.backward_retaining_graph(&one).unwrap().get(&x).unwrap().to_vec_f64();
     let second = loss.backward().unwrap().get(&x).unwrap().to_vec_f64();
     assert_eq!(first, second);
+    // the plain pass freed the graph: a third pass is a clear error, not a wrong gradient
+    let err = loss.backward().unwrap_err();
+    assert!(matches!(&err, TensorError::Autograd { msg } if msg.contains("freed by an earlier backward pass")), "{err}");
     let expected: Vec<f64> = x.to_vec_f64().iter().map(|v| 3.0 * v).collect();
     assert_values(&Tensor::from_f64(&first, &[5], DType::F64).unwrap(), &expected, 1e-15, "d(1.5 x²)/dx");
 }
@@ -67,8 +71,9 @@ fn accumulating_two_backward_passes_equals_twice_one_pass_and_scale_averages_bac
     let x = random(&[4, 3], -2.0, 2.0, 5).variable();
     let w = random(&[3], -1.0, 1.0, 6).variable();
     let loss = x.mul(&w).unwrap().sin().unwrap().sum_all().unwrap();
-    let once = loss.backward().unwrap();
-    let mut total = loss.backward().unwrap();
+    let one = loss.ones_like().unwrap();
+    let once = loss.backward_retaining_graph(&one).unwrap();
+    let mut total = loss.backward_retaining_graph(&one).unwrap();
     total.accumulate(loss.backward().unwrap()).unwrap();
     assert_eq!(total.len(), 2);
     for v in [&x, &w] {

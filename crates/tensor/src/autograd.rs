@@ -1,14 +1,19 @@
 //! Reverse-mode automatic differentiation, define-by-run.
 //!
-//! Every op that takes inputs requiring gradients attaches a [`GradFn`] to its output: the
-//! inputs, and a closure mapping the output's gradient to the inputs' gradients (written next
-//! to the op's forward, in `ops/`). [`Tensor::backward`] sorts the graph topologically and
-//! runs the closures from the loss back to the leaves, summing gradients where a tensor is
-//! used more than once. The graph lives in the `Arc`s between tensors: dropping the outputs
-//! frees it and every tensor it saved.
+//! Every op that takes inputs requiring gradients attaches a [`GradFn`] node to its output:
+//! edges to its inputs' nodes, and a closure mapping the output's gradient to the inputs'
+//! gradients (written next to the op's forward, in `ops/`). [`Tensor::backward`] sorts the
+//! nodes topologically and runs the closures from the loss back to the leaves, summing
+//! gradients where a tensor is used more than once.
+//!
+//! Memory, as in PyTorch: the graph holds nodes, not tensors, so the only activations alive
+//! after a forward are those some closure saved; a backward pass frees each node's saved
+//! tensors as soon as its closure has run (unless asked to retain the graph); dropping the
+//! outputs frees the whole graph.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, TensorError};
 use crate::tensor::{Tensor, TensorId};
@@ -16,11 +21,84 @@ use crate::tensor::{Tensor, TensorId};
 /// The maps a tensor's gradient to its inputs' gradients (`None`: no gradient to that input).
 pub(crate) type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
-/// How an op's output sends its gradient back.
+/// How an op's output sends its gradient back: a node of the graph. Its output tensor points
+/// to it; it points to its inputs' nodes ([`Edge`]s), not to their data, so an intermediate
+/// result that no backward needs is freed as soon as the forward drops it (only what a closure
+/// captured stays alive).
 pub(crate) struct GradFn {
     pub(crate) op: &'static str,
-    pub(crate) inputs: Vec<Tensor>,
-    pub(crate) backward: BackwardFn,
+    /// The id of the output tensor (gradients are collected per tensor).
+    id: TensorId,
+    /// The edges to the inputs and the backward closure (which holds what the op saved). A
+    /// backward pass takes them out as soon as it has run the closure, so that the saved
+    /// tensors are freed while the pass goes on (PyTorch's default); `None` afterwards.
+    record: Mutex<Option<OpRecord>>,
+}
+
+struct OpRecord {
+    inputs: Vec<Edge>,
+    backward: BackwardFn,
+}
+
+/// Where the gradient of one input goes: the node of the op that made it, or, for a
+/// variable, the result.
+struct Edge {
+    id: TensorId,
+    shape: Vec<usize>,
+    node: Option<Arc<GradFn>>,
+    is_variable: bool,
+}
+
+impl Edge {
+    fn to(tensor: &Tensor) -> Edge {
+        Edge { id: tensor.id(), shape: tensor.shape().to_vec(), node: tensor.grad_fn().cloned(), is_variable: tensor.is_variable() }
+    }
+    fn wants_grad(&self) -> bool {
+        self.is_variable || self.node.is_some()
+    }
+}
+
+impl GradFn {
+    /// The node for the output `id` of `op`.
+    pub(crate) fn new(op: &'static str, id: TensorId, inputs: &[&Tensor], backward: BackwardFn) -> GradFn {
+        let inputs = inputs.iter().map(|t| Edge::to(t)).collect();
+        GradFn { op, id, record: Mutex::new(Some(OpRecord { inputs, backward })) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<OpRecord>> {
+        self.record.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take_record(&mut self) -> Option<OpRecord> {
+        self.record.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+
+    fn freed_error(&self) -> TensorError {
+        TensorError::Autograd {
+            msg: format!(
+                "the graph through `{}` was freed by an earlier backward pass (its saved tensors are released as the pass \
+                 goes); use backward_retaining_graph to back-propagate through a graph more than once",
+                self.op
+            ),
+        }
+    }
+}
+
+/// Frees a graph iteratively: dropping the last handle to a long chain of recorded ops would
+/// otherwise recurse once per op and could overflow the stack.
+impl Drop for GradFn {
+    fn drop(&mut self) {
+        let Some(record) = self.take_record() else { return };
+        drop(record.backward);
+        let mut pending: Vec<Arc<GradFn>> = record.inputs.into_iter().filter_map(|edge| edge.node).collect();
+        while let Some(node) = pending.pop() {
+            if let Ok(mut node) = Arc::try_unwrap(node) {
+                if let Some(record) = node.take_record() {
+                    pending.extend(record.inputs.into_iter().filter_map(|edge| edge.node));
+                }
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -134,58 +212,82 @@ impl Tensor {
     }
 
     /// Back-propagates `grad` (the gradient of some scalar with respect to `self`).
+    ///
+    /// Each op's saved tensors are freed as soon as its backward has run, so the pass needs
+    /// less memory than the forward left alive; the graph cannot be back-propagated through
+    /// again (an error says so). [`Tensor::backward_retaining_graph`] keeps it.
     pub fn backward_with(&self, grad: &Tensor) -> Result<Gradients> {
+        self.backward_pass(grad, false)
+    }
+
+    /// [`Tensor::backward_with`] that leaves the graph intact, for a second backward pass
+    /// through it (PyTorch's `retain_graph=True`).
+    pub fn backward_retaining_graph(&self, grad: &Tensor) -> Result<Gradients> {
+        self.backward_pass(grad, true)
+    }
+
+    fn backward_pass(&self, grad: &Tensor, retain_graph: bool) -> Result<Gradients> {
         if grad.shape() != self.shape() {
             return Err(TensorError::ShapeMismatch { op: "backward", lhs: self.shape().to_vec(), rhs: grad.shape().to_vec() });
         }
-        if !self.requires_grad() {
-            return Err(TensorError::Autograd { msg: "this tensor does not depend on any variable".into() });
-        }
-        let _guard = no_grad();
-        let order = topological_order(self);
-        let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
-        pending.insert(self.id(), grad.clone());
         let mut result = Gradients::default();
+        let Some(root) = self.grad_fn() else {
+            if !self.is_variable() {
+                return Err(TensorError::Autograd { msg: "this tensor does not depend on any variable".into() });
+            }
+            result.by_id.insert(self.id(), grad.clone());
+            return Ok(result);
+        };
+        let _guard = no_grad();
+        let mut order = topological_order(root);
+        let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
+        pending.insert(root.id, grad.clone());
 
-        for node in order.iter().rev() {
-            let Some(grad) = pending.remove(&node.id()) else { continue };
-            let Some(grad_fn) = node.grad_fn() else {
-                if node.is_variable() {
-                    result.by_id.insert(node.id(), grad);
-                }
-                continue;
-            };
-            let input_grads = (grad_fn.backward)(&grad)?;
-            debug_assert_eq!(input_grads.len(), grad_fn.inputs.len(), "{}", grad_fn.op);
-            for (input, input_grad) in grad_fn.inputs.iter().zip(input_grads) {
+        // from the root back; each node's gradient is dropped once handled
+        while let Some(node) = order.pop() {
+            let Some(grad) = pending.remove(&node.id) else { continue };
+            let mut slot = node.lock();
+            let record = slot.as_ref().ok_or_else(|| node.freed_error())?;
+            let input_grads = (record.backward)(&grad)?;
+            drop(grad);
+            debug_assert_eq!(input_grads.len(), record.inputs.len(), "{}", node.op);
+            for (input, input_grad) in record.inputs.iter().zip(input_grads) {
                 let Some(input_grad) = input_grad else { continue };
-                if !input.requires_grad() {
+                if !input.wants_grad() {
                     continue;
                 }
-                if input_grad.shape() != input.shape() {
+                if input_grad.shape() != input.shape {
                     return Err(TensorError::Autograd {
                         msg: format!(
                             "{} produced a gradient of shape {:?} for an input of shape {:?}",
-                            grad_fn.op,
+                            node.op,
                             input_grad.shape(),
-                            input.shape()
+                            input.shape
                         ),
                     });
                 }
-                let summed = match pending.remove(&input.id()) {
+                // a variable's gradient is final; an op's waits in `pending` for its node
+                let sums = if input.node.is_some() { &mut pending } else { &mut result.by_id };
+                let summed = match sums.remove(&input.id) {
                     Some(existing) => existing.add(&input_grad)?,
                     None => input_grad,
                 };
-                pending.insert(input.id(), summed);
+                sums.insert(input.id, summed);
+            }
+            if !retain_graph {
+                // frees what the op saved, and its hold on its inputs' nodes
+                let freed = slot.take();
+                drop(slot);
+                drop(freed);
             }
         }
         Ok(result)
     }
 }
 
-/// Every tensor `root` depends on through recorded ops, each after all of its inputs
-/// (iterative depth-first search, so deep graphs do not overflow the stack).
-fn topological_order(root: &Tensor) -> Vec<Tensor> {
+/// Every node `root` depends on, each after all of its inputs' nodes (iterative depth-first
+/// search, so deep graphs do not overflow the stack).
+fn topological_order(root: &Arc<GradFn>) -> Vec<Arc<GradFn>> {
     let mut order = Vec::new();
     let mut visited = HashSet::new();
     let mut stack = vec![(root.clone(), false)];
@@ -194,15 +296,15 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
             order.push(node);
             continue;
         }
-        if !visited.insert(node.id()) {
+        if !visited.insert(node.id) {
             continue;
         }
         stack.push((node.clone(), true));
-        if let Some(grad_fn) = node.grad_fn() {
-            for input in &grad_fn.inputs {
-                if input.requires_grad() && !visited.contains(&input.id()) {
-                    stack.push((input.clone(), false));
-                }
+        // (a freed record has no inputs to visit: reaching it is an error in the pass)
+        let inputs: Vec<Arc<GradFn>> = node.lock().iter().flat_map(|r| &r.inputs).filter_map(|e| e.node.clone()).collect();
+        for input in inputs {
+            if !visited.contains(&input.id) {
+                stack.push((input, false));
             }
         }
     }
@@ -223,5 +325,30 @@ mod tests {
         let grads = y.sum_all().unwrap().backward().unwrap();
         assert_eq!(grads.get(&x).unwrap().to_vec_f64(), vec![1.0; 4]);
         drop(y); // frees 200k records iteratively
+    }
+
+    #[test]
+    fn a_backward_pass_frees_what_each_op_saved_unless_the_graph_is_retained() {
+        let x = Tensor::from_f64(&[0.5, -1.0, 2.0], &[3], DType::F64).unwrap().variable();
+        let e = x.exp().unwrap(); // saves a view of its output for the backward
+        let loss = e.mul_scalar(3.0).unwrap().sum_all().unwrap();
+        assert_eq!(e.storage_holders(), 2, "e, and exp's saved view");
+        let one = loss.ones_like().unwrap();
+        loss.backward_retaining_graph(&one).unwrap();
+        assert_eq!(e.storage_holders(), 2, "retained");
+        let grads = loss.backward().unwrap();
+        assert_eq!(e.storage_holders(), 1, "the saved view is gone");
+        assert_eq!(grads.get(&x).unwrap().to_vec_f64(), e.mul_scalar(3.0).unwrap().to_vec_f64());
+    }
+
+    #[test]
+    fn the_graph_does_not_keep_an_intermediate_result_that_no_backward_saved() {
+        let x = Tensor::from_f64(&[0.5, -1.0, 2.0], &[3], DType::F64).unwrap().variable();
+        let doubled = x.mul_scalar(2.0).unwrap(); // an affine map saves nothing
+        let data = doubled.storage_weak();
+        let loss = doubled.add_scalar(1.0).unwrap().sum_all().unwrap();
+        drop(doubled);
+        assert!(data.upgrade().is_none(), "freed though the graph through it lives");
+        assert_eq!(loss.backward().unwrap().get(&x).unwrap().to_vec_f64(), vec![2.0; 3]);
     }
 }

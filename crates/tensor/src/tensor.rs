@@ -34,26 +34,9 @@ struct TensorInner {
     storage: Arc<RwLock<Storage>>,
     layout: Layout,
     dtype: DType,
-    grad_fn: Option<GradFn>,
+    grad_fn: Option<Arc<GradFn>>,
     /// A leaf whose gradient `backward` returns (a parameter or an input being differentiated).
     is_variable: bool,
-}
-
-/// Frees a graph iteratively: dropping the last handle to a long chain of recorded ops would
-/// otherwise recurse once per op and could overflow the stack.
-impl Drop for TensorInner {
-    fn drop(&mut self) {
-        let Some(grad_fn) = self.grad_fn.take() else { return };
-        let mut pending = grad_fn.inputs;
-        drop(grad_fn.backward);
-        while let Some(tensor) = pending.pop() {
-            if let Ok(mut inner) = Arc::try_unwrap(tensor.0) {
-                if let Some(inputs_fn) = inner.grad_fn.take() {
-                    pending.extend(inputs_fn.inputs);
-                }
-            }
-        }
-    }
 }
 
 /// Types a tensor can be built from and read back as.
@@ -200,14 +183,15 @@ impl Tensor {
         if !autograd::is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
             return self;
         }
-        let grad_fn = GradFn { op, inputs: inputs.iter().map(|&t| t.clone()).collect(), backward: Box::new(backward) };
-        self.new_handle(Some(grad_fn), false)
+        let id = TensorId::next();
+        let grad_fn = GradFn::new(op, id, inputs, Box::new(backward));
+        self.new_handle(id, Some(Arc::new(grad_fn)), false)
     }
 
-    /// A new tensor (fresh id) over the same storage and layout, with its own autograd role.
-    fn new_handle(&self, grad_fn: Option<GradFn>, is_variable: bool) -> Tensor {
+    /// A new tensor (id `id`) over the same storage and layout, with its own autograd role.
+    fn new_handle(&self, id: TensorId, grad_fn: Option<Arc<GradFn>>, is_variable: bool) -> Tensor {
         Tensor(Arc::new(TensorInner {
-            id: TensorId::next(),
+            id,
             storage: self.0.storage.clone(),
             layout: self.0.layout.clone(),
             dtype: self.0.dtype,
@@ -218,7 +202,7 @@ impl Tensor {
 
     /// A leaf sharing this tensor's storage whose gradient [`Tensor::backward`] returns.
     pub fn variable(&self) -> Tensor {
-        self.new_handle(None, true)
+        self.new_handle(TensorId::next(), None, true)
     }
 
     /// A tensor sharing this storage but cut off from the graph: no gradient flows through it.
@@ -264,8 +248,18 @@ impl Tensor {
     pub fn is_variable(&self) -> bool {
         self.0.is_variable
     }
-    pub(crate) fn grad_fn(&self) -> Option<&GradFn> {
+    pub(crate) fn grad_fn(&self) -> Option<&Arc<GradFn>> {
         self.0.grad_fn.as_ref()
+    }
+    /// How many tensors (handles and saved views) hold this storage.
+    #[cfg(test)]
+    pub(crate) fn storage_holders(&self) -> usize {
+        Arc::strong_count(&self.0.storage)
+    }
+    /// A weak handle on the storage, to see when it is freed.
+    #[cfg(test)]
+    pub(crate) fn storage_weak(&self) -> std::sync::Weak<RwLock<Storage>> {
+        Arc::downgrade(&self.0.storage)
     }
     /// Whether two tensors are views of one storage.
     pub fn shares_storage_with(&self, other: &Tensor) -> bool {

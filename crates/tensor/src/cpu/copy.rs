@@ -1,6 +1,7 @@
 //! Moving elements between layouts: gather a strided view into a contiguous buffer, and
 //! scatter a contiguous buffer into a strided view.
 
+use crate::FloatElem;
 use crate::error::{Result, TensorError};
 use crate::layout::Layout;
 use crate::storage::CpuStorage;
@@ -12,6 +13,18 @@ pub fn gather<T: Copy + Send + Sync>(data: &[T], layout: &Layout) -> Vec<T> {
     }
     let mut out = Vec::with_capacity(layout.numel());
     layout.for_each_offset(|o| out.push(data[o]));
+    out
+}
+
+/// [`gather`] into a buffer from the buffer cache (f32/f64).
+fn gather_pooled<T: FloatElem>(data: &[T], layout: &Layout) -> Vec<T> {
+    let mut out = crate::cpu::pool::for_overwrite::<T>(layout.numel());
+    if let Some(range) = layout.contiguous_range() {
+        out.copy_from_slice(&data[range]);
+    } else {
+        let mut slots = out.iter_mut();
+        layout.for_each_offset(|o| *slots.next().expect("numel slots") = data[o]);
+    }
     out
 }
 
@@ -41,8 +54,8 @@ pub fn scatter_into(dest: &mut CpuStorage, layout: &Layout, source: &CpuStorage)
 /// Gathers any storage (all dtypes) through a layout.
 pub fn gather_storage(storage: &CpuStorage, layout: &Layout) -> CpuStorage {
     match storage {
-        CpuStorage::F32(v) => CpuStorage::F32(gather(v, layout)),
-        CpuStorage::F64(v) => CpuStorage::F64(gather(v, layout)),
+        CpuStorage::F32(v) => CpuStorage::F32(gather_pooled(v, layout)),
+        CpuStorage::F64(v) => CpuStorage::F64(gather_pooled(v, layout)),
         CpuStorage::F16(v) => CpuStorage::F16(gather(v, layout)),
         CpuStorage::BF16(v) => CpuStorage::BF16(gather(v, layout)),
     }

@@ -3,8 +3,10 @@
 //! kernel (a quarter of a UNet step, measured). Storages give their buffers back here when
 //! dropped, and kernels take zero-filled buffers of the same length from here.
 //!
-//! Buffers are keyed by exact length, only those of at least 64 KiB are kept, and the cache
-//! holds at most 1 GiB per element type; beyond that, buffers go back to the allocator.
+//! Buffers are keyed by exact length and only those of at least 64 KiB are kept. The cache
+//! never holds more buffers of a length than were once in use at the same time (less those in
+//! use now), so it does not grow past what the workload needs again; and it holds at most
+//! 1 GiB per element type. Beyond that, buffers go back to the allocator.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -14,78 +16,98 @@ use crate::FloatElem;
 const MIN_POOLED_BYTES: usize = 64 << 10;
 const MAX_POOLED_BYTES: usize = 1 << 30;
 
+/// The buffers of one length.
+struct SizeClass<T> {
+    free: Vec<Vec<T>>,
+    /// Buffers of this length handed out and not given back yet.
+    in_use: usize,
+    /// The most ever in use at once.
+    peak_in_use: usize,
+}
+
+struct Cache<T> {
+    classes: BTreeMap<usize, SizeClass<T>>,
+    bytes: usize,
+}
+
 pub struct BufferPool<T> {
-    free: Mutex<(BTreeMap<usize, Vec<Vec<T>>>, usize)>,
+    cache: Mutex<Cache<T>>,
 }
 
 impl<T: FloatElem> BufferPool<T> {
     pub const fn new() -> Self {
-        BufferPool { free: Mutex::new((BTreeMap::new(), 0)) }
+        BufferPool { cache: Mutex::new(Cache { classes: BTreeMap::new(), bytes: 0 }) }
     }
 
     fn worth_pooling(len: usize) -> bool {
         len * size_of::<T>() >= MIN_POOLED_BYTES
     }
 
-    /// A buffer of `len` zeros, recycled when one of that length is cached.
-    pub fn zeroed(&self, len: usize) -> Vec<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache<T>> {
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A cached buffer of `len` (with any contents), or a fresh zeroed one; counted as in use.
+    fn take(&self, len: usize) -> (Vec<T>, bool) {
         if Self::worth_pooling(len) {
-            let recycled = {
-                let mut guard = self.free.lock().unwrap();
-                let (free, bytes) = &mut *guard;
-                let buffer = free.get_mut(&len).and_then(Vec::pop);
-                if buffer.is_some() {
-                    *bytes -= len * size_of::<T>();
-                }
-                buffer
-            };
-            if let Some(mut buffer) = recycled {
-                buffer.fill(T::zero());
-                return buffer;
+            let mut cache = self.lock();
+            let class = cache.classes.entry(len).or_insert_with(|| SizeClass { free: Vec::new(), in_use: 0, peak_in_use: 0 });
+            class.in_use += 1;
+            class.peak_in_use = class.peak_in_use.max(class.in_use);
+            if let Some(buffer) = class.free.pop() {
+                cache.bytes -= len * size_of::<T>();
+                return (buffer, true);
             }
         }
-        vec![T::zero(); len]
+        (vec![T::zero(); len], false)
+    }
+
+    /// A buffer of `len` zeros, recycled when one of that length is cached.
+    pub fn zeroed(&self, len: usize) -> Vec<T> {
+        let (mut buffer, recycled) = self.take(len);
+        if recycled {
+            buffer.fill(T::zero());
+        }
+        buffer
     }
 
     /// A buffer of `len` values to be overwritten entirely: a cached one keeps whatever it
     /// held (any bit pattern is a valid float), which saves the zeroing pass.
     pub fn for_overwrite(&self, len: usize) -> Vec<T> {
-        if Self::worth_pooling(len) {
-            let mut guard = self.free.lock().unwrap();
-            let (free, bytes) = &mut *guard;
-            if let Some(buffer) = free.get_mut(&len).and_then(Vec::pop) {
-                *bytes -= len * size_of::<T>();
-                return buffer;
-            }
-        }
-        vec![T::zero(); len]
+        self.take(len).0
     }
 
-    /// Keeps `buffer` for reuse (or frees it, if small or the cache is full).
+    /// Keeps `buffer` for reuse, or frees it: if it is small, if no more of its length could
+    /// be wanted at once than are in use and cached now, or if the cache is full.
     pub fn give_back(&self, mut buffer: Vec<T>) {
         let len = buffer.len();
         if !Self::worth_pooling(len) || buffer.capacity() != len {
             return;
         }
-        let mut guard = self.free.lock().unwrap();
-        let (free, bytes) = &mut *guard;
-        if *bytes + len * size_of::<T>() > MAX_POOLED_BYTES {
+        let mut cache = self.lock();
+        let Some(class) = cache.classes.get_mut(&len) else { return };
+        class.in_use = class.in_use.saturating_sub(1);
+        if class.free.len() + class.in_use >= class.peak_in_use {
             return;
         }
-        *bytes += len * size_of::<T>();
-        free.entry(len).or_default().push(std::mem::take(&mut buffer));
+        if cache.bytes + len * size_of::<T>() > MAX_POOLED_BYTES {
+            return;
+        }
+        let class = cache.classes.get_mut(&len).expect("present");
+        class.free.push(std::mem::take(&mut buffer));
+        cache.bytes += len * size_of::<T>();
     }
 
     /// Bytes currently cached.
     pub fn cached_bytes(&self) -> usize {
-        self.free.lock().unwrap().1
+        self.lock().bytes
     }
 
-    /// Frees every cached buffer.
+    /// Frees every cached buffer (and forgets the sizes seen).
     pub fn clear(&self) {
-        let mut guard = self.free.lock().unwrap();
-        guard.0.clear();
-        guard.1 = 0;
+        let mut cache = self.lock();
+        cache.classes.clear();
+        cache.bytes = 0;
     }
 }
 
@@ -135,5 +157,35 @@ impl<T: FloatElem> std::ops::DerefMut for Scratch<T> {
 impl<T: FloatElem> Drop for Scratch<T> {
     fn drop(&mut self) {
         T::pool().give_back(std::mem::take(&mut self.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEN: usize = 1 << 16; // 256 KiB of f32, worth pooling
+
+    #[test]
+    fn the_cache_keeps_no_more_buffers_of_a_length_than_were_in_use_at_once() {
+        let pool = BufferPool::<f32>::new();
+        // a length never asked of the pool is not kept
+        pool.give_back(vec![1.0; LEN]);
+        assert_eq!(pool.cached_bytes(), 0);
+        // two in use at once: both come back, and a third buffer of that length (made
+        // elsewhere) is freed rather than cached
+        let (a, b) = (pool.for_overwrite(LEN), pool.for_overwrite(LEN));
+        pool.give_back(a);
+        pool.give_back(b);
+        pool.give_back(vec![2.0; LEN]);
+        assert_eq!(pool.cached_bytes(), 2 * LEN * 4);
+        // recycled buffers: `zeroed` clears them, and the cache empties as they go out
+        let (c, d) = (pool.zeroed(LEN), pool.zeroed(LEN));
+        assert!(c.iter().chain(&d).all(|&v| v == 0.0));
+        assert_eq!(pool.cached_bytes(), 0);
+        // small buffers are never kept
+        let small = pool.for_overwrite(16);
+        pool.give_back(small);
+        assert_eq!(pool.cached_bytes(), 0);
     }
 }

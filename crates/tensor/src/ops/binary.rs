@@ -100,11 +100,13 @@ impl Tensor {
     /// a·b; ∂/∂a = b, ∂/∂b = a
     pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
         let out = self.binary_forward(rhs, BinaryOp::Mul)?;
-        let (a, b) = (self.detach(), rhs.detach());
+        // each factor is saved only if the other one needs its gradient
         let (a_needs, b_needs) = (self.requires_grad(), rhs.requires_grad());
+        let (a, b) = (b_needs.then(|| self.detach()), a_needs.then(|| rhs.detach()));
+        let (sa, sb) = (self.shape().to_vec(), rhs.shape().to_vec());
         Ok(out.with_backward("mul", &[self, rhs], move |g| {
-            let grad_a = if a_needs { Some(g.mul(&b)?.sum_to_shape(a.shape())?) } else { None };
-            let grad_b = if b_needs { Some(g.mul(&a)?.sum_to_shape(b.shape())?) } else { None };
+            let grad_a = b.as_ref().map(|b| g.mul(b)?.sum_to_shape(&sa)).transpose()?;
+            let grad_b = a.as_ref().map(|a| g.mul(a)?.sum_to_shape(&sb)).transpose()?;
             Ok(vec![grad_a, grad_b])
         }))
     }
@@ -112,11 +114,12 @@ impl Tensor {
     /// a / b; ∂/∂a = 1/b, ∂/∂b = −a/b² = −(a/b)/b
     pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
         let out = self.binary_forward(rhs, BinaryOp::Div)?;
-        let (b, y) = (rhs.detach(), out.clone());
-        let (sa, b_needs) = (self.shape().to_vec(), rhs.requires_grad());
+        // the quotient is saved only if b needs its gradient
+        let (b, y) = (rhs.detach(), rhs.requires_grad().then(|| out.clone()));
+        let sa = self.shape().to_vec();
         Ok(out.with_backward("div", &[self, rhs], move |g| {
             let g_over_b = g.div(&b)?;
-            let grad_b = if b_needs { Some(g_over_b.mul(&y)?.neg()?.sum_to_shape(b.shape())?) } else { None };
+            let grad_b = y.as_ref().map(|y| g_over_b.mul(y)?.neg()?.sum_to_shape(b.shape())).transpose()?;
             Ok(vec![Some(g_over_b.sum_to_shape(&sa)?), grad_b])
         }))
     }

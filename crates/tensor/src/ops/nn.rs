@@ -37,6 +37,10 @@ impl Tensor {
     /// Inverted dropout: each element is zeroed with probability `p` and the survivors scaled
     /// by `1/(1 − p)`, so the expectation is unchanged; the identity when not `training`. The
     /// mask comes from `rng` (reproducible). Backward: `dx = dy ⊙ mask`.
+    ///
+    /// Nothing is saved for the backward but the position of `rng`'s stream: Philox is
+    /// counter-based, so the backward draws the same mask again (16 bytes kept instead of a
+    /// mask the size of `x`).
     pub fn dropout(&self, p: f64, training: bool, rng: &mut Rng) -> Result<Tensor> {
         if !(0.0..1.0).contains(&p) {
             return invalid("dropout", format!("probability {p} is outside [0, 1)"));
@@ -44,7 +48,17 @@ impl Tensor {
         if !training || p == 0.0 {
             return Ok(self.clone());
         }
-        self.mul(&Tensor::dropout_mask_on(self.shape(), p, self.dtype(), self.device(), rng)?)
+        let (shape, dtype, device, stream) = (self.shape().to_vec(), self.dtype(), self.device(), rng.clone());
+        let mask = Tensor::dropout_mask_on(&shape, p, dtype, device, rng)?;
+        let out = {
+            let _guard = crate::no_grad();
+            self.mul(&mask)?
+        };
+        drop(mask);
+        Ok(out.with_backward("dropout", &[self], move |g| {
+            let mask = Tensor::dropout_mask_on(&shape, p, dtype, device, &mut stream.clone())?;
+            Ok(vec![Some(g.mul(&mask)?)])
+        }))
     }
 
     /// Mean squared error, `mean((pred − target)²)`; the shapes must be equal.
