@@ -53,6 +53,10 @@ pub trait FloatElem:
     fn to_f64(self) -> f64;
     /// The error function (for the exact GELU).
     fn erf(self) -> Self;
+    /// eˣ in straight-line arithmetic where that is accurate enough, so that loops over it
+    /// vectorize: f32 uses [`crate::cpu::math::exp_f32`] (about 1 ulp); f64 calls
+    /// libm's `exp`.
+    fn exp_branchless(self) -> Self;
     /// Borrow the elements of a storage of this type, if it is one.
     fn slice(storage: &CpuStorage) -> Option<&[Self]>;
     fn slice_mut(storage: &mut CpuStorage) -> Option<&mut [Self]>;
@@ -73,6 +77,10 @@ impl FloatElem for f32 {
     }
     fn erf(self) -> Self {
         libm::erff(self)
+    }
+    #[inline(always)]
+    fn exp_branchless(self) -> Self {
+        crate::cpu::math::exp_f32(self)
     }
     fn slice(storage: &CpuStorage) -> Option<&[Self]> {
         match storage {
@@ -107,6 +115,10 @@ impl FloatElem for f64 {
     }
     fn erf(self) -> Self {
         libm::erf(self)
+    }
+    #[inline(always)]
+    fn exp_branchless(self) -> Self {
+        self.exp()
     }
     fn slice(storage: &CpuStorage) -> Option<&[Self]> {
         match storage {

@@ -192,17 +192,9 @@ unsafe fn micro_kernel<T: FloatElem>(
 ) {
     let lanes = T::Vector::LANES;
     let nr = 2 * lanes;
-    let zero = T::Vector::splat(T::zero());
-    let mut acc = [[zero; 2]; MR];
-    for (a_col, b_row) in a_panel.chunks_exact(MR).zip(b_panel.chunks_exact(nr)).take(kc) {
-        let b0 = T::Vector::load(b_row);
-        let b1 = T::Vector::load(&b_row[lanes..]);
-        for i in 0..MR {
-            let ai = T::Vector::splat(a_col[i]);
-            acc[i][0] = ai.mul_add(b0, acc[i][0]);
-            acc[i][1] = ai.mul_add(b1, acc[i][1]);
-        }
-    }
+    debug_assert!(b_panel.len() >= kc * nr);
+    // SAFETY: row p of the packed B panel is `nr` values at p·nr, inside the panel
+    let acc = unsafe { tile_product::<T, MR, 2>(kc, a_panel, |p| b_panel.as_ptr().add(p * nr)) };
     let mut tile = [T::zero(); 64];
     for (i, row_acc) in acc.iter().enumerate().take(mr_eff) {
         row_acc[0].store(&mut tile[..lanes]);
@@ -216,6 +208,36 @@ unsafe fn micro_kernel<T: FloatElem>(
             }
         }
     }
+}
+
+/// The register tile of a GEMM: `acc[i][v] = Σ_p a_panel[p·ROWS + i] · B[p, v·lanes ..]` for
+/// `p < kc`, where row `p` of B (`VECTORS` SIMD vectors) is read at `b_row(p)`. Per `p`: the
+/// B vectors are loaded once, each A value broadcast once, `ROWS·VECTORS` FMAs. The packed
+/// GEMM above and the stride-1 convolutions (`cpu/conv/padded.rs`, B read straight from the
+/// padded image) share it.
+///
+/// # Safety
+/// `b_row(p)` must point to `VECTORS·lanes` readable values for every `p < kc`.
+#[inline(always)]
+pub(crate) unsafe fn tile_product<T: FloatElem, const ROWS: usize, const VECTORS: usize>(
+    kc: usize,
+    a_panel: &[T],
+    b_row: impl Fn(usize) -> *const T,
+) -> [[T::Vector; VECTORS]; ROWS] {
+    let lanes = T::Vector::LANES;
+    let mut acc = [[T::Vector::splat(T::zero()); VECTORS]; ROWS];
+    for (p, a_col) in a_panel.chunks_exact(ROWS).take(kc).enumerate() {
+        let row = b_row(p);
+        let b: [T::Vector; VECTORS] =
+            std::array::from_fn(|v| T::Vector::load(unsafe { std::slice::from_raw_parts(row.add(v * lanes), lanes) }));
+        for i in 0..ROWS {
+            let ai = T::Vector::splat(a_col[i]);
+            for v in 0..VECTORS {
+                acc[i][v] = ai.mul_add(b[v], acc[i][v]);
+            }
+        }
+    }
+    acc
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod copy;
 pub mod elementwise;
+pub mod math;
 pub mod gemm;
 pub mod reduce;
 pub mod simd;

@@ -38,7 +38,12 @@ fn c<T: FloatElem>(x: f64) -> T {
     T::from_f64(x)
 }
 
+#[inline(always)]
 fn sigmoid<T: FloatElem>(x: T) -> T {
+    if T::DTYPE == crate::DType::F32 {
+        // straight-line, so SiLU loops vectorize; e^800 = ∞ gives exactly 0
+        return T::one() / (T::one() + (-x).exp_branchless());
+    }
     // the two branches avoid exp overflow for large |x|
     if x >= T::zero() {
         T::one() / (T::one() + (-x).exp())
@@ -98,8 +103,9 @@ impl UnaryOp {
         }
     }
 
-    /// `y = f(x)`.
-    #[inline]
+    /// `y = f(x)`. (Always inlined: each kernel loop is specialized to one variant, so the
+    /// `match` folds away and the loop can vectorize.)
+    #[inline(always)]
     pub fn forward<T: FloatElem>(self, x: T) -> T {
         match self {
             UnaryOp::Neg => -x,
@@ -122,7 +128,7 @@ impl UnaryOp {
     }
 
     /// `dy/dx`, given `x` and `y = f(x)` (only the one [`Self::derivative_needs`] names is valid).
-    #[inline]
+    #[inline(always)]
     pub fn derivative<T: FloatElem>(self, x: T, y: T) -> T {
         match self {
             UnaryOp::Neg => -T::one(),
@@ -298,24 +304,26 @@ impl Tensor {
     }
 }
 
-/// Calls `$run` with a closure specialized to each variant of `$op` (so that the kernel loop
-/// has no per-element `match` and simple ops vectorize).
+/// Calls `$run` with `$f` bound to each variant of `$op`: a constant for the variants without
+/// data, so that a closure calling `$f.forward(v)` has the variant in its code, its `match`
+/// folds away and the kernel loop vectorizes (a captured variable would keep the `match` in
+/// the loop, since the kernels do not inline their closure's environment).
 macro_rules! specialize_unary {
     ($op:expr, |$f:ident| $run:expr) => {
         match $op {
-            UnaryOp::Neg => { let $f = UnaryOp::Neg; $run }
-            UnaryOp::Exp => { let $f = UnaryOp::Exp; $run }
-            UnaryOp::Log => { let $f = UnaryOp::Log; $run }
-            UnaryOp::Sqrt => { let $f = UnaryOp::Sqrt; $run }
-            UnaryOp::Sqr => { let $f = UnaryOp::Sqr; $run }
-            UnaryOp::Abs => { let $f = UnaryOp::Abs; $run }
-            UnaryOp::Relu => { let $f = UnaryOp::Relu; $run }
-            UnaryOp::Silu => { let $f = UnaryOp::Silu; $run }
-            UnaryOp::Gelu => { let $f = UnaryOp::Gelu; $run }
-            UnaryOp::Sigmoid => { let $f = UnaryOp::Sigmoid; $run }
-            UnaryOp::Tanh => { let $f = UnaryOp::Tanh; $run }
-            UnaryOp::Sin => { let $f = UnaryOp::Sin; $run }
-            UnaryOp::Cos => { let $f = UnaryOp::Cos; $run }
+            UnaryOp::Neg => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Neg; $run }
+            UnaryOp::Exp => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Exp; $run }
+            UnaryOp::Log => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Log; $run }
+            UnaryOp::Sqrt => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Sqrt; $run }
+            UnaryOp::Sqr => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Sqr; $run }
+            UnaryOp::Abs => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Abs; $run }
+            UnaryOp::Relu => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Relu; $run }
+            UnaryOp::Silu => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Silu; $run }
+            UnaryOp::Gelu => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Gelu; $run }
+            UnaryOp::Sigmoid => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Sigmoid; $run }
+            UnaryOp::Tanh => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Tanh; $run }
+            UnaryOp::Sin => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Sin; $run }
+            UnaryOp::Cos => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Cos; $run }
             UnaryOp::Powf(p) => { let $f = UnaryOp::Powf(p); $run }
             UnaryOp::Affine { mul, add } => { let $f = UnaryOp::Affine { mul, add }; $run }
             UnaryOp::Clamp { min, max } => { let $f = UnaryOp::Clamp { min, max }; $run }

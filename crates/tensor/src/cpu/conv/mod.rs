@@ -8,12 +8,17 @@
 //!
 //! conv_transpose2d is the backward-data kernel run forward, so these three serve both ops.
 //! Images are processed in parallel (rayon); the GEMM threads itself when it is large.
+//!
+//! Stride 1 (every 3×3 and 1×1 convolution of the UNet) takes a faster road with no im2col
+//! matrix at all: see [`padded`].
 
 use rayon::prelude::*;
 
 use crate::FloatElem;
 use crate::cpu::gemm::{MatRef, gemm};
 use crate::cpu::pool::Scratch;
+
+mod padded;
 
 /// The sizes of one convolution, `x: [n, c_in, h, w]`, `weight: [c_out, c_in, kh, kw]`,
 /// `y: [n, c_out, ho, wo]`.
@@ -129,6 +134,30 @@ fn col2im<T: FloatElem>(col: &[T], g: &ConvGeometry, image: &mut [T]) {
 
 /// `y = conv2d(x, weight)` without bias; `x`, `weight` contiguous.
 pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
+    if padded::applies(g) {
+        return padded::conv(x, weight, &padded::Conv::forward(g));
+    }
+    im2col_forward(x, weight, g)
+}
+
+/// `dx` for `y = conv2d(x, weight)`, given `dy`.
+pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
+    if let Some(conv) = padded::Conv::backward_input(g) {
+        return padded::conv(dy, &padded::flip_and_swap_channels(weight, g), &conv);
+    }
+    im2col_backward_input(dy, weight, g)
+}
+
+/// `dW` for `y = conv2d(x, weight)`, given `dy`.
+pub fn conv2d_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> Vec<T> {
+    if padded::applies(g) {
+        return padded::backward_weight(x, dy, g);
+    }
+    im2col_backward_weight(x, dy, g)
+}
+
+/// [`conv2d_forward`] for any stride: im2col, then a GEMM per image.
+fn im2col_forward<T: FloatElem>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     let mut y = crate::cpu::pool::for_overwrite::<T>(g.n * g.output_image_len());
     let (k, cols) = (g.col_rows(), g.col_cols());
     y.par_chunks_mut(g.output_image_len()).zip(x.par_chunks(g.image_len())).for_each_init(
@@ -143,8 +172,8 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], g: &ConvGeometry) -> 
     y
 }
 
-/// `dx` for `y = conv2d(x, weight)`, given `dy`.
-pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
+/// [`conv2d_backward_input`] for any stride: a GEMM per image, then col2im.
+fn im2col_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     let mut dx = crate::cpu::pool::zeroed::<T>(g.n * g.image_len());
     let (k, cols) = (g.col_rows(), g.col_cols());
     dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(g.output_image_len())).for_each_init(
@@ -160,9 +189,9 @@ pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeome
     dx
 }
 
-/// `dW` for `y = conv2d(x, weight)`, given `dy`: images are split among threads, each
-/// accumulating its own `dW`, then summed.
-pub fn conv2d_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> Vec<T> {
+/// [`conv2d_backward_weight`] for any stride: images are split among threads, each
+/// accumulating its own `dW` over im2col GEMMs, then summed.
+fn im2col_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> Vec<T> {
     let (k, cols) = (g.col_rows(), g.col_cols());
     let weight_len = g.c_out * k;
     let images_per_task = g.n.div_ceil(rayon::current_num_threads()).max(1);
@@ -188,4 +217,79 @@ pub fn conv2d_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+            })
+            .collect()
+    }
+
+    fn geometry(
+        n: usize,
+        c_in: usize,
+        c_out: usize,
+        (h, w): (usize, usize),
+        (kh, kw): (usize, usize),
+        padding: [usize; 2],
+        dilation: [usize; 2],
+    ) -> ConvGeometry {
+        let ho = h + 2 * padding[0] - dilation[0] * (kh - 1);
+        let wo = w + 2 * padding[1] - dilation[1] * (kw - 1);
+        ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride: [1, 1], padding, dilation, ho, wo }
+    }
+
+    /// The stride-1 kernels against the im2col ones (themselves checked against direct loops
+    /// and by finite differences in tests/ops_conv.rs), on shapes that hit every edge: output
+    /// channels and taps not multiples of the register tiles, partial column tiles, a depth
+    /// past one `KC` slice, padding above `d(k − 1)` (the input gradient's fallback), one image.
+    #[test]
+    fn stride_1_kernels_equal_the_im2col_kernels() {
+        let cases = [
+            geometry(3, 5, 7, (9, 11), (3, 3), [1, 1], [1, 1]),
+            geometry(1, 3, 4, (32, 32), (3, 3), [1, 1], [1, 1]),
+            geometry(2, 40, 9, (8, 8), (3, 3), [1, 1], [1, 1]),
+            geometry(2, 6, 5, (7, 10), (2, 3), [0, 2], [1, 1]),
+            geometry(2, 4, 6, (12, 9), (3, 3), [2, 2], [2, 1]),
+            geometry(2, 8, 3, (5, 6), (1, 1), [0, 0], [1, 1]),
+            geometry(2, 3, 5, (6, 6), (3, 3), [3, 2], [1, 1]),
+            geometry(4, 33, 13, (4, 4), (3, 3), [1, 1], [1, 1]),
+        ];
+        for (i, g) in cases.iter().enumerate() {
+            let x = values(g.n * g.image_len(), 1 + i as u64);
+            let weight = values(g.c_out * g.col_rows(), 100 + i as u64);
+            let dy = values(g.n * g.output_image_len(), 200 + i as u64);
+            let check = |what: &str, fast: Vec<f64>, reference: Vec<f64>| {
+                assert_eq!(fast.len(), reference.len());
+                for (k, (a, b)) in fast.iter().zip(&reference).enumerate() {
+                    assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "case {i} {what}[{k}]: {a} vs {b} ({g:?})");
+                }
+            };
+            check("forward", conv2d_forward(&x, &weight, g), im2col_forward(&x, &weight, g));
+            check("backward_input", conv2d_backward_input(&dy, &weight, g), im2col_backward_input(&dy, &weight, g));
+            check("backward_weight", conv2d_backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
+            // f32 takes the same road with 8- or 16-lane vectors
+            let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            let (x32, w32, dy32) = (to32(&x), to32(&weight), to32(&dy));
+            for (what, fast, reference) in [
+                ("forward f32", conv2d_forward(&x32, &w32, g), im2col_forward(&x32, &w32, g)),
+                ("backward_input f32", conv2d_backward_input(&dy32, &w32, g), im2col_backward_input(&dy32, &w32, g)),
+                ("backward_weight f32", conv2d_backward_weight(&x32, &dy32, g), im2col_backward_weight(&x32, &dy32, g)),
+            ] {
+                for (k, (a, b)) in fast.iter().zip(&reference).enumerate() {
+                    assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "case {i} {what}[{k}]: {a} vs {b}");
+                }
+            }
+        }
+    }
 }
