@@ -55,7 +55,7 @@ fn conv_case(x_shape: [usize; 4], w_shape: [usize; 4], stride: usize, padding: u
         let y = xv.conv2d(&wv, None, params).unwrap();
         let dy = random(y.shape(), 5);
         Box::new(move || {
-            std::hint::black_box(y.backward_with(&dy).unwrap());
+            std::hint::black_box(y.backward_retaining_graph(&dy).unwrap());
         })
     } else {
         Box::new(move || {

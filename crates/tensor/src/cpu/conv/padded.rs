@@ -163,34 +163,14 @@ impl<T> SharedMut<T> {
     }
 }
 
-/// One stretch of a tile's columns that are real outputs: `len` columns from column `first`
-/// of the tile go to `y[at..]` (a part of one output row).
-struct Run {
-    first: usize,
-    len: usize,
-    at: usize,
-}
-
-/// The runs of real outputs among the padded-width columns `q0..q0 + width`.
-fn output_runs(q0: usize, width: usize, wp: usize, wo: usize, runs: &mut Vec<Run>) {
-    runs.clear();
-    let (mut q, end) = (q0, q0 + width);
-    while q < end {
-        let (oh, ow) = (q / wp, q % wp);
-        if ow >= wo {
-            q += wp - ow;
-            continue;
-        }
-        let len = (wo - ow).min(end - q);
-        runs.push(Run { first: q - q0, len, at: oh * wo + ow });
-        q += len;
-    }
-}
-
 /// `y = conv(x, weight)` for a stride-1 convolution; `x` `[n, c, h, w]`, `weight`
 /// `[o, c, kh, kw]`, both contiguous; `y` `[n, o, ho, wo]`.
+///
+/// The GEMM writes `Y` on the padded width (rows of `q_len` rounded up to whole tiles, so that
+/// every tile is stored with full vectors); a last pass copies the real columns into `y`.
 pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], conv: &Conv) -> Vec<T> {
-    let nr = VECTORS * T::Vector::LANES;
+    let lanes = T::Vector::LANES;
+    let nr = VECTORS * lanes;
     let (wp, ho, wo, q_len, depth) = (conv.wp(), conv.ho(), conv.wo(), conv.q_len(), conv.depth());
     let image_len = conv.padded_image_len(nr);
     let padded = conv.pad_images(x, nr);
@@ -206,50 +186,62 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], conv: &Conv) -> Vec<T> {
         }
     }
 
-    let out_len = conv.o * ho * wo;
-    let mut y = pool::for_overwrite::<T>(conv.n * out_len);
-    let y_ptr = SharedMut(y.as_mut_ptr());
+    let tiles = q_len.div_ceil(nr);
+    let wide_len = tiles * nr; // a row of Y on the padded width
+    let mut wide = pool::for_overwrite::<T>(conv.n * panels * ROWS * wide_len);
+    let wide_ptr = SharedMut(wide.as_mut_ptr());
     let slices = depth.div_ceil(KC);
     let kc = depth.div_ceil(slices);
     // tasks: (image, range of column tiles), at least two per thread
-    let tiles = q_len.div_ceil(nr);
     let chunks = (2 * rayon::current_num_threads()).div_ceil(conv.n).clamp(1, tiles);
     let tiles_per_chunk = tiles.div_ceil(chunks);
-    (0..conv.n * chunks).into_par_iter().for_each_init(Vec::new, |runs, task| {
-        let (image, chunk) = (task / chunks, task % chunks);
-        let x_image = &padded[image * image_len..][..image_len];
-        for tile in chunk * tiles_per_chunk..((chunk + 1) * tiles_per_chunk).min(tiles) {
-            let q0 = tile * nr;
-            output_runs(q0, nr.min(q_len - q0), wp, wo, runs);
-            for pc in (0..depth).step_by(kc) {
-                let kc = kc.min(depth - pc);
-                let rows = &offsets[pc..pc + kc];
-                debug_assert!(rows.iter().all(|&offset| offset + q0 + nr <= image_len));
-                for panel in 0..panels {
-                    let a = &packed[(panel * depth + pc) * ROWS..][..kc * ROWS];
-                    // SAFETY: each B row lies inside the padded image (its length covers the
-                    // last tile's overrun: see `padded_image_len`)
-                    let acc = unsafe { tile_product::<T, ROWS, VECTORS>(kc, a, |p| x_image.as_ptr().add(rows[p] + q0)) };
-                    let mut values = [T::zero(); 64];
-                    for (i, row_acc) in acc.iter().enumerate().take(conv.o - panel * ROWS) {
-                        for (v, vector) in row_acc.iter().enumerate() {
-                            vector.store(&mut values[v * T::Vector::LANES..]);
+    (0..conv.n * chunks).into_par_iter().for_each_init(
+        || vec![T::zero(); kc * nr],
+        |block, task| {
+            let (image, chunk) = (task / chunks, task % chunks);
+            let x_image = &padded[image * image_len..][..image_len];
+            for tile in chunk * tiles_per_chunk..((chunk + 1) * tiles_per_chunk).min(tiles) {
+                let q0 = tile * nr;
+                for pc in (0..depth).step_by(kc) {
+                    let kc = kc.min(depth - pc);
+                    // the tile's B rows, copied together once for all the panels (aligned,
+                    // contiguous loads in the inner loop); each lies inside the padded image,
+                    // whose length covers the last tile's overrun (see `padded_image_len`)
+                    for (row, &offset) in block.chunks_exact_mut(nr).zip(&offsets[pc..pc + kc]) {
+                        let source = &x_image[offset + q0..offset + q0 + nr];
+                        for v in 0..VECTORS {
+                            T::Vector::load(&source[v * lanes..]).store(&mut row[v * lanes..]);
                         }
-                        // SAFETY: output row (image, panel·ROWS + i) is written by the task that
-                        // owns this tile only, at the runs' positions inside the row
-                        let y_row =
-                            unsafe { std::slice::from_raw_parts_mut(y_ptr.ptr().add(image * out_len + (panel * ROWS + i) * ho * wo), ho * wo) };
-                        for run in runs.iter() {
-                            let (dst, src) = (&mut y_row[run.at..run.at + run.len], &values[run.first..run.first + run.len]);
-                            if pc == 0 {
-                                dst.copy_from_slice(src);
-                            } else {
-                                dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+                    }
+                    for panel in 0..panels {
+                        let a = &packed[(panel * depth + pc) * ROWS..][..kc * ROWS];
+                        // SAFETY: row p of the block is `nr` values at p·nr
+                        let acc = unsafe { tile_product::<T, ROWS, VECTORS>(kc, a, |p| block.as_ptr().add(p * nr)) };
+                        for (i, row_acc) in acc.iter().enumerate() {
+                            // SAFETY: columns q0..q0 + nr of this row of Y belong to this task
+                            let out = unsafe {
+                                std::slice::from_raw_parts_mut(wide_ptr.ptr().add(((image * panels + panel) * ROWS + i) * wide_len + q0), nr)
+                            };
+                            for (v, vector) in row_acc.iter().enumerate() {
+                                let out = &mut out[v * lanes..];
+                                let sum = if pc == 0 { *vector } else { *vector + T::Vector::load(out) };
+                                sum.store(out);
                             }
                         }
                     }
                 }
             }
+        },
+    );
+
+    // the real columns (ow < wo) of the real rows (channel < o)
+    let out_len = conv.o * ho * wo;
+    let mut y = pool::for_overwrite::<T>(conv.n * out_len);
+    y.par_chunks_mut(ho * wo).enumerate().for_each(|(row, y_row)| {
+        let (image, channel) = (row / conv.o, row % conv.o);
+        let source = &wide[(image * panels * ROWS + channel) * wide_len..][..q_len];
+        for (out, wide_row) in y_row.chunks_exact_mut(wo).zip(source.chunks_exact(wp)) {
+            out.copy_from_slice(&wide_row[..wo]);
         }
     });
     y
