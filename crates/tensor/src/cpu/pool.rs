@@ -7,6 +7,10 @@
 //! never holds more buffers of a length than were once in use at the same time (less those in
 //! use now), so it does not grow past what the workload needs again; and it holds at most
 //! 1 GiB per element type. Beyond that, buffers go back to the allocator.
+//!
+//! Kernels' work buffers ([`Scratch`]: padded images, im2col matrices) come and go within one
+//! call and their lengths vary from layer to layer, so they are not keyed by length: a few
+//! spare buffers are kept, and each is reused for any length (cut or grown to fit).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -28,7 +32,12 @@ struct SizeClass<T> {
 struct Cache<T> {
     classes: BTreeMap<usize, SizeClass<T>>,
     bytes: usize,
+    /// Spare work buffers, of any length.
+    spares: Vec<Vec<T>>,
 }
+
+/// Spare work buffers kept per element type.
+const MAX_SPARES: usize = 4;
 
 pub struct BufferPool<T> {
     cache: Mutex<Cache<T>>,
@@ -36,7 +45,7 @@ pub struct BufferPool<T> {
 
 impl<T: FloatElem> BufferPool<T> {
     pub const fn new() -> Self {
-        BufferPool { cache: Mutex::new(Cache { classes: BTreeMap::new(), bytes: 0 }) }
+        BufferPool { cache: Mutex::new(Cache { classes: BTreeMap::new(), bytes: 0, spares: Vec::new() }) }
     }
 
     fn worth_pooling(len: usize) -> bool {
@@ -98,6 +107,32 @@ impl<T: FloatElem> BufferPool<T> {
         cache.bytes += len * size_of::<T>();
     }
 
+    /// A work buffer of `len` values (contents unspecified): the smallest spare that holds
+    /// `len` values, else the largest spare grown (with zeros), else a fresh one.
+    fn take_spare(&self, len: usize) -> Vec<T> {
+        let spare = {
+            let mut cache = self.lock();
+            let fits = (0..cache.spares.len()).filter(|&i| cache.spares[i].len() >= len).min_by_key(|&i| cache.spares[i].len());
+            let pick = fits.or_else(|| (0..cache.spares.len()).max_by_key(|&i| cache.spares[i].len()));
+            pick.map(|i| cache.spares.swap_remove(i))
+        };
+        let mut buffer = spare.unwrap_or_default();
+        buffer.resize(len, T::zero());
+        buffer
+    }
+
+    /// Keeps a work buffer as a spare (in place of the smallest one, if there are enough).
+    fn give_back_spare(&self, buffer: Vec<T>) {
+        let mut cache = self.lock();
+        if cache.spares.len() < MAX_SPARES {
+            cache.spares.push(buffer);
+        } else if let Some(smallest) = (0..cache.spares.len()).min_by_key(|&i| cache.spares[i].len()) {
+            if cache.spares[smallest].len() < buffer.len() {
+                cache.spares[smallest] = buffer;
+            }
+        }
+    }
+
     /// Bytes currently cached.
     pub fn cached_bytes(&self) -> usize {
         self.lock().bytes
@@ -108,6 +143,7 @@ impl<T: FloatElem> BufferPool<T> {
         let mut cache = self.lock();
         cache.classes.clear();
         cache.bytes = 0;
+        cache.spares.clear();
     }
 }
 
@@ -128,16 +164,18 @@ pub fn for_overwrite<T: FloatElem>(len: usize) -> Vec<T> {
     T::pool().for_overwrite(len)
 }
 
-/// A scratch buffer that returns to the cache when dropped (per-thread work buffers).
+/// A kernel's work buffer, from the spares, that returns there when dropped.
 pub struct Scratch<T: FloatElem>(Vec<T>);
 
 impl<T: FloatElem> Scratch<T> {
     pub fn zeroed(len: usize) -> Self {
-        Scratch(zeroed(len))
+        let mut buffer = T::pool().take_spare(len);
+        buffer.fill(T::zero());
+        Scratch(buffer)
     }
-    /// A scratch buffer the caller overwrites before reading.
+    /// A work buffer the caller overwrites before reading.
     pub fn for_overwrite(len: usize) -> Self {
-        Scratch(for_overwrite(len))
+        Scratch(T::pool().take_spare(len))
     }
 }
 
@@ -156,7 +194,7 @@ impl<T: FloatElem> std::ops::DerefMut for Scratch<T> {
 
 impl<T: FloatElem> Drop for Scratch<T> {
     fn drop(&mut self) {
-        T::pool().give_back(std::mem::take(&mut self.0));
+        T::pool().give_back_spare(std::mem::take(&mut self.0));
     }
 }
 
@@ -187,5 +225,30 @@ mod tests {
         let small = pool.for_overwrite(16);
         pool.give_back(small);
         assert_eq!(pool.cached_bytes(), 0);
+    }
+
+    #[test]
+    fn spare_work_buffers_are_reused_for_any_length_and_bounded_in_number() {
+        let pool = BufferPool::<f32>::new();
+        let mut big = pool.take_spare(1000);
+        big.fill(7.0);
+        let big_ptr = big.as_ptr();
+        pool.give_back_spare(big);
+        // a shorter request reuses the spare in place (no allocation, contents kept)
+        let short = pool.take_spare(10);
+        assert_eq!((short.as_ptr(), short.len()), (big_ptr, 10));
+        assert!(short.iter().all(|&v| v == 7.0));
+        pool.give_back_spare(short);
+        // a longer one grows it, zero-filling the new part
+        let long = pool.take_spare(2000);
+        assert_eq!(long.len(), 2000);
+        assert!(long[1000..].iter().all(|&v| v == 0.0));
+        pool.give_back_spare(long);
+        for len in 1..=2 * MAX_SPARES {
+            pool.give_back_spare(vec![0.0; len]);
+        }
+        let cache = pool.lock();
+        assert_eq!(cache.spares.len(), MAX_SPARES);
+        assert!(cache.spares.iter().any(|b| b.len() == 2000), "the largest is kept");
     }
 }

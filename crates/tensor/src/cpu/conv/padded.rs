@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::ConvGeometry;
 use crate::FloatElem;
 use crate::cpu::gemm::tile_product;
-use crate::cpu::pool;
+use crate::cpu::pool::{self, Scratch};
 use crate::cpu::simd::SimdVector;
 
 /// Rows of W (output channels) per register tile: 4 divides every UNet width.
@@ -114,9 +114,9 @@ impl Conv {
     }
 
     /// Every image zero-padded, `padded_image_len(overrun)` values apart.
-    fn pad_images<T: FloatElem>(&self, x: &[T], overrun: usize) -> Vec<T> {
+    fn pad_images<T: FloatElem>(&self, x: &[T], overrun: usize) -> Scratch<T> {
         let (hp, wp, image_len) = (self.hp(), self.wp(), self.padded_image_len(overrun));
-        let mut padded = pool::for_overwrite::<T>(self.n * image_len);
+        let mut padded = Scratch::<T>::for_overwrite(self.n * image_len);
         padded.par_chunks_mut(image_len).zip(x.par_chunks(self.c * self.h * self.w)).for_each(|(out, image)| {
             let (planes, tail) = out.split_at_mut(self.c * hp * wp);
             tail.fill(T::zero());
@@ -137,9 +137,9 @@ impl Conv {
 }
 
 /// The kernel of [`Conv::backward_input`]: `w'[c, o, ki, kj] = w[o, c, kh−1−ki, kw−1−kj]`.
-pub(super) fn flip_and_swap_channels<T: FloatElem>(weight: &[T], g: &ConvGeometry) -> Vec<T> {
+pub(super) fn flip_and_swap_channels<T: FloatElem>(weight: &[T], g: &ConvGeometry) -> Scratch<T> {
     let taps = g.kh * g.kw;
-    let mut flipped = pool::for_overwrite::<T>(weight.len());
+    let mut flipped = Scratch::<T>::for_overwrite(weight.len());
     for o in 0..g.c_out {
         for c in 0..g.c_in {
             let src = &weight[(o * g.c_in + c) * taps..][..taps];
@@ -178,7 +178,7 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], conv: &Conv) -> Vec<T> {
 
     // W in panels of ROWS output channels: panel r holds, for each p, W[r·ROWS + i, p]
     let panels = conv.o.div_ceil(ROWS);
-    let mut packed = pool::zeroed::<T>(panels * depth * ROWS);
+    let mut packed = Scratch::<T>::zeroed(panels * depth * ROWS);
     for (row, w_row) in weight.chunks_exact(depth).enumerate() {
         let panel = &mut packed[(row / ROWS) * depth * ROWS..][..depth * ROWS];
         for (p, &value) in w_row.iter().enumerate() {
@@ -188,7 +188,7 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], conv: &Conv) -> Vec<T> {
 
     let tiles = q_len.div_ceil(nr);
     let wide_len = tiles * nr; // a row of Y on the padded width
-    let mut wide = pool::for_overwrite::<T>(conv.n * panels * ROWS * wide_len);
+    let mut wide = Scratch::<T>::for_overwrite(conv.n * panels * ROWS * wide_len);
     let wide_ptr = SharedMut(wide.as_mut_ptr());
     let slices = depth.div_ceil(KC);
     let kc = depth.div_ceil(slices);
@@ -260,7 +260,7 @@ pub(super) fn backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
     let padded = conv.pad_images(x, lanes);
     let offsets = conv.offsets();
 
-    let mut dy_wide = pool::for_overwrite::<T>(conv.n * o * q_vec);
+    let mut dy_wide = Scratch::<T>::for_overwrite(conv.n * o * q_vec);
     dy_wide.par_chunks_mut(q_vec).zip(dy.par_chunks(ho * wo)).for_each(|(wide, rows)| {
         wide.fill(T::zero());
         for (wide_row, row) in wide.chunks_mut(wp).zip(rows.chunks_exact(wo)) {
