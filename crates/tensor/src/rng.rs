@@ -83,6 +83,21 @@ impl Rng {
         })
     }
 
+    /// `n` mask values (`scale` where the uniform is at least `p`, else 0) written straight
+    /// into a cached buffer: the values of `uniform_values` compared in f64 as above, without
+    /// the f64 arrays.
+    fn dropout_mask<T: crate::FloatElem>(&mut self, n: usize, p: f64, scale: f64) -> Vec<T> {
+        let (seed, first) = (self.seed, self.advance(n));
+        let (keep, drop) = (T::from_f64(scale), T::zero());
+        let mut out = crate::cpu::pool::for_overwrite::<T>(n);
+        out.par_chunks_mut(4).with_min_len(1024).enumerate().for_each(|(b, chunk)| {
+            for (value, &lane) in chunk.iter_mut().zip(&block(seed, first + b as u64)) {
+                *value = if unit_uniform(lane) >= p { keep } else { drop };
+            }
+        });
+        out
+    }
+
     /// `n` standard normals.
     pub fn normal_values(&mut self, n: usize) -> Vec<f64> {
         self.fill_by_block(n, |lanes, chunk| {
@@ -152,8 +167,16 @@ impl Tensor {
         match device {
             crate::Device::Cuda(ordinal) if dtype == DType::F32 => draw_on_gpu(shape, ordinal, Draw::DropoutMask { p, scale }, rng),
             _ => {
-                let mask = rng.uniform_values(shape.iter().product()).into_iter().map(|u| if u >= p { scale } else { 0.0 }).collect();
-                tensor_from_values(mask, shape, dtype).to_device(device)
+                let n: usize = shape.iter().product();
+                let mask = match dtype {
+                    DType::F32 => crate::ops::wrap(rng.dropout_mask::<f32>(n, p, scale)),
+                    DType::F64 => crate::ops::wrap(rng.dropout_mask::<f64>(n, p, scale)),
+                    _ => {
+                        let mask = rng.uniform_values(n).into_iter().map(|u| if u >= p { scale } else { 0.0 }).collect();
+                        return tensor_from_values(mask, shape, dtype).to_device(device);
+                    }
+                };
+                crate::ops::new_tensor(mask, shape).to_device(device)
             }
         }
     }
