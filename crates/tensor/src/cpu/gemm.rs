@@ -31,14 +31,15 @@ pub struct MatRef<'a, T> {
     pub col_stride: usize,
 }
 
-/// A raw pointer that threads may share because each writes a disjoint part of C.
+/// A raw pointer that threads may share because each writes a disjoint part of the output
+/// (C here; the convolutions' outputs in `cpu/conv/padded.rs`).
 #[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
+pub(crate) struct SharedMut<T>(pub(crate) *mut T);
 unsafe impl<T> Send for SharedMut<T> {}
 unsafe impl<T> Sync for SharedMut<T> {}
 impl<T> SharedMut<T> {
     /// (A method, so that closures capture the whole `Sync` wrapper, not the raw field.)
-    fn ptr(&self) -> *mut T {
+    pub(crate) fn ptr(&self) -> *mut T {
         self.0
     }
 }

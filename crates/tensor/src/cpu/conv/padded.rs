@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::ConvGeometry;
 use crate::FloatElem;
-use crate::cpu::gemm::tile_product;
+use crate::cpu::gemm::{SharedMut, tile_product};
 use crate::cpu::pool::{self, Scratch};
 use crate::cpu::simd::SimdVector;
 
@@ -150,17 +150,6 @@ pub(super) fn flip_and_swap_channels<T: FloatElem>(weight: &[T], g: &ConvGeometr
         }
     }
     flipped
-}
-
-/// A raw pointer that threads may share because each writes a disjoint part.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-unsafe impl<T> Send for SharedMut<T> {}
-unsafe impl<T> Sync for SharedMut<T> {}
-impl<T> SharedMut<T> {
-    fn ptr(&self) -> *mut T {
-        self.0
-    }
 }
 
 /// `y = conv(x, weight)` for a stride-1 convolution; `x` `[n, c, h, w]`, `weight`
