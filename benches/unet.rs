@@ -56,11 +56,15 @@ fn run_case(case: &Case) {
     let mut adam = Adam::new(params, AdamConfig::adam(2e-4)).unwrap();
     let mut dropout = Rng::new(2);
     let mut iteration = |rng: &mut Rng| {
+        ember::tensor::profile::reset_mark();
         if case.train {
             let mut predict = |x: &Tensor, t: &[f64]| model.forward(x, t, &mut ForwardContext { training: true, rng: &mut dropout });
             let loss = epsilon_loss(&mut predict, &schedule, &x0, rng).unwrap();
             let grads = loss.backward().unwrap();
+            ember::tensor::profile::mark("optimizer", "adam+free grads");
             adam.step(&grads).unwrap();
+            drop(grads);
+            ember::tensor::profile::mark("optimizer", "adam+free grads");
         } else {
             let _guard = no_grad();
             let t: Vec<f64> = (0..case.batch).map(|i| (i * 97 % 1000) as f64).collect();
@@ -74,6 +78,7 @@ fn run_case(case: &Case) {
         iteration(&mut rng);
         times.push(start.elapsed().as_secs_f64());
     }
+    ember::tensor::profile::report();
     times.sort_by(f64::total_cmp);
     println!("{} {}", times[times.len() / 2], status_mib("VmHWM:") - baseline);
 }

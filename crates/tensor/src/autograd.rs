@@ -250,6 +250,7 @@ impl Tensor {
             let record = slot.as_ref().ok_or_else(|| node.freed_error())?;
             let input_grads = (record.backward)(&grad)?;
             drop(grad);
+            crate::profile::mark("backward", node.op);
             debug_assert_eq!(input_grads.len(), record.inputs.len(), "{}", node.op);
             for (input, input_grad) in record.inputs.iter().zip(input_grads) {
                 let Some(input_grad) = input_grad else { continue };
@@ -274,11 +275,13 @@ impl Tensor {
                 };
                 sums.insert(input.id, summed);
             }
+            crate::profile::mark("backward", "(sum)");
             if !retain_graph {
                 // frees what the op saved, and its hold on its inputs' nodes
                 let freed = slot.take();
                 drop(slot);
                 drop(freed);
+                crate::profile::mark("backward", "(free)");
             }
         }
         Ok(result)

@@ -16,6 +16,7 @@ pub mod dtype;
 pub mod error;
 pub mod layout;
 pub mod ops;
+pub mod profile;
 pub mod storage;
 pub mod tensor;
 

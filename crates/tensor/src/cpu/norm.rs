@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::FloatElem;
 use crate::cpu::pool::{for_overwrite, zeroed};
-use crate::cpu::reduce::sum_slice;
+use crate::cpu::reduce::{sum_and_dot, sum_slice, sum_squared_deviations};
 use crate::ops::unary::UnaryOp;
 
 /// Sizes of a group norm: `n` samples, `channels` in `groups`, `positions` per channel.
@@ -54,7 +54,7 @@ pub fn group_norm_forward<T: FloatElem>(
         .enumerate()
         .for_each(|(block, ((y, x), (mean, rstd)))| {
             let mu = sum_slice(x) / count;
-            let var = x.iter().fold(T::zero(), |acc, &v| acc + (v - mu) * (v - mu)) / count;
+            let var = sum_squared_deviations(x, mu) / count;
             let r = (var + T::from_f64(eps)).sqrt().recip();
             *mean = mu;
             *rstd = r;
@@ -75,17 +75,6 @@ pub fn group_norm_forward<T: FloatElem>(
             }
         });
     (y, mean, rstd)
-}
-
-/// `dh` for one element: `dy`, or through the fused SiLU, `dy·silu'(h)` with `h = x̂·w + b`.
-#[inline]
-fn pre_activation_grad<T: FloatElem>(dy: T, xhat: T, w: T, b: T, silu: bool) -> T {
-    if silu {
-        let h = xhat * w + b;
-        dy * UnaryOp::Silu.derivative(h, h)
-    } else {
-        dy
-    }
 }
 
 /// Returns `(dx, dweight, dbias)`; through the SiLU when `silu` (then `bias` is read).
@@ -114,28 +103,35 @@ pub fn group_norm_backward<T: FloatElem>(
             let (mu, r) = (mean[block], rstd[block]);
             let first_channel = (block % s.groups) * cpg;
             let (mut sum_g, mut sum_g_xhat) = (T::zero(), T::zero());
-            for (c, (x, dy)) in x.chunks_exact(s.positions).zip(dy.chunks_exact(s.positions)).enumerate() {
-                let (mut dy_sum, mut dy_xhat_sum) = (T::zero(), T::zero());
+            // dh into dx first (a vectorized pass), then its sums, then dx in place
+            for (c, ((dh, x), dy)) in dx.chunks_exact_mut(s.positions).zip(x.chunks_exact(s.positions)).zip(dy.chunks_exact(s.positions)).enumerate() {
                 let (w, b) = (weight[first_channel + c], bias[first_channel + c]);
-                for (&x, &dy) in x.iter().zip(dy) {
-                    let xhat = (x - mu) * r;
-                    let dh = pre_activation_grad(dy, xhat, w, b, silu);
-                    dy_sum += dh;
-                    dy_xhat_sum += dh * xhat;
+                if silu {
+                    // h = x̂·w + b = x·(r·w) + (b − μ·r·w)
+                    let (scale, shift) = (r * w, b - mu * r * w);
+                    for ((dh, &x), &dy) in dh.iter_mut().zip(x).zip(dy) {
+                        let h = x * scale + shift;
+                        *dh = dy * UnaryOp::Silu.derivative(h, h);
+                    }
+                } else {
+                    dh.copy_from_slice(dy);
                 }
-                sums[2 * c] = dy_xhat_sum;
-                sums[2 * c + 1] = dy_sum;
-                let w = weight[first_channel + c];
-                sum_g += dy_sum * w;
-                sum_g_xhat += dy_xhat_sum * w;
+                // Σ dh·x̂ = r·(Σ dh·x − μ·Σ dh)
+                let (dh_sum, dh_x_sum) = sum_and_dot(dh, x);
+                let dh_xhat_sum = r * (dh_x_sum - mu * dh_sum);
+                sums[2 * c] = dh_xhat_sum;
+                sums[2 * c + 1] = dh_sum;
+                sum_g += dh_sum * w;
+                sum_g_xhat += dh_xhat_sum * w;
             }
             let (mean_g, mean_g_xhat) = (sum_g / count, sum_g_xhat / count);
-            for (c, ((dx, x), dy)) in dx.chunks_exact_mut(s.positions).zip(x.chunks_exact(s.positions)).zip(dy.chunks_exact(s.positions)).enumerate() {
-                let (w, b) = (weight[first_channel + c], bias[first_channel + c]);
-                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                    let xhat = (x - mu) * r;
-                    let dh = pre_activation_grad(dy, xhat, w, b, silu);
-                    *dx = r * (dh * w - mean_g - xhat * mean_g_xhat);
+            for (c, (dx, x)) in dx.chunks_exact_mut(s.positions).zip(x.chunks_exact(s.positions)).enumerate() {
+                // dx = r·(dh·w − mean_g − x̂·mean_g_xhat), x̂ = (x − μ)·r
+                let w = weight[first_channel + c];
+                let (dh_scale, x_scale) = (r * w, r * r * mean_g_xhat);
+                let offset = r * (mu * r * mean_g_xhat - mean_g);
+                for (dx, &x) in dx.iter_mut().zip(x) {
+                    *dx = *dx * dh_scale - x * x_scale + offset;
                 }
             }
         });

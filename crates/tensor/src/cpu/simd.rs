@@ -2,10 +2,10 @@
 //! (`-C target-cpu=native` in `.cargo/config.toml`): 512-bit vectors where AVX-512 is there,
 //! 256-bit otherwise. Kernels are generic over [`SimdVector`] so f32 and f64 share one code.
 
-use std::ops::{Add, Mul};
+use std::ops::{Add, Mul, Sub};
 
 /// A SIMD vector of `LANES` elements of `T`.
-pub trait SimdVector<T>: Copy + Send + Sync + Add<Output = Self> + Mul<Output = Self> {
+pub trait SimdVector<T>: Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> {
     const LANES: usize;
     fn splat(x: T) -> Self;
     /// Loads the first `LANES` elements of `src` (unaligned).

@@ -2,12 +2,12 @@
 //! broadcast_to) share storage and only change the [`Layout`]; `contiguous`, `cat` and `pad`
 //! copy. The backward of each is another movement (or a sum, for broadcast).
 
-use crate::cpu::copy::{gather_storage, scatter_into};
+use crate::cpu::copy::{copy_view_storage, gather_storage};
 use crate::error::{Result, TensorError, invalid};
 use crate::layout::{Layout, normalize_axis};
 use crate::storage::{CpuStorage, Storage};
 use crate::ops::{gpu_tensor, on_gpu, with_gpu};
-use crate::{Tensor, cuda};
+use crate::{DType, Tensor, cuda};
 
 /// A new tensor of `shape` filled with `fill`, with each part copied into its region (a
 /// layout over the new tensor's contiguous storage). Used by cat, pad and narrow's backward.
@@ -20,10 +20,15 @@ fn assemble(shape: &[usize], like: &Tensor, fill: f64, parts: &[(&Tensor, Layout
         }
         return Ok(gpu_tensor(out, like.device(), shape));
     }
-    let mut storage = CpuStorage::from_f64(std::iter::repeat_n(fill, numel), like.dtype());
+    // the parts' regions do not overlap: when they cover the output, nothing needs the fill
+    let covered = parts.iter().map(|(_, region)| region.numel()).sum::<usize>() == numel;
+    let mut storage = match like.dtype() {
+        DType::F32 if covered => CpuStorage::F32(crate::cpu::pool::for_overwrite(numel)),
+        DType::F64 if covered => CpuStorage::F64(crate::cpu::pool::for_overwrite(numel)),
+        dtype => CpuStorage::from_f64(std::iter::repeat_n(fill, numel), dtype),
+    };
     for (part, region) in parts {
-        let values = gather_storage(part.storage().cpu("cat")?, part.layout());
-        scatter_into(&mut storage, region, &values)?;
+        copy_view_storage(part.storage().cpu("cat")?, part.layout(), &mut storage, region)?;
     }
     Ok(Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(shape)))
 }

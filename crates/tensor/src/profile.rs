@@ -1,0 +1,65 @@
+//! An op-level time profile, on when the environment variable `EMBER_PROFILE` is set: where a
+//! training step's time goes, op by op, forward and backward.
+//!
+//! Forward: the time since the previous recorded op on this thread is charged to the op being
+//! recorded (ops record their backward right after computing), so glue between ops counts too.
+//! Backward: each node's closure is timed, and the summing of gradients apart.
+//! [`report`] prints the table (and resets it).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("EMBER_PROFILE").is_some())
+}
+
+#[derive(Default)]
+struct Totals {
+    by_key: HashMap<(&'static str, &'static str), (Duration, usize)>,
+    last_mark: Option<Instant>,
+}
+
+fn totals() -> &'static Mutex<Totals> {
+    static TOTALS: OnceLock<Mutex<Totals>> = OnceLock::new();
+    TOTALS.get_or_init(Default::default)
+}
+
+/// Charges the time since the last mark to (`phase`, `op`) and sets the mark to now.
+pub fn mark(phase: &'static str, op: &'static str) {
+    if !enabled() {
+        return;
+    }
+    let now = Instant::now();
+    let mut t = totals().lock().unwrap();
+    if let Some(last) = t.last_mark {
+        let entry = t.by_key.entry((phase, op)).or_default();
+        entry.0 += now - last;
+        entry.1 += 1;
+    }
+    t.last_mark = Some(now);
+}
+
+/// Sets the mark to now without charging anything (the start of a region).
+pub fn reset_mark() {
+    if enabled() {
+        totals().lock().unwrap().last_mark = Some(Instant::now());
+    }
+}
+
+/// Prints the profile so far, largest first, and clears it.
+pub fn report() {
+    if !enabled() {
+        return;
+    }
+    let mut t = totals().lock().unwrap();
+    let mut rows: Vec<_> = t.by_key.drain().collect();
+    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    let total: Duration = rows.iter().map(|r| r.1.0).sum();
+    eprintln!("{:<10} {:<24} {:>10} {:>7} {:>8}", "phase", "op", "ms", "%", "calls");
+    for ((phase, op), (time, calls)) in rows {
+        eprintln!("{phase:<10} {op:<24} {:>10.1} {:>6.1}% {calls:>8}", time.as_secs_f64() * 1e3, 100.0 * time.as_secs_f64() / total.as_secs_f64());
+    }
+    eprintln!("total {:.1} ms", total.as_secs_f64() * 1e3);
+}
