@@ -41,6 +41,65 @@ fn block(seed: u64, block: u64) -> [u32; 4] {
     philox4x32([block as u32, (block >> 32) as u32, 0, 0], [seed as u32, (seed >> 32) as u32])
 }
 
+/// Blocks `first..first + 8` of the stream `seed`: the same values as [`block`], eight at a
+/// time with AVX2 where the build targets it.
+fn eight_blocks(seed: u64, first: u64) -> [[u32; 4]; 8] {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    {
+        // SAFETY: the build targets AVX2 (cfg above)
+        unsafe { eight_blocks_avx2(seed, first) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+    {
+        std::array::from_fn(|i| block(seed, first.wrapping_add(i as u64)))
+    }
+}
+
+/// Philox4x32-10 on eight blocks at once, each 32-bit word in a 64-bit lane (two vectors of four
+/// blocks per word): `vpmuludq` multiplies the low halves of 64-bit lanes into full 64-bit
+/// products, so `hi` is a shift and `lo` the product itself. The high halves of the lanes carry
+/// garbage that never reaches a result: a word xored with garbage only ever feeds a multiply
+/// (which reads the low half), and the outputs are truncated to 32 bits.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[target_feature(enable = "avx2")]
+unsafe fn eight_blocks_avx2(seed: u64, first: u64) -> [[u32; 4]; 8] {
+    use std::arch::x86_64::*;
+    let counter = |i: u64| first.wrapping_add(i);
+    // lanes hold blocks (4h .. 4h + 3) for half h
+    let word = |h: u64, f: &dyn Fn(u64) -> u64| {
+        _mm256_set_epi64x(f(counter(4 * h + 3)) as i64, f(counter(4 * h + 2)) as i64, f(counter(4 * h + 1)) as i64, f(counter(4 * h)) as i64)
+    };
+    let mut c0 = [word(0, &|b| b & 0xffff_ffff), word(1, &|b| b & 0xffff_ffff)];
+    let mut c1 = [word(0, &|b| b >> 32), word(1, &|b| b >> 32)];
+    let mut c2 = [_mm256_setzero_si256(); 2];
+    let mut c3 = [_mm256_setzero_si256(); 2];
+    let (m0, m1) = (_mm256_set1_epi64x(M0 as i64), _mm256_set1_epi64x(M1 as i64));
+    let mut k0 = _mm256_set1_epi64x((seed & 0xffff_ffff) as i64);
+    let mut k1 = _mm256_set1_epi64x((seed >> 32) as i64);
+    let (w0, w1) = (_mm256_set1_epi64x(W0 as i64), _mm256_set1_epi64x(W1 as i64));
+    for round in 0..10 {
+        if round > 0 {
+            // 32-bit adds: the key words wrap within their low halves
+            k0 = _mm256_add_epi32(k0, w0);
+            k1 = _mm256_add_epi32(k1, w1);
+        }
+        for h in 0..2 {
+            let p0 = _mm256_mul_epu32(c0[h], m0);
+            let p1 = _mm256_mul_epu32(c2[h], m1);
+            c0[h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64::<32>(p1), c1[h]), k0);
+            c2[h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64::<32>(p0), c3[h]), k1);
+            c1[h] = p1;
+            c3[h] = p0;
+        }
+    }
+    // SAFETY: a 256-bit vector is four u64 lanes
+    let lanes = |v: __m256i| -> [u64; 4] { unsafe { std::mem::transmute(v) } };
+    std::array::from_fn(|i| {
+        let (h, l) = (i / 4, i % 4);
+        [lanes(c0[h])[l] as u32, lanes(c1[h])[l] as u32, lanes(c2[h])[l] as u32, lanes(c3[h])[l] as u32]
+    })
+}
+
 /// A uniform in [0, 1) from one 32-bit lane (24 bits, exact in f32).
 fn unit_uniform(x: u32) -> f64 {
     (x >> 8) as f64 * (1.0 / (1u64 << 24) as f64)
@@ -89,10 +148,13 @@ impl Rng {
     fn dropout_mask<T: crate::FloatElem>(&mut self, n: usize, p: f64, scale: f64) -> Vec<T> {
         let (seed, first) = (self.seed, self.advance(n));
         let (keep, drop) = (T::from_f64(scale), T::zero());
+        // unit_uniform(x) ≥ p  ⇔  (x >> 8) ≥ p·2²⁴  ⇔  (x >> 8) ≥ ⌈p·2²⁴⌉ (p·2²⁴ is exact)
+        let threshold = (p * (1u64 << 24) as f64).ceil() as u32;
         let mut out = crate::cpu::pool::for_overwrite::<T>(n);
-        out.par_chunks_mut(4).with_min_len(1024).enumerate().for_each(|(b, chunk)| {
-            for (value, &lane) in chunk.iter_mut().zip(&block(seed, first + b as u64)) {
-                *value = if unit_uniform(lane) >= p { keep } else { drop };
+        out.par_chunks_mut(32).with_min_len(256).enumerate().for_each(|(b, chunk)| {
+            let blocks = eight_blocks(seed, first + 8 * b as u64);
+            for (value, &lane) in chunk.iter_mut().zip(blocks.as_flattened()) {
+                *value = if lane >> 8 >= threshold { keep } else { drop };
             }
         });
         out
@@ -192,6 +254,30 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eight_blocks_at_once_equal_the_blocks_one_by_one() {
+        for (seed, first) in [(0, 0), (7, (1 << 32) - 3), (u64::MAX, u64::MAX - 20), (0x1234_5678_9abc_def0, 99)] {
+            let together = eight_blocks(seed, first);
+            for (i, lanes) in together.iter().enumerate() {
+                assert_eq!(*lanes, block(seed, first + i as u64), "seed {seed} block {}", first + i as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn the_dropout_mask_keeps_exactly_the_uniforms_at_least_p() {
+        // 0.5 and 2⁻²⁴·k are thresholds hit exactly by some draws
+        for p in [0.1, 0.5, 3.0 / (1u64 << 24) as f64, 0.999] {
+            let n = 10_001; // not a whole number of 8-block chunks
+            let uniforms = Rng { seed: 5, offset: 3 }.uniform_values(n);
+            let mut rng = Rng { seed: 5, offset: 3 };
+            let mask = rng.dropout_mask::<f32>(n, p, 2.0);
+            assert_eq!(rng.offset, 3 + n.div_ceil(4) as u64);
+            let expected: Vec<f32> = uniforms.iter().map(|&u| if u >= p { 2.0 } else { 0.0 }).collect();
+            assert_eq!(mask, expected, "p = {p}");
+        }
+    }
 
     #[test]
     fn philox_matches_the_random123_known_answer() {
