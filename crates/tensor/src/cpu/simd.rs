@@ -61,3 +61,78 @@ pub type F32Vector = wide::f32x8;
 pub type F64Vector = wide::f64x8;
 #[cfg(not(target_feature = "avx512f"))]
 pub type F64Vector = wide::f64x4;
+
+/// One element as a one-lane "vector": the scalar tail of a loop written once, generic over
+/// [`SimdVector`], runs with this type after the full vectors.
+#[derive(Clone, Copy, Debug)]
+pub struct Single<T>(pub T);
+
+impl<T: crate::FloatElem> Add for Single<T> {
+    type Output = Self;
+    #[inline(always)]
+    fn add(self, rhs: Self) -> Self {
+        Single(self.0 + rhs.0)
+    }
+}
+
+impl<T: crate::FloatElem> Sub for Single<T> {
+    type Output = Self;
+    #[inline(always)]
+    fn sub(self, rhs: Self) -> Self {
+        Single(self.0 - rhs.0)
+    }
+}
+
+impl<T: crate::FloatElem> Mul for Single<T> {
+    type Output = Self;
+    #[inline(always)]
+    fn mul(self, rhs: Self) -> Self {
+        Single(self.0 * rhs.0)
+    }
+}
+
+impl<T: crate::FloatElem> SimdVector<T> for Single<T> {
+    const LANES: usize = 1;
+    #[inline(always)]
+    fn splat(x: T) -> Self {
+        Single(x)
+    }
+    #[inline(always)]
+    fn load(src: &[T]) -> Self {
+        Single(src[0])
+    }
+    #[inline(always)]
+    fn store(self, dst: &mut [T]) {
+        dst[0] = self.0;
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        Single(self.0.mul_add(b.0, c.0))
+    }
+    #[inline(always)]
+    fn reduce_sum(self) -> T {
+        self.0
+    }
+}
+
+/// A loop body written once for any vector width: [`simd_steps`] runs it.
+pub(crate) trait SimdStep<T: crate::FloatElem> {
+    /// Processes positions `i .. i + V::LANES`.
+    fn step<V: SimdVector<T>>(&mut self, i: usize);
+}
+
+/// Runs `body` over positions `0..len`: with `T::Vector` at every whole vector, then with
+/// [`Single`] on the tail.
+#[inline(always)]
+pub(crate) fn simd_steps<T: crate::FloatElem>(len: usize, body: &mut impl SimdStep<T>) {
+    let lanes = T::Vector::LANES;
+    let whole = len / lanes * lanes;
+    let mut i = 0;
+    while i < whole {
+        body.step::<T::Vector>(i);
+        i += lanes;
+    }
+    for i in whole..len {
+        body.step::<Single<T>>(i);
+    }
+}

@@ -19,6 +19,7 @@ use crate::cpu::gemm::{MatRef, gemm};
 use crate::cpu::pool::Scratch;
 
 mod padded;
+mod winograd;
 
 /// The sizes of one convolution, `x: [n, c_in, h, w]`, `weight: [c_out, c_in, kh, kw]`,
 /// `y: [n, c_out, ho, wo]`.
@@ -134,6 +135,9 @@ fn col2im<T: FloatElem>(col: &[T], g: &ConvGeometry, image: &mut [T]) {
 
 /// `y = conv2d(x, weight)` without bias; `x`, `weight` contiguous.
 pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
+    if winograd::pays_forward(g) {
+        return winograd::conv(x, weight, &padded::Conv::forward(g));
+    }
     if padded::applies(g) {
         return padded::conv(x, weight, &padded::Conv::forward(g));
     }
@@ -143,13 +147,20 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], g: &ConvGeometry) -> 
 /// `dx` for `y = conv2d(x, weight)`, given `dy`.
 pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     if let Some(conv) = padded::Conv::backward_input(g) {
-        return padded::conv(dy, &padded::flip_and_swap_channels(weight, g), &conv);
+        let flipped = padded::flip_and_swap_channels(weight, g);
+        if winograd::pays_forward(g) {
+            return winograd::conv(dy, &flipped, &conv);
+        }
+        return padded::conv(dy, &flipped, &conv);
     }
     im2col_backward_input(dy, weight, g)
 }
 
 /// `dW` for `y = conv2d(x, weight)`, given `dy`.
 pub fn conv2d_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> Vec<T> {
+    if winograd::pays_weight(g) {
+        return winograd::backward_weight(x, dy, g);
+    }
     if padded::applies(g) {
         return padded::backward_weight(x, dy, g);
     }
@@ -255,6 +266,7 @@ mod tests {
     /// past one `KC` slice, padding above `d(k − 1)` (the input gradient's fallback), one image.
     #[test]
     fn stride_1_kernels_equal_the_im2col_kernels() {
+
         let cases = [
             geometry(3, 5, 7, (9, 11), (3, 3), [1, 1], [1, 1]),
             geometry(1, 3, 4, (32, 32), (3, 3), [1, 1], [1, 1]),
@@ -264,7 +276,17 @@ mod tests {
             geometry(2, 8, 3, (5, 6), (1, 1), [0, 0], [1, 1]),
             geometry(2, 3, 5, (6, 6), (3, 3), [3, 2], [1, 1]),
             geometry(4, 33, 13, (4, 4), (3, 3), [1, 1], [1, 1]),
+            // Winograd, weight gradient (small images): channels not multiples of the tiles, one
+            // tile-row per image, more tiles than one chunk
+            geometry(3, 17, 18, (6, 6), (3, 3), [1, 1], [1, 1]),
+            geometry(2, 16, 21, (2, 8), (3, 3), [1, 1], [1, 1]),
+            geometry(70, 16, 19, (8, 8), (3, 3), [1, 1], [1, 1]),
+            // Winograd, forward and input gradient (larger images): padding 0 and 2, partial
+            // register tiles and panels, more tiles than one chunk
+            geometry(5, 16, 16, (34, 34), (3, 3), [2, 0], [1, 1]),
+            geometry(3, 17, 18, (16, 16), (3, 3), [1, 1], [1, 1]),
         ];
+        let mut winograd_cases = 0;
         for (i, g) in cases.iter().enumerate() {
             let x = values(g.n * g.image_len(), 1 + i as u64);
             let weight = values(g.c_out * g.col_rows(), 100 + i as u64);
@@ -276,6 +298,15 @@ mod tests {
                 }
             };
             check("forward", conv2d_forward(&x, &weight, g), im2col_forward(&x, &weight, g));
+            // the Winograd kernels wherever they apply, whichever road the dispatch takes
+            if winograd::applies(g) {
+                winograd_cases += 1;
+                let flipped = padded::flip_and_swap_channels(&weight, g);
+                let backward = padded::Conv::backward_input(g).expect("padding at most 2");
+                check("winograd forward", winograd::conv(&x, &weight, &padded::Conv::forward(g)), im2col_forward(&x, &weight, g));
+                check("winograd backward_input", winograd::conv(&dy, &flipped, &backward), im2col_backward_input(&dy, &weight, g));
+                check("winograd backward_weight", winograd::backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
+            }
             check("backward_input", conv2d_backward_input(&dy, &weight, g), im2col_backward_input(&dy, &weight, g));
             check("backward_weight", conv2d_backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
             // f32 takes the same road with 8- or 16-lane vectors
@@ -290,6 +321,20 @@ mod tests {
                     assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "case {i} {what}[{k}]: {a} vs {b}");
                 }
             }
+            if winograd::applies(g) {
+                let backward = padded::Conv::backward_input(g).expect("padding at most 2");
+                let flipped = padded::flip_and_swap_channels(&w32, g);
+                for (what, fast, reference) in [
+                    ("winograd forward f32", winograd::conv(&x32, &w32, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g)),
+                    ("winograd backward_input f32", winograd::conv(&dy32, &flipped, &backward), im2col_backward_input(&dy32, &w32, g)),
+                    ("winograd backward_weight f32", winograd::backward_weight(&x32, &dy32, g), im2col_backward_weight(&x32, &dy32, g)),
+                ] {
+                    for (k, (a, b)) in fast.iter().zip(&reference).enumerate() {
+                        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "case {i} {what}[{k}]: {a} vs {b}");
+                    }
+                }
+            }
         }
+        assert_eq!(winograd_cases, 5, "the Winograd geometries above");
     }
 }

@@ -25,9 +25,9 @@ use crate::cpu::pool::{self, Scratch};
 use crate::cpu::simd::SimdVector;
 
 /// Rows of W (output channels) per register tile: 4 divides every UNet width.
-const ROWS: usize = 4;
+pub(super) const ROWS: usize = 4;
 /// SIMD vectors of outputs per register tile row (3 × 8 = 24 columns with AVX2).
-const VECTORS: usize = 3;
+pub(super) const VECTORS: usize = 3;
 /// Depth of one pass over a tile: its B rows (`KC` × 24 values) stay in L1.
 const KC: usize = 256;
 /// Output channels × kernel taps per backward-weight register tile.
@@ -45,15 +45,15 @@ pub(super) fn applies(g: &ConvGeometry) -> bool {
 /// A stride-1 convolution: input `[n, c, h, w]`, kernel `[o, c, kh, kw]`, zero padding `pad`,
 /// dilation `dil`.
 pub(super) struct Conv {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    pad: [usize; 2],
-    dil: [usize; 2],
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) o: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) pad: [usize; 2],
+    pub(super) dil: [usize; 2],
 }
 
 impl Conv {
@@ -74,16 +74,16 @@ impl Conv {
         Some(Conv { n: g.n, c: g.c_out, h: g.ho, w: g.wo, o: g.c_in, kh: g.kh, kw: g.kw, pad: [pad_h, pad_w], dil: g.dilation })
     }
 
-    fn hp(&self) -> usize {
+    pub(super) fn hp(&self) -> usize {
         self.h + 2 * self.pad[0]
     }
-    fn wp(&self) -> usize {
+    pub(super) fn wp(&self) -> usize {
         self.w + 2 * self.pad[1]
     }
-    fn ho(&self) -> usize {
+    pub(super) fn ho(&self) -> usize {
         self.hp() - self.dil[0] * (self.kh - 1)
     }
-    fn wo(&self) -> usize {
+    pub(super) fn wo(&self) -> usize {
         self.wp() - self.dil[1] * (self.kw - 1)
     }
     /// Outputs on the padded width: `ho · wp`.
@@ -96,7 +96,7 @@ impl Conv {
     }
     /// Values per padded image: its `c` planes, then zeros that reads of the last tile may
     /// run into (up to `(kw − 1)·d_w + overrun` past the last plane).
-    fn padded_image_len(&self, overrun: usize) -> usize {
+    pub(super) fn padded_image_len(&self, overrun: usize) -> usize {
         self.c * self.hp() * self.wp() + self.dil[1] * (self.kw - 1) + overrun
     }
     /// `offset(p)` for each row `p = (c, ki, kj)` of the im2col matrix.
@@ -114,7 +114,7 @@ impl Conv {
     }
 
     /// Every image zero-padded, `padded_image_len(overrun)` values apart.
-    fn pad_images<T: FloatElem>(&self, x: &[T], overrun: usize) -> Scratch<T> {
+    pub(super) fn pad_images<T: FloatElem>(&self, x: &[T], overrun: usize) -> Scratch<T> {
         let (hp, wp, image_len) = (self.hp(), self.wp(), self.padded_image_len(overrun));
         let mut padded = Scratch::<T>::for_overwrite(self.n * image_len);
         padded.par_chunks_mut(image_len).zip(x.par_chunks(self.c * self.h * self.w)).for_each(|(out, image)| {
@@ -290,7 +290,7 @@ pub(super) fn backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
 /// `sums[i][j] = a[i] · b[j]` for equal-length runs (a multiple of the vector width): each
 /// step loads one vector of every run and does `R·C` FMAs.
 #[inline(always)]
-fn dot_tile<T: FloatElem, const R: usize, const C: usize>(a: &[&[T]; R], b: &[&[T]; C]) -> [[T; C]; R] {
+pub(super) fn dot_tile<T: FloatElem, const R: usize, const C: usize>(a: &[&[T]; R], b: &[&[T]; C]) -> [[T; C]; R] {
     let lanes = T::Vector::LANES;
     let mut acc = [[T::Vector::splat(T::zero()); C]; R];
     for s in (0..a[0].len()).step_by(lanes) {
