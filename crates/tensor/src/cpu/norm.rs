@@ -107,10 +107,10 @@ pub fn group_norm_backward<T: FloatElem>(
             for (c, ((dh, x), dy)) in dx.chunks_exact_mut(s.positions).zip(x.chunks_exact(s.positions)).zip(dy.chunks_exact(s.positions)).enumerate() {
                 let (w, b) = (weight[first_channel + c], bias[first_channel + c]);
                 if silu {
-                    // h = x̂·w + b = x·(r·w) + (b − μ·r·w)
-                    let (scale, shift) = (r * w, b - mu * r * w);
+                    // h = x̂·w + b, from x̂ = (x − μ)·r (not x·(r·w) + (b − μ·r·w), which
+                    // cancels badly when x ≈ μ and r is large)
                     for ((dh, &x), &dy) in dh.iter_mut().zip(x).zip(dy) {
-                        let h = x * scale + shift;
+                        let h = (x - mu) * r * w + b;
                         *dh = dy * UnaryOp::Silu.derivative(h, h);
                     }
                 } else {
@@ -127,11 +127,10 @@ pub fn group_norm_backward<T: FloatElem>(
             let (mean_g, mean_g_xhat) = (sum_g / count, sum_g_xhat / count);
             for (c, (dx, x)) in dx.chunks_exact_mut(s.positions).zip(x.chunks_exact(s.positions)).enumerate() {
                 // dx = r·(dh·w − mean_g − x̂·mean_g_xhat), x̂ = (x − μ)·r
+                // (in this order: the difference before the scaling by r, which may be large)
                 let w = weight[first_channel + c];
-                let (dh_scale, x_scale) = (r * w, r * r * mean_g_xhat);
-                let offset = r * (mu * r * mean_g_xhat - mean_g);
                 for (dx, &x) in dx.iter_mut().zip(x) {
-                    *dx = *dx * dh_scale - x * x_scale + offset;
+                    *dx = r * (*dx * w - mean_g - (x - mu) * r * mean_g_xhat);
                 }
             }
         });

@@ -4,11 +4,10 @@
 
 use crate::cpu::conv::{ConvGeometry, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 use crate::error::{Result, TensorError, invalid};
-use crate::cuda::DeviceBuffer;
 use crate::cuda::kernels as gpu;
 use crate::ops::{check_rank, check_same, dense, gpu_tensor, new_tensor, on_gpu, with_gpu, wrap};
-use crate::storage::with_float_slices2;
-use crate::Tensor;
+use crate::storage::{CpuStorage, with_float_slices2};
+use crate::{FloatElem, Tensor};
 
 /// Stride, zero padding and dilation of a convolution, per spatial axis (height, width).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,10 +80,37 @@ fn output_shape(g: &ConvGeometry) -> [usize; 4] {
     [g.n, g.c_out, g.ho, g.wo]
 }
 
-/// y = conv(x, w) without bias or autograd.
-fn conv_forward(x: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
-    let gpu_forward = |x: &DeviceBuffer, w: &DeviceBuffer, g: &ConvGeometry| gpu::conv2d_forward(x, w, None, g);
-    run_conv_kernel!("conv2d", conv2d_forward, gpu_forward, x, w, g, &output_shape(g))
+/// y = conv(x, w) + b without autograd (the bias added by the kernel, on either device).
+fn conv_forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &ConvGeometry) -> Result<Tensor> {
+    let op = "conv2d";
+    if on_gpu(x) {
+        let (x, w, b) = (dense(x)?, dense(w)?, bias.map(dense).transpose()?);
+        let buffer = with_gpu(op, &x, |xs| {
+            with_gpu(op, &w, |ws| match &b {
+                Some(b) => with_gpu(op, b, |bs| gpu::conv2d_forward(xs, ws, Some(bs), g)),
+                None => gpu::conv2d_forward(xs, ws, None, g),
+            })
+        })?;
+        return Ok(gpu_tensor(buffer, x.device(), &output_shape(g)));
+    }
+    let (x, w, b) = (x.contiguous()?, w.contiguous()?, bias.map(Tensor::contiguous).transpose()?);
+    let (rx, rw) = (x.layout().contiguous_range().unwrap(), w.layout().contiguous_range().unwrap());
+    let rb = b.as_ref().map(|b| b.layout().contiguous_range().unwrap());
+    let (sx, sw, sb) = (x.storage(), w.storage(), b.as_ref().map(|b| b.storage()));
+    let sb = sb.as_ref().map(|s| s.cpu(op)).transpose()?;
+    let out = with_float_slices2!(op, sx.cpu(op)?, sw.cpu(op)?, (xs, ws) => {
+        let bias = match (sb, &rb) {
+            (Some(storage), Some(range)) => Some(&slice_like(xs, storage, op)?[range.clone()]),
+            _ => None,
+        };
+        wrap(conv2d_forward(&xs[rx.clone()], &ws[rw.clone()], bias, g))
+    });
+    Ok(new_tensor(out, &output_shape(g)))
+}
+
+/// The elements of `storage` as the element type of `_like` (a dtype mismatch is an error).
+fn slice_like<'a, T: FloatElem>(_like: &[T], storage: &'a CpuStorage, op: &'static str) -> Result<&'a [T]> {
+    T::slice(storage).ok_or(TensorError::DTypeMismatch { op, lhs: T::DTYPE, rhs: storage.dtype() })
 }
 /// dx of a conv, given dy.
 fn conv_input_grad(dy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
@@ -152,7 +178,8 @@ impl Tensor {
     ///
     /// Shapes: `x [N, Cin, H, W]`, `weight [Cout, Cin, kh, kw]`, `bias [Cout]` →
     /// `[N, Cout, (H + 2p − d(kh−1) − 1)/s + 1, ...]`. Gradients: `dx = conv2d_backward_input(dy, w)`,
-    /// `dw = Σₙ dy · im2col(x)ᵀ`, `db = Σ dy` over N, H, W.
+    /// `dw = Σₙ dy · im2col(x)ᵀ`, `db = Σ dy` over N, H, W. The kernels add the bias in their
+    /// last pass over the output (no separate broadcast add).
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
         let op = "conv2d";
         let ([n, c_in, h, w], [c_out, _, kh, kw]) = check_conv_inputs(op, self, weight, 1, params.stride, params.dilation)?;
@@ -178,15 +205,27 @@ impl Tensor {
             ho: out_size(h, kh, 0)?,
             wo: out_size(w, kw, 1)?,
         };
-        let y = conv_forward(self, weight, &g)?;
+        if let Some(bias) = bias {
+            if bias.shape() != [c_out] {
+                return Err(TensorError::ShapeMismatch { op, lhs: vec![c_out], rhs: bias.shape().to_vec() });
+            }
+            check_same(op, &[self, bias])?;
+        }
+        let y = conv_forward(self, weight, bias, &g)?;
         let (x, w) = (self.detach(), weight.detach());
-        let (x_needs, w_needs) = (self.requires_grad(), weight.requires_grad());
-        let y = y.with_backward(op, &[self, weight], move |dy| {
+        let (x_needs, w_needs, b_needs) = (self.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad));
+        let has_bias = bias.is_some();
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Ok(y.with_backward(op, &inputs, move |dy| {
             let dx = if x_needs { Some(conv_input_grad(dy, &w, &g)?) } else { None };
             let dw = if w_needs { Some(conv_weight_grad(&x, dy, &g)?) } else { None };
-            Ok(vec![dx, dw])
-        });
-        add_channel_bias(y, bias, op)
+            let mut grads = vec![dx, dw];
+            if has_bias {
+                grads.push(if b_needs { Some(dy.sum(&[0, 2, 3], false)?) } else { None });
+            }
+            Ok(grads)
+        }))
     }
 
     /// 2-D transposed convolution (PyTorch's `conv_transpose2d`, groups = 1): the adjoint of
@@ -229,7 +268,7 @@ impl Tensor {
         let (x, w) = (self.detach(), weight.detach());
         let (x_needs, w_needs) = (self.requires_grad(), weight.requires_grad());
         let y = y.with_backward(op, &[self, weight], move |dy| {
-            let dx = if x_needs { Some(conv_forward(dy, &w, &g)?) } else { None };
+            let dx = if x_needs { Some(conv_forward(dy, &w, None, &g)?) } else { None };
             let dw = if w_needs { Some(conv_weight_grad(dy, &x, &g)?) } else { None };
             Ok(vec![dx, dw])
         });

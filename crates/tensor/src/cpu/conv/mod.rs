@@ -133,15 +133,26 @@ fn col2im<T: FloatElem>(col: &[T], g: &ConvGeometry, image: &mut [T]) {
     }
 }
 
-/// `y = conv2d(x, weight)` without bias; `x`, `weight` contiguous.
-pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
+/// `y = conv2d(x, weight) + bias` (`bias[o]` added to output channel `o`, in the kernel's last
+/// pass over its output); `x`, `weight` contiguous.
+pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &ConvGeometry) -> Vec<T> {
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), g.c_out, "one bias per output channel");
+    }
     if winograd::pays_forward(g) {
-        return winograd::conv(x, weight, &padded::Conv::forward(g));
+        return winograd::conv(x, weight, bias, &padded::Conv::forward(g));
     }
     if padded::applies(g) {
-        return padded::conv(x, weight, &padded::Conv::forward(g));
+        return padded::conv(x, weight, bias, &padded::Conv::forward(g));
     }
-    im2col_forward(x, weight, g)
+    let mut y = im2col_forward(x, weight, g);
+    if let Some(bias) = bias {
+        y.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(row, plane)| {
+            let b = bias[row % g.c_out];
+            plane.iter_mut().for_each(|v| *v += b);
+        });
+    }
+    y
 }
 
 /// `dx` for `y = conv2d(x, weight)`, given `dy`.
@@ -149,9 +160,9 @@ pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeome
     if let Some(conv) = padded::Conv::backward_input(g) {
         let flipped = padded::flip_and_swap_channels(weight, g);
         if winograd::pays_forward(g) {
-            return winograd::conv(dy, &flipped, &conv);
+            return winograd::conv(dy, &flipped, None, &conv);
         }
-        return padded::conv(dy, &flipped, &conv);
+        return padded::conv(dy, &flipped, None, &conv);
     }
     im2col_backward_input(dy, weight, g)
 }
@@ -297,14 +308,14 @@ mod tests {
                     assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "case {i} {what}[{k}]: {a} vs {b} ({g:?})");
                 }
             };
-            check("forward", conv2d_forward(&x, &weight, g), im2col_forward(&x, &weight, g));
+            check("forward", conv2d_forward(&x, &weight, None, g), im2col_forward(&x, &weight, g));
             // the Winograd kernels wherever they apply, whichever road the dispatch takes
             if winograd::applies(g) {
                 winograd_cases += 1;
                 let flipped = padded::flip_and_swap_channels(&weight, g);
                 let backward = padded::Conv::backward_input(g).expect("padding at most 2");
-                check("winograd forward", winograd::conv(&x, &weight, &padded::Conv::forward(g)), im2col_forward(&x, &weight, g));
-                check("winograd backward_input", winograd::conv(&dy, &flipped, &backward), im2col_backward_input(&dy, &weight, g));
+                check("winograd forward", winograd::conv(&x, &weight, None, &padded::Conv::forward(g)), im2col_forward(&x, &weight, g));
+                check("winograd backward_input", winograd::conv(&dy, &flipped, None, &backward), im2col_backward_input(&dy, &weight, g));
                 check("winograd backward_weight", winograd::backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
             }
             check("backward_input", conv2d_backward_input(&dy, &weight, g), im2col_backward_input(&dy, &weight, g));
@@ -313,7 +324,7 @@ mod tests {
             let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
             let (x32, w32, dy32) = (to32(&x), to32(&weight), to32(&dy));
             for (what, fast, reference) in [
-                ("forward f32", conv2d_forward(&x32, &w32, g), im2col_forward(&x32, &w32, g)),
+                ("forward f32", conv2d_forward(&x32, &w32, None, g), im2col_forward(&x32, &w32, g)),
                 ("backward_input f32", conv2d_backward_input(&dy32, &w32, g), im2col_backward_input(&dy32, &w32, g)),
                 ("backward_weight f32", conv2d_backward_weight(&x32, &dy32, g), im2col_backward_weight(&x32, &dy32, g)),
             ] {
@@ -325,8 +336,8 @@ mod tests {
                 let backward = padded::Conv::backward_input(g).expect("padding at most 2");
                 let flipped = padded::flip_and_swap_channels(&w32, g);
                 for (what, fast, reference) in [
-                    ("winograd forward f32", winograd::conv(&x32, &w32, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g)),
-                    ("winograd backward_input f32", winograd::conv(&dy32, &flipped, &backward), im2col_backward_input(&dy32, &w32, g)),
+                    ("winograd forward f32", winograd::conv(&x32, &w32, None, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g)),
+                    ("winograd backward_input f32", winograd::conv(&dy32, &flipped, None, &backward), im2col_backward_input(&dy32, &w32, g)),
                     ("winograd backward_weight f32", winograd::backward_weight(&x32, &dy32, g), im2col_backward_weight(&x32, &dy32, g)),
                 ] {
                     for (k, (a, b)) in fast.iter().zip(&reference).enumerate() {

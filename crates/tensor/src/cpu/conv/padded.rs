@@ -157,7 +157,7 @@ pub(super) fn flip_and_swap_channels<T: FloatElem>(weight: &[T], g: &ConvGeometr
 ///
 /// The GEMM writes `Y` on the padded width (rows of `q_len` rounded up to whole tiles, so that
 /// every tile is stored with full vectors); a last pass copies the real columns into `y`.
-pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], conv: &Conv) -> Vec<T> {
+pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv: &Conv) -> Vec<T> {
     let lanes = T::Vector::LANES;
     let nr = VECTORS * lanes;
     let (wp, ho, wo, q_len, depth) = (conv.wp(), conv.ho(), conv.wo(), conv.q_len(), conv.depth());
@@ -223,14 +223,17 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], conv: &Conv) -> Vec<T> {
         },
     );
 
-    // the real columns (ow < wo) of the real rows (channel < o)
+    // the real columns (ow < wo) of the real rows (channel < o), plus the bias
     let out_len = conv.o * ho * wo;
     let mut y = pool::for_overwrite::<T>(conv.n * out_len);
     y.par_chunks_mut(ho * wo).enumerate().for_each(|(row, y_row)| {
         let (image, channel) = (row / conv.o, row % conv.o);
         let source = &wide[(image * panels * ROWS + channel) * wide_len..][..q_len];
+        let b = bias.map_or(T::zero(), |bias| bias[channel]);
         for (out, wide_row) in y_row.chunks_exact_mut(wo).zip(source.chunks_exact(wp)) {
-            out.copy_from_slice(&wide_row[..wo]);
+            for (o, &v) in out.iter_mut().zip(&wide_row[..wo]) {
+                *o = v + b;
+            }
         }
     });
     y

@@ -285,6 +285,8 @@ fn transform_output_grad<'a, T: FloatElem>(plane: impl Fn(usize) -> &'a [T], wo:
 /// same on the columns.
 struct OutputTiles<'a, T> {
     m: [&'a [T]; XI],
+    /// the output channel's bias
+    bias: T,
     /// even and odd columns of the first output row, then of the second
     y: [&'a mut [T]; 4],
 }
@@ -297,10 +299,11 @@ impl<T: FloatElem> SimdStep<T> for OutputTiles<'_, T> {
         let (r1, r2) = ([m(4), m(5), m(6), m(7)], [m(8), m(9), m(10), m(11)]);
         let s0 = [m(0) + r1[0] + r2[0], m(1) + r1[1] + r2[1], m(2) + r1[2] + r2[2], m(3) + r1[3] + r2[3]];
         let s1 = [r1[0] - r2[0] - m(12), r1[1] - r2[1] - m(13), r1[2] - r2[2] - m(14), r1[3] - r2[3] - m(15)];
-        (s0[0] + s0[1] + s0[2]).store(&mut self.y[0][i..]);
-        (s0[1] - s0[2] - s0[3]).store(&mut self.y[1][i..]);
-        (s1[0] + s1[1] + s1[2]).store(&mut self.y[2][i..]);
-        (s1[1] - s1[2] - s1[3]).store(&mut self.y[3][i..]);
+        let b = V::splat(self.bias);
+        (s0[0] + s0[1] + s0[2] + b).store(&mut self.y[0][i..]);
+        (s0[1] - s0[2] - s0[3] + b).store(&mut self.y[1][i..]);
+        (s1[0] + s1[1] + s1[2] + b).store(&mut self.y[2][i..]);
+        (s1[1] - s1[2] - s1[3] + b).store(&mut self.y[3][i..]);
     }
 }
 
@@ -328,9 +331,9 @@ fn transform_weights<T: FloatElem>(weight: &[T], o: usize, c: usize) -> Scratch<
     packed
 }
 
-/// `y = conv(x, weight)` for a 3×3 stride-1 convolution `conv` that [`applies`] (its input `x`
+/// `y = conv(x, weight) + bias` for a 3×3 stride-1 convolution `conv` that [`applies`] (its input `x`
 /// `[n, c, h, w]`, kernel `[o, c, 3, 3]`, both contiguous); `y` `[n, o, ho, wo]`.
-pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], conv: &Conv) -> Vec<T> {
+pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv: &Conv) -> Vec<T> {
     let (c, o, wp, ho, wo) = (conv.c, conv.o, conv.wp(), conv.ho(), conv.wo());
     let nr = VECTORS * T::Vector::LANES;
     let panels = o.div_ceil(ROWS);
@@ -383,7 +386,7 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], conv: &Conv) -> Vec<T> {
                     std::array::from_fn(|_| parts.next().expect("4 rows"))
                 };
                 let mv: [&[T]; XI] = std::array::from_fn(|xi| &m[xi * m_stride + ch * nt..][..nt]);
-                simd_steps(nt, &mut OutputTiles { m: mv, y: halves });
+                simd_steps(nt, &mut OutputTiles { m: mv, bias: bias.map_or(T::zero(), |b| b[ch]), y: halves });
                 for (k, r) in rows.clone().enumerate() {
                     let (image, th) = tiles.locate(r);
                     // SAFETY: output rows 2·th and 2·th + 1 of (image, ch) belong to this chunk alone
