@@ -146,6 +146,16 @@ impl Rng {
     /// into a cached buffer: the values of `uniform_values` compared in f64 as above, without
     /// the f64 arrays.
     fn dropout_mask<T: crate::FloatElem>(&mut self, n: usize, p: f64, scale: f64) -> Vec<T> {
+        self.dropout_values(n, p, scale, |_, mask| mask)
+    }
+
+    /// `x ⊙ mask` for the mask [`Rng::dropout_mask`] would draw, in one pass (no mask array).
+    pub(crate) fn dropout_apply<T: crate::FloatElem>(&mut self, x: &[T], p: f64, scale: f64) -> Vec<T> {
+        self.dropout_values(x.len(), p, scale, |i, mask| x[i] * mask)
+    }
+
+    /// `value(i, mask_i)` for `i < n`, the mask drawn from this stream (which advances).
+    fn dropout_values<T: crate::FloatElem>(&mut self, n: usize, p: f64, scale: f64, value: impl Fn(usize, T) -> T + Sync) -> Vec<T> {
         let (seed, first) = (self.seed, self.advance(n));
         let (keep, drop) = (T::from_f64(scale), T::zero());
         // unit_uniform(x) ≥ p  ⇔  (x >> 8) ≥ p·2²⁴  ⇔  (x >> 8) ≥ ⌈p·2²⁴⌉ (p·2²⁴ is exact)
@@ -153,8 +163,8 @@ impl Rng {
         let mut out = crate::cpu::pool::for_overwrite::<T>(n);
         out.par_chunks_mut(32).with_min_len(256).enumerate().for_each(|(b, chunk)| {
             let blocks = eight_blocks(seed, first + 8 * b as u64);
-            for (value, &lane) in chunk.iter_mut().zip(blocks.as_flattened()) {
-                *value = if lane >> 8 >= threshold { keep } else { drop };
+            for (k, (out, &lane)) in chunk.iter_mut().zip(blocks.as_flattened()).enumerate() {
+                *out = value(32 * b + k, if lane >> 8 >= threshold { keep } else { drop });
             }
         });
         out
@@ -276,6 +286,18 @@ mod tests {
             assert_eq!(rng.offset, 3 + n.div_ceil(4) as u64);
             let expected: Vec<f32> = uniforms.iter().map(|&u| if u >= p { 2.0 } else { 0.0 }).collect();
             assert_eq!(mask, expected, "p = {p}");
+        }
+    }
+
+    #[test]
+    fn dropout_applied_in_one_pass_equals_the_input_times_the_mask() {
+        let x: Vec<f64> = (0..1001).map(|i| if i == 7 { f64::NAN } else { (i as f64 * 0.7).sin() }).collect();
+        let mask = Rng { seed: 9, offset: 4 }.dropout_mask::<f64>(x.len(), 0.3, 1.0 / 0.7);
+        let mut rng = Rng { seed: 9, offset: 4 };
+        let applied = rng.dropout_apply(&x, 0.3, 1.0 / 0.7);
+        assert_eq!(rng.offset, 4 + 1001usize.div_ceil(4) as u64);
+        for (i, ((&a, &x), &m)) in applied.iter().zip(&x).zip(&mask).enumerate() {
+            assert!(a.to_bits() == (x * m).to_bits(), "element {i}: {a} vs {x} * {m}");
         }
     }
 

@@ -6,6 +6,7 @@ use crate::cuda;
 use crate::ops::{dense, gpu_tensor, new_tensor, on_gpu, with_gpu, wrap};
 use crate::rng::Rng;
 use crate::storage::with_float_slice;
+use rayon::prelude::*;
 use crate::{FloatElem, Tensor};
 
 /// `out[o, i, r] = x[o, indices[i], r]` for `x` viewed as `[outer, axis_len, inner]`.
@@ -33,6 +34,42 @@ fn scatter_add_rows<T: FloatElem>(g: &[T], outer: usize, axis_len: usize, inner:
     dx
 }
 
+/// Nearest upsampling of `h × w` planes by `scale`: `y[i, j] = x[i / scale, j / scale]`.
+fn upsample_nearest<T: FloatElem>(x: &[T], h: usize, w: usize, scale: usize) -> Vec<T> {
+    let (ws, plane_out) = (w * scale, h * scale * w * scale);
+    let mut y = crate::cpu::pool::for_overwrite::<T>(x.len() * scale * scale);
+    y.par_chunks_mut(plane_out).zip(x.par_chunks(h * w)).for_each(|(y, x)| {
+        for (rows, x_row) in y.chunks_exact_mut(scale * ws).zip(x.chunks_exact(w)) {
+            let (first, copies) = rows.split_at_mut(ws);
+            for (out, &v) in first.chunks_exact_mut(scale).zip(x_row) {
+                out.fill(v);
+            }
+            for copy in copies.chunks_exact_mut(ws) {
+                copy.copy_from_slice(first);
+            }
+        }
+    });
+    y
+}
+
+/// The adjoint of [`upsample_nearest`]: `dx[i, j] = Σ` of `g` over the `scale × scale` block of
+/// output positions that copied `x[i, j]`.
+fn upsample_nearest_backward<T: FloatElem>(g: &[T], h: usize, w: usize, scale: usize) -> Vec<T> {
+    let (ws, plane_out) = (w * scale, h * scale * w * scale);
+    let mut dx = crate::cpu::pool::for_overwrite::<T>(g.len() / (scale * scale));
+    dx.par_chunks_mut(h * w).zip(g.par_chunks(plane_out)).for_each(|(dx, g)| {
+        for (dx_row, rows) in dx.chunks_exact_mut(w).zip(g.chunks_exact(scale * ws)) {
+            dx_row.fill(T::zero());
+            for row in rows.chunks_exact(ws) {
+                for (d, block) in dx_row.iter_mut().zip(row.chunks_exact(scale)) {
+                    *d += block.iter().fold(T::zero(), |s, &v| s + v);
+                }
+            }
+        }
+    });
+    dx
+}
+
 impl Tensor {
     /// Inverted dropout: each element is zeroed with probability `p` and the survivors scaled
     /// by `1/(1 − p)`, so the expectation is unchanged; the identity when not `training`. The
@@ -49,6 +86,18 @@ impl Tensor {
             return Ok(self.clone());
         }
         let (shape, dtype, device, stream) = (self.shape().to_vec(), self.dtype(), self.device(), rng.clone());
+        if device == crate::Device::Cpu && matches!(dtype, crate::DType::F32 | crate::DType::F64) {
+            // one pass each way: x ⊙ mask, then dy ⊙ mask, the mask drawn as it goes
+            let scale = 1.0 / (1.0 - p);
+            let apply = move |t: &Tensor, rng: &mut Rng| -> Result<Tensor> {
+                let t = dense(t)?;
+                let storage = t.storage();
+                let out = with_float_slice!("dropout", storage.cpu("dropout")?, v => wrap(rng.dropout_apply(&v[..t.numel()], p, scale)));
+                Ok(new_tensor(out, t.shape()))
+            };
+            let out = apply(self, rng)?;
+            return Ok(out.with_backward("dropout", &[self], move |g| Ok(vec![Some(apply(g, &mut stream.clone())?)])));
+        }
         let mask = Tensor::dropout_mask_on(&shape, p, dtype, device, rng)?;
         let out = {
             let _guard = crate::no_grad();
@@ -135,6 +184,15 @@ impl Tensor {
                 Ok(vec![Some(gpu_tensor(dx, device, &[n, c, h, w]))])
             }));
         }
-        self.reshape(&[n, c, h, 1, w, 1])?.broadcast_to(&[n, c, h, scale, w, scale])?.reshape(&[n, c, h * scale, w * scale])
+        let op = "upsample_nearest2d";
+        let x = dense(self)?;
+        let storage = x.storage();
+        let y = with_float_slice!(op, storage.cpu(op)?, xs => wrap(upsample_nearest(&xs[..n * c * h * w], h, w, scale)));
+        Ok(new_tensor(y, &[n, c, h * scale, w * scale]).with_backward(op, &[self], move |g| {
+            let g = dense(g)?;
+            let storage = g.storage();
+            let dx = with_float_slice!(op, storage.cpu(op)?, gs => wrap(upsample_nearest_backward(&gs[..n * c * h * w * scale * scale], h, w, scale)));
+            Ok(vec![Some(new_tensor(dx, &[n, c, h, w]))])
+        }))
     }
 }
