@@ -22,11 +22,14 @@ pub fn exp_f32(x: f32) -> f32 {
         p = p.mul_add(r, coefficient);
     }
     let e_r = (p * r).mul_add(r, r) + 1.0;
-    // n in [−150, 129]: 2ⁿ = 2^(n/2) · 2^(n − n/2), each factor a normal float
-    let n = n as i32;
+    // n in [−151, 129] as an integer, read from the bits of n + 1.5·2²³ (exact there): a
+    // float-to-int `as` cast saturates and maps NaN to 0 lane by lane, which does not
+    // vectorize. (A NaN x gives a garbage n here, which the NaN e_r swallows.)
+    let n = ((n + 12_582_912.0).to_bits() as i32).wrapping_sub(0x4B40_0000);
+    // 2ⁿ = 2^(n/2) · 2^(n − n/2), each factor a normal float
     let half = n >> 1;
-    let power_of_two = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
-    e_r * power_of_two(half) * power_of_two(n - half)
+    let power_of_two = |k: i32| f32::from_bits((k.wrapping_add(127) as u32) << 23);
+    e_r * power_of_two(half) * power_of_two(n.wrapping_sub(half))
 }
 
 #[cfg(test)]
