@@ -270,7 +270,7 @@ impl Tensor {
                 // a variable's gradient is final; an op's waits in `pending` for its node
                 let sums = if input.node.is_some() { &mut pending } else { &mut result.by_id };
                 let summed = match sums.remove(&input.id) {
-                    Some(existing) => existing.add(&input_grad)?,
+                    Some(existing) => existing.add_into_own(&input_grad)?,
                     None => input_grad,
                 };
                 sums.insert(input.id, summed);
@@ -342,6 +342,23 @@ mod tests {
         let grads = loss.backward().unwrap();
         assert_eq!(e.storage_holders(), 1, "the saved view is gone");
         assert_eq!(grads.get(&x).unwrap().to_vec_f64(), e.mul_scalar(3.0).unwrap().to_vec_f64());
+    }
+
+    #[test]
+    fn gradients_are_summed_in_place_only_into_a_buffer_nothing_else_holds() {
+        let a = Tensor::from_f64(&[1.0, 2.0, 3.0], &[3], DType::F64).unwrap();
+        let b = Tensor::from_f64(&[10.0, 20.0, 30.0], &[3], DType::F64).unwrap();
+        let seen = a.clone(); // a second handle: the sum must not write into a's buffer
+        let sum = a.add_into_own(&b).unwrap();
+        assert!(!sum.shares_storage_with(&seen));
+        assert_eq!(seen.to_vec_f64(), vec![1.0, 2.0, 3.0]);
+        let own = sum.deep_copy().unwrap(); // held by nothing else: summed in place
+        let again = own.add_into_own(&b).unwrap();
+        assert_eq!(again.to_vec_f64(), vec![21.0, 42.0, 63.0]);
+        // a variable used three times: its gradient sums three contributions
+        let x = Tensor::from_f64(&[0.5, -1.0], &[2], DType::F64).unwrap().variable();
+        let y = x.mul_scalar(2.0).unwrap().add(&x.mul_scalar(3.0).unwrap()).unwrap().add(&x).unwrap();
+        assert_eq!(y.sum_all().unwrap().backward().unwrap().get(&x).unwrap().to_vec_f64(), vec![6.0, 6.0]);
     }
 
     #[test]

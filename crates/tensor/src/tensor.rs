@@ -272,6 +272,35 @@ impl Tensor {
         self.0.storage.read().unwrap()
     }
 
+    /// `self + other` (same shape): written into this tensor's own storage when this handle is
+    /// its only holder (no other handle, view or weak reference can see the change), it is a
+    /// whole contiguous CPU buffer and `other` has its dtype; else a fresh sum. The backward
+    /// pass sums gradients with it.
+    pub(crate) fn add_into_own(mut self, other: &Tensor) -> Result<Tensor> {
+        let whole = self.layout().contiguous_range().is_some_and(|r| r.start == 0);
+        if whole && self.shape() == other.shape() && self.dtype() == other.dtype() && other.device() == Device::Cpu {
+            let other = other.contiguous()?;
+            let other_storage = other.storage();
+            let range = other.layout().contiguous_range().expect("contiguous");
+            if let Some(inner) = Arc::get_mut(&mut self.0)
+                && let Some(lock) = Arc::get_mut(&mut inner.storage)
+                && let Storage::Cpu(mine) = lock.get_mut().unwrap_or_else(|p| p.into_inner())
+                && let Storage::Cpu(theirs) = &*other_storage
+            {
+                let added = match (mine, theirs) {
+                    (CpuStorage::F32(a), CpuStorage::F32(b)) => add_assign_slices(a, &b[range]),
+                    (CpuStorage::F64(a), CpuStorage::F64(b)) => add_assign_slices(a, &b[range]),
+                    _ => false,
+                };
+                if added {
+                    drop(other_storage);
+                    return Ok(self);
+                }
+            }
+        }
+        self.add(other)
+    }
+
     /// Write access to the storage, for in-place updates (optimizers).
     pub(crate) fn storage_mut(&self) -> std::sync::RwLockWriteGuard<'_, Storage> {
         self.0.storage.write().unwrap()
@@ -410,6 +439,20 @@ impl Tensor {
         let mut storage = self.0.storage.write().unwrap();
         crate::cpu::copy::scatter_into(storage.cpu_mut("assign")?, self.layout(), &source)
     }
+}
+
+/// `a += b` element by element (threads for long runs); false if the lengths differ.
+fn add_assign_slices<T: crate::FloatElem>(a: &mut [T], b: &[T]) -> bool {
+    use rayon::prelude::*;
+    if a.len() != b.len() {
+        return false;
+    }
+    a.par_chunks_mut(1 << 15).zip(b.par_chunks(1 << 15)).for_each(|(a, b)| {
+        for (x, &y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
+    });
+    true
 }
 
 /// A copy of `storage[range]`.
