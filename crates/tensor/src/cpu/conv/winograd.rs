@@ -53,12 +53,12 @@ const WEIGHT_TILES: usize = 512;
 const DW_ROWS: usize = 4;
 const DW_COLS: usize = 3;
 
-/// Whether the forward (and the input gradient) of `g` takes the Winograd road: from 16×16
-/// outputs up. At 8×8 it measured no faster than the direct road (a tile-row is then shorter
-/// than one SIMD vector); see benches/RESULTS.md. `EMBER_NO_WINOGRAD` set in the environment
-/// turns the road off (for comparisons).
+/// Whether the forward (and the input gradient) of `g` takes the Winograd road: from 8×8
+/// outputs up. At 4×4 (a tile-row of two tiles) it measured up to 2.3× slower than the direct
+/// road; see benches/RESULTS.md. `EMBER_NO_WINOGRAD` set in the environment turns the road off
+/// (for comparisons).
 pub(super) fn pays_forward(g: &ConvGeometry) -> bool {
-    applies(g) && g.wo >= 16 && g.w >= 16 && enabled()
+    applies(g) && g.wo >= 8 && g.w >= 8 && enabled()
 }
 
 /// Whether the weight gradient of `g` takes the Winograd road: wherever it applies (it measured
@@ -90,6 +90,10 @@ pub(super) fn applies(g: &ConvGeometry) -> bool {
         && even(g.w)
         && g.c_in >= MIN_CHANNELS
         && g.c_out >= MIN_CHANNELS
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Where the tiles of a convolution lie: `rows` tile-rows of `tiles_w` tiles, `tiles_h` rows per
@@ -340,7 +344,11 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv
     let plane_len = conv.h * conv.w;
     let u = transform_weights(weight, o, c);
     let tiles = Tiles::of(conv);
-    let rows_per_chunk = (FORWARD_BLOCK / c / tiles.tiles_w).clamp(1, tiles.rows.div_ceil(4 * rayon::current_num_threads()).max(1));
+    // whole register tiles per chunk (`unit` tile-rows make a multiple of nr tiles): a chunk
+    // of fewer tiles would pad its GEMM columns up to nr with wasted work
+    let unit = nr / gcd(nr, tiles.tiles_w);
+    let wanted = (FORWARD_BLOCK / c / tiles.tiles_w).min(tiles.rows.div_ceil(4 * rayon::current_num_threads()));
+    let rows_per_chunk = (wanted / unit).max(1) * unit;
     let nt_max = (rows_per_chunk * tiles.tiles_w).div_ceil(nr) * nr;
 
     let mut y = pool::for_overwrite::<T>(conv.n * o * ho * wo);
