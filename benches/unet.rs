@@ -61,10 +61,10 @@ fn run_case(case: &Case) {
             let mut predict = |x: &Tensor, t: &[f64]| model.forward(x, t, &mut ForwardContext { training: true, rng: &mut dropout });
             let loss = epsilon_loss(&mut predict, &schedule, &x0, rng).unwrap();
             let grads = loss.backward().unwrap();
-            ember::tensor::profile::mark("optimizer", "adam+free grads");
+            ember::tensor::profile::reset_mark();
             adam.step(&grads).unwrap();
             drop(grads);
-            ember::tensor::profile::mark("optimizer", "adam+free grads");
+            ember::tensor::profile::mark("optimizer", "adam step, gradients freed");
         } else {
             let _guard = no_grad();
             let t: Vec<f64> = (0..case.batch).map(|i| (i * 97 % 1000) as f64).collect();
