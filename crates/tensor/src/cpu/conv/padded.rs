@@ -74,7 +74,7 @@ impl Conv {
         Some(Conv { n: g.n, c: g.c_out, h: g.ho, w: g.wo, o: g.c_in, kh: g.kh, kw: g.kw, pad: [pad_h, pad_w], dil: g.dilation })
     }
 
-    pub(super) fn hp(&self) -> usize {
+    fn hp(&self) -> usize {
         self.h + 2 * self.pad[0]
     }
     pub(super) fn wp(&self) -> usize {
@@ -96,7 +96,7 @@ impl Conv {
     }
     /// Values per padded image: its `c` planes, then zeros that reads of the last tile may
     /// run into (up to `(kw − 1)·d_w + overrun` past the last plane).
-    pub(super) fn padded_image_len(&self, overrun: usize) -> usize {
+    fn padded_image_len(&self, overrun: usize) -> usize {
         self.c * self.hp() * self.wp() + self.dil[1] * (self.kw - 1) + overrun
     }
     /// `offset(p)` for each row `p = (c, ki, kj)` of the im2col matrix.
@@ -114,7 +114,7 @@ impl Conv {
     }
 
     /// Every image zero-padded, `padded_image_len(overrun)` values apart.
-    pub(super) fn pad_images<T: FloatElem>(&self, x: &[T], overrun: usize) -> Scratch<T> {
+    fn pad_images<T: FloatElem>(&self, x: &[T], overrun: usize) -> Scratch<T> {
         let (hp, wp, image_len) = (self.hp(), self.wp(), self.padded_image_len(overrun));
         let mut padded = Scratch::<T>::for_overwrite(self.n * image_len);
         padded.par_chunks_mut(image_len).zip(x.par_chunks(self.c * self.h * self.w)).for_each(|(out, image)| {
