@@ -1,10 +1,12 @@
 """The PyTorch/diffusers side of benches/unet.rs: one case per process.
 
-Usage: torch_unet.py PRESET CHANNELS BATCH train|forward ITERATIONS THREADS
+Usage: torch_unet.py PRESET CHANNELS BATCH train|forward ITERATIONS THREADS [cpu|cuda]
 Prints "median_seconds_per_iteration step_mib" (peak resident memory during the steps minus
-the resident memory before them, as benches/unet.rs measures ember). The model is diffusers' UNet2DModel with
-the same architecture as ember's preset; a training iteration is the same as ember's: sample
-t and noise, q_sample, forward, MSE against the noise, backward, Adam step.
+the resident memory before them, as benches/unet.rs measures ember; on cuda, the peak device
+memory allocated during the steps minus what was allocated before them). The model is
+diffusers' UNet2DModel with the same architecture as ember's preset; a training iteration is
+the same as ember's: sample t and noise, q_sample, forward, MSE against the noise, backward,
+Adam step. On cuda the iteration ends with a synchronize, and TF32 is off (ember computes in f32).
 """
 import statistics
 import sys
@@ -32,19 +34,25 @@ def status_mib(key):
 
 def main():
     preset, channels, batch, mode, iterations, threads = sys.argv[1:7]
+    device = torch.device(sys.argv[7] if len(sys.argv) > 7 else "cpu")
     channels, batch, iterations, threads = int(channels), int(batch), int(iterations), int(threads)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
     model = UNet2DModel(sample_size=32, in_channels=channels, out_channels=channels, layers_per_block=2,
                         attention_head_dim=None, norm_eps=1e-6, dropout=0.1, flip_sin_to_cos=False, freq_shift=1,
-                        downsample_padding=0, act_fn="silu", **PRESETS[preset])
+                        downsample_padding=0, act_fn="silu", **PRESETS[preset]).to(device)
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
-    ab = torch.cumprod(1 - betas, 0).float()
-    x0 = torch.rand(batch, channels, 32, 32) * 2 - 1
+    ab = torch.cumprod(1 - betas, 0).float().to(device)
+    x0 = (torch.rand(batch, channels, 32, 32) * 2 - 1).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
 
     def train_iteration():
-        t = torch.randint(0, 1000, (batch,))
+        t = torch.randint(0, 1000, (batch,), device=device)
         noise = torch.randn_like(x0)
         a = ab[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -55,7 +63,7 @@ def main():
 
     def forward_iteration():
         with torch.no_grad():
-            model(x0, torch.arange(batch) * 97 % 1000).sample
+            model(x0, torch.arange(batch, device=device) * 97 % 1000).sample
 
     if mode == "train":
         model.train()
@@ -63,14 +71,28 @@ def main():
     else:
         model.eval()
         fn = forward_iteration
-    baseline = status_mib("VmRSS:")  # model, optimizer and data allocated; torch imported
+    def synchronize():
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    def memory_mib(peak):
+        if cuda:
+            if not peak:
+                torch.cuda.reset_peak_memory_stats(device)
+            return (torch.cuda.max_memory_allocated(device) if peak else torch.cuda.memory_allocated(device)) / 2**20
+        return status_mib("VmHWM:" if peak else "VmRSS:")
+
+    synchronize()
+    baseline = memory_mib(False)  # model, optimizer and data allocated; torch imported
     fn()
+    synchronize()
     times = []
     for _ in range(iterations):
         start = time.perf_counter()
         fn()
+        synchronize()
         times.append(time.perf_counter() - start)
-    print(statistics.median(times), status_mib("VmHWM:") - baseline)
+    print(statistics.median(times), memory_mib(True) - baseline)
 
 
 if __name__ == "__main__":

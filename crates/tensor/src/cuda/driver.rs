@@ -72,6 +72,16 @@ struct Pool {
     free: HashMap<usize, Vec<u64>>,
     cached_bytes: usize,
     in_use_bytes: usize,
+    /// The most `in_use_bytes` has been since the device opened or [`CudaDevice::reset_peak`].
+    peak_in_use_bytes: usize,
+}
+
+impl Pool {
+    /// Counts a block of `class` bytes as handed out.
+    fn hand_out(&mut self, class: usize) {
+        self.in_use_bytes += class;
+        self.peak_in_use_bytes = self.peak_in_use_bytes.max(self.in_use_bytes);
+    }
 }
 
 impl CudaDevice {
@@ -172,6 +182,18 @@ impl CudaDevice {
     /// Bytes handed out by [`GpuBackend::alloc`] and not yet freed (rounded to size classes).
     pub fn in_use_bytes(&self) -> usize {
         lock(&self.pool).in_use_bytes
+    }
+
+    /// The most bytes in use at once since the device opened or the last [`CudaDevice::reset_peak`]
+    /// (PyTorch's `torch.cuda.max_memory_allocated`, in size classes).
+    pub fn peak_in_use_bytes(&self) -> usize {
+        lock(&self.pool).peak_in_use_bytes
+    }
+
+    /// Starts a new peak from the bytes in use now.
+    pub fn reset_peak(&self) {
+        let mut pool = lock(&self.pool);
+        pool.peak_in_use_bytes = pool.in_use_bytes;
     }
 
     /// Waits for the stream, then gives every cached free block back to the driver.
@@ -406,7 +428,7 @@ impl CudaDevice {
         let mut pool = lock(&self.pool);
         if let Some(ptr) = pool.free.get_mut(&class).and_then(Vec::pop) {
             pool.cached_bytes -= class;
-            pool.in_use_bytes += class;
+            pool.hand_out(class);
             return Ok(ptr);
         }
         self.bind()?;
@@ -429,7 +451,7 @@ impl CudaDevice {
             }
             Err(e) => return Err(driver_error(&format!("cuMemAlloc of {bytes} bytes"), e)),
         };
-        pool.in_use_bytes += class;
+        pool.hand_out(class);
         Ok(ptr)
     }
     /// Opts `function` in to `bytes` of dynamic shared memory (above the default 48 KiB).
