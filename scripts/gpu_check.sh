@@ -2,7 +2,8 @@
 # The one script for a lent GPU machine: proves every CUDA kernel on the real GPU against the
 # CPU, then times the kernels and the UNet, and trains on the GPU. From the repo root:
 #
-#   bash scripts/gpu_check.sh
+#   bash scripts/gpu_check.sh            (or: bash scripts/gpu_check.sh check STEP..., a subset of
+#                                          tests kernels unet train)
 #
 # It prints nvidia-smi, puts NVRTC (libnvrtc.so.13) on LD_LIBRARY_PATH, and runs these steps,
 # each under its own time limit so that one slow step cannot eat the others' device time:
@@ -179,13 +180,16 @@ check() {
     export ASAN_OPTIONS="protect_shadow_gap=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
     # Compiled kernels kept on disk for the next process (each test binary and bench case is one).
     export EMBER_CUDA_CACHE=${EMBER_CUDA_CACHE:-/tmp/ember-cuda-cache}
-    step "CUDA tests" "${GPU_CHECK_TEST_SECONDS:-200}" run-tests
-    if grep -q "SKIPPED on a real GPU" "$log"; then
-        failures+=("GPU tests were skipped (see 'SKIPPED on a real GPU' in $log)")
+    local steps=" ${*:-tests kernels unet train} "
+    if [[ "$steps" == *" tests "* ]]; then
+        step "CUDA tests" "${GPU_CHECK_TEST_SECONDS:-200}" run-tests
+        if grep -q "SKIPPED on a real GPU" "$log"; then
+            failures+=("GPU tests were skipped (see 'SKIPPED on a real GPU' in $log)")
+        fi
     fi
-    step "kernel benchmark" "${GPU_CHECK_BENCH_SECONDS:-150}" run-bench cuda_kernels --runs 7
-    step "UNet benchmark" "${GPU_CHECK_UNET_SECONDS:-150}" run-bench unet --device cuda --rounds 1
-    step "ember train ddpm-cifar10 on cuda" "${GPU_CHECK_TRAIN_SECONDS:-100}" run-train
+    [[ "$steps" == *" kernels "* ]] && step "kernel benchmark" "${GPU_CHECK_BENCH_SECONDS:-150}" run-bench cuda_kernels --runs 7
+    [[ "$steps" == *" unet "* ]] && step "UNet benchmark" "${GPU_CHECK_UNET_SECONDS:-150}" run-bench unet --device cuda --rounds 1
+    [[ "$steps" == *" train "* ]] && step "ember train ddpm-cifar10 on cuda" "${GPU_CHECK_TRAIN_SECONDS:-100}" run-train
     if [ ${#failures[@]} -eq 0 ]; then
         echo "gpu_check: all passed" | tee -a "$log"
     else
@@ -196,9 +200,9 @@ check() {
 
 case "${1:-check}" in
     build) build ;;
-    check) check ;;
+    check) shift; check "$@" ;;
     run-tests) run_tests ;;
     run-bench) shift && run_bench "$@" ;;
     run-train) run_train ;;
-    *) echo "usage: bash scripts/gpu_check.sh [build|check]" >&2; exit 2 ;;
+    *) echo "usage: bash scripts/gpu_check.sh [build | check [tests] [kernels] [unet] [train]]" >&2; exit 2 ;;
 esac

@@ -24,6 +24,8 @@ fn assert_close(gpu: &Tensor, cpu: &Tensor, what: &str) {
 
 #[test]
 fn tensors_move_to_the_device_and_back() {
+    // which device this file proves (printed with `--show-output`, as scripts/gpu_check.sh runs it)
+    println!("Device::Cuda(0) is {}", ember::tensor::cuda::GpuBackend::describe(&*ember::tensor::cuda::device(0).unwrap()));
     let x = random(&[4, 5, 6], 1);
     let view = x.permute(&[2, 0, 1]).unwrap().narrow(1, 1, 2).unwrap();
     let on_gpu = view.to_device(GPU).unwrap();

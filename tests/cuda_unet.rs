@@ -35,6 +35,8 @@ fn train_step(model: &UNet, x0: &Tensor, noise: &Tensor, t: &[usize]) -> (f64, N
 
 #[test]
 fn a_tiny_unet_training_step_on_the_device_equals_the_cpu_step() {
+    // which device this proves (printed with `--show-output`, as scripts/gpu_check.sh runs it)
+    println!("Device::Cuda(0) is {}", ember::tensor::cuda::GpuBackend::describe(&*ember::tensor::cuda::device(0).unwrap()));
     let config = UNetConfig::tiny(1);
     let cpu_model = UNet::new(&config, DType::F32, &mut Rng::new(5)).unwrap();
     let gpu_model = UNet::new(&config, DType::F32, &mut Rng::new(5)).unwrap();

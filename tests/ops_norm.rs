@@ -161,6 +161,15 @@ fn group_norm_f32_on_larger_odd_shapes_matches_reference() {
 }
 
 #[test]
+fn group_norm_f32_stays_accurate_when_a_group_varies_little_around_a_large_mean() {
+    // One element per group: x̂ = 0 and y = bias exactly, while x·(rstd·w) is ~1000 (rstd =
+    // 1/√eps); computing y as x·scale + (b − μ·scale) cancels those and leaves ~1e-4 of
+    // rounding (a GPU's fused multiply-adds found it), (x − μ)·scale + b does not.
+    let x = random(&[3, 32, 1, 1], 2.0, 5.0, 50);
+    check_group_norm(&x, 32, (true, true), DType::F32, 1e-6, 51);
+}
+
+#[test]
 fn group_norm_of_a_strided_view_matches_reference_on_its_values() {
     let base = random(&[2, 5, 4, 6], -1.0, 2.0, 14); // [N, H, C, W]
     let x = base.permute(&[0, 2, 1, 3]).unwrap(); // [N, C, H, W]

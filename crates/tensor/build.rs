@@ -40,6 +40,11 @@ mod emulator {
             .flag("-Wall")
             .flag("-Wextra")
             .flag("-Wno-unused-parameter")
+            // Fuse a·b + c into one rounding wherever the compiler likes, as NVRTC does by
+            // default (--fmad=true), so that a kernel whose result hangs on how its products
+            // round fails here and not first on a GPU.
+            .flag("-mfma")
+            .flag("-ffp-contract=fast")
             .warnings_into_errors(true)
             .file(kernels_dir.join("emu/runtime.cpp"));
         if asan {

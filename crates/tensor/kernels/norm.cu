@@ -40,8 +40,9 @@ extern "C" __global__ void group_norm_forward_f32(const float* __restrict__ x, c
     }
     for (long long j = threadIdx.x; j < len; j += blockDim.x) {
         int c = group * per_group + (int)(j / positions);
-        float scale = r * w[c];
-        float h = xs[j] * scale + (b[c] - mu * scale);
+        // (x − μ)·(r·w) + b: x·(r·w) + (b − μ·r·w) would cancel large terms when a group
+        // varies little around a large mean (one element per group: x̂ = 0, y = b)
+        float h = (xs[j] - mu) * (r * w[c]) + b[c];
         ys[j] = silu ? h * ember_sigmoid(h) : h;
     }
 }
@@ -93,6 +94,8 @@ extern "C" __global__ void group_norm_backward_f32(const float* __restrict__ x, 
         int c = group * per_group + (int)(j / positions);
         float xhat = (xs[j] - mu) * r;
         float d = pre_activation_grad(dys[j], xhat, w[c], b[c], silu);
-        dxs[j] = r * (d * w[c] - mean_g - xhat * mean_g_xhat);
+        // g = dh·w rounded on its own (__fmul_rn is never fused into a multiply-add), as in
+        // sum_g: with one element per group, g − mean(g) is then exactly 0, as it should be
+        dxs[j] = r * (__fmul_rn(d, w[c]) - mean_g - xhat * mean_g_xhat);
     }
 }

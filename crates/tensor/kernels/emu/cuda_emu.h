@@ -232,8 +232,18 @@ inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fadd_rn(float a, float b) { return a + b; }
+// Kernels are built with -ffp-contract=fast, as NVRTC fuses a·b + c by default. These two
+// round on their own, as on a GPU: the empty asm hides the value, so it cannot be fused.
+inline float __fmul_rn(float a, float b) {
+    float product = a * b;
+    asm("" : "+x"(product));
+    return product;
+}
+inline float __fadd_rn(float a, float b) {
+    float sum = a + b;
+    asm("" : "+x"(sum));
+    return sum;
+}
 inline float __frcp_rn(float x) { return 1.0f / x; }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 inline int min(int a, int b) { return a < b ? a : b; }

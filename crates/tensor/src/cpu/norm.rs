@@ -60,16 +60,16 @@ pub fn group_norm_forward<T: FloatElem>(
             *rstd = r;
             let first_channel = (block % s.groups) * s.channels_per_group();
             for (c, (y, x)) in y.chunks_exact_mut(s.positions).zip(x.chunks_exact(s.positions)).enumerate() {
-                // y = (x − μ)·r·w + b = x·(r·w) + (b − μ·r·w)
-                let scale = r * weight[first_channel + c];
-                let shift = bias[first_channel + c] - mu * scale;
+                // y = (x − μ)·(r·w) + b, not x·(r·w) + (b − μ·r·w): when a group varies little
+                // around a large mean, x·(r·w) is large and cancels, leaving its rounding
+                let (scale, shift) = (r * weight[first_channel + c], bias[first_channel + c]);
                 if silu {
                     for (y, &x) in y.iter_mut().zip(x) {
-                        *y = UnaryOp::Silu.forward(x * scale + shift);
+                        *y = UnaryOp::Silu.forward((x - mu) * scale + shift);
                     }
                 } else {
                     for (y, &x) in y.iter_mut().zip(x) {
-                        *y = x * scale + shift;
+                        *y = (x - mu) * scale + shift;
                     }
                 }
             }
