@@ -259,12 +259,16 @@ fn gemm_matches_the_cpu_for_odd_sizes_strides_and_batches() {
                 let b = MatRef { data: &b_data[1 + z * k * n..], row_stride: b_rs, col_stride: b_cs };
                 cpu_gemm(m, n, k, a, b, &mut expected[z * m * n..(z + 1) * m * n], n, accumulate);
             }
-            let (a_buf, b_buf, c_buf) = (upload(&device, &a_data), upload(&device, &b_data), upload(&device, &c_data));
+            let (a_buf, b_buf) = (upload(&device, &a_data), upload(&device, &b_data));
             let a = GpuMatrix { buffer: &a_buf, offset: 3, row_stride: a_rs, col_stride: a_cs, batch_stride: m * k };
             let b = GpuMatrix { buffer: &b_buf, offset: 1, row_stride: b_rs, col_stride: b_cs, batch_stride: k * n };
-            let c = GpuMatrix { buffer: &c_buf, offset: 0, row_stride: n, col_stride: 1, batch_stride: m * n };
-            kernels::gemm(batch, m, n, k, a, b, c, accumulate).unwrap();
-            assert_close(&download(&c_buf), &expected, 1e-5, &format!("gemm case {case}: {:?}", cases[case]));
+            // both kernels: 128×128 and 64×64 tiles
+            for tile in [128, 64] {
+                let c_buf = upload(&device, &c_data);
+                let c = GpuMatrix { buffer: &c_buf, offset: 0, row_stride: n, col_stride: 1, batch_stride: m * n };
+                kernels::with_tile_size(tile, || kernels::gemm(batch, m, n, k, a, b, c, accumulate)).unwrap();
+                assert_close(&download(&c_buf), &expected, 1e-5, &format!("gemm case {case} on {tile}-tiles: {:?}", cases[case]));
+            }
         }
     }
 }
@@ -297,6 +301,7 @@ fn implicit_gemm_convolutions_match_the_cpu() {
         geometry(2, 7, 5, 5, 9, [1, 1], 1, 0, 1),   // the 1×1 shortcut
         geometry(1, 3, 8, 8, 4, [4, 4], 2, 1, 1),   // a 4×4 stride-2 kernel
         geometry(4, 8, 33, 32, 3, [3, 3], 1, 1, 1), // n·ho·wo > 4096: a split backward-weight
+        geometry(2, 70, 9, 8, 67, [3, 3], 1, 1, 1), // > 64 rows and columns: every part of a 128-tile
         geometry(1, 1, 1, 1, 1, [1, 1], 1, 0, 1),   // 1
     ];
     for device in devices() {
@@ -308,11 +313,17 @@ fn implicit_gemm_convolutions_match_the_cpu() {
             let (xb, wb, bb, dyb) = (upload(&device, &x), upload(&device, &w), upload(&device, &bias), upload(&device, &dy));
 
             let y = cpu_conv::conv2d_forward(&x, &w, Some(&bias), g);
-            assert_close(&download(&kernels::conv2d_forward(&xb, &wb, Some(&bb), g).unwrap()), &y, 1e-5, &format!("forward {g:?}"));
             let dx = cpu_conv::conv2d_backward_input(&dy, &w, g);
-            assert_close(&download(&kernels::conv2d_backward_input(&dyb, &wb, g).unwrap()), &dx, 1e-5, &format!("backward input {g:?}"));
             let dw = cpu_conv::conv2d_backward_weight(&x, &dy, g);
-            assert_close(&download(&kernels::conv2d_backward_weight(&xb, &dyb, g).unwrap()), &dw, 1e-5, &format!("backward weight {g:?}"));
+            // both kernels of each: 128×128 and 64×64 tiles
+            for tile in [128, 64] {
+                kernels::with_tile_size(tile, || {
+                    let what = |product: &str| format!("{product} on {tile}-tiles {g:?}");
+                    assert_close(&download(&kernels::conv2d_forward(&xb, &wb, Some(&bb), g).unwrap()), &y, 1e-5, &what("forward"));
+                    assert_close(&download(&kernels::conv2d_backward_input(&dyb, &wb, g).unwrap()), &dx, 1e-5, &what("backward input"));
+                    assert_close(&download(&kernels::conv2d_backward_weight(&xb, &dyb, g).unwrap()), &dw, 1e-5, &what("backward weight"));
+                });
+            }
         }
     }
 }

@@ -11,7 +11,9 @@
 // Backward weight has a long K and few tiles, so blockIdx.z splits K and each split writes
 // its partial dW; the host sums the partials (a deterministic reduction, no atomics).
 //
-// Tiling: 64×64 output tiles of 256 threads, 16-deep panels, 4×4 outputs per thread.
+// Tiling: ember_tile_gemm (ember_cuda.h), 8×8 outputs per thread on 128×128 tiles of 256
+// threads (the `_t128` kernels) or 64×64 tiles of 64 threads (`_t64`, for outputs with few
+// tiles); 8-deep panels.
 #include "ember_cuda.h"
 
 // The im2col element col(x)[(ci, ki, kj), (image, oh, ow)]: the input pixel under kernel tap
@@ -26,6 +28,7 @@ __device__ __forceinline__ float im2col_value(const float* x, const EmberConv& g
 
 // Forward: A = W [c_out, c_in·kh·kw], B = col(x) [(ci, ki, kj), (n, oh, ow)].
 struct ForwardOperands {
+    static constexpr bool b_depth_fast = false;  // consecutive columns are consecutive pixels
     const float* x;
     const float* w;
     EmberConv g;
@@ -37,22 +40,34 @@ struct ForwardOperands {
 };
 
 // y = conv(x, w) (+ bias[c_out] when bias is not null).
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS)
-conv2d_forward_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                   float* __restrict__ y, EmberConv g) {
+template <int TILE>
+__device__ __forceinline__ void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const EmberConv& g) {
     ForwardOperands operands{x, w, g};
     int m = g.c_out, n = g.n * g.ho * g.wo, k = g.c_in * g.kh * g.kw;
-    int row0 = blockIdx.y * EMBER_TILE, col0 = blockIdx.x * EMBER_TILE;
-    float acc[4][4];
-    ember_tile_gemm(operands, m, n, 0, k, row0, col0, acc);
-    ember_tile_store(m, n, row0, col0, acc, [&](int co, int col, float value) {
+    int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
+    float acc[8][8];
+    ember_tile_gemm<TILE>(operands, m, n, 0, k, row0, col0, acc);
+    ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int co, int col, float value) {
         int image = col / (g.ho * g.wo), q = col % (g.ho * g.wo);
         y[((long long)image * g.c_out + co) * (g.ho * g.wo) + q] = bias ? value + bias[co] : value;
     });
 }
 
+extern "C" __global__ void __launch_bounds__(256, 1)
+conv2d_forward_f32_t128(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                        float* __restrict__ y, EmberConv g) {
+    conv2d_forward<128>(x, w, bias, y, g);
+}
+
+extern "C" __global__ void __launch_bounds__(64)
+conv2d_forward_f32_t64(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                       float* __restrict__ y, EmberConv g) {
+    conv2d_forward<64>(x, w, bias, y, g);
+}
+
 // Backward data: A = Wᵀ [c_in, (co, ki, kj)], B = dy gathered [(co, ki, kj), (n, ih, iw)].
 struct BackwardDataOperands {
+    static constexpr bool b_depth_fast = false;  // consecutive columns are consecutive pixels
     const float* dy;
     const float* w;
     EmberConv g;
@@ -72,22 +87,34 @@ struct BackwardDataOperands {
 };
 
 // dx = the gradient of conv(x, w) with respect to x, given dy (also conv_transpose2d's forward).
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS)
-conv2d_backward_input_f32(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-                          EmberConv g) {
+template <int TILE>
+__device__ __forceinline__ void conv2d_backward_input(const float* dy, const float* w, float* dx, const EmberConv& g) {
     BackwardDataOperands operands{dy, w, g};
     int m = g.c_in, n = g.n * g.h * g.w, k = g.c_out * g.kh * g.kw;
-    int row0 = blockIdx.y * EMBER_TILE, col0 = blockIdx.x * EMBER_TILE;
-    float acc[4][4];
-    ember_tile_gemm(operands, m, n, 0, k, row0, col0, acc);
-    ember_tile_store(m, n, row0, col0, acc, [&](int ci, int col, float value) {
+    int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
+    float acc[8][8];
+    ember_tile_gemm<TILE>(operands, m, n, 0, k, row0, col0, acc);
+    ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int ci, int col, float value) {
         int image = col / (g.h * g.w), q = col % (g.h * g.w);
         dx[((long long)image * g.c_in + ci) * (g.h * g.w) + q] = value;
     });
 }
 
+extern "C" __global__ void __launch_bounds__(256, 1)
+conv2d_backward_input_f32_t128(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+                               EmberConv g) {
+    conv2d_backward_input<128>(dy, w, dx, g);
+}
+
+extern "C" __global__ void __launch_bounds__(64)
+conv2d_backward_input_f32_t64(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+                              EmberConv g) {
+    conv2d_backward_input<64>(dy, w, dx, g);
+}
+
 // Backward weight: A = dy [c_out, (n, oh, ow)], B = col(x)ᵀ [(n, oh, ow), (ci, ki, kj)].
 struct BackwardWeightOperands {
+    static constexpr bool b_depth_fast = true;  // consecutive depths are consecutive pixels
     const float* x;
     const float* dy;
     EmberConv g;
@@ -102,15 +129,27 @@ struct BackwardWeightOperands {
 };
 
 // partial[z] = the part of dW from depths [z·split_len, (z+1)·split_len) of K = n·ho·wo.
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS)
-conv2d_backward_weight_f32(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ partial,
-                           EmberConv g, int split_len) {
+template <int TILE>
+__device__ __forceinline__ void conv2d_backward_weight(const float* x, const float* dy, float* partial, const EmberConv& g,
+                                                       int split_len) {
     BackwardWeightOperands operands{x, dy, g};
     int m = g.c_out, n = g.c_in * g.kh * g.kw, k = g.n * g.ho * g.wo;
     int k_begin = blockIdx.z * split_len, k_end = min(k, k_begin + split_len);
-    int row0 = blockIdx.y * EMBER_TILE, col0 = blockIdx.x * EMBER_TILE;
-    float acc[4][4];
-    ember_tile_gemm(operands, m, n, k_begin, k_end, row0, col0, acc);
+    int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
+    float acc[8][8];
+    ember_tile_gemm<TILE>(operands, m, n, k_begin, k_end, row0, col0, acc);
     float* out = partial + (long long)blockIdx.z * m * n;
-    ember_tile_store(m, n, row0, col0, acc, [&](int co, int col, float value) { out[(long long)co * n + col] = value; });
+    ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int co, int col, float value) { out[(long long)co * n + col] = value; });
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1)
+conv2d_backward_weight_f32_t128(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ partial,
+                                EmberConv g, int split_len) {
+    conv2d_backward_weight<128>(x, dy, partial, g, split_len);
+}
+
+extern "C" __global__ void __launch_bounds__(64)
+conv2d_backward_weight_f32_t64(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ partial,
+                               EmberConv g, int split_len) {
+    conv2d_backward_weight<64>(x, dy, partial, g, split_len);
 }

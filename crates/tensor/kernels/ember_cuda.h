@@ -175,60 +175,138 @@ __device__ __forceinline__ float ember_block_max(float value, float* scratch) {
 
 // ---- The tiled matrix multiply that GEMM and the implicit-GEMM convolutions share ----
 //
-// A block of 256 threads computes a 64×64 tile of C = A·B, A m×k and B k×n, over the depth
-// range [k_begin, k_end). A and B are not arrays but `operands.a(row, depth)` and
+// A block computes a TILE×TILE tile of C = A·B, A m×k and B k×n, over the depth range
+// [k_begin, k_end). A and B are not arrays but `operands.a(row, depth)` and
 // `operands.b(depth, col)`: a strided matrix for GEMM, an on-the-fly im2col for convolutions
-// (so no im2col buffer exists). For each 16-deep slice, the block stages A's 64×16 and B's
-// 16×64 panels in shared memory (zero past the edges, so the inner loop never branches), then
-// thread (tx, ty) of the 16×16 grid accumulates the 4×4 outputs at rows ty + 16·r, columns
-// tx + 16·s of the tile into acc[r][s]. The stride-16 spread makes a warp's reads of the B
-// panel hit 32 consecutive banks.
+// (so no im2col buffer exists). TILE is 128 for large outputs and 64 for small ones (more
+// blocks to fill the GPU); the host picks (cuda/kernels.rs, `Tile`).
+//
+// - Threads: (TILE/8)² (256 or 64), thread (tx, ty) of that grid owns 8×8 outputs, the rows
+//   ty·4 + {0..3} and TILE/2 + ty·4 + {0..3}, likewise the columns with tx, so that its
+//   operands in shared memory are two float4 each side (64 FMAs for 4 shared loads).
+// - Panels: 8 deep. Each thread loads 512/TILE elements of A's TILE×8 panel and as many of
+//   B's 8×TILE panel: A's with the depth varying fastest across threads, B's with the column
+//   varying fastest (or the depth, when `Operands::b_depth_fast`: a product whose B is
+//   contiguous along the depth), so a warp reads runs of consecutive addresses. The next
+//   panel's values are loaded into registers while the block multiplies the current one.
+// - Shared memory: a_panel[p][i] = A(row0 + i, p0 + p), b_panel[p][j] = B(p0 + p, col0 + j),
+//   rows padded by 4 floats so the depth-fast stores of A spread over the 32 banks; the
+//   inner loop's float4 reads are broadcast (A) or consecutive (B).
+// - Zero past the edges of A, B and the depth range, so the inner loop never branches.
 
-#define EMBER_TILE 64
-#define EMBER_TILE_DEPTH 16
-#define EMBER_TILE_THREADS 256
+#define EMBER_TILE_DEPTH 8
 
-template <class Operands>
+// Unrolls the loop that follows on a GPU, so that arrays indexed by its counter stay in
+// registers (the emulator's compiler does not know the pragma, and -Werror refuses it).
+#if defined(EMBER_CUDA_EMULATOR)
+#define EMBER_UNROLL
+#else
+#define EMBER_UNROLL _Pragma("unroll")
+#endif
+
+// Four floats read from shared memory in one 16-byte access (the vector types of CUDA's
+// headers are not included).
+struct __align__(16) ember_float4 {
+    float x, y, z, w;
+};
+
+template <int TILE>
+struct EmberTile {
+    static constexpr int grid = TILE / 8;           // threads per side
+    static constexpr int threads = grid * grid;     // 256 or 64
+    static constexpr int loads = TILE * EMBER_TILE_DEPTH / threads;  // per thread and panel, each side
+    static constexpr int half = TILE / 2;
+};
+
+// The i-th element this thread stages of a panel, as (depth, index along the tile), for a
+// mapping with the depth varying fastest across threads or the index.
+template <int TILE, bool DEPTH_FAST>
+__device__ __forceinline__ void ember_panel_slot(int i, int& p, int& index) {
+    int e = threadIdx.x + EmberTile<TILE>::threads * i;
+    if (DEPTH_FAST) {
+        p = e % EMBER_TILE_DEPTH;
+        index = e / EMBER_TILE_DEPTH;
+    } else {
+        p = e / TILE;
+        index = e % TILE;
+    }
+}
+
+template <int TILE, class Operands>
 __device__ __forceinline__ void ember_tile_gemm(const Operands& operands, int m, int n, int k_begin, int k_end,
-                                                int row0, int col0, float acc[4][4]) {
-    EMBER_SHARED(float[EMBER_TILE_DEPTH][EMBER_TILE + 4], a_panel);  // a_panel[p][i] = A(row0 + i, p0 + p)
-    EMBER_SHARED(float[EMBER_TILE_DEPTH][EMBER_TILE + 4], b_panel);  // b_panel[p][j] = B(p0 + p, col0 + j)
-    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    for (int r = 0; r < 4; r++)
-        for (int s = 0; s < 4; s++) acc[r][s] = 0.0f;
+                                                int row0, int col0, float acc[8][8]) {
+    using T = EmberTile<TILE>;
+    constexpr bool b_depth_fast = Operands::b_depth_fast;
+    EMBER_SHARED(float[EMBER_TILE_DEPTH][TILE + 4], a_panel);
+    EMBER_SHARED(float[EMBER_TILE_DEPTH][TILE + 4], b_panel);
+    int tx = threadIdx.x % T::grid, ty = threadIdx.x / T::grid;
+    EMBER_UNROLL
+    for (int r = 0; r < 8; r++)
+        EMBER_UNROLL
+        for (int s = 0; s < 8; s++) acc[r][s] = 0.0f;
 
-    for (int p0 = k_begin; p0 < k_end; p0 += EMBER_TILE_DEPTH) {
-        for (int e = threadIdx.x; e < EMBER_TILE * EMBER_TILE_DEPTH; e += EMBER_TILE_THREADS) {
-            int i = e / EMBER_TILE_DEPTH, p = e % EMBER_TILE_DEPTH;
-            int row = row0 + i, depth = p0 + p;
-            a_panel[p][i] = (row < m && depth < k_end) ? operands.a(row, depth) : 0.0f;
+    float a_next[T::loads], b_next[T::loads];
+    auto fetch = [&](int p0) {
+        EMBER_UNROLL
+        for (int i = 0; i < T::loads; i++) {
+            int p, index;
+            ember_panel_slot<TILE, true>(i, p, index);
+            int row = row0 + index, depth = p0 + p;
+            a_next[i] = (row < m && depth < k_end) ? operands.a(row, depth) : 0.0f;
+            ember_panel_slot<TILE, b_depth_fast>(i, p, index);
+            int col = col0 + index;
+            depth = p0 + p;
+            b_next[i] = (depth < k_end && col < n) ? operands.b(depth, col) : 0.0f;
         }
-        for (int e = threadIdx.x; e < EMBER_TILE_DEPTH * EMBER_TILE; e += EMBER_TILE_THREADS) {
-            int p = e / EMBER_TILE, j = e % EMBER_TILE;
-            int depth = p0 + p, col = col0 + j;
-            b_panel[p][j] = (depth < k_end && col < n) ? operands.b(depth, col) : 0.0f;
+    };
+    fetch(k_begin);
+    for (int p0 = k_begin; p0 < k_end; p0 += EMBER_TILE_DEPTH) {
+        EMBER_UNROLL
+        for (int i = 0; i < T::loads; i++) {
+            int p, index;
+            ember_panel_slot<TILE, true>(i, p, index);
+            a_panel[p][index] = a_next[i];
+            ember_panel_slot<TILE, b_depth_fast>(i, p, index);
+            b_panel[p][index] = b_next[i];
         }
         __syncthreads();
+        if (p0 + EMBER_TILE_DEPTH < k_end) fetch(p0 + EMBER_TILE_DEPTH);  // in flight during the products
+        EMBER_UNROLL
         for (int p = 0; p < EMBER_TILE_DEPTH; p++) {
-            float a_values[4], b_values[4];
-            for (int r = 0; r < 4; r++) a_values[r] = a_panel[p][ty + 16 * r];
-            for (int s = 0; s < 4; s++) b_values[s] = b_panel[p][tx + 16 * s];
-            for (int r = 0; r < 4; r++)
-                for (int s = 0; s < 4; s++) acc[r][s] = fmaf(a_values[r], b_values[s], acc[r][s]);
+            float a_values[8], b_values[8];
+            EMBER_UNROLL
+            for (int h = 0; h < 2; h++) {
+                ember_float4 a4 = *reinterpret_cast<const ember_float4*>(&a_panel[p][h * T::half + ty * 4]);
+                ember_float4 b4 = *reinterpret_cast<const ember_float4*>(&b_panel[p][h * T::half + tx * 4]);
+                a_values[h * 4 + 0] = a4.x, a_values[h * 4 + 1] = a4.y, a_values[h * 4 + 2] = a4.z, a_values[h * 4 + 3] = a4.w;
+                b_values[h * 4 + 0] = b4.x, b_values[h * 4 + 1] = b4.y, b_values[h * 4 + 2] = b4.z, b_values[h * 4 + 3] = b4.w;
+            }
+            EMBER_UNROLL
+            for (int r = 0; r < 8; r++)
+                EMBER_UNROLL
+                for (int s = 0; s < 8; s++) acc[r][s] = fmaf(a_values[r], b_values[s], acc[r][s]);
         }
         __syncthreads();
     }
 }
 
+// The output row (or column) of a thread's r-th accumulator row (column) in its tile.
+template <int TILE>
+__device__ __forceinline__ int ember_tile_offset(int thread_coordinate, int r) {
+    return (r / 4) * EmberTile<TILE>::half + thread_coordinate * 4 + r % 4;
+}
+
 // Calls store(row, col, value) for each in-range output of the tile ember_tile_gemm computed.
-template <class Store>
-__device__ __forceinline__ void ember_tile_store(int m, int n, int row0, int col0, const float acc[4][4], const Store& store) {
-    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    for (int r = 0; r < 4; r++) {
-        int row = row0 + ty + 16 * r;
+template <int TILE, class Store>
+__device__ __forceinline__ void ember_tile_store(int m, int n, int row0, int col0, const float acc[8][8], const Store& store) {
+    int tx = threadIdx.x % EmberTile<TILE>::grid, ty = threadIdx.x / EmberTile<TILE>::grid;
+    EMBER_UNROLL
+    for (int r = 0; r < 8; r++) {
+        int row = row0 + ember_tile_offset<TILE>(ty, r);
         if (row >= m) continue;
-        for (int s = 0; s < 4; s++) {
-            int col = col0 + tx + 16 * s;
+        EMBER_UNROLL
+        for (int s = 0; s < 8; s++) {
+            int col = col0 + ember_tile_offset<TILE>(tx, s);
             if (col < n) store(row, col, acc[r][s]);
         }
     }

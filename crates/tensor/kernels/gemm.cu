@@ -2,12 +2,14 @@
 // B k×n with any row, column and batch strides (so transposed operands cost nothing), C with
 // unit column stride. The CPU reference is cpu/gemm.rs; matmul runs on it.
 //
-// Tiling: ember_tile_gemm (ember_cuda.h): a block of 256 threads per 64×64 tile of C, 16-deep
-// panels of A and B in shared memory, 4×4 outputs per thread; blockIdx.z is the matrix.
+// Tiling: ember_tile_gemm (ember_cuda.h), 8×8 outputs per thread on 128×128 tiles of 256
+// threads (gemm_f32_t128) or 64×64 tiles of 64 threads (gemm_f32_t64, for outputs with few
+// tiles); blockIdx.z is the matrix.
 #include "ember_cuda.h"
 
 // A and B as strided matrices.
 struct StridedOperands {
+    static constexpr bool b_depth_fast = false;  // B is read along its rows
     const float* a_data;
     const float* b_data;
     long long a_row, a_col, b_row, b_col;
@@ -15,17 +17,31 @@ struct StridedOperands {
     __device__ float b(int p, int j) const { return b_data[p * b_row + j * b_col]; }
 };
 
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS)
-gemm_f32(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c, int m, int n, int k,
-         long long a_row, long long a_col, long long a_batch, long long b_row, long long b_col,
-         long long b_batch, long long c_row, long long c_batch, int accumulate) {
+template <int TILE>
+__device__ __forceinline__ void gemm(const float* a, const float* b, float* c, int m, int n, int k, long long a_row,
+                                     long long a_col, long long a_batch, long long b_row, long long b_col, long long b_batch,
+                                     long long c_row, long long c_batch, int accumulate) {
     StridedOperands operands{a + blockIdx.z * a_batch, b + blockIdx.z * b_batch, a_row, a_col, b_row, b_col};
-    int row0 = blockIdx.y * EMBER_TILE, col0 = blockIdx.x * EMBER_TILE;
-    float acc[4][4];
-    ember_tile_gemm(operands, m, n, 0, k, row0, col0, acc);
+    int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
+    float acc[8][8];
+    ember_tile_gemm<TILE>(operands, m, n, 0, k, row0, col0, acc);
     float* out = c + blockIdx.z * c_batch;
-    ember_tile_store(m, n, row0, col0, acc, [&](int row, int col, float value) {
+    ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int row, int col, float value) {
         float* at = out + row * c_row + col;
         *at = accumulate ? *at + value : value;
     });
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1)
+gemm_f32_t128(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c, int m, int n, int k,
+              long long a_row, long long a_col, long long a_batch, long long b_row, long long b_col, long long b_batch,
+              long long c_row, long long c_batch, int accumulate) {
+    gemm<128>(a, b, c, m, n, k, a_row, a_col, a_batch, b_row, b_col, b_batch, c_row, c_batch, accumulate);
+}
+
+extern "C" __global__ void __launch_bounds__(64)
+gemm_f32_t64(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c, int m, int n, int k,
+             long long a_row, long long a_col, long long a_batch, long long b_row, long long b_col, long long b_batch,
+             long long c_row, long long c_batch, int accumulate) {
+    gemm<64>(a, b, c, m, n, k, a_row, a_col, a_batch, b_row, b_col, b_batch, c_row, c_batch, accumulate);
 }

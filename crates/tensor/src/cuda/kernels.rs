@@ -244,12 +244,7 @@ pub fn gemm(batch: usize, m: usize, n: usize, k: usize, a: GpuMatrix, b: GpuMatr
     if batch == 0 || m == 0 || n == 0 {
         return Ok(());
     }
-    let (tile_m, tile_n) = (64, 64);
-    let grid = [n.div_ceil(tile_n), m.div_ceil(tile_m), batch];
-    if grid[1] > 65535 || grid[2] > 65535 {
-        return Err(invalid("gemm", format!("{batch} matrices of {m} rows exceed CUDA's grid")));
-    }
-    let config = LaunchConfig { grid: grid.map(|g| g as u32), block: [256, 1, 1], shared_bytes: 0 };
+    let (config, tile) = tile_grid("gemm", m, n, batch)?;
     let long = |v: usize| KernelArg::I64(v as i64);
     let args = [
         a.pointer(),
@@ -268,16 +263,76 @@ pub fn gemm(batch: usize, m: usize, n: usize, k: usize, a: GpuMatrix, b: GpuMatr
         long(c.batch_stride),
         KernelArg::I32(accumulate as i32),
     ];
-    c.buffer.backend().launch(kernel("gemm.cu", "gemm_f32"), &config, &args)
+    c.buffer.backend().launch(kernel("gemm.cu", tile.pick("gemm_f32_t128", "gemm_f32_t64")), &config, &args)
 }
 
-/// The tiles of an implicit-GEMM product with an `m × n` output (kernels/conv.cu).
-fn tile_grid(op: &'static str, m: usize, n: usize, splits: usize) -> Result<LaunchConfig> {
-    let grid = [n.div_ceil(64), m.div_ceil(64), splits];
-    if grid[0] > i32::MAX as usize || grid[1] > 65535 || grid[2] > 65535 {
-        return Err(invalid(op, format!("a {m}×{n} output exceeds CUDA's grid")));
+/// The output tile of the kernels built on `ember_tile_gemm` (kernels/ember_cuda.h): GEMM and
+/// the implicit-GEMM convolutions. Each has a `_t128` and a `_t64` kernel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tile {
+    /// 128×128 outputs per block of 256 threads.
+    Large,
+    /// 64×64 outputs per block of 64 threads: four times the blocks, for outputs with few tiles.
+    Small,
+}
+
+thread_local! {
+    /// The tile every product on this thread uses, whatever its size ([`with_tile_size`]).
+    static FORCED_TILE: std::cell::Cell<Option<Tile>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every GEMM and convolution this thread launches on tiles of `size` (128 or
+/// 64) whatever the output's size, so that tests check both kernels of each product on small
+/// inputs.
+#[doc(hidden)]
+pub fn with_tile_size<R>(size: usize, f: impl FnOnce() -> R) -> R {
+    let tile = match size {
+        128 => Tile::Large,
+        64 => Tile::Small,
+        _ => panic!("tiles are 128 or 64, not {size}"),
+    };
+    let previous = FORCED_TILE.with(|forced| forced.replace(Some(tile)));
+    let result = f();
+    FORCED_TILE.with(|forced| forced.set(previous));
+    result
+}
+
+impl Tile {
+    /// Large tiles when there are enough of them (`batches` outputs of `m × n`) to keep a large
+    /// GPU busy (an H100 has 132 multiprocessors, each running two such blocks).
+    fn for_output(m: usize, n: usize, batches: usize) -> Tile {
+        if let Some(tile) = FORCED_TILE.with(|forced| forced.get()) {
+            return tile;
+        }
+        if m.div_ceil(128) * n.div_ceil(128) * batches >= 256 { Tile::Large } else { Tile::Small }
     }
-    Ok(LaunchConfig { grid: grid.map(|g| g as u32), block: [256, 1, 1], shared_bytes: 0 })
+
+    fn size(self) -> usize {
+        match self {
+            Tile::Large => 128,
+            Tile::Small => 64,
+        }
+    }
+
+    fn pick(self, large: &'static str, small: &'static str) -> &'static str {
+        match self {
+            Tile::Large => large,
+            Tile::Small => small,
+        }
+    }
+}
+
+/// The launch of a tiled product: `batches` outputs of `m × n` (blockIdx.z the batch or the
+/// split), and the tile it uses.
+fn tile_grid(op: &'static str, m: usize, n: usize, batches: usize) -> Result<(LaunchConfig, Tile)> {
+    let tile = Tile::for_output(m, n, batches);
+    let size = tile.size();
+    let grid = [n.div_ceil(size), m.div_ceil(size), batches];
+    if grid[0] > i32::MAX as usize || grid[1] > 65535 || grid[2] > 65535 {
+        return Err(invalid(op, format!("{batches} output(s) of {m}×{n} exceed CUDA's grid")));
+    }
+    let threads = (size / 8 * (size / 8)) as u32;
+    Ok((LaunchConfig { grid: grid.map(|g| g as u32), block: [threads, 1, 1], shared_bytes: 0 }, tile))
 }
 
 fn conv_shape(op: &'static str, g: &ConvGeometry) -> Result<ConvShape> {
@@ -315,9 +370,9 @@ pub fn conv2d_forward(x: &DeviceBuffer, w: &DeviceBuffer, bias: Option<&DeviceBu
         check_len(op, "bias", bias, g.c_out)?;
     }
     let y = output(x.backend(), g.n * g.c_out * g.ho * g.wo)?;
-    let config = tile_grid(op, g.c_out, g.n * g.ho * g.wo, 1)?;
+    let (config, tile) = tile_grid(op, g.c_out, g.n * g.ho * g.wo, 1)?;
     let bias = KernelArg::Ptr(bias.map_or(0, |b| b.ptr()));
-    x.backend().launch(kernel("conv.cu", "conv2d_forward_f32"), &config, &[x.arg(), w.arg(), bias, y.arg(), KernelArg::Conv(shape)])?;
+    x.backend().launch(kernel("conv.cu", tile.pick("conv2d_forward_f32_t128", "conv2d_forward_f32_t64")), &config, &[x.arg(), w.arg(), bias, y.arg(), KernelArg::Conv(shape)])?;
     Ok(y)
 }
 
@@ -329,8 +384,9 @@ pub fn conv2d_backward_input(dy: &DeviceBuffer, w: &DeviceBuffer, g: &ConvGeomet
     check_len(op, "dy", dy, g.n * g.c_out * g.ho * g.wo)?;
     check_len(op, "weight", w, g.c_out * g.c_in * g.kh * g.kw)?;
     let dx = output(dy.backend(), g.n * g.c_in * g.h * g.w)?;
-    let config = tile_grid(op, g.c_in, g.n * g.h * g.w, 1)?;
-    dy.backend().launch(kernel("conv.cu", "conv2d_backward_input_f32"), &config, &[dy.arg(), w.arg(), dx.arg(), KernelArg::Conv(shape)])?;
+    let (config, tile) = tile_grid(op, g.c_in, g.n * g.h * g.w, 1)?;
+    let name = tile.pick("conv2d_backward_input_f32_t128", "conv2d_backward_input_f32_t64");
+    dy.backend().launch(kernel("conv.cu", name), &config, &[dy.arg(), w.arg(), dx.arg(), KernelArg::Conv(shape)])?;
     Ok(dx)
 }
 
@@ -344,14 +400,15 @@ pub fn conv2d_backward_weight(x: &DeviceBuffer, dy: &DeviceBuffer, g: &ConvGeome
     check_len(op, "x", x, g.n * g.c_in * g.h * g.w)?;
     check_len(op, "dy", dy, g.n * g.c_out * g.ho * g.wo)?;
     let (m, n, k) = (g.c_out, g.c_in * g.kh * g.kw, g.n * g.ho * g.wo);
-    // About 4096 depths per split (at most 64 splits), in whole 16-deep panels.
+    // About 4096 depths per split (at most 64 splits), in whole 8-deep panels.
     let splits = k.div_ceil(4096).clamp(1, 64);
-    let split_len = k.div_ceil(splits).div_ceil(16) * 16;
+    let split_len = k.div_ceil(splits).div_ceil(8) * 8;
     let splits = k.div_ceil(split_len).max(1);
     let partial = output(x.backend(), splits * m * n)?;
-    let config = tile_grid(op, m, n, splits)?;
+    let (config, tile) = tile_grid(op, m, n, splits)?;
     let args = [x.arg(), dy.arg(), partial.arg(), KernelArg::Conv(shape), KernelArg::I32(to_i32(op, "split length", split_len)?)];
-    x.backend().launch(kernel("conv.cu", "conv2d_backward_weight_f32"), &config, &args)?;
+    let name = tile.pick("conv2d_backward_weight_f32_t128", "conv2d_backward_weight_f32_t64");
+    x.backend().launch(kernel("conv.cu", name), &config, &args)?;
     if splits == 1 {
         return Ok(partial);
     }
