@@ -11,9 +11,9 @@
 // Backward weight has a long K and few tiles, so blockIdx.z splits K and each split writes
 // its partial dW; the host sums the partials (a deterministic reduction, no atomics).
 //
-// Tiling: ember_tile_gemm (ember_cuda.h), 8×8 outputs per thread on 128×128 tiles of 256
-// threads (the `_t128` kernels) or 64×64 tiles of 64 threads (`_t64`, for outputs with few
-// tiles); 8-deep panels.
+// Tiling: ember_tile_gemm (ember_cuda.h): blocks of 256 threads on 128×128 tiles, 8×8 outputs
+// per thread (the `_t128` kernels), or on 64×64 tiles, 4×4 per thread (`_t64`, for outputs
+// with few tiles); 8-deep panels.
 #include "ember_cuda.h"
 
 // The im2col element col(x)[(ci, ki, kj), (image, oh, ow)]: the input pixel under kernel tap
@@ -45,7 +45,7 @@ __device__ __forceinline__ void conv2d_forward(const float* x, const float* w, c
     ForwardOperands operands{x, w, g};
     int m = g.c_out, n = g.n * g.ho * g.wo, k = g.c_in * g.kh * g.kw;
     int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
-    float acc[8][8];
+    float acc[TILE / 16][TILE / 16];
     ember_tile_gemm<TILE>(operands, m, n, 0, k, row0, col0, acc);
     ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int co, int col, float value) {
         int image = col / (g.ho * g.wo), q = col % (g.ho * g.wo);
@@ -53,13 +53,13 @@ __device__ __forceinline__ void conv2d_forward(const float* x, const float* w, c
     });
 }
 
-extern "C" __global__ void __launch_bounds__(256, 1)
+extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1)
 conv2d_forward_f32_t128(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
                         float* __restrict__ y, EmberConv g) {
     conv2d_forward<128>(x, w, bias, y, g);
 }
 
-extern "C" __global__ void __launch_bounds__(64)
+extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS)
 conv2d_forward_f32_t64(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
                        float* __restrict__ y, EmberConv g) {
     conv2d_forward<64>(x, w, bias, y, g);
@@ -92,7 +92,7 @@ __device__ __forceinline__ void conv2d_backward_input(const float* dy, const flo
     BackwardDataOperands operands{dy, w, g};
     int m = g.c_in, n = g.n * g.h * g.w, k = g.c_out * g.kh * g.kw;
     int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
-    float acc[8][8];
+    float acc[TILE / 16][TILE / 16];
     ember_tile_gemm<TILE>(operands, m, n, 0, k, row0, col0, acc);
     ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int ci, int col, float value) {
         int image = col / (g.h * g.w), q = col % (g.h * g.w);
@@ -100,13 +100,13 @@ __device__ __forceinline__ void conv2d_backward_input(const float* dy, const flo
     });
 }
 
-extern "C" __global__ void __launch_bounds__(256, 1)
+extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1)
 conv2d_backward_input_f32_t128(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
                                EmberConv g) {
     conv2d_backward_input<128>(dy, w, dx, g);
 }
 
-extern "C" __global__ void __launch_bounds__(64)
+extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS)
 conv2d_backward_input_f32_t64(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
                               EmberConv g) {
     conv2d_backward_input<64>(dy, w, dx, g);
@@ -114,7 +114,10 @@ conv2d_backward_input_f32_t64(const float* __restrict__ dy, const float* __restr
 
 // Backward weight: A = dy [c_out, (n, oh, ow)], B = col(x)ᵀ [(n, oh, ow), (ci, ki, kj)].
 struct BackwardWeightOperands {
-    static constexpr bool b_depth_fast = true;  // consecutive depths are consecutive pixels
+    // B by columns, as the other products: a column's (ci, ki, kj) is then computed once per
+    // thread (by depth, consecutive pixels, the reads would coalesce better but each would
+    // decompose both indices)
+    static constexpr bool b_depth_fast = false;
     const float* x;
     const float* dy;
     EmberConv g;
@@ -136,19 +139,19 @@ __device__ __forceinline__ void conv2d_backward_weight(const float* x, const flo
     int m = g.c_out, n = g.c_in * g.kh * g.kw, k = g.n * g.ho * g.wo;
     int k_begin = blockIdx.z * split_len, k_end = min(k, k_begin + split_len);
     int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
-    float acc[8][8];
+    float acc[TILE / 16][TILE / 16];
     ember_tile_gemm<TILE>(operands, m, n, k_begin, k_end, row0, col0, acc);
     float* out = partial + (long long)blockIdx.z * m * n;
     ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int co, int col, float value) { out[(long long)co * n + col] = value; });
 }
 
-extern "C" __global__ void __launch_bounds__(256, 1)
+extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1)
 conv2d_backward_weight_f32_t128(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ partial,
                                 EmberConv g, int split_len) {
     conv2d_backward_weight<128>(x, dy, partial, g, split_len);
 }
 
-extern "C" __global__ void __launch_bounds__(64)
+extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS)
 conv2d_backward_weight_f32_t64(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ partial,
                                EmberConv g, int split_len) {
     conv2d_backward_weight<64>(x, dy, partial, g, split_len);

@@ -178,23 +178,25 @@ __device__ __forceinline__ float ember_block_max(float value, float* scratch) {
 // A block computes a TILE×TILE tile of C = A·B, A m×k and B k×n, over the depth range
 // [k_begin, k_end). A and B are not arrays but `operands.a(row, depth)` and
 // `operands.b(depth, col)`: a strided matrix for GEMM, an on-the-fly im2col for convolutions
-// (so no im2col buffer exists). TILE is 128 for large outputs and 64 for small ones (more
-// blocks to fill the GPU); the host picks (cuda/kernels.rs, `Tile`).
+// (so no im2col buffer exists). TILE is 128 for large outputs and 64 for small ones (four
+// times the blocks to fill the GPU); the host picks (cuda/kernels.rs, `Tile`).
 //
-// - Threads: (TILE/8)² (256 or 64), thread (tx, ty) of that grid owns 8×8 outputs, the rows
-//   ty·4 + {0..3} and TILE/2 + ty·4 + {0..3}, likewise the columns with tx, so that its
-//   operands in shared memory are two float4 each side (64 FMAs for 4 shared loads).
-// - Panels: 8 deep. Each thread loads 512/TILE elements of A's TILE×8 panel and as many of
+// - Threads: 256, a 16×16 grid; thread (tx, ty) owns M×M outputs (M = TILE/16: 8 or 4), the
+//   rows ty·M/2 + {0..M/2-1} and TILE/2 + the same, likewise the columns with tx, so that its
+//   operands in shared memory are two vectors of M/2 floats each side (M² FMAs for 4 loads).
+// - Panels: 8 deep. Each thread loads TILE/32 elements of A's TILE×8 panel and as many of
 //   B's 8×TILE panel: A's with the depth varying fastest across threads, B's with the column
-//   varying fastest (or the depth, when `Operands::b_depth_fast`: a product whose B is
-//   contiguous along the depth), so a warp reads runs of consecutive addresses. The next
-//   panel's values are loaded into registers while the block multiplies the current one.
+//   varying fastest (or the depth, when `Operands::b_depth_fast`), so a warp reads runs of
+//   consecutive addresses and, B's column being fixed per thread, the column's part of an
+//   im2col index is computed once. The next panel's values are loaded into registers while
+//   the block multiplies the current one.
 // - Shared memory: a_panel[p][i] = A(row0 + i, p0 + p), b_panel[p][j] = B(p0 + p, col0 + j),
 //   rows padded by 4 floats so the depth-fast stores of A spread over the 32 banks; the
-//   inner loop's float4 reads are broadcast (A) or consecutive (B).
+//   inner loop's vector reads are broadcast (A) or consecutive (B).
 // - Zero past the edges of A, B and the depth range, so the inner loop never branches.
 
 #define EMBER_TILE_DEPTH 8
+#define EMBER_TILE_THREADS 256
 
 // Unrolls the loop that follows on a GPU, so that arrays indexed by its counter stay in
 // registers (the emulator's compiler does not know the pragma, and -Werror refuses it).
@@ -204,17 +206,24 @@ __device__ __forceinline__ float ember_block_max(float value, float* scratch) {
 #define EMBER_UNROLL _Pragma("unroll")
 #endif
 
-// Four floats read from shared memory in one 16-byte access (the vector types of CUDA's
-// headers are not included).
-struct __align__(16) ember_float4 {
-    float x, y, z, w;
+// N floats read from shared memory in one access (the vector types of CUDA's headers are
+// not included): 16 bytes for the 128-tile, 8 for the 64-tile.
+template <int N>
+struct ember_floats;
+template <>
+struct __align__(16) ember_floats<4> {
+    float v[4];
+};
+template <>
+struct __align__(8) ember_floats<2> {
+    float v[2];
 };
 
 template <int TILE>
 struct EmberTile {
-    static constexpr int grid = TILE / 8;           // threads per side
-    static constexpr int threads = grid * grid;     // 256 or 64
-    static constexpr int loads = TILE * EMBER_TILE_DEPTH / threads;  // per thread and panel, each side
+    static constexpr int micro = TILE / 16;                                      // outputs per thread, per side
+    static constexpr int vector = micro / 2;                                     // floats per shared read
+    static constexpr int loads = TILE * EMBER_TILE_DEPTH / EMBER_TILE_THREADS;  // per thread and panel, each side
     static constexpr int half = TILE / 2;
 };
 
@@ -222,7 +231,7 @@ struct EmberTile {
 // mapping with the depth varying fastest across threads or the index.
 template <int TILE, bool DEPTH_FAST>
 __device__ __forceinline__ void ember_panel_slot(int i, int& p, int& index) {
-    int e = threadIdx.x + EmberTile<TILE>::threads * i;
+    int e = threadIdx.x + EMBER_TILE_THREADS * i;
     if (DEPTH_FAST) {
         p = e % EMBER_TILE_DEPTH;
         index = e / EMBER_TILE_DEPTH;
@@ -232,18 +241,27 @@ __device__ __forceinline__ void ember_panel_slot(int i, int& p, int& index) {
     }
 }
 
+// The offset in its tile of a thread's r-th accumulator row (or column), the thread being at
+// `coordinate` of the 16×16 grid.
+template <int TILE>
+__device__ __forceinline__ int ember_tile_offset(int coordinate, int r) {
+    constexpr int vector = EmberTile<TILE>::vector;
+    return (r / vector) * EmberTile<TILE>::half + coordinate * vector + r % vector;
+}
+
 template <int TILE, class Operands>
 __device__ __forceinline__ void ember_tile_gemm(const Operands& operands, int m, int n, int k_begin, int k_end,
-                                                int row0, int col0, float acc[8][8]) {
+                                                int row0, int col0, float (&acc)[TILE / 16][TILE / 16]) {
     using T = EmberTile<TILE>;
+    constexpr int M = T::micro, V = T::vector;
     constexpr bool b_depth_fast = Operands::b_depth_fast;
     EMBER_SHARED(float[EMBER_TILE_DEPTH][TILE + 4], a_panel);
     EMBER_SHARED(float[EMBER_TILE_DEPTH][TILE + 4], b_panel);
-    int tx = threadIdx.x % T::grid, ty = threadIdx.x / T::grid;
+    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     EMBER_UNROLL
-    for (int r = 0; r < 8; r++)
+    for (int r = 0; r < M; r++)
         EMBER_UNROLL
-        for (int s = 0; s < 8; s++) acc[r][s] = 0.0f;
+        for (int s = 0; s < M; s++) acc[r][s] = 0.0f;
 
     float a_next[T::loads], b_next[T::loads];
     auto fetch = [&](int p0) {
@@ -273,39 +291,37 @@ __device__ __forceinline__ void ember_tile_gemm(const Operands& operands, int m,
         if (p0 + EMBER_TILE_DEPTH < k_end) fetch(p0 + EMBER_TILE_DEPTH);  // in flight during the products
         EMBER_UNROLL
         for (int p = 0; p < EMBER_TILE_DEPTH; p++) {
-            float a_values[8], b_values[8];
+            float a_values[M], b_values[M];
             EMBER_UNROLL
             for (int h = 0; h < 2; h++) {
-                ember_float4 a4 = *reinterpret_cast<const ember_float4*>(&a_panel[p][h * T::half + ty * 4]);
-                ember_float4 b4 = *reinterpret_cast<const ember_float4*>(&b_panel[p][h * T::half + tx * 4]);
-                a_values[h * 4 + 0] = a4.x, a_values[h * 4 + 1] = a4.y, a_values[h * 4 + 2] = a4.z, a_values[h * 4 + 3] = a4.w;
-                b_values[h * 4 + 0] = b4.x, b_values[h * 4 + 1] = b4.y, b_values[h * 4 + 2] = b4.z, b_values[h * 4 + 3] = b4.w;
+                ember_floats<V> a_vector = *reinterpret_cast<const ember_floats<V>*>(&a_panel[p][h * T::half + ty * V]);
+                ember_floats<V> b_vector = *reinterpret_cast<const ember_floats<V>*>(&b_panel[p][h * T::half + tx * V]);
+                EMBER_UNROLL
+                for (int v = 0; v < V; v++) {
+                    a_values[h * V + v] = a_vector.v[v];
+                    b_values[h * V + v] = b_vector.v[v];
+                }
             }
             EMBER_UNROLL
-            for (int r = 0; r < 8; r++)
+            for (int r = 0; r < M; r++)
                 EMBER_UNROLL
-                for (int s = 0; s < 8; s++) acc[r][s] = fmaf(a_values[r], b_values[s], acc[r][s]);
+                for (int s = 0; s < M; s++) acc[r][s] = fmaf(a_values[r], b_values[s], acc[r][s]);
         }
         __syncthreads();
     }
 }
 
-// The output row (or column) of a thread's r-th accumulator row (column) in its tile.
-template <int TILE>
-__device__ __forceinline__ int ember_tile_offset(int thread_coordinate, int r) {
-    return (r / 4) * EmberTile<TILE>::half + thread_coordinate * 4 + r % 4;
-}
-
 // Calls store(row, col, value) for each in-range output of the tile ember_tile_gemm computed.
 template <int TILE, class Store>
-__device__ __forceinline__ void ember_tile_store(int m, int n, int row0, int col0, const float acc[8][8], const Store& store) {
-    int tx = threadIdx.x % EmberTile<TILE>::grid, ty = threadIdx.x / EmberTile<TILE>::grid;
+__device__ __forceinline__ void ember_tile_store(int m, int n, int row0, int col0, const float (&acc)[TILE / 16][TILE / 16],
+                                                 const Store& store) {
+    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     EMBER_UNROLL
-    for (int r = 0; r < 8; r++) {
+    for (int r = 0; r < TILE / 16; r++) {
         int row = row0 + ember_tile_offset<TILE>(ty, r);
         if (row >= m) continue;
         EMBER_UNROLL
-        for (int s = 0; s < 8; s++) {
+        for (int s = 0; s < TILE / 16; s++) {
             int col = col0 + ember_tile_offset<TILE>(tx, s);
             if (col < n) store(row, col, acc[r][s]);
         }

@@ -2,9 +2,9 @@
 // B k×n with any row, column and batch strides (so transposed operands cost nothing), C with
 // unit column stride. The CPU reference is cpu/gemm.rs; matmul runs on it.
 //
-// Tiling: ember_tile_gemm (ember_cuda.h), 8×8 outputs per thread on 128×128 tiles of 256
-// threads (gemm_f32_t128) or 64×64 tiles of 64 threads (gemm_f32_t64, for outputs with few
-// tiles); blockIdx.z is the matrix.
+// Tiling: ember_tile_gemm (ember_cuda.h): blocks of 256 threads on 128×128 tiles, 8×8 outputs
+// per thread (gemm_f32_t128), or on 64×64 tiles, 4×4 per thread (gemm_f32_t64, for outputs
+// with few tiles); blockIdx.z is the matrix.
 #include "ember_cuda.h"
 
 // A and B as strided matrices.
@@ -23,7 +23,7 @@ __device__ __forceinline__ void gemm(const float* a, const float* b, float* c, i
                                      long long c_row, long long c_batch, int accumulate) {
     StridedOperands operands{a + blockIdx.z * a_batch, b + blockIdx.z * b_batch, a_row, a_col, b_row, b_col};
     int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
-    float acc[8][8];
+    float acc[TILE / 16][TILE / 16];
     ember_tile_gemm<TILE>(operands, m, n, 0, k, row0, col0, acc);
     float* out = c + blockIdx.z * c_batch;
     ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int row, int col, float value) {
@@ -32,14 +32,14 @@ __device__ __forceinline__ void gemm(const float* a, const float* b, float* c, i
     });
 }
 
-extern "C" __global__ void __launch_bounds__(256, 1)
+extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1)
 gemm_f32_t128(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c, int m, int n, int k,
               long long a_row, long long a_col, long long a_batch, long long b_row, long long b_col, long long b_batch,
               long long c_row, long long c_batch, int accumulate) {
     gemm<128>(a, b, c, m, n, k, a_row, a_col, a_batch, b_row, b_col, b_batch, c_row, c_batch, accumulate);
 }
 
-extern "C" __global__ void __launch_bounds__(64)
+extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS)
 gemm_f32_t64(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c, int m, int n, int k,
              long long a_row, long long a_col, long long a_batch, long long b_row, long long b_col, long long b_batch,
              long long c_row, long long c_batch, int accumulate) {

@@ -270,9 +270,10 @@ pub fn gemm(batch: usize, m: usize, n: usize, k: usize, a: GpuMatrix, b: GpuMatr
 /// the implicit-GEMM convolutions. Each has a `_t128` and a `_t64` kernel.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Tile {
-    /// 128×128 outputs per block of 256 threads.
+    /// 128×128 outputs per block of 256 threads (8×8 each).
     Large,
-    /// 64×64 outputs per block of 64 threads: four times the blocks, for outputs with few tiles.
+    /// 64×64 outputs per block of 256 threads (4×4 each): four times the blocks, for outputs
+    /// with few tiles or under 128 rows or columns.
     Small,
 }
 
@@ -298,13 +299,15 @@ pub fn with_tile_size<R>(size: usize, f: impl FnOnce() -> R) -> R {
 }
 
 impl Tile {
-    /// Large tiles when there are enough of them (`batches` outputs of `m × n`) to keep a large
-    /// GPU busy (an H100 has 132 multiprocessors, each running two such blocks).
+    /// Large tiles when the output (`batches` of `m × n`) fills them (128 rows and columns at
+    /// least) and has enough of them to keep a large GPU busy: an H100 or H200 has 132
+    /// multiprocessors, each running one such block (their ~160 registers a thread allow one).
     fn for_output(m: usize, n: usize, batches: usize) -> Tile {
         if let Some(tile) = FORCED_TILE.with(|forced| forced.get()) {
             return tile;
         }
-        if m.div_ceil(128) * n.div_ceil(128) * batches >= 256 { Tile::Large } else { Tile::Small }
+        let large_tiles = m.div_ceil(128) * n.div_ceil(128) * batches;
+        if m >= 128 && n >= 128 && large_tiles >= 132 { Tile::Large } else { Tile::Small }
     }
 
     fn size(self) -> usize {
@@ -331,8 +334,7 @@ fn tile_grid(op: &'static str, m: usize, n: usize, batches: usize) -> Result<(La
     if grid[0] > i32::MAX as usize || grid[1] > 65535 || grid[2] > 65535 {
         return Err(invalid(op, format!("{batches} output(s) of {m}×{n} exceed CUDA's grid")));
     }
-    let threads = (size / 8 * (size / 8)) as u32;
-    Ok((LaunchConfig { grid: grid.map(|g| g as u32), block: [threads, 1, 1], shared_bytes: 0 }, tile))
+    Ok((LaunchConfig { grid: grid.map(|g| g as u32), block: [256, 1, 1], shared_bytes: 0 }, tile))
 }
 
 fn conv_shape(op: &'static str, g: &ConvGeometry) -> Result<ConvShape> {
