@@ -1,6 +1,6 @@
 // 2-D convolution (NCHW, groups = 1) as implicit GEMM: the im2col matrix is never built; the
 // tile loaders of ember_tile_gemm (ember_cuda.h) compute each element's input position on the
-// fly. The CPU reference is cpu/conv.rs, where the same three products are explicit:
+// fly, from a part per output position and a part per kernel tap, each computed once. The CPU reference is cpu/conv.rs, where the same three products are explicit:
 //
 //   forward          y[n]  = W · col(x[n])          M = c_out, N = n·ho·wo, K = c_in·kh·kw
 //   backward data    dx    = Wᵀ ⋆ dy                 M = c_in,  N = n·h·w,   K = c_out·kh·kw
@@ -16,27 +16,57 @@
 // with few tiles); 8-deep panels.
 #include "ember_cuda.h"
 
-// The im2col element col(x)[(ci, ki, kj), (image, oh, ow)]: the input pixel under kernel tap
-// (ki, kj) of output position (oh, ow), or 0 in the padding. `kk` = (ci, ki, kj) flattened.
-__device__ __forceinline__ float im2col_value(const float* x, const EmberConv& g, int kk, int image, int oh, int ow) {
-    int ci = kk / (g.kh * g.kw), r = kk % (g.kh * g.kw), ki = r / g.kw, kj = r % g.kw;
-    int ih = oh * g.stride_h - g.pad_h + ki * g.dilation_h;
-    int iw = ow * g.stride_w - g.pad_w + kj * g.dilation_w;
-    if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) return 0.0f;
-    return x[(((long long)image * g.c_in + ci) * g.h + ih) * g.w + iw];
+// The im2col element col(x)[(ci, ki, kj), (image, oh, ow)], split as ember_tile_gemm wants
+// (ember_cuda.h): the input pixel under kernel tap (ki, kj) of output position (oh, ow) is
+// x[image, ci, oh·s + ki·d − p, ow·s + kj·d − p], or 0 in the padding; its address is a
+// part that depends on the output position (ConvPixel) plus one that depends on the tap
+// (ConvTap).
+struct ConvPixel {
+    int base;        // image·c_in·h·w + oh·s·w + ow·s
+    int oh_s, ow_s;  // oh·s, ow·s
+};
+struct ConvTap {
+    int offset;  // ci·h·w + dh·w + dw
+    int dh, dw;  // ki·d − p, kj·d − p
+};
+
+// Position `col` = (image, oh, ow) of the output.
+__device__ __forceinline__ ConvPixel conv_pixel(const EmberConv& g, int col) {
+    int image = col / (g.ho * g.wo), q = col % (g.ho * g.wo);
+    int oh_s = q / g.wo * g.stride_h, ow_s = q % g.wo * g.stride_w;
+    return {image * g.c_in * g.h * g.w + oh_s * g.w + ow_s, oh_s, ow_s};
+}
+
+// Tap `kk` = (ci, ki, kj) of the kernel.
+__device__ __forceinline__ ConvTap conv_tap(const EmberConv& g, int kk) {
+    int ci = kk / (g.kh * g.kw), r = kk % (g.kh * g.kw);
+    int dh = r / g.kw * g.dilation_h - g.pad_h, dw = r % g.kw * g.dilation_w - g.pad_w;
+    return {ci * g.h * g.w + dh * g.w + dw, dh, dw};
+}
+
+__device__ __forceinline__ float im2col_value(const float* x, const EmberConv& g, const ConvPixel& pixel, const ConvTap& tap) {
+    int ih = pixel.oh_s + tap.dh, iw = pixel.ow_s + tap.dw;
+    return ((unsigned)ih < (unsigned)g.h && (unsigned)iw < (unsigned)g.w) ? x[pixel.base + tap.offset] : 0.0f;
 }
 
 // Forward: A = W [c_out, c_in·kh·kw], B = col(x) [(ci, ki, kj), (n, oh, ow)].
 struct ForwardOperands {
-    static constexpr bool b_depth_fast = false;  // consecutive columns are consecutive pixels
+    struct Row {
+        int offset;  // co·c_in·kh·kw
+    };
+    using Col = ConvPixel;
+    struct Depth {
+        ConvTap tap;
+        int kk;
+    };
     const float* x;
     const float* w;
     EmberConv g;
-    __device__ float a(int co, int kk) const { return w[(long long)co * (g.c_in * g.kh * g.kw) + kk]; }
-    __device__ float b(int kk, int col) const {
-        int image = col / (g.ho * g.wo), q = col % (g.ho * g.wo);
-        return im2col_value(x, g, kk, image, q / g.wo, q % g.wo);
-    }
+    __device__ Row row(int co) const { return {co * g.c_in * g.kh * g.kw}; }
+    __device__ Col col(int col) const { return conv_pixel(g, col); }
+    __device__ Depth depth(int kk) const { return {conv_tap(g, kk), kk}; }
+    __device__ float a(const Row& row, const Depth& depth) const { return w[row.offset + depth.kk]; }
+    __device__ float b(const Depth& depth, const Col& pixel) const { return im2col_value(x, g, pixel, depth.tap); }
 };
 
 // y = conv(x, w) (+ bias[c_out] when bias is not null).
@@ -65,24 +95,45 @@ conv2d_forward_f32_t64(const float* __restrict__ x, const float* __restrict__ w,
     conv2d_forward<64>(x, w, bias, y, g);
 }
 
-// Backward data: A = Wᵀ [c_in, (co, ki, kj)], B = dy gathered [(co, ki, kj), (n, ih, iw)].
+// Backward data: A = Wᵀ [c_in, (co, ki, kj)], B = dy gathered [(co, ki, kj), (n, ih, iw)]:
+// dy[image, co, oh, ow] with oh = (ih + p − ki·d) / s when that divides exactly and lands
+// inside, else 0.
 struct BackwardDataOperands {
-    static constexpr bool b_depth_fast = false;  // consecutive columns are consecutive pixels
+    struct Row {
+        int offset;  // ci·kh·kw
+    };
+    struct Col {
+        int base;    // image·c_out·ho·wo
+        int ih, iw;
+    };
+    struct Depth {
+        int w_offset;   // co·c_in·kh·kw + ki·kw + kj
+        int dy_offset;  // co·ho·wo
+        int dh, dw;     // p − ki·d, p − kj·d
+    };
     const float* dy;
     const float* w;
     EmberConv g;
-    __device__ float a(int ci, int kk) const {
-        int co = kk / (g.kh * g.kw), r = kk % (g.kh * g.kw);
-        return w[((long long)co * g.c_in + ci) * (g.kh * g.kw) + r];
+    __device__ Row row(int ci) const { return {ci * g.kh * g.kw}; }
+    __device__ Col col(int col) const {
+        int image = col / (g.h * g.w), q = col % (g.h * g.w);
+        return {image * g.c_out * g.ho * g.wo, q / g.w, q % g.w};
     }
-    __device__ float b(int kk, int col) const {
-        int co = kk / (g.kh * g.kw), r = kk % (g.kh * g.kw), ki = r / g.kw, kj = r % g.kw;
-        int image = col / (g.h * g.w), q = col % (g.h * g.w), ih = q / g.w, iw = q % g.w;
-        int oh_scaled = ih + g.pad_h - ki * g.dilation_h, ow_scaled = iw + g.pad_w - kj * g.dilation_w;
-        if (oh_scaled < 0 || ow_scaled < 0 || oh_scaled % g.stride_h != 0 || ow_scaled % g.stride_w != 0) return 0.0f;
-        int oh = oh_scaled / g.stride_h, ow = ow_scaled / g.stride_w;
-        if (oh >= g.ho || ow >= g.wo) return 0.0f;
-        return dy[(((long long)image * g.c_out + co) * g.ho + oh) * g.wo + ow];
+    __device__ Depth depth(int kk) const {
+        int co = kk / (g.kh * g.kw), r = kk % (g.kh * g.kw);
+        return {co * g.c_in * g.kh * g.kw + r, co * g.ho * g.wo, g.pad_h - r / g.kw * g.dilation_h,
+                g.pad_w - r % g.kw * g.dilation_w};
+    }
+    __device__ float a(const Row& row, const Depth& depth) const { return w[depth.w_offset + row.offset]; }
+    __device__ float b(const Depth& depth, const Col& col) const {
+        int oh = col.ih + depth.dh, ow = col.iw + depth.dw;
+        if (g.stride_h != 1 || g.stride_w != 1) {
+            if (oh < 0 || ow < 0 || oh % g.stride_h != 0 || ow % g.stride_w != 0) return 0.0f;
+            oh /= g.stride_h;
+            ow /= g.stride_w;
+        }
+        if ((unsigned)oh >= (unsigned)g.ho || (unsigned)ow >= (unsigned)g.wo) return 0.0f;
+        return dy[col.base + depth.dy_offset + oh * g.wo + ow];
     }
 };
 
@@ -112,23 +163,28 @@ conv2d_backward_input_f32_t64(const float* __restrict__ dy, const float* __restr
     conv2d_backward_input<64>(dy, w, dx, g);
 }
 
-// Backward weight: A = dy [c_out, (n, oh, ow)], B = col(x)ᵀ [(n, oh, ow), (ci, ki, kj)].
+// Backward weight: A = dy [c_out, (n, oh, ow)], B = col(x)ᵀ [(n, oh, ow), (ci, ki, kj)]: the
+// forward's im2col with the roles of depth and column exchanged.
 struct BackwardWeightOperands {
-    // B by columns, as the other products: a column's (ci, ki, kj) is then computed once per
-    // thread (by depth, consecutive pixels, the reads would coalesce better but each would
-    // decompose both indices)
-    static constexpr bool b_depth_fast = false;
+    struct Row {
+        int offset;  // co·ho·wo
+    };
+    using Col = ConvTap;
+    struct Depth {
+        ConvPixel pixel;
+        int dy_offset;  // image·c_out·ho·wo + oh·wo + ow
+    };
     const float* x;
     const float* dy;
     EmberConv g;
-    __device__ float a(int co, int kk) const {
-        int image = kk / (g.ho * g.wo), q = kk % (g.ho * g.wo);
-        return dy[((long long)image * g.c_out + co) * (g.ho * g.wo) + q];
+    __device__ Row row(int co) const { return {co * g.ho * g.wo}; }
+    __device__ Col col(int kk) const { return conv_tap(g, kk); }
+    __device__ Depth depth(int k) const {
+        int image = k / (g.ho * g.wo), q = k % (g.ho * g.wo);
+        return {conv_pixel(g, k), image * g.c_out * g.ho * g.wo + q};
     }
-    __device__ float b(int kk, int col) const {
-        int image = kk / (g.ho * g.wo), q = kk % (g.ho * g.wo);
-        return im2col_value(x, g, col, image, q / g.wo, q % g.wo);
-    }
+    __device__ float a(const Row& row, const Depth& depth) const { return dy[depth.dy_offset + row.offset]; }
+    __device__ float b(const Depth& depth, const Col& tap) const { return im2col_value(x, g, depth.pixel, tap); }
 };
 
 // partial[z] = the part of dW from depths [z·split_len, (z+1)·split_len) of K = n·ho·wo.

@@ -176,20 +176,24 @@ __device__ __forceinline__ float ember_block_max(float value, float* scratch) {
 // ---- The tiled matrix multiply that GEMM and the implicit-GEMM convolutions share ----
 //
 // A block computes a TILE×TILE tile of C = A·B, A m×k and B k×n, over the depth range
-// [k_begin, k_end). A and B are not arrays but `operands.a(row, depth)` and
-// `operands.b(depth, col)`: a strided matrix for GEMM, an on-the-fly im2col for convolutions
-// (so no im2col buffer exists). TILE is 128 for large outputs and 64 for small ones (four
-// times the blocks to fill the GPU); the host picks (cuda/kernels.rs, `Tile`).
+// [k_begin, k_end). A and B are not arrays but functions of `operands`: a strided matrix for
+// GEMM, an on-the-fly im2col for convolutions (so no im2col buffer exists). So that an
+// element costs few instructions, its index is split in three parts, each computed once:
+//   Row  row(i)   what A's row i needs        (once per thread: its rows are fixed)
+//   Col  col(j)   what B's column j needs     (once per thread: its column is fixed)
+//   Depth depth(k) what depth k needs on both sides (once per block and panel, by 8 threads,
+//                 into shared memory)
+// and the element is a(Row, Depth) or b(Depth, Col). TILE is 128 for large outputs and 64
+// for small ones (four times the blocks to fill the GPU); the host picks (cuda/kernels.rs,
+// `Tile`).
 //
 // - Threads: 256, a 16×16 grid; thread (tx, ty) owns M×M outputs (M = TILE/16: 8 or 4), the
 //   rows ty·M/2 + {0..M/2-1} and TILE/2 + the same, likewise the columns with tx, so that its
 //   operands in shared memory are two vectors of M/2 floats each side (M² FMAs for 4 loads).
-// - Panels: 8 deep. Each thread loads TILE/32 elements of A's TILE×8 panel and as many of
-//   B's 8×TILE panel: A's with the depth varying fastest across threads, B's with the column
-//   varying fastest (or the depth, when `Operands::b_depth_fast`), so a warp reads runs of
-//   consecutive addresses and, B's column being fixed per thread, the column's part of an
-//   im2col index is computed once. The next panel's values are loaded into registers while
-//   the block multiplies the current one.
+// - Panels: 8 deep. Each thread loads TILE/32 elements of A's TILE×8 panel, all at depth
+//   tid % 8 (rows tid/8 + 32·i: a warp reads 4 rows × 8 consecutive depths), and as many of
+//   B's 8×TILE panel, all in column tid % TILE (a warp reads 32 consecutive columns). The
+//   next panel's values are loaded into registers while the block multiplies the current one.
 // - Shared memory: a_panel[p][i] = A(row0 + i, p0 + p), b_panel[p][j] = B(p0 + p, col0 + j),
 //   rows padded by 4 floats so the depth-fast stores of A spread over the 32 banks; the
 //   inner loop's vector reads are broadcast (A) or consecutive (B).
@@ -225,21 +229,8 @@ struct EmberTile {
     static constexpr int vector = micro / 2;                                     // floats per shared read
     static constexpr int loads = TILE * EMBER_TILE_DEPTH / EMBER_TILE_THREADS;  // per thread and panel, each side
     static constexpr int half = TILE / 2;
+    static constexpr int b_depth_step = EMBER_TILE_THREADS / TILE;               // between a thread's B depths
 };
-
-// The i-th element this thread stages of a panel, as (depth, index along the tile), for a
-// mapping with the depth varying fastest across threads or the index.
-template <int TILE, bool DEPTH_FAST>
-__device__ __forceinline__ void ember_panel_slot(int i, int& p, int& index) {
-    int e = threadIdx.x + EMBER_TILE_THREADS * i;
-    if (DEPTH_FAST) {
-        p = e % EMBER_TILE_DEPTH;
-        index = e / EMBER_TILE_DEPTH;
-    } else {
-        p = e / TILE;
-        index = e % TILE;
-    }
-}
 
 // The offset in its tile of a thread's r-th accumulator row (or column), the thread being at
 // `coordinate` of the 16×16 grid.
@@ -253,40 +244,58 @@ template <int TILE, class Operands>
 __device__ __forceinline__ void ember_tile_gemm(const Operands& operands, int m, int n, int k_begin, int k_end,
                                                 int row0, int col0, float (&acc)[TILE / 16][TILE / 16]) {
     using T = EmberTile<TILE>;
+    using Depth = typename Operands::Depth;
     constexpr int M = T::micro, V = T::vector;
-    constexpr bool b_depth_fast = Operands::b_depth_fast;
     EMBER_SHARED(float[EMBER_TILE_DEPTH][TILE + 4], a_panel);
     EMBER_SHARED(float[EMBER_TILE_DEPTH][TILE + 4], b_panel);
-    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    EMBER_SHARED(Depth[EMBER_TILE_DEPTH], depths);  // depths[p] = operands.depth(p0 + p)
+    int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     EMBER_UNROLL
     for (int r = 0; r < M; r++)
         EMBER_UNROLL
         for (int s = 0; s < M; s++) acc[r][s] = 0.0f;
 
+    // This thread's slots: A at depth a_p of rows a_index + 32·i, B in column b_index at
+    // depths b_p + b_depth_step·i.
+    int a_p = tid % EMBER_TILE_DEPTH, a_index = tid / EMBER_TILE_DEPTH;
+    int b_index = tid % TILE, b_p = tid / TILE;
+    typename Operands::Row rows[T::loads];
+    bool row_in[T::loads];
+    EMBER_UNROLL
+    for (int i = 0; i < T::loads; i++) {
+        int row = row0 + a_index + 32 * i;
+        row_in[i] = row < m;
+        rows[i] = operands.row(row_in[i] ? row : 0);
+    }
+    bool col_in = col0 + b_index < n;
+    typename Operands::Col col = operands.col(col_in ? col0 + b_index : 0);
+
     float a_next[T::loads], b_next[T::loads];
     auto fetch = [&](int p0) {
+        bool a_depth_in = p0 + a_p < k_end;
+        Depth a_depth = depths[a_p];
+        EMBER_UNROLL
+        for (int i = 0; i < T::loads; i++) a_next[i] = (row_in[i] && a_depth_in) ? operands.a(rows[i], a_depth) : 0.0f;
         EMBER_UNROLL
         for (int i = 0; i < T::loads; i++) {
-            int p, index;
-            ember_panel_slot<TILE, true>(i, p, index);
-            int row = row0 + index, depth = p0 + p;
-            a_next[i] = (row < m && depth < k_end) ? operands.a(row, depth) : 0.0f;
-            ember_panel_slot<TILE, b_depth_fast>(i, p, index);
-            int col = col0 + index;
-            depth = p0 + p;
-            b_next[i] = (depth < k_end && col < n) ? operands.b(depth, col) : 0.0f;
+            int p = b_p + T::b_depth_step * i;
+            b_next[i] = (col_in && p0 + p < k_end) ? operands.b(depths[p], col) : 0.0f;
         }
     };
+    auto describe_depths = [&](int p0) {
+        if (tid < EMBER_TILE_DEPTH && p0 + tid < k_end) depths[tid] = operands.depth(p0 + tid);
+    };
+    describe_depths(k_begin);
+    __syncthreads();
     fetch(k_begin);
     for (int p0 = k_begin; p0 < k_end; p0 += EMBER_TILE_DEPTH) {
+        __syncthreads();  // every thread is done with the previous panel and with `depths`
         EMBER_UNROLL
         for (int i = 0; i < T::loads; i++) {
-            int p, index;
-            ember_panel_slot<TILE, true>(i, p, index);
-            a_panel[p][index] = a_next[i];
-            ember_panel_slot<TILE, b_depth_fast>(i, p, index);
-            b_panel[p][index] = b_next[i];
+            a_panel[a_p][a_index + 32 * i] = a_next[i];
+            b_panel[b_p + T::b_depth_step * i][b_index] = b_next[i];
         }
+        describe_depths(p0 + EMBER_TILE_DEPTH);
         __syncthreads();
         if (p0 + EMBER_TILE_DEPTH < k_end) fetch(p0 + EMBER_TILE_DEPTH);  // in flight during the products
         EMBER_UNROLL
@@ -307,7 +316,6 @@ __device__ __forceinline__ void ember_tile_gemm(const Operands& operands, int m,
                 EMBER_UNROLL
                 for (int s = 0; s < M; s++) acc[r][s] = fmaf(a_values[r], b_values[s], acc[r][s]);
         }
-        __syncthreads();
     }
 }
 

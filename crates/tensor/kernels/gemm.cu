@@ -7,14 +7,25 @@
 // with few tiles); blockIdx.z is the matrix.
 #include "ember_cuda.h"
 
-// A and B as strided matrices.
+// A and B as strided matrices (ember_tile_gemm's operands: offsets by row, column and depth).
 struct StridedOperands {
-    static constexpr bool b_depth_fast = false;  // B is read along its rows
+    struct Row {
+        long long offset;
+    };
+    struct Col {
+        long long offset;
+    };
+    struct Depth {
+        long long a_offset, b_offset;
+    };
     const float* a_data;
     const float* b_data;
     long long a_row, a_col, b_row, b_col;
-    __device__ float a(int i, int p) const { return a_data[i * a_row + p * a_col]; }
-    __device__ float b(int p, int j) const { return b_data[p * b_row + j * b_col]; }
+    __device__ Row row(int i) const { return {i * a_row}; }
+    __device__ Col col(int j) const { return {j * b_col}; }
+    __device__ Depth depth(int p) const { return {p * a_col, p * b_row}; }
+    __device__ float a(const Row& row, const Depth& depth) const { return a_data[row.offset + depth.a_offset]; }
+    __device__ float b(const Depth& depth, const Col& col) const { return b_data[depth.b_offset + col.offset]; }
 };
 
 template <int TILE>
