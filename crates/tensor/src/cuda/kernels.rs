@@ -402,8 +402,11 @@ pub fn conv2d_backward_weight(x: &DeviceBuffer, dy: &DeviceBuffer, g: &ConvGeome
     check_len(op, "x", x, g.n * g.c_in * g.h * g.w)?;
     check_len(op, "dy", dy, g.n * g.c_out * g.ho * g.wo)?;
     let (m, n, k) = (g.c_out, g.c_in * g.kh * g.kw, g.n * g.ho * g.wo);
-    // About 4096 depths per split (at most 64 splits), in whole 8-deep panels.
-    let splits = k.div_ceil(4096).clamp(1, 64);
+    // Enough splits for two waves of 128-tiles on a 132-multiprocessor GPU (the output alone
+    // has few tiles: 36 for 256 × 2304), each at least 256 deep and at most 4096, at most 64
+    // splits, in whole 8-deep panels.
+    let tiles = m.div_ceil(128) * n.div_ceil(128);
+    let splits = 264usize.div_ceil(tiles).min(k / 256).max(k.div_ceil(4096)).clamp(1, 64);
     let split_len = k.div_ceil(splits).div_ceil(8) * 8;
     let splits = k.div_ceil(split_len).max(1);
     let partial = output(x.backend(), splits * m * n)?;
