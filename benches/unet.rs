@@ -115,8 +115,9 @@ fn run_case(case: &Case) {
             std::hint::black_box(model.forward(&x0, &t, &mut ForwardContext { training: false, rng: &mut dropout }).unwrap());
         }
     };
-    iteration(&mut rng); // warm-up
+    iteration(&mut rng); // warm-up (kernels compiled and loaded on a GPU): not profiled
     synchronize(case);
+    ember::tensor::profile::clear();
     let mut times = Vec::new();
     for _ in 0..case.iterations {
         let start = Instant::now();

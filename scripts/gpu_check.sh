@@ -3,7 +3,7 @@
 # CPU, then times the kernels and the UNet, and trains on the GPU. From the repo root:
 #
 #   bash scripts/gpu_check.sh            (or: bash scripts/gpu_check.sh check STEP..., a subset of
-#                                          tests kernels unet train)
+#                                          tests kernels unet train profile)
 #
 # It prints nvidia-smi, puts NVRTC (libnvrtc.so.13) on LD_LIBRARY_PATH, and runs these steps,
 # each under its own time limit so that one slow step cannot eat the others' device time:
@@ -16,6 +16,8 @@
 #      against diffusers/PyTorch eager on the same GPU
 #   4. `ember train --preset ddpm-cifar10 --device cuda` on the procedural data, a short run;
 #      its loss.csv and last sample grid are copied next to the log
+#   5. the op profile of one ddpm-cifar10 B128 training step on the GPU (EMBER_PROFILE=1: the
+#      device is synchronized at each op, so each op's row holds its kernels' time)
 # Output goes to $OUT/gpu_check.log (or target/gpu_check.log). Idempotent.
 #
 # The device machines have no Rust toolchain and no diffusers. There it runs instead the
@@ -133,6 +135,10 @@ run_bench() {
     fi
 }
 
+run_profile() {
+    EMBER_PROFILE=1 run_bench unet --case ddpm_cifar10_train_b128_cuda
+}
+
 run_train() {
     local run=/tmp/ember-gpu-run ember=(cargo run --release --features cuda --bin ember --)
     have_cargo || ember=("$stage/bin/ember")
@@ -180,7 +186,7 @@ check() {
     export ASAN_OPTIONS="protect_shadow_gap=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
     # Compiled kernels kept on disk for the next process (each test binary and bench case is one).
     export EMBER_CUDA_CACHE=${EMBER_CUDA_CACHE:-/tmp/ember-cuda-cache}
-    local steps=" ${*:-tests kernels unet train} "
+    local steps=" ${*:-tests kernels unet train profile} "
     if [[ "$steps" == *" tests "* ]]; then
         step "CUDA tests" "${GPU_CHECK_TEST_SECONDS:-200}" run-tests
         if grep -q "SKIPPED on a real GPU" "$log"; then
@@ -190,6 +196,7 @@ check() {
     [[ "$steps" == *" kernels "* ]] && step "kernel benchmark" "${GPU_CHECK_BENCH_SECONDS:-150}" run-bench cuda_kernels --runs 7
     [[ "$steps" == *" unet "* ]] && step "UNet benchmark" "${GPU_CHECK_UNET_SECONDS:-150}" run-bench unet --device cuda --rounds 1
     [[ "$steps" == *" train "* ]] && step "ember train ddpm-cifar10 on cuda" "${GPU_CHECK_TRAIN_SECONDS:-100}" run-train
+    [[ "$steps" == *" profile "* ]] && step "op profile of a training step" "${GPU_CHECK_PROFILE_SECONDS:-60}" run-profile
     if [ ${#failures[@]} -eq 0 ]; then
         echo "gpu_check: all passed" | tee -a "$log"
     else
@@ -204,5 +211,6 @@ case "${1:-check}" in
     run-tests) run_tests ;;
     run-bench) shift && run_bench "$@" ;;
     run-train) run_train ;;
-    *) echo "usage: bash scripts/gpu_check.sh [build | check [tests] [kernels] [unet] [train]]" >&2; exit 2 ;;
+    run-profile) run_profile ;;
+    *) echo "usage: bash scripts/gpu_check.sh [build | check [tests] [kernels] [unet] [train] [profile]]" >&2; exit 2 ;;
 esac

@@ -4,6 +4,9 @@
 //! Forward: the time since the previous recorded op on this thread is charged to the op being
 //! recorded (ops record their backward right after computing), so glue between ops counts too.
 //! Backward: each node's closure is timed, and the summing of gradients apart.
+//! On a CUDA device, each mark first waits for the device's queued work
+//! ([`crate::cuda::synchronize_opened`]), so a kernel's time is charged to the op that
+//! launched it (and the profiled step runs without overlap between host and device).
 //! [`report`] prints the table (and resets it).
 
 use std::collections::HashMap;
@@ -31,6 +34,8 @@ pub fn mark(phase: &'static str, op: &'static str) {
     if !enabled() {
         return;
     }
+    // an asynchronous device error surfaces again at the next synchronizing call
+    let _ = crate::cuda::synchronize_opened();
     let now = Instant::now();
     let mut t = totals().lock().unwrap();
     if let Some(last) = t.last_mark {
@@ -44,7 +49,15 @@ pub fn mark(phase: &'static str, op: &'static str) {
 /// Sets the mark to now without charging anything (the start of a region).
 pub fn reset_mark() {
     if enabled() {
+        let _ = crate::cuda::synchronize_opened();
         totals().lock().unwrap().last_mark = Some(Instant::now());
+    }
+}
+
+/// Forgets the profile so far (a warm-up's, say).
+pub fn clear() {
+    if enabled() {
+        totals().lock().unwrap().by_key.clear();
     }
 }
 

@@ -31,13 +31,24 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::storage::{CpuStorage, GpuStorage};
 use crate::{Device, Result, TensorError};
 
+/// The backends opened so far, by ordinal.
+static OPENED: OnceLock<Mutex<HashMap<usize, Arc<dyn GpuBackend>>>> = OnceLock::new();
+
+/// Waits for the queued work of every device opened so far (none opened: returns at once).
+/// The op profile ([`crate::profile`]) calls it before reading the clock, so that a kernel's
+/// time is charged to the op that queued it.
+pub fn synchronize_opened() -> Result<()> {
+    let Some(opened) = OPENED.get() else { return Ok(()) };
+    let backends: Vec<_> = opened.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+    backends.iter().try_for_each(|backend| backend.synchronize())
+}
+
 /// The backend behind `Device::Cuda(ordinal)`, opened once per process.
 ///
 /// Which one: `EMBER_CUDA=gpu` asks for a real GPU (feature `cuda`), `EMBER_CUDA=emu` for the
 /// emulator (feature `cuda-emu`); unset, a real GPU when there is one, else the emulator.
 /// Neither available is [`TensorError::DeviceUnavailable`] with the reason.
 pub fn device(ordinal: usize) -> Result<Arc<dyn GpuBackend>> {
-    static OPENED: OnceLock<Mutex<HashMap<usize, Arc<dyn GpuBackend>>>> = OnceLock::new();
     let mut opened = OPENED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     if let Some(backend) = opened.get(&ordinal) {
         return Ok(backend.clone());
