@@ -175,8 +175,8 @@ check() {
         return 1
     fi
     { nvidia-smi || echo "nvidia-smi failed: is there a GPU?"; } 2>&1 | tee -a "$log"
-    find_nvrtc 2>&1 | tee -a "$log"
-    find_nvrtc >/dev/null # again outside the pipe's subshell, to keep LD_LIBRARY_PATH
+    find_nvrtc >> "$log" 2>&1  # not in a pipe: its export must stay in this shell
+    tail -n 1 "$log"
     if [ -d .whl ] && ! python3 -c 'import diffusers' 2>/dev/null; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/ember-site .whl/*.whl 2>&1 | tee -a "$log"
