@@ -180,10 +180,10 @@ impl Tensor {
         inputs: &[&Tensor],
         backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
     ) -> Tensor {
+        crate::profile::mark("forward", op);
         if !autograd::is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
             return self;
         }
-        crate::profile::mark("forward", op);
         let id = TensorId::next();
         let grad_fn = GradFn::new(op, id, inputs, Box::new(backward));
         self.new_handle(id, Some(Arc::new(grad_fn)), false)

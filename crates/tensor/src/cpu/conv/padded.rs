@@ -140,15 +140,14 @@ impl Conv {
 pub(super) fn flip_and_swap_channels<T: FloatElem>(weight: &[T], g: &ConvGeometry) -> Scratch<T> {
     let taps = g.kh * g.kw;
     let mut flipped = Scratch::<T>::for_overwrite(weight.len());
-    for o in 0..g.c_out {
-        for c in 0..g.c_in {
+    flipped.par_chunks_mut(g.c_out * taps).enumerate().for_each(|(c, out)| {
+        for (o, dst) in out.chunks_exact_mut(taps).enumerate() {
             let src = &weight[(o * g.c_in + c) * taps..][..taps];
-            let dst = &mut flipped[(c * g.c_out + o) * taps..][..taps];
             for (d, &s) in dst.iter_mut().zip(src.iter().rev()) {
                 *d = s;
             }
         }
-    }
+    });
     flipped
 }
 
@@ -167,13 +166,15 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv
 
     // W in panels of ROWS output channels: panel r holds, for each p, W[r·ROWS + i, p]
     let panels = conv.o.div_ceil(ROWS);
-    let mut packed = Scratch::<T>::zeroed(panels * depth * ROWS);
-    for (row, w_row) in weight.chunks_exact(depth).enumerate() {
-        let panel = &mut packed[(row / ROWS) * depth * ROWS..][..depth * ROWS];
-        for (p, &value) in w_row.iter().enumerate() {
-            panel[p * ROWS + row % ROWS] = value;
+    let mut packed = Scratch::<T>::for_overwrite(panels * depth * ROWS);
+    packed.par_chunks_mut(depth * ROWS).enumerate().for_each(|(panel, out)| {
+        for (i, column) in out.chunks_exact_mut(ROWS).enumerate() {
+            for (row, value) in column.iter_mut().enumerate() {
+                let channel = panel * ROWS + row;
+                *value = if channel < conv.o { weight[channel * depth + i] } else { T::zero() };
+            }
         }
-    }
+    });
 
     let tiles = q_len.div_ceil(nr);
     let wide_len = tiles * nr; // a row of Y on the padded width

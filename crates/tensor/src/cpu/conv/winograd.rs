@@ -311,28 +311,47 @@ impl<T: FloatElem> SimdStep<T> for OutputTiles<'_, T> {
     }
 }
 
-/// `G g Gᵀ` of each 3×3 kernel, packed for the register tile: for each `ξ`, panels of `ROWS`
-/// output channels, within a panel `[c][ROWS]` (zeros past the last channel).
+/// `G g Gᵀ` of each 3×3 kernel, packed for the register tile: panels of `ROWS` output channels,
+/// [`u_panel_len`] apart, within a panel `ξ` after `ξ` ([`u_xi_stride`] apart), and for each `ξ`
+/// `[c][ROWS]` (zeros past the last output channel). Panels are transformed in parallel.
 fn transform_weights<T: FloatElem>(weight: &[T], o: usize, c: usize) -> Scratch<T> {
     let panels = o.div_ceil(ROWS);
-    let mut packed = Scratch::<T>::zeroed(XI * panels * c * ROWS);
+    let xi_stride = u_xi_stride(c);
+    let mut packed = Scratch::<T>::for_overwrite(panels * u_panel_len(c));
     let half = T::from_f64(0.5);
-    for (oc, g) in weight.chunks_exact(9).enumerate() {
-        let (out, ch) = (oc / c, oc % c);
-        // G g: rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2, g2
-        let row = |i: usize| [g[3 * i], g[3 * i + 1], g[3 * i + 2]];
-        let (g0, g1, g2) = (row(0), row(1), row(2));
-        let gg: [[T; 3]; 4] = [g0, std::array::from_fn(|j| (g0[j] + g1[j] + g2[j]) * half), std::array::from_fn(|j| (g0[j] - g1[j] + g2[j]) * half), g2];
-        for (a, r) in gg.iter().enumerate() {
-            // (G g) Gᵀ
-            let u = [r[0], (r[0] + r[1] + r[2]) * half, (r[0] - r[1] + r[2]) * half, r[2]];
-            for (b, &value) in u.iter().enumerate() {
-                let xi = 4 * a + b;
-                packed[((xi * panels + out / ROWS) * c + ch) * ROWS + out % ROWS] = value;
+    packed.par_chunks_mut(u_panel_len(c)).enumerate().for_each(|(panel, out)| {
+        for ch in 0..c {
+            for row in 0..ROWS {
+                let channel = panel * ROWS + row;
+                let mut u = [[T::zero(); 4]; 4];
+                if channel < o {
+                    let g = &weight[(channel * c + ch) * 9..][..9];
+                    // G g: rows g0, (g0 + g1 + g2)/2, (g0 − g1 + g2)/2, g2
+                    let row_of = |i: usize| [g[3 * i], g[3 * i + 1], g[3 * i + 2]];
+                    let (g0, g1, g2) = (row_of(0), row_of(1), row_of(2));
+                    let gg: [[T; 3]; 4] =
+                        [g0, std::array::from_fn(|j| (g0[j] + g1[j] + g2[j]) * half), std::array::from_fn(|j| (g0[j] - g1[j] + g2[j]) * half), g2];
+                    // (G g) Gᵀ
+                    u = gg.map(|r| [r[0], (r[0] + r[1] + r[2]) * half, (r[0] - r[1] + r[2]) * half, r[2]]);
+                }
+                for (xi, &value) in u.as_flattened().iter().enumerate() {
+                    out[xi * xi_stride + ch * ROWS + row] = value;
+                }
             }
         }
-    }
+    });
     packed
+}
+
+/// Values between consecutive `ξ` within a panel of transformed weights: the 16 lines a
+/// panel's transform writes at once then fall in different L1 sets.
+fn u_xi_stride(c: usize) -> usize {
+    c * ROWS + SKEW
+}
+
+/// Values per panel of transformed weights.
+fn u_panel_len(c: usize) -> usize {
+    XI * u_xi_stride(c)
 }
 
 /// `y = conv(x, weight) + bias` for a 3×3 stride-1 convolution `conv` that [`applies`] (its input `x`
@@ -373,7 +392,7 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv
             for xi in 0..XI {
                 for col in (0..nt).step_by(nr) {
                     for panel in 0..panels {
-                        let a = &u[(xi * panels + panel) * c * ROWS..][..c * ROWS];
+                        let a = &u[panel * u_panel_len(c) + xi * u_xi_stride(c)..][..c * ROWS];
                         // SAFETY: row p of V_ξ has nt ≥ col + nr values at (ξ·c + p)·nt
                         let acc = unsafe { tile_product::<T, ROWS, VECTORS>(c, a, |p| v.as_ptr().add(xi * v_stride + p * nt + col)) };
                         for (i, row) in acc.iter().enumerate() {
