@@ -239,6 +239,7 @@ impl Tensor {
             return Ok(result);
         };
         let _guard = no_grad();
+        let _profile_scope = crate::profile::BackwardScope::enter();
         let mut order = topological_order(root);
         let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
         pending.insert(root.id, grad.clone());

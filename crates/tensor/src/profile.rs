@@ -46,6 +46,35 @@ pub fn mark(phase: &'static str, op: &'static str) {
     t.last_mark = Some(now);
 }
 
+thread_local! {
+    static IN_BACKWARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Charges an op's forward computation ([`mark`] with phase "forward"), with or without a
+/// graph, except while a backward pass runs on this thread: the ops a node's backward calls
+/// are charged to that node.
+pub fn mark_forward(op: &'static str) {
+    if enabled() && !IN_BACKWARD.get() {
+        mark("forward", op);
+    }
+}
+
+/// While alive, [`mark_forward`] charges nothing on this thread (see there).
+pub(crate) struct BackwardScope(());
+
+impl BackwardScope {
+    pub(crate) fn enter() -> BackwardScope {
+        IN_BACKWARD.set(true);
+        BackwardScope(())
+    }
+}
+
+impl Drop for BackwardScope {
+    fn drop(&mut self) {
+        IN_BACKWARD.set(false);
+    }
+}
+
 /// Sets the mark to now without charging anything (the start of a region).
 pub fn reset_mark() {
     if enabled() {
