@@ -1,12 +1,16 @@
 //! General matrix multiply, `C = A·B` or `C += A·B`, for any row and column strides of A and B
 //! (so transposed operands cost nothing extra): the BLIS scheme.
 //!
-//! - B is packed per `KC`-deep slice into micro-panels of `NR` columns (`NR` = two SIMD
-//!   vectors), A per `MC`×`KC` block into micro-panels of `MR` rows, zero-padded at the edges
-//!   so that the micro-kernel never branches on size.
+//! - C is split into one block of rows (or of columns) per thread; each thread runs the loops
+//!   below on its block alone, with its own packing buffers, so a call makes one parallel
+//!   dispatch and no thread waits for another until the end.
+//! - For each `NC`-wide column block and `KC`-deep slice, B is packed into micro-panels of `NR`
+//!   columns (`NR` = two SIMD vectors); then for each `MC`-row block, A into micro-panels of
+//!   `MR` rows, zero-padded at the edges so that the micro-kernel never branches on size.
 //! - The micro-kernel keeps an `MR`×`NR` tile of C in `2*MR` SIMD registers and, for each `p`
 //!   of the `KC` slice, broadcasts one A value per row and does two FMAs per row.
-//! - Threads (rayon) take disjoint (row block, column range) tiles of C.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -19,6 +23,8 @@ const MR: usize = 6;
 const KC: usize = 256;
 /// Rows of A packed at once (a multiple of `MR`); the packed block stays in L2.
 const MC: usize = 96;
+/// Columns of B packed at once (a multiple of `NR`): a `KC`×`NC` packed slice stays in L3.
+const NC: usize = 4096;
 
 /// Below this many multiply-adds a single thread is faster than splitting.
 const PARALLEL_THRESHOLD: usize = 1 << 18;
@@ -70,50 +76,70 @@ pub fn gemm<T: FloatElem>(
     }
     let nr = 2 * T::Vector::LANES;
     let c_ptr = SharedMut(c.as_mut_ptr());
-    let parallel = m * n * k >= PARALLEL_THRESHOLD;
+    let threads = if m * n * k >= PARALLEL_THRESHOLD { rayon::current_num_threads() } else { 1 };
+    // Split the longer side of C: the other operand is then packed once per block, and the
+    // blocks are whole micro-tiles.
+    let (row_units, column_units) = (m.div_ceil(MR), n.div_ceil(nr));
+    let split_rows = row_units >= column_units;
+    let units = if split_rows { row_units } else { column_units };
+    let blocks = threads.min(units);
+    let block = |i: usize| -> (Range<usize>, Range<usize>) {
+        let (start, end) = (i * units / blocks, (i + 1) * units / blocks);
+        if split_rows { ((start * MR)..(end * MR).min(m), 0..n) } else { (0..m, (start * nr)..(end * nr).min(n)) }
+    };
+    let run_block = |i: usize| {
+        let (rows, columns) = block(i);
+        // SAFETY: the blocks are disjoint parts of C, which holds them all (asserted above)
+        unsafe { gemm_block(rows, columns, k, a, b, &c_ptr, ldc, accumulate) };
+    };
+    if blocks > 1 {
+        (0..blocks).into_par_iter().for_each(run_block);
+    } else {
+        run_block(0);
+    }
+}
 
-    let mut packed_b = Vec::new();
-    for pc in (0..k).step_by(KC) {
-        let kc = KC.min(k - pc);
-        pack_b(b, pc, kc, n, nr, &mut packed_b);
-        let first = pc == 0 && !accumulate;
-
-        // Tiles: MC row blocks times column ranges (whole micro-panels), enough for all threads.
-        let row_blocks = m.div_ceil(MC);
-        let panels = n.div_ceil(nr);
-        let threads = if parallel { rayon::current_num_threads() } else { 1 };
-        let column_chunks = (2 * threads).div_ceil(row_blocks).clamp(1, panels);
-        let panels_per_chunk = panels.div_ceil(column_chunks);
-        let tiles = row_blocks * column_chunks;
-
-        let run_tile = |tile: usize, packed_a: &mut Vec<T>| {
-            let (ib, jchunk) = (tile / column_chunks, tile % column_chunks);
-            let ic = ib * MC;
-            let mc = MC.min(m - ic);
-            pack_a(a, ic, mc, pc, kc, packed_a);
-            let first_panel = jchunk * panels_per_chunk;
-            let last_panel = ((jchunk + 1) * panels_per_chunk).min(panels);
-            for panel in first_panel..last_panel {
-                let jr = panel * nr;
-                let nr_eff = nr.min(n - jr);
-                let b_panel = &packed_b[panel * kc * nr..(panel + 1) * kc * nr];
-                for (ip, a_panel) in packed_a.chunks_exact(MR * kc).enumerate() {
-                    let ir = ip * MR;
-                    let mr_eff = MR.min(mc - ir);
-                    // SAFETY: tile (ic.., jr..) of C is written by this task only, and lies
-                    // inside C (checked by the assert above).
-                    unsafe {
-                        let c_tile = c_ptr.ptr().add((ic + ir) * ldc + jr);
-                        micro_kernel::<T>(kc, a_panel, b_panel, c_tile, ldc, mr_eff, nr_eff, first);
+/// `C[rows, columns] (+)= A[rows, ..] · B[.., columns]` on one thread (see the module comment).
+///
+/// # Safety
+/// `c` must hold element `(i, j)` of C at `i·ldc + j` for every `i` in `rows` and `j` in
+/// `columns`, and no one else may touch them during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_block<T: FloatElem>(
+    rows: Range<usize>,
+    columns: Range<usize>,
+    k: usize,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    c: &SharedMut<T>,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let nr = 2 * T::Vector::LANES;
+    let mut packed_a = crate::cpu::pool::Scratch::<T>::for_overwrite(MC.min(rows.len()).div_ceil(MR) * MR * KC.min(k));
+    let mut packed_b = crate::cpu::pool::Scratch::<T>::for_overwrite(NC.min(columns.len()).div_ceil(nr) * nr * KC.min(k));
+    for jc in columns.clone().step_by(NC) {
+        let nc = NC.min(columns.end - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            pack_b(b, pc, kc, jc, nc, nr, &mut packed_b);
+            let overwrite = pc == 0 && !accumulate;
+            for ic in rows.clone().step_by(MC) {
+                let mc = MC.min(rows.end - ic);
+                pack_a(a, ic, mc, pc, kc, &mut packed_a);
+                for (panel, b_panel) in packed_b.chunks_exact(kc * nr).take(nc.div_ceil(nr)).enumerate() {
+                    let jr = jc + panel * nr;
+                    let nr_eff = nr.min(jc + nc - jr);
+                    for (ip, a_panel) in packed_a.chunks_exact(MR * kc).take(mc.div_ceil(MR)).enumerate() {
+                        let ir = ic + ip * MR;
+                        // SAFETY: tile (ir.., jr..) lies in this block of C (the caller's promise)
+                        unsafe {
+                            let c_tile = c.ptr().add(ir * ldc + jr);
+                            micro_kernel::<T>(kc, a_panel, b_panel, c_tile, ldc, MR.min(rows.end - ir), nr_eff, overwrite);
+                        }
                     }
                 }
             }
-        };
-        if tiles > 1 && parallel {
-            (0..tiles).into_par_iter().for_each_init(Vec::new, |buf, tile| run_tile(tile, buf));
-        } else {
-            let mut buf = Vec::new();
-            (0..tiles).for_each(|tile| run_tile(tile, &mut buf));
         }
     }
 }
@@ -151,28 +177,30 @@ fn pack_block<T: FloatElem>(
     }
 }
 
-/// Packs `B[pc..pc+kc, 0..n]` into micro-panels of `nr` columns: panel `q` holds, for each
-/// `p`, the `nr` values `B[pc+p, q*nr..q*nr+nr]` (zeros past `n`).
-fn pack_b<T: FloatElem>(b: MatRef<T>, pc: usize, kc: usize, n: usize, nr: usize, out: &mut Vec<T>) {
-    let panels = n.div_ceil(nr);
-    out.clear();
-    out.resize(panels * kc * nr, T::zero());
-    out.par_chunks_mut(kc * nr).with_min_len(4).enumerate().for_each(|(q, panel)| {
+/// Packs `B[pc..pc+kc, jc..jc+nc]` into micro-panels of `nr` columns: panel `q` holds, for each
+/// `p`, the `nr` values `B[pc+p, jc+q*nr..jc+q*nr+nr]` (zeros past `nc`).
+fn pack_b<T: FloatElem>(b: MatRef<T>, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, out: &mut [T]) {
+    for (q, panel) in out.chunks_exact_mut(kc * nr).take(nc.div_ceil(nr)).enumerate() {
         let j0 = q * nr;
-        let origin = &b.data[pc * b.row_stride + j0 * b.col_stride..];
-        pack_block(origin, b.row_stride, b.col_stride, kc, nr.min(n - j0), panel, nr);
-    });
+        let width = nr.min(nc - j0);
+        if width < nr {
+            panel.fill(T::zero());
+        }
+        let origin = &b.data[pc * b.row_stride + (jc + j0) * b.col_stride..];
+        pack_block(origin, b.row_stride, b.col_stride, kc, width, panel, nr);
+    }
 }
 
 /// Packs `A[ic..ic+mc, pc..pc+kc]` into micro-panels of `MR` rows: panel `r` holds, for each
 /// `p`, the `MR` values `A[ic+r*MR.., pc+p]` (zeros past `mc`).
-fn pack_a<T: FloatElem>(a: MatRef<T>, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut Vec<T>) {
-    let panels = mc.div_ceil(MR);
-    out.clear();
-    out.resize(panels * MR * kc, T::zero());
-    for (r, panel) in out.chunks_exact_mut(MR * kc).enumerate() {
+fn pack_a<T: FloatElem>(a: MatRef<T>, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [T]) {
+    for (r, panel) in out.chunks_exact_mut(MR * kc).take(mc.div_ceil(MR)).enumerate() {
+        let height = MR.min(mc - r * MR);
+        if height < MR {
+            panel.fill(T::zero());
+        }
         let origin = &a.data[(ic + r * MR) * a.row_stride + pc * a.col_stride..];
-        pack_block(origin, a.col_stride, a.row_stride, kc, MR.min(mc - r * MR), panel, MR);
+        pack_block(origin, a.col_stride, a.row_stride, kc, height, panel, MR);
     }
 }
 
@@ -196,11 +224,20 @@ unsafe fn micro_kernel<T: FloatElem>(
     debug_assert!(b_panel.len() >= kc * nr);
     // SAFETY: row p of the packed B panel is `nr` values at p·nr, inside the panel
     let acc = unsafe { tile_product::<T, MR, 2>(kc, a_panel, |p| b_panel.as_ptr().add(p * nr)) };
-    let mut tile = [T::zero(); 64];
     for (i, row_acc) in acc.iter().enumerate().take(mr_eff) {
+        // SAFETY: row i of the tile, nr_eff values, is the caller's
+        let c_row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), nr_eff) };
+        if nr_eff == nr {
+            for (v, &vector) in row_acc.iter().enumerate() {
+                let out = &mut c_row[v * lanes..];
+                let sum = if overwrite { vector } else { vector + T::Vector::load(out) };
+                sum.store(out);
+            }
+            continue;
+        }
+        let mut tile = [T::zero(); 32];
         row_acc[0].store(&mut tile[..lanes]);
         row_acc[1].store(&mut tile[lanes..nr]);
-        let c_row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), nr_eff) };
         if overwrite {
             c_row.copy_from_slice(&tile[..nr_eff]);
         } else {
@@ -262,7 +299,8 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((seed >> 33) as f64 / (1u64 << 31) as f64) - 0.5
         };
-        for &(m, n, k) in &[(1, 1, 1), (7, 33, 5), (97, 65, 300), (13, 1, 600), (200, 150, 70)] {
+        // threaded ones split rows (200×150) or columns (50×700, 7×4200: past one NC block)
+        for &(m, n, k) in &[(1, 1, 1), (7, 33, 5), (97, 65, 300), (13, 1, 600), (200, 150, 70), (50, 700, 40), (7, 4200, 30)] {
             let a: Vec<f64> = (0..m * k).map(|_| next()).collect();
             let b: Vec<f64> = (0..k * n).map(|_| next()).collect();
             let expected = naive(m, n, k, &a, &b);
