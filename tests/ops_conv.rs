@@ -121,6 +121,7 @@ fn conv_params(stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2]) ->
 fn conv2d_cases() -> Vec<ConvCase> {
     vec![
         ConvCase { name: "1x1 kernel, 1 channel", x: [1, 1, 5, 7], c_out: 1, k: [1, 1], params: Conv2dParams::default(), bias: false },
+        ConvCase { name: "1x1 kernel, stride 1, no padding, bias (the GEMM reads the image in place)", x: [3, 5, 4, 6], c_out: 7, k: [1, 1], params: Conv2dParams::default(), bias: true },
         ConvCase { name: "1x1 kernel, stride 2, pad 1, bias", x: [3, 3, 7, 6], c_out: 7, k: [1, 1], params: Conv2dParams::new(2, 1), bias: true },
         ConvCase { name: "3x3 stride 1 pad 1 bias", x: [3, 3, 7, 9], c_out: 7, k: [3, 3], params: Conv2dParams::new(1, 1), bias: true },
         ConvCase { name: "3x3 stride 1 pad 0", x: [1, 7, 6, 5], c_out: 3, k: [3, 3], params: Conv2dParams::new(1, 0), bias: false },
@@ -210,6 +211,15 @@ fn conv2d_gradcheck_x_weight_bias_3x3_stride1_pad1() {
     let w = random(&[4, 3, 3, 3], -1.0, 1.0, 22);
     let b = random(&[4], -1.0, 1.0, 23);
     assert_gradcheck("conv2d 3x3 s1 p1", |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::new(1, 1)), &[x, w, b]);
+}
+
+#[test]
+fn conv2d_gradcheck_pointwise_1x1_stride1_no_padding() {
+    // the image is its own im2col matrix: no copy forward, no col2im backward
+    let x = random(&[3, 5, 4, 3], -1.0, 1.0, 24);
+    let w = random(&[6, 5, 1, 1], -1.0, 1.0, 25);
+    let b = random(&[6], -1.0, 1.0, 26);
+    assert_gradcheck("conv2d 1x1 s1 p0", |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::default()), &[x, w, b]);
 }
 
 #[test]

@@ -9,8 +9,10 @@
 //! conv_transpose2d is the backward-data kernel run forward, so these three serve both ops.
 //! Images are processed in parallel (rayon); the GEMM threads itself when it is large.
 //!
-//! Stride 1 (every 3×3 and 1×1 convolution of the UNet) takes a faster road with no im2col
-//! matrix at all: see [`padded`].
+//! A 1×1 convolution with stride 1 and no padding (the UNet's shortcuts) has the image itself for
+//! its im2col matrix: the GEMMs read it in place and the input gradient needs no col2im.
+//! Other stride-1 convolutions (every 3×3 of the UNet) take a faster road with no im2col
+//! matrix at all: see [`padded`] and [`winograd`].
 
 use rayon::prelude::*;
 
@@ -52,6 +54,14 @@ impl ConvGeometry {
     }
     fn output_image_len(&self) -> usize {
         self.c_out * self.ho * self.wo
+    }
+    /// A 1×1 kernel, stride 1, no padding: `col(x[n]) = x[n]` (`[c_in, h·w]`).
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.padding == [0, 0] && (self.ho, self.wo) == (self.h, self.w)
+    }
+    /// Elements of an im2col matrix (none when the image is its own).
+    fn col_len(&self) -> usize {
+        if self.is_pointwise() { 0 } else { self.col_rows() * self.col_cols() }
     }
 
     /// For kernel offset `k` along an axis, the input coordinate of output coordinate `o`.
@@ -110,6 +120,12 @@ fn im2col<T: FloatElem>(image: &[T], g: &ConvGeometry, col: &mut [T]) {
     }
 }
 
+/// [`im2col`] into `col`, returned.
+fn im2col_into<'a, T: FloatElem>(image: &[T], g: &ConvGeometry, col: &'a mut [T]) -> &'a [T] {
+    im2col(image, g, col);
+    col
+}
+
 /// Adds `col` back into one image (the adjoint of [`im2col`]); `image` must start zeroed.
 fn col2im<T: FloatElem>(col: &[T], g: &ConvGeometry, image: &mut [T]) {
     let cols = g.col_cols();
@@ -142,7 +158,7 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g
     if winograd::pays_forward(g) {
         return winograd::conv(x, weight, bias, &padded::Conv::forward(g));
     }
-    if padded::applies(g) {
+    if padded::applies(g) && !g.is_pointwise() {
         return padded::conv(x, weight, bias, &padded::Conv::forward(g));
     }
     let mut y = im2col_forward(x, weight, g);
@@ -157,7 +173,7 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g
 
 /// `dx` for `y = conv2d(x, weight)`, given `dy`.
 pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
-    if let Some(conv) = padded::Conv::backward_input(g) {
+    if let Some(conv) = padded::Conv::backward_input(g).filter(|_| !g.is_pointwise()) {
         let flipped = padded::flip_and_swap_channels(weight, g);
         if winograd::pays_forward(g) {
             return winograd::conv(dy, &flipped, None, &conv);
@@ -172,7 +188,7 @@ pub fn conv2d_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
     if winograd::pays_weight(g) {
         return winograd::backward_weight(x, dy, g);
     }
-    if padded::applies(g) {
+    if padded::applies(g) && !g.is_pointwise() {
         return padded::backward_weight(x, dy, g);
     }
     im2col_backward_weight(x, dy, g)
@@ -183,9 +199,9 @@ fn im2col_forward<T: FloatElem>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<
     let mut y = crate::cpu::pool::for_overwrite::<T>(g.n * g.output_image_len());
     let (k, cols) = (g.col_rows(), g.col_cols());
     y.par_chunks_mut(g.output_image_len()).zip(x.par_chunks(g.image_len())).for_each_init(
-        || Scratch::<T>::for_overwrite(k * cols),
+        || Scratch::<T>::for_overwrite(g.col_len()),
         |col, (y_image, x_image)| {
-            im2col(x_image, g, col);
+            let col: &[T] = if g.is_pointwise() { x_image } else { im2col_into(x_image, g, col) };
             let w = MatRef { data: weight, row_stride: k, col_stride: 1 };
             let c = MatRef { data: col, row_stride: cols, col_stride: 1 };
             gemm(g.c_out, cols, k, w, c, y_image, cols, false);
@@ -196,16 +212,21 @@ fn im2col_forward<T: FloatElem>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<
 
 /// [`conv2d_backward_input`] for any stride: a GEMM per image, then col2im.
 fn im2col_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
-    let mut dx = crate::cpu::pool::zeroed::<T>(g.n * g.image_len());
+    let pointwise = g.is_pointwise();
+    let mut dx = if pointwise { crate::cpu::pool::for_overwrite::<T>(g.n * g.image_len()) } else { crate::cpu::pool::zeroed::<T>(g.n * g.image_len()) };
     let (k, cols) = (g.col_rows(), g.col_cols());
     dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(g.output_image_len())).for_each_init(
-        || Scratch::<T>::for_overwrite(k * cols),
+        || Scratch::<T>::for_overwrite(g.col_len()),
         |dcol, (dx_image, dy_image)| {
             // Wᵀ: read the [c_out, k] weight with swapped strides
             let w_t = MatRef { data: weight, row_stride: 1, col_stride: k };
             let dy_m = MatRef { data: dy_image, row_stride: cols, col_stride: 1 };
-            gemm(k, cols, g.c_out, w_t, dy_m, dcol, cols, false);
-            col2im(dcol, g, dx_image);
+            if pointwise {
+                gemm(k, cols, g.c_out, w_t, dy_m, dx_image, cols, false);
+            } else {
+                gemm(k, cols, g.c_out, w_t, dy_m, dcol, cols, false);
+                col2im(dcol, g, dx_image);
+            }
         },
     );
     dx
@@ -222,11 +243,12 @@ fn im2col_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> 
         .par_chunks(images_per_task)
         .map(|images| {
             let mut dw = Scratch::<T>::zeroed(weight_len);
-            let mut col = Scratch::<T>::for_overwrite(k * cols);
+            let mut col = Scratch::<T>::for_overwrite(g.col_len());
             for &n in images {
-                im2col(&x[n * g.image_len()..][..g.image_len()], g, &mut col);
+                let x_image = &x[n * g.image_len()..][..g.image_len()];
+                let col: &[T] = if g.is_pointwise() { x_image } else { im2col_into(x_image, g, &mut col) };
                 let dy_m = MatRef { data: &dy[n * g.output_image_len()..], row_stride: cols, col_stride: 1 };
-                let col_t = MatRef { data: &col, row_stride: 1, col_stride: cols };
+                let col_t = MatRef { data: col, row_stride: 1, col_stride: cols };
                 gemm(g.c_out, k, cols, dy_m, col_t, &mut dw, k, true);
             }
             dw

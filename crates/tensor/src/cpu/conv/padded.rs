@@ -30,6 +30,9 @@ pub(super) const ROWS: usize = 4;
 pub(super) const VECTORS: usize = 3;
 /// Depth of one pass over a tile: its B rows (`KC` × 24 values) stay in L1.
 const KC: usize = 256;
+/// Fewer panels of output channels than this read a tile's B rows where they lie in the
+/// padded image instead of copying them together first (the UNet's last convolution has one).
+const MIN_PANELS_TO_COPY: usize = 4;
 /// Output channels × kernel taps per backward-weight register tile.
 const DW_ROWS: usize = 4;
 const DW_COLS: usize = 3;
@@ -194,19 +197,30 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv
                 let q0 = tile * nr;
                 for pc in (0..depth).step_by(kc) {
                     let kc = kc.min(depth - pc);
-                    // the tile's B rows, copied together once for all the panels (aligned,
-                    // contiguous loads in the inner loop); each lies inside the padded image,
-                    // whose length covers the last tile's overrun (see `padded_image_len`)
-                    for (row, &offset) in block.chunks_exact_mut(nr).zip(&offsets[pc..pc + kc]) {
-                        let source = &x_image[offset + q0..offset + q0 + nr];
-                        for v in 0..VECTORS {
-                            T::Vector::load(&source[v * lanes..]).store(&mut row[v * lanes..]);
+                    // the tile's B rows: each lies inside the padded image, whose length covers
+                    // the last tile's overrun (see `padded_image_len`); copied together once
+                    // for all the panels (aligned, contiguous loads in the inner loop) unless
+                    // there are too few panels to repay the copy
+                    let copied = panels >= MIN_PANELS_TO_COPY;
+                    if copied {
+                        for (row, &offset) in block.chunks_exact_mut(nr).zip(&offsets[pc..pc + kc]) {
+                            let source = &x_image[offset + q0..offset + q0 + nr];
+                            for v in 0..VECTORS {
+                                T::Vector::load(&source[v * lanes..]).store(&mut row[v * lanes..]);
+                            }
                         }
                     }
                     for panel in 0..panels {
                         let a = &packed[(panel * depth + pc) * ROWS..][..kc * ROWS];
-                        // SAFETY: row p of the block is `nr` values at p·nr
-                        let acc = unsafe { tile_product::<T, ROWS, VECTORS>(kc, a, |p| block.as_ptr().add(p * nr)) };
+                        // SAFETY: row p of the block is `nr` values at p·nr; row p of the tile
+                        // in the image, `nr` values at offsets[pc + p] + q0 (see above)
+                        let acc = unsafe {
+                            if copied {
+                                tile_product::<T, ROWS, VECTORS>(kc, a, |p| block.as_ptr().add(p * nr))
+                            } else {
+                                tile_product::<T, ROWS, VECTORS>(kc, a, |p| x_image.as_ptr().add(offsets[pc + p] + q0))
+                            }
+                        };
                         for (i, row_acc) in acc.iter().enumerate() {
                             // SAFETY: columns q0..q0 + nr of this row of Y belong to this task
                             let out = unsafe {
