@@ -161,6 +161,9 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g
     if padded::applies(g) && !g.is_pointwise() {
         return padded::conv(x, weight, bias, &padded::Conv::forward(g));
     }
+    if padded::polyphase_applies(g) {
+        return padded::strided_conv(x, weight, bias, g);
+    }
     let mut y = im2col_forward(x, weight, g);
     if let Some(bias) = bias {
         y.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(row, plane)| {
@@ -291,6 +294,42 @@ mod tests {
         let ho = h + 2 * padding[0] - dilation[0] * (kh - 1);
         let wo = w + 2 * padding[1] - dilation[1] * (kw - 1);
         ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride: [1, 1], padding, dilation, ho, wo }
+    }
+
+    /// The strided forward on the polyphase split against the im2col one, on shapes with odd
+    /// and even sizes, strides 2 and 3 and unequal ones, padding 0 to above the stride, a
+    /// kernel that ends inside the padding (1×1, padding 1), a depth past one `KC` slice, and
+    /// fewer and more output channels than the panels that copy their B rows.
+    #[test]
+    fn strided_forward_equals_the_im2col_forward() {
+        let strided = |n, c_in, c_out, (h, w): (usize, usize), (kh, kw): (usize, usize), stride: [usize; 2], padding: [usize; 2]| {
+            let out = |size: usize, k: usize, axis: usize| (size + 2 * padding[axis] - k) / stride[axis] + 1;
+            let (ho, wo) = (out(h, kh, 0), out(w, kw, 1));
+            ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride, padding, dilation: [1, 1], ho, wo }
+        };
+        let cases = [
+            strided(3, 17, 18, (16, 16), (3, 3), [2, 2], [1, 1]),
+            strided(2, 5, 9, (9, 11), (3, 3), [2, 2], [1, 1]),
+            strided(2, 4, 6, (12, 10), (2, 3), [2, 3], [1, 0]),
+            strided(2, 3, 4, (8, 7), (1, 1), [2, 2], [1, 1]),
+            strided(1, 8, 20, (7, 7), (5, 5), [2, 2], [2, 2]),
+            strided(2, 40, 3, (10, 10), (3, 3), [3, 3], [4, 0]),
+        ];
+        for (i, g) in cases.iter().enumerate() {
+            assert!(padded::polyphase_applies(g));
+            let x = values(g.n * g.image_len(), 1 + i as u64);
+            let weight = values(g.c_out * g.col_rows(), 100 + i as u64);
+            let bias = values(g.c_out, 300 + i as u64);
+            let mut reference = im2col_forward(&x, &weight, g);
+            for (row, plane) in reference.chunks_mut(g.ho * g.wo).enumerate() {
+                plane.iter_mut().for_each(|v| *v += bias[row % g.c_out]);
+            }
+            let fast = conv2d_forward(&x, &weight, Some(&bias), g);
+            assert_eq!(fast.len(), reference.len());
+            for (k, (a, b)) in fast.iter().zip(&reference).enumerate() {
+                assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "case {i} [{k}]: {a} vs {b} ({g:?})");
+            }
+        }
     }
 
     /// The stride-1 kernels against the im2col ones (themselves checked against direct loops

@@ -15,6 +15,13 @@
 //!
 //! The columns `ow ≥ wo` of the padded width are computed and thrown away (or multiplied by
 //! zeros): `(wp − wo)/wp` of the work, 6% at 32×32 with a 3×3 kernel, 20% at 8×8.
+//!
+//! A strided convolution (the UNet's downsamples, stride 2) takes the same road over its input's
+//! polyphase split: with `ki − p = s·d + a` (`0 ≤ a < s`), input row `s·oh + ki − p` is row
+//! `oh + d` of phase `a`, the rows `s·r + a` of the image. So each channel becomes `s_h·s_w`
+//! phase planes (zero-padded in front by `⌈p/s⌉`), and tap `(c, ki, kj)` again reads a
+//! contiguous run, at `offset = (c·s_h·s_w + a_i·s_w + a_j)·plane + (d_i + ⌈p_h/s_h⌉)·wp +
+//! d_j + ⌈p_w/s_w⌉`: a stride-1 GEMM over exactly the `c·kh·kw` taps (see [`TapRuns`]).
 
 use rayon::prelude::*;
 
@@ -89,10 +96,6 @@ impl Conv {
     pub(super) fn wo(&self) -> usize {
         self.wp() - self.dil[1] * (self.kw - 1)
     }
-    /// Outputs on the padded width: `ho · wp`.
-    fn q_len(&self) -> usize {
-        self.ho() * self.wp()
-    }
     /// The GEMM depth, `c · kh · kw`.
     fn depth(&self) -> usize {
         self.c * self.kh * self.kw
@@ -116,8 +119,9 @@ impl Conv {
         offsets
     }
 
-    /// Every image zero-padded, `padded_image_len(overrun)` values apart.
-    fn pad_images<T: FloatElem>(&self, x: &[T], overrun: usize) -> Scratch<T> {
+    /// The input `x` as runs of taps: every image zero-padded, `padded_image_len(overrun)`
+    /// values apart.
+    fn tap_runs<T: FloatElem>(&self, x: &[T], overrun: usize) -> TapRuns<T> {
         let (hp, wp, image_len) = (self.hp(), self.wp(), self.padded_image_len(overrun));
         let mut padded = Scratch::<T>::for_overwrite(self.n * image_len);
         padded.par_chunks_mut(image_len).zip(x.par_chunks(self.c * self.h * self.w)).for_each(|(out, image)| {
@@ -135,8 +139,107 @@ impl Conv {
                 }
             }
         });
-        padded
+        TapRuns { images: padded, image_len, offsets: self.offsets(), wp, ho: self.ho(), wo: self.wo() }
     }
+}
+
+/// A convolution's input laid out so that row `p` of image `n`'s im2col matrix, at output
+/// `q = oh·wp + ow`, is `images[n·image_len + offsets[p] + q]`: the outputs are numbered on rows
+/// `wp` wide, of which the first `wo` are real (the others computed and thrown away).
+pub(super) struct TapRuns<T: FloatElem> {
+    images: Scratch<T>,
+    image_len: usize,
+    offsets: Vec<usize>,
+    wp: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl<T: FloatElem> TapRuns<T> {
+    /// Outputs on the `wp`-wide rows.
+    fn q_len(&self) -> usize {
+        self.ho * self.wp
+    }
+    fn image(&self, n: usize) -> &[T] {
+        &self.images[n * self.image_len..][..self.image_len]
+    }
+}
+
+/// Whether `g` takes the road of [`strided_conv`]: a stride above 1, no dilation.
+pub(super) fn polyphase_applies(g: &ConvGeometry) -> bool {
+    g.stride != [1, 1] && g.dilation == [1, 1]
+}
+
+/// The polyphase split of `x` for the strided convolution `g` (see the module comment), with
+/// `overrun` zeros after each image's last plane for the reads of the last tile.
+fn polyphase_tap_runs<T: FloatElem>(x: &[T], g: &ConvGeometry, overrun: usize) -> TapRuns<T> {
+    // per axis: the stride, the zero rows in front of each phase, the rows of a phase plane
+    let axis = |s: usize, p: usize, k: usize, o: usize| {
+        let lead = p.div_ceil(s);
+        // the largest d is ⌊(k − 1 − p)/s⌋ (negative when the kernel ends inside the padding)
+        let last_d = (k - 1) as isize - p as isize;
+        let span = (o as isize + last_d.div_euclid(s as isize) + lead as isize).max(o as isize) as usize;
+        (s, lead, span.max(1))
+    };
+    let (sh, lead_h, hp) = axis(g.stride[0], g.padding[0], g.kh, g.ho);
+    let (sw, lead_w, wp) = axis(g.stride[1], g.padding[1], g.kw, g.wo);
+    let plane = hp * wp;
+    let phases = sh * sw;
+    // rows and columns of the taps: (phase, position in the phase plane)
+    let tap = |k: usize, p: usize, s: usize, lead: usize| {
+        let shifted = k as isize - p as isize;
+        (shifted.rem_euclid(s as isize) as usize, (shifted.div_euclid(s as isize) + lead as isize) as usize)
+    };
+    let mut offsets = Vec::with_capacity(g.col_rows());
+    for c in 0..g.c_in {
+        for ki in 0..g.kh {
+            let (a_i, r) = tap(ki, g.padding[0], sh, lead_h);
+            for kj in 0..g.kw {
+                let (a_j, col) = tap(kj, g.padding[1], sw, lead_w);
+                offsets.push((c * phases + a_i * sw + a_j) * plane + r * wp + col);
+            }
+        }
+    }
+    let image_len = g.c_in * phases * plane + wp + overrun;
+    let mut images = Scratch::<T>::for_overwrite(g.n * image_len);
+    images.par_chunks_mut(image_len).zip(x.par_chunks(g.image_len())).for_each(|(out, image)| {
+        let (planes, tail) = out.split_at_mut(g.c_in * phases * plane);
+        tail.fill(T::zero());
+        for (c, in_plane) in image.chunks_exact(g.h * g.w).enumerate() {
+            for a_i in 0..sh {
+                for a_j in 0..sw {
+                    let out_plane = &mut planes[(c * phases + a_i * sw + a_j) * plane..][..plane];
+                    for (r, out_row) in out_plane.chunks_exact_mut(wp).enumerate() {
+                        // phase row r holds image row s·(r − lead) + a
+                        let row = (r * sh + a_i).checked_sub(lead_h * sh).filter(|&i| i < g.h);
+                        let Some(i) = row else {
+                            out_row.fill(T::zero());
+                            continue;
+                        };
+                        // phase column col holds image column s·(col − lead) + a: those in
+                        // the image are the columns lead .. lead + ⌈(w − a)/s⌉
+                        let in_row = &in_plane[i * g.w..][..g.w];
+                        let end = (lead_w + g.w.saturating_sub(a_j).div_ceil(sw)).min(wp);
+                        let (head, rest) = out_row.split_at_mut(lead_w.min(end));
+                        head.fill(T::zero());
+                        let (middle, tail) = rest.split_at_mut(end - head.len());
+                        tail.fill(T::zero());
+                        for (value, &x) in middle.iter_mut().zip(in_row[a_j.min(g.w)..].iter().step_by(sw)) {
+                            *value = x;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    TapRuns { images, image_len, offsets, wp, ho: g.ho, wo: g.wo }
+}
+
+/// `y = conv(x, weight) + bias` for a strided convolution that [`polyphase_applies`], on the
+/// stride-1 GEMM over its polyphase split.
+pub(super) fn strided_conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &ConvGeometry) -> Vec<T> {
+    let nr = VECTORS * T::Vector::LANES;
+    gemm_over_taps(&polyphase_tap_runs(x, g, nr), weight, bias, g.n, g.c_out)
 }
 
 /// The kernel of [`Conv::backward_input`]: `w'[c, o, ki, kj] = w[o, c, kh−1−ki, kw−1−kj]`.
@@ -160,45 +263,51 @@ pub(super) fn flip_and_swap_channels<T: FloatElem>(weight: &[T], g: &ConvGeometr
 /// The GEMM writes `Y` on the padded width (rows of `q_len` rounded up to whole tiles, so that
 /// every tile is stored with full vectors); a last pass copies the real columns into `y`.
 pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv: &Conv) -> Vec<T> {
+    let nr = VECTORS * T::Vector::LANES;
+    gemm_over_taps(&conv.tap_runs(x, nr), weight, bias, conv.n, conv.o)
+}
+
+/// `Y[n, o, q] = Σ_p W[o, p] · taps(n)[offsets[p] + q] + bias[o]` for the `n` images of `taps`
+/// (whose images must hold a tile's overrun, `VECTORS` vectors), `weight` `[o, depth]`, `depth`
+/// the number of taps; `y` `[n, o, ho, wo]`.
+fn gemm_over_taps<T: FloatElem>(taps: &TapRuns<T>, weight: &[T], bias: Option<&[T]>, n: usize, o: usize) -> Vec<T> {
     let lanes = T::Vector::LANES;
     let nr = VECTORS * lanes;
-    let (wp, ho, wo, q_len, depth) = (conv.wp(), conv.ho(), conv.wo(), conv.q_len(), conv.depth());
-    let image_len = conv.padded_image_len(nr);
-    let padded = conv.pad_images(x, nr);
-    let offsets = conv.offsets();
+    let (wp, ho, wo, q_len, depth) = (taps.wp, taps.ho, taps.wo, taps.q_len(), taps.offsets.len());
+    let offsets = &taps.offsets;
 
     // W in panels of ROWS output channels: panel r holds, for each p, W[r·ROWS + i, p]
-    let panels = conv.o.div_ceil(ROWS);
+    let panels = o.div_ceil(ROWS);
     let mut packed = Scratch::<T>::for_overwrite(panels * depth * ROWS);
     packed.par_chunks_mut(depth * ROWS).enumerate().for_each(|(panel, out)| {
         for (i, column) in out.chunks_exact_mut(ROWS).enumerate() {
             for (row, value) in column.iter_mut().enumerate() {
                 let channel = panel * ROWS + row;
-                *value = if channel < conv.o { weight[channel * depth + i] } else { T::zero() };
+                *value = if channel < o { weight[channel * depth + i] } else { T::zero() };
             }
         }
     });
 
     let tiles = q_len.div_ceil(nr);
     let wide_len = tiles * nr; // a row of Y on the padded width
-    let mut wide = Scratch::<T>::for_overwrite(conv.n * panels * ROWS * wide_len);
+    let mut wide = Scratch::<T>::for_overwrite(n * panels * ROWS * wide_len);
     let wide_ptr = SharedMut(wide.as_mut_ptr());
     let slices = depth.div_ceil(KC);
     let kc = depth.div_ceil(slices);
     // tasks: (image, range of column tiles), at least two per thread
-    let chunks = (2 * rayon::current_num_threads()).div_ceil(conv.n).clamp(1, tiles);
+    let chunks = (2 * rayon::current_num_threads()).div_ceil(n).clamp(1, tiles);
     let tiles_per_chunk = tiles.div_ceil(chunks);
-    (0..conv.n * chunks).into_par_iter().for_each_init(
+    (0..n * chunks).into_par_iter().for_each_init(
         || vec![T::zero(); kc * nr],
         |block, task| {
             let (image, chunk) = (task / chunks, task % chunks);
-            let x_image = &padded[image * image_len..][..image_len];
+            let x_image = taps.image(image);
             for tile in chunk * tiles_per_chunk..((chunk + 1) * tiles_per_chunk).min(tiles) {
                 let q0 = tile * nr;
                 for pc in (0..depth).step_by(kc) {
                     let kc = kc.min(depth - pc);
                     // the tile's B rows: each lies inside the padded image, whose length covers
-                    // the last tile's overrun (see `padded_image_len`); copied together once
+                    // the last tile's overrun (see [`TapRuns`]); copied together once
                     // for all the panels (aligned, contiguous loads in the inner loop) unless
                     // there are too few panels to repay the copy
                     let copied = panels >= MIN_PANELS_TO_COPY;
@@ -239,10 +348,10 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv
     );
 
     // the real columns (ow < wo) of the real rows (channel < o), plus the bias
-    let out_len = conv.o * ho * wo;
-    let mut y = pool::for_overwrite::<T>(conv.n * out_len);
+    let out_len = o * ho * wo;
+    let mut y = pool::for_overwrite::<T>(n * out_len);
     y.par_chunks_mut(ho * wo).enumerate().for_each(|(row, y_row)| {
-        let (image, channel) = (row / conv.o, row % conv.o);
+        let (image, channel) = (row / o, row % o);
         let source = &wide[(image * panels * ROWS + channel) * wide_len..][..q_len];
         let b = bias.map_or(T::zero(), |bias| bias[channel]);
         for (out, wide_row) in y_row.chunks_exact_mut(wo).zip(source.chunks_exact(wp)) {
@@ -256,18 +365,16 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv
 
 /// `dW` for a stride-1 convolution `g` (see the module comment). Threads own disjoint columns
 /// of `dW` and each sums over the images in order, so the result does not depend on the
-/// number of threads.
+/// number of threads. (Its dot products run over each image's outputs: on a strided
+/// convolution's polyphase split, 4×4 to 16×16 outputs, it measured slower than im2col.)
 pub(super) fn backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> Vec<T> {
-    let conv = Conv::forward(g);
     let lanes = T::Vector::LANES;
-    let (wp, ho, wo, depth, o) = (conv.wp(), conv.ho(), conv.wo(), conv.depth(), conv.o);
+    let taps = Conv::forward(g).tap_runs(x, lanes);
+    let (wp, ho, wo, depth, o, offsets) = (taps.wp, taps.ho, taps.wo, taps.offsets.len(), g.c_out, &taps.offsets);
     // runs of whole vectors: dY's rows are padded to a multiple of the vector width with zeros
-    let q_vec = conv.q_len().div_ceil(lanes) * lanes;
-    let image_len = conv.padded_image_len(lanes);
-    let padded = conv.pad_images(x, lanes);
-    let offsets = conv.offsets();
+    let q_vec = taps.q_len().div_ceil(lanes) * lanes;
 
-    let mut dy_wide = Scratch::<T>::for_overwrite(conv.n * o * q_vec);
+    let mut dy_wide = Scratch::<T>::for_overwrite(g.n * o * q_vec);
     dy_wide.par_chunks_mut(q_vec).zip(dy.par_chunks(ho * wo)).for_each(|(wide, rows)| {
         wide.fill(T::zero());
         for (wide_row, row) in wide.chunks_mut(wp).zip(rows.chunks_exact(wo)) {
@@ -282,8 +389,8 @@ pub(super) fn backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
     let blocks_per_task = column_blocks.div_ceil(tasks);
     (0..tasks).into_par_iter().for_each(|task| {
         let blocks = task * blocks_per_task..((task + 1) * blocks_per_task).min(column_blocks);
-        for image in 0..conv.n {
-            let x_image = &padded[image * image_len..][..image_len];
+        for image in 0..g.n {
+            let x_image = taps.image(image);
             let dy_image = &dy_wide[image * o * q_vec..][..o * q_vec];
             for o0 in (0..o).step_by(DW_ROWS) {
                 // a partial block repeats its last row (computed, not stored)
