@@ -22,6 +22,7 @@ use crate::cpu::pool::Scratch;
 
 mod padded;
 mod winograd;
+mod winograd4;
 
 /// The sizes of one convolution, `x: [n, c_in, h, w]`, `weight: [c_out, c_in, kh, kw]`,
 /// `y: [n, c_out, ho, wo]`.
@@ -155,6 +156,9 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g
     if let Some(bias) = bias {
         assert_eq!(bias.len(), g.c_out, "one bias per output channel");
     }
+    if winograd4::pays_forward(g) {
+        return winograd4::conv(x, weight, bias, &padded::Conv::forward(g));
+    }
     if winograd::pays_forward(g) {
         return winograd::conv(x, weight, bias, &padded::Conv::forward(g));
     }
@@ -178,6 +182,9 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g
 pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     if let Some(conv) = padded::Conv::backward_input(g).filter(|_| !g.is_pointwise()) {
         let flipped = padded::flip_and_swap_channels(weight, g);
+        if winograd4::pays_forward(g) {
+            return winograd4::conv(dy, &flipped, None, &conv);
+        }
         if winograd::pays_forward(g) {
             return winograd::conv(dy, &flipped, None, &conv);
         }
@@ -357,8 +364,11 @@ mod tests {
             // register tiles and panels, more tiles than one chunk
             geometry(5, 16, 16, (34, 34), (3, 3), [2, 0], [1, 1]),
             geometry(3, 17, 18, (16, 16), (3, 3), [1, 1], [1, 1]),
+            // F(4×4, 3×3): non-square, partial panels, more than one chunk
+            geometry(1, 128, 130, (32, 32), (3, 3), [1, 1], [1, 1]),
+            geometry(2, 129, 128, (36, 32), (3, 3), [1, 1], [1, 1]),
         ];
-        let mut winograd_cases = 0;
+        let (mut winograd_cases, mut winograd4_cases) = (0, 0);
         for (i, g) in cases.iter().enumerate() {
             let x = values(g.n * g.image_len(), 1 + i as u64);
             let weight = values(g.c_out * g.col_rows(), 100 + i as u64);
@@ -379,6 +389,13 @@ mod tests {
                 check("winograd backward_input", winograd::conv(&dy, &flipped, None, &backward), im2col_backward_input(&dy, &weight, g));
                 check("winograd backward_weight", winograd::backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
             }
+            if winograd4::pays_forward(g) {
+                winograd4_cases += 1;
+                let flipped = padded::flip_and_swap_channels(&weight, g);
+                let backward = padded::Conv::backward_input(g).expect("padding at most 2");
+                check("winograd4 forward", winograd4::conv(&x, &weight, None, &padded::Conv::forward(g)), im2col_forward(&x, &weight, g));
+                check("winograd4 backward_input", winograd4::conv(&dy, &flipped, None, &backward), im2col_backward_input(&dy, &weight, g));
+            }
             check("backward_input", conv2d_backward_input(&dy, &weight, g), im2col_backward_input(&dy, &weight, g));
             check("backward_weight", conv2d_backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
             // f32 takes the same road with 8- or 16-lane vectors
@@ -396,17 +413,23 @@ mod tests {
             if winograd::applies(g) {
                 let backward = padded::Conv::backward_input(g).expect("padding at most 2");
                 let flipped = padded::flip_and_swap_channels(&w32, g);
-                for (what, fast, reference) in [
+                let mut roads = vec![
                     ("winograd forward f32", winograd::conv(&x32, &w32, None, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g)),
                     ("winograd backward_input f32", winograd::conv(&dy32, &flipped, None, &backward), im2col_backward_input(&dy32, &w32, g)),
                     ("winograd backward_weight f32", winograd::backward_weight(&x32, &dy32, g), im2col_backward_weight(&x32, &dy32, g)),
-                ] {
+                ];
+                if winograd4::pays_forward(g) {
+                    roads.push(("winograd4 forward f32", winograd4::conv(&x32, &w32, None, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g)));
+                    roads.push(("winograd4 backward_input f32", winograd4::conv(&dy32, &flipped, None, &backward), im2col_backward_input(&dy32, &w32, g)));
+                }
+                for (what, fast, reference) in roads {
                     for (k, (a, b)) in fast.iter().zip(&reference).enumerate() {
                         assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "case {i} {what}[{k}]: {a} vs {b}");
                     }
                 }
             }
         }
-        assert_eq!(winograd_cases, 5, "the Winograd geometries above");
+        assert_eq!(winograd_cases, 7, "the Winograd geometries above");
+        assert_eq!(winograd4_cases, 2, "the F(4×4, 3×3) geometries above");
     }
 }

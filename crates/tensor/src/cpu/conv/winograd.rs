@@ -46,7 +46,7 @@ const MIN_CHANNELS: usize = 16;
 const FORWARD_BLOCK: usize = 3072;
 /// Extra elements between the blocks of consecutive `ξ`: blocks a multiple of 4 KiB apart would
 /// put the 16 rows a transform writes (or reads) at once in the same L1 set.
-const SKEW: usize = 16;
+pub(super) const SKEW: usize = 16;
 /// Tiles per chunk of the weight gradient (its V and P then fit in L2/L3).
 const WEIGHT_TILES: usize = 512;
 /// Output channels × input channels per weight-gradient dot tile.
@@ -67,7 +67,7 @@ pub(super) fn pays_weight(g: &ConvGeometry) -> bool {
     applies(g) && enabled()
 }
 
-fn enabled() -> bool {
+pub(super) fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("EMBER_NO_WINOGRAD").is_none())
 }
@@ -98,30 +98,44 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// Where the tiles of a convolution lie: `rows` tile-rows of `tiles_w` tiles, `tiles_h` rows per
 /// image.
-struct Tiles {
-    rows: usize,
+pub(super) struct Tiles {
+    pub(super) rows: usize,
     tiles_h: usize,
-    tiles_w: usize,
+    pub(super) tiles_w: usize,
 }
 
 impl Tiles {
+    /// The 2×2 output blocks of F(2×2, 3×3).
     fn of(conv: &Conv) -> Tiles {
-        Tiles { rows: conv.n * conv.ho() / 2, tiles_h: conv.ho() / 2, tiles_w: conv.wo() / 2 }
+        Tiles::sized(conv, 2)
+    }
+    /// The `size`×`size` output blocks of `conv` (whose output sizes `size` divides).
+    pub(super) fn sized(conv: &Conv, size: usize) -> Tiles {
+        Tiles { rows: conv.n * conv.ho() / size, tiles_h: conv.ho() / size, tiles_w: conv.wo() / size }
     }
     /// `(image, tile row within it)` of tile-row `r`.
-    fn locate(&self, r: usize) -> (usize, usize) {
+    pub(super) fn locate(&self, r: usize) -> (usize, usize) {
         (r / self.tiles_h, r % self.tiles_h)
     }
+    /// Tile-rows per forward chunk for `c` input channels: whole register tiles (`unit`
+    /// tile-rows make a multiple of `nr` tiles: a chunk of fewer tiles would pad its GEMM
+    /// columns up to `nr` with wasted work), about `FORWARD_BLOCK` values of `V_ξ`, and
+    /// enough chunks for every thread.
+    pub(super) fn forward_rows_per_chunk(&self, c: usize, nr: usize) -> usize {
+        let unit = nr / gcd(nr, self.tiles_w);
+        let wanted = (FORWARD_BLOCK / c / self.tiles_w).min(self.rows.div_ceil(4 * rayon::current_num_threads()));
+        (wanted / unit).max(1) * unit
+    }
     /// The chunks of at most `rows_per_chunk` tile-rows.
-    fn chunks(&self, rows_per_chunk: usize) -> impl Iterator<Item = Range<usize>> + '_ {
+    pub(super) fn chunks(&self, rows_per_chunk: usize) -> impl Iterator<Item = Range<usize>> + '_ {
         (0..self.rows).step_by(rows_per_chunk).map(move |start| start..(start + rows_per_chunk).min(self.rows))
     }
 }
 
-/// The 16 rows `ξ·stride .. ξ·stride + nt` of `v`, one per position of the transformed tile.
-fn xi_rows<T>(v: &mut [T], stride: usize, nt: usize) -> [&mut [T]; XI] {
+/// The `N` rows `ξ·stride .. ξ·stride + nt` of `v`, one per position of the transformed tile.
+pub(super) fn xi_rows<T, const N: usize>(v: &mut [T], stride: usize, nt: usize) -> [&mut [T]; N] {
     let mut rows = v.chunks_mut(stride);
-    std::array::from_fn(|_| &mut rows.next().expect("16 rows")[..nt])
+    std::array::from_fn(|_| &mut rows.next().expect("a row per position")[..nt])
 }
 
 /// Row `i` of the zero-padded plane (`wp` wide) of a `h × w` plane padded by `pad`, stored
@@ -343,15 +357,20 @@ fn transform_weights<T: FloatElem>(weight: &[T], o: usize, c: usize) -> Scratch<
     packed
 }
 
-/// Values between consecutive `ξ` within a panel of transformed weights: the 16 lines a
+/// Values between consecutive `ξ` within a panel of transformed weights: the lines a
 /// panel's transform writes at once then fall in different L1 sets.
-fn u_xi_stride(c: usize) -> usize {
+pub(super) fn u_xi_stride(c: usize) -> usize {
     c * ROWS + SKEW
 }
 
 /// Values per panel of transformed weights.
 fn u_panel_len(c: usize) -> usize {
-    XI * u_xi_stride(c)
+    u_panel_len_for(XI, c)
+}
+
+/// Values per panel of transformed weights with `xi_count` positions per tile.
+pub(super) fn u_panel_len_for(xi_count: usize, c: usize) -> usize {
+    xi_count * u_xi_stride(c)
 }
 
 /// `y = conv(x, weight) + bias` for a 3×3 stride-1 convolution `conv` that [`applies`] (its input `x`
@@ -363,11 +382,7 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv
     let plane_len = conv.h * conv.w;
     let u = transform_weights(weight, o, c);
     let tiles = Tiles::of(conv);
-    // whole register tiles per chunk (`unit` tile-rows make a multiple of nr tiles): a chunk
-    // of fewer tiles would pad its GEMM columns up to nr with wasted work
-    let unit = nr / gcd(nr, tiles.tiles_w);
-    let wanted = (FORWARD_BLOCK / c / tiles.tiles_w).min(tiles.rows.div_ceil(4 * rayon::current_num_threads()));
-    let rows_per_chunk = (wanted / unit).max(1) * unit;
+    let rows_per_chunk = tiles.forward_rows_per_chunk(c, nr);
     let nt_max = (rows_per_chunk * tiles.tiles_w).div_ceil(nr) * nr;
 
     let mut y = pool::for_overwrite::<T>(conv.n * o * ho * wo);
@@ -388,22 +403,7 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv
                 let plane = |image: usize| &x[(image * c + ch) * plane_len..][..plane_len];
                 transform_input(plane, (conv.h, conv.w), conv.pad, wp, &tiles, rows.clone(), xi_rows(&mut v[ch * nt..], v_stride, nt), scratch);
             }
-            // M_ξ = U_ξ V_ξ: [ξ][panels·ROWS][nt]
-            for xi in 0..XI {
-                for col in (0..nt).step_by(nr) {
-                    for panel in 0..panels {
-                        let a = &u[panel * u_panel_len(c) + xi * u_xi_stride(c)..][..c * ROWS];
-                        // SAFETY: row p of V_ξ has nt ≥ col + nr values at (ξ·c + p)·nt
-                        let acc = unsafe { tile_product::<T, ROWS, VECTORS>(c, a, |p| v.as_ptr().add(xi * v_stride + p * nt + col)) };
-                        for (i, row) in acc.iter().enumerate() {
-                            let out = &mut m[xi * m_stride + (panel * ROWS + i) * nt + col..][..nr];
-                            for (k, vector) in row.iter().enumerate() {
-                                vector.store(&mut out[k * T::Vector::LANES..]);
-                            }
-                        }
-                    }
-                }
-            }
+            multiply_transformed(XI, &u, v, m, c, panels, nt);
             // Y = Aᵀ M A for each output channel and 2×2 block: even and odd columns of both
             // output rows for all the chunk's tiles, then interleaved into y
             let n = tiles.tiles_w;
@@ -430,6 +430,32 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv
         },
     );
     y
+}
+
+/// `M_ξ = U_ξ V_ξ` for each of the `xi_count` positions of a transformed tile: `u` the
+/// transformed kernels (panels of `ROWS` output channels, [`u_panel_len`] apart, `ξ` blocks
+/// [`u_xi_stride`] apart within, each `[c][ROWS]`), `v` `[ξ][c][nt]` and `m`
+/// `[ξ][panels·ROWS][nt]`, their `ξ` blocks `SKEW` values apart beyond their length.
+pub(super) fn multiply_transformed<T: FloatElem>(xi_count: usize, u: &[T], v: &[T], m: &mut [T], c: usize, panels: usize, nt: usize) {
+    let nr = VECTORS * T::Vector::LANES;
+    let (v_stride, m_stride) = (c * nt + SKEW, panels * ROWS * nt + SKEW);
+    let (panel_len, xi_stride) = (u_panel_len_for(xi_count, c), u_xi_stride(c));
+    for xi in 0..xi_count {
+        for col in (0..nt).step_by(nr) {
+            for panel in 0..panels {
+                let a = &u[panel * panel_len + xi * xi_stride..][..c * ROWS];
+                let b = &v[xi * v_stride..][..c * nt];
+                // SAFETY: row p of V_ξ has nt ≥ col + nr values at p·nt
+                let acc = unsafe { tile_product::<T, ROWS, VECTORS>(c, a, |p| b.as_ptr().add(p * nt + col)) };
+                for (i, row) in acc.iter().enumerate() {
+                    let out = &mut m[xi * m_stride + (panel * ROWS + i) * nt + col..][..nr];
+                    for (k, vector) in row.iter().enumerate() {
+                        vector.store(&mut out[k * T::Vector::LANES..]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `dW` for a convolution `g` that [`applies`], `x` its input and `dy` its output's gradient.

@@ -1,0 +1,302 @@
+//! Winograd F(4×4, 3×3) for the forward (and input gradient) of the 3×3 stride-1
+//! convolutions on larger images (Lavin & Gray, CVPR 2016): 4× fewer multiplications than the
+//! direct product, against 2.25× for F(2×2, 3×3) in [`super::winograd`], whose structure this
+//! follows (tiles numbered across images, chunks of whole tile-rows, 36 GEMMs over the
+//! channels on the register tile of the GEMM).
+//!
+//! A 4×4 block of outputs reads a 6×6 patch `d` of the zero-padded input, and
+//! `Y = Aᵀ [ Σ_c (G g_oc Gᵀ) ⊙ (Bᵀ d_c B) ] A` with (interpolation points 0, ±1, ±2, ∞)
+//!
+//! ```text
+//!        ⎡4  0 −5  0  1  0⎤        ⎡ 1/4    0     0  ⎤
+//!        ⎢0 −4 −4  1  1  0⎥        ⎢−1/6  −1/6  −1/6 ⎥        ⎡1  1  1  1  1  0⎤
+//!   Bᵀ = ⎢0  4 −4 −1  1  0⎥    G = ⎢−1/6   1/6  −1/6 ⎥   Aᵀ = ⎢0  1 −1  2 −2  0⎥
+//!        ⎢0 −2 −1  2  1  0⎥        ⎢1/24  1/12   1/6 ⎥        ⎢0  1  1  4  4  0⎥
+//!        ⎢0  2 −1 −2  1  0⎥        ⎢1/24 −1/12   1/6 ⎥        ⎣0  1 −1  8 −8  1⎦
+//!        ⎣0  4  0 −5  0  1⎦        ⎣  0     0     1  ⎦
+//! ```
+//!
+//! The larger transforms cost more per output and round more (entries up to 8; the outputs'
+//! error grows about tenfold over F(2×2, 3×3), still near f32's epsilon times the sums'
+//! magnitudes), so this road takes only the convolutions where it measured faster.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::ConvGeometry;
+use super::padded::{Conv, ROWS, VECTORS};
+use super::winograd::{self, SKEW, Tiles, multiply_transformed, u_panel_len_for, u_xi_stride, xi_rows};
+use crate::FloatElem;
+use crate::cpu::gemm::SharedMut;
+use crate::cpu::pool::{self, Scratch};
+use crate::cpu::simd::{SimdStep, SimdVector, simd_steps};
+
+/// Positions of a transformed 6×6 tile.
+const XI: usize = 36;
+/// Outputs per side of a tile.
+const M: usize = 4;
+
+/// The smallest images and channel counts this road takes: below them (the UNets' 16×16
+/// levels, the tiny UNet's 32–96 channels) its larger transforms cost what its smaller GEMMs
+/// save, and it measured no faster than F(2×2, 3×3); see benches/RESULTS.md.
+const MIN_SIZE: usize = 32;
+const MIN_CHANNELS: usize = 128;
+
+/// Whether the forward (and the input gradient) of `g` takes this road: where F(2×2, 3×3)
+/// applies, the input and output sizes are multiples of 4 and at least `MIN_SIZE`, and both
+/// channel counts at least `MIN_CHANNELS`.
+pub(super) fn pays_forward(g: &ConvGeometry) -> bool {
+    // (the input gradient's convolution has the input's sizes for its outputs)
+    let fits = |size: usize| size % M == 0 && size >= MIN_SIZE;
+    winograd::applies(g) && fits(g.ho) && fits(g.wo) && fits(g.h) && fits(g.w) && g.c_in.min(g.c_out) >= MIN_CHANNELS && enabled()
+}
+
+/// `EMBER_NO_WINOGRAD4` set in the environment turns this road off (for comparisons).
+fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("EMBER_NO_WINOGRAD4").is_none())
+}
+
+/// Row `i` of the zero-padded plane of a `h × w` plane padded by `pad`, split by column modulo 4:
+/// padded column `4k + φ` at `split[φ·quarter + k]`, so that the transforms of tiles four
+/// columns apart read contiguous runs.
+fn split_padded_row<T: FloatElem>(plane: &[T], (h, w): (usize, usize), pad: [usize; 2], i: usize, split: &mut [T]) {
+    split.fill(T::zero());
+    let Some(row) = i.checked_sub(pad[0]).filter(|&r| r < h) else { return };
+    let quarter = split.len() / M;
+    for (j, &value) in plane[row * w..][..w].iter().enumerate() {
+        let column = j + pad[1];
+        split[(column % M) * quarter + column / M] = value;
+    }
+}
+
+/// `Bᵀ d` of a column of six values.
+#[inline(always)]
+fn b_transpose<T: FloatElem, V: SimdVector<T>>(d: [V; 6]) -> [V; 6] {
+    let c = |v: f64| V::splat(T::from_f64(v));
+    [
+        c(4.0) * d[0] - c(5.0) * d[2] + d[4],
+        d[3] + d[4] - c(4.0) * (d[1] + d[2]),
+        c(4.0) * (d[1] - d[2]) - d[3] + d[4],
+        c(2.0) * (d[3] - d[1]) - d[2] + d[4],
+        c(2.0) * (d[1] - d[3]) - d[2] + d[4],
+        c(4.0) * d[1] - c(5.0) * d[3] + d[5],
+    ]
+}
+
+/// `Aᵀ m` of a column of six values.
+#[inline(always)]
+fn a_transpose<T: FloatElem, V: SimdVector<T>>(m: [V; 6]) -> [V; 4] {
+    let c = |v: f64| V::splat(T::from_f64(v));
+    let (sum12, diff12, sum34, diff34) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
+    [m[0] + sum12 + sum34, diff12 + c(2.0) * diff34, sum12 + c(4.0) * sum34, diff12 + c(8.0) * diff34 + m[5]]
+}
+
+/// `Bᵀ d` on six split rows.
+struct CombineRows<'a, T> {
+    d: [&'a [T]; 6],
+    t: [&'a mut [T]; 6],
+}
+
+impl<T: FloatElem> SimdStep<T> for CombineRows<'_, T> {
+    #[inline(always)]
+    fn step<V: SimdVector<T>>(&mut self, i: usize) {
+        let t = b_transpose::<T, V>(std::array::from_fn(|r| V::load(&self.d[r][i..])));
+        for (row, value) in self.t.iter_mut().zip(t) {
+            value.store(&mut row[i..]);
+        }
+    }
+}
+
+/// `(Bᵀ d) B` of one row of `Bᵀ d`, split by column modulo 4 (`q[φ]`): tile `i` reads columns
+/// `4i .. 4i + 5`, i.e. `q0[i], q1[i], q2[i], q3[i], q0[i + 1], q1[i + 1]`.
+struct CombineColumns<'a, T> {
+    q: [&'a [T]; M],
+    v: [&'a mut [T]; 6],
+}
+
+impl<T: FloatElem> SimdStep<T> for CombineColumns<'_, T> {
+    #[inline(always)]
+    fn step<V: SimdVector<T>>(&mut self, i: usize) {
+        let q = &self.q;
+        let d =
+            [V::load(&q[0][i..]), V::load(&q[1][i..]), V::load(&q[2][i..]), V::load(&q[3][i..]), V::load(&q[0][i + 1..]), V::load(&q[1][i + 1..])];
+        for (row, value) in self.v.iter_mut().zip(b_transpose::<T, V>(d)) {
+            value.store(&mut row[i..]);
+        }
+    }
+}
+
+/// Scratch rows of the input transform: six split input rows, and six combined rows.
+struct TransformScratch<T> {
+    input: Vec<T>,
+    rows: Vec<T>,
+}
+
+/// `Bᵀ d B` of every 6×6 patch of the tile-rows `rows`, for one channel: into `v[ξ][t]` (`t` the
+/// tile's number within the chunk), zero from the chunk's tiles to the rows' end. `plane(image)`
+/// is the channel's `h × w` plane in that image; split rows are `4·quarter` long.
+#[allow(clippy::too_many_arguments)]
+fn transform_input<'a, T: FloatElem>(
+    plane: impl Fn(usize) -> &'a [T],
+    (h, w): (usize, usize),
+    pad: [usize; 2],
+    quarter: usize,
+    tiles: &Tiles,
+    rows: Range<usize>,
+    mut v: [&mut [T]; XI],
+    s: &mut TransformScratch<T>,
+) {
+    let (n, width) = (tiles.tiles_w, M * quarter);
+    let used = rows.len() * n;
+    for (k, r) in rows.enumerate() {
+        let (image, th) = tiles.locate(r);
+        for (i, split) in s.input.chunks_exact_mut(width).enumerate() {
+            split_padded_row(plane(image), (h, w), pad, M * th + i, split);
+        }
+        {
+            let d: [&[T]; 6] = std::array::from_fn(|i| &s.input[i * width..][..width]);
+            let mut parts = s.rows.chunks_exact_mut(width);
+            let t: [&mut [T]; 6] = std::array::from_fn(|_| parts.next().expect("six rows"));
+            simd_steps(width, &mut CombineRows { d, t });
+        }
+        for a in 0..6 {
+            let ta = &s.rows[a * width..][..width];
+            let q: [&[T]; M] = std::array::from_fn(|phase| &ta[phase * quarter..][..quarter]);
+            let out: [&mut [T]; 6] = {
+                let mut rows = v[6 * a..6 * a + 6].iter_mut();
+                std::array::from_fn(|_| &mut rows.next().expect("six rows")[k * n..][..n])
+            };
+            simd_steps(n, &mut CombineColumns { q, v: out });
+        }
+    }
+    for row in v {
+        row[used..].fill(T::zero());
+    }
+}
+
+/// `Y = Aᵀ M A` for the tiles of one output channel, into the four output rows of each block,
+/// each split by column modulo 4: `y[4a + φ][t]` is row `a`, column `φ` of tile `t`'s block.
+struct OutputTiles<'a, T> {
+    m: [&'a [T]; XI],
+    bias: T,
+    y: [&'a mut [T]; M * M],
+}
+
+impl<T: FloatElem> SimdStep<T> for OutputTiles<'_, T> {
+    #[inline(always)]
+    fn step<V: SimdVector<T>>(&mut self, i: usize) {
+        // Aᵀ on each column of M, then on each row of the result
+        let columns: [[V; M]; 6] = std::array::from_fn(|b| a_transpose::<T, V>(std::array::from_fn(|a| V::load(&self.m[6 * a + b][i..]))));
+        let bias = V::splat(self.bias);
+        for a in 0..M {
+            let row = a_transpose::<T, V>(std::array::from_fn(|b| columns[b][a]));
+            for (phase, value) in row.into_iter().enumerate() {
+                (value + bias).store(&mut self.y[M * a + phase][i..]);
+            }
+        }
+    }
+}
+
+/// `G g Gᵀ` of each 3×3 kernel, packed for the register tile like
+/// `winograd::transform_weights` (panels of `ROWS` output channels, `[ξ][c][ROWS]` within).
+fn transform_weights<T: FloatElem>(weight: &[T], o: usize, c: usize) -> Scratch<T> {
+    let panels = o.div_ceil(ROWS);
+    let (panel_len, xi_stride) = (u_panel_len_for(XI, c), u_xi_stride(c));
+    let mut packed = Scratch::<T>::for_overwrite(panels * panel_len);
+    let k = |v: f64| T::from_f64(v);
+    // G applied to a column of three values
+    let g_times = |g: [T; 3]| -> [T; 6] {
+        [
+            g[0] * k(0.25),
+            (g[0] + g[1] + g[2]) * k(-1.0 / 6.0),
+            (g[0] - g[1] + g[2]) * k(-1.0 / 6.0),
+            g[0] * k(1.0 / 24.0) + g[1] * k(1.0 / 12.0) + g[2] * k(1.0 / 6.0),
+            g[0] * k(1.0 / 24.0) - g[1] * k(1.0 / 12.0) + g[2] * k(1.0 / 6.0),
+            g[2],
+        ]
+    };
+    packed.par_chunks_mut(panel_len).enumerate().for_each(|(panel, out)| {
+        for ch in 0..c {
+            for row in 0..ROWS {
+                let channel = panel * ROWS + row;
+                let mut u = [[T::zero(); 6]; 6];
+                if channel < o {
+                    let g = &weight[(channel * c + ch) * 9..][..9];
+                    // G g: G applied to each column of g; then (G g) Gᵀ: G applied to each row
+                    let columns: [[T; 6]; 3] = std::array::from_fn(|j| g_times([g[j], g[3 + j], g[6 + j]]));
+                    u = std::array::from_fn(|a| g_times([columns[0][a], columns[1][a], columns[2][a]]));
+                }
+                for (xi, &value) in u.as_flattened().iter().enumerate() {
+                    out[xi * xi_stride + ch * ROWS + row] = value;
+                }
+            }
+        }
+    });
+    packed
+}
+
+/// `y = conv(x, weight) + bias` for a 3×3 stride-1 convolution that [`pays_forward`] (its input
+/// `x` `[n, c, h, w]`, kernel `[o, c, 3, 3]`, both contiguous); `y` `[n, o, ho, wo]`.
+pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv: &Conv) -> Vec<T> {
+    let (c, o, ho, wo) = (conv.c, conv.o, conv.ho(), conv.wo());
+    let nr = VECTORS * T::Vector::LANES;
+    let panels = o.div_ceil(ROWS);
+    let plane_len = conv.h * conv.w;
+    // split rows: a tile's reads run one past the last tile (plus a vector's overrun)
+    let quarter = conv.wp().div_ceil(M) + 1;
+    let u = transform_weights(weight, o, c);
+    let tiles = Tiles::sized(conv, M);
+    let rows_per_chunk = tiles.forward_rows_per_chunk(c, nr);
+    let nt_max = (rows_per_chunk * tiles.tiles_w).div_ceil(nr) * nr;
+
+    let mut y = pool::for_overwrite::<T>(conv.n * o * ho * wo);
+    let y_ptr = SharedMut(y.as_mut_ptr());
+    let chunks: Vec<Range<usize>> = tiles.chunks(rows_per_chunk).collect();
+    chunks.into_par_iter().for_each_init(
+        || {
+            let v = Scratch::<T>::for_overwrite(XI * (c * nt_max + SKEW));
+            let m = Scratch::<T>::for_overwrite(XI * (panels * ROWS * nt_max + SKEW));
+            let ys = Scratch::<T>::for_overwrite(M * M * nt_max);
+            let width = M * quarter;
+            (v, m, ys, TransformScratch { input: vec![T::zero(); 6 * width], rows: vec![T::zero(); 6 * width] })
+        },
+        |(v, m, ys, scratch), rows| {
+            let nt = (rows.len() * tiles.tiles_w).div_ceil(nr) * nr;
+            let (v_stride, m_stride) = (c * nt + SKEW, panels * ROWS * nt + SKEW);
+            // V: [ξ][c][nt]
+            for ch in 0..c {
+                let plane = |image: usize| &x[(image * c + ch) * plane_len..][..plane_len];
+                transform_input(plane, (conv.h, conv.w), conv.pad, quarter, &tiles, rows.clone(), xi_rows(&mut v[ch * nt..], v_stride, nt), scratch);
+            }
+            // M_ξ = U_ξ V_ξ: [ξ][panels·ROWS][nt]
+            multiply_transformed(XI, &u, v, m, c, panels, nt);
+            // Y = Aᵀ M A for each output channel: the blocks' rows split by column modulo 4 for
+            // all the chunk's tiles, then interleaved into y
+            let n = tiles.tiles_w;
+            for ch in 0..o {
+                let split: [&mut [T]; M * M] = {
+                    let mut parts = ys.chunks_exact_mut(nt);
+                    std::array::from_fn(|_| parts.next().expect("16 rows"))
+                };
+                let mv: [&[T]; XI] = std::array::from_fn(|xi| &m[xi * m_stride + ch * nt..][..nt]);
+                simd_steps(nt, &mut OutputTiles { m: mv, bias: bias.map_or(T::zero(), |b| b[ch]), y: split });
+                for (k, r) in rows.clone().enumerate() {
+                    let (image, th) = tiles.locate(r);
+                    // SAFETY: output rows 4·th .. 4·th + 4 of (image, ch) belong to this chunk alone
+                    let out = unsafe { std::slice::from_raw_parts_mut(y_ptr.ptr().add(((image * o + ch) * ho + M * th) * wo), M * wo) };
+                    for (a, y_row) in out.chunks_exact_mut(wo).enumerate() {
+                        let phases: [&[T]; M] = std::array::from_fn(|phase| &ys[(M * a + phase) * nt + k * n..][..n]);
+                        for (t, block) in y_row.chunks_exact_mut(M).enumerate() {
+                            for (phase, value) in block.iter_mut().enumerate() {
+                                *value = phases[phase][t];
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+    y
+}
