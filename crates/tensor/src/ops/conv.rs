@@ -219,7 +219,9 @@ impl Tensor {
         inputs.extend(bias);
         Ok(y.with_backward(op, &inputs, move |dy| {
             let dx = if x_needs { Some(conv_input_grad(dy, &w, &g)?) } else { None };
+            crate::profile::mark("backward", "conv2d: input gradient");
             let dw = if w_needs { Some(conv_weight_grad(&x, dy, &g)?) } else { None };
+            crate::profile::mark("backward", "conv2d: weight gradient");
             let mut grads = vec![dx, dw];
             if has_bias {
                 grads.push(if b_needs { Some(dy.sum(&[0, 2, 3], false)?) } else { None });
