@@ -360,6 +360,8 @@ mod tests {
             geometry(3, 17, 18, (6, 6), (3, 3), [1, 1], [1, 1]),
             geometry(2, 16, 21, (2, 8), (3, 3), [1, 1], [1, 1]),
             geometry(70, 16, 19, (8, 8), (3, 3), [1, 1], [1, 1]),
+            // ... enough chunks for the groups that run side by side
+            geometry(64, 16, 17, (16, 16), (3, 3), [1, 1], [1, 1]),
             // Winograd, forward and input gradient (larger images): padding 0 and 2, partial
             // register tiles and panels, more tiles than one chunk
             geometry(5, 16, 16, (34, 34), (3, 3), [2, 0], [1, 1]),
@@ -401,35 +403,37 @@ mod tests {
             // f32 takes the same road with 8- or 16-lane vectors
             let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
             let (x32, w32, dy32) = (to32(&x), to32(&weight), to32(&dy));
-            for (what, fast, reference) in [
-                ("forward f32", conv2d_forward(&x32, &w32, None, g), im2col_forward(&x32, &w32, g)),
-                ("backward_input f32", conv2d_backward_input(&dy32, &w32, g), im2col_backward_input(&dy32, &w32, g)),
-                ("backward_weight f32", conv2d_backward_weight(&x32, &dy32, g), im2col_backward_weight(&x32, &dy32, g)),
-            ] {
+            // F(4×4, 3×3) rounds more (transform entries up to 8): measured here about 5e-5 of
+            // the outputs' RMS at worst, against 2.5e-6 for F(2×2, 3×3); the others are held
+            // to 1e-4 per element
+            let check32 = |what: &str, fast: Vec<f32>, reference: Vec<f32>, f4: bool| {
+                if f4 {
+                    let rms = (reference.iter().map(|&b| (b as f64).powi(2)).sum::<f64>() / reference.len() as f64).sqrt();
+                    let worst = fast.iter().zip(&reference).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max);
+                    assert!(worst <= 2e-4 * rms, "case {i} {what}: largest error {worst:.2e}, outputs' RMS {rms:.2e}");
+                    return;
+                }
                 for (k, (a, b)) in fast.iter().zip(&reference).enumerate() {
                     assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "case {i} {what}[{k}]: {a} vs {b}");
                 }
-            }
+            };
+            let f4 = winograd4::pays_forward(g);
+            check32("forward f32", conv2d_forward(&x32, &w32, None, g), im2col_forward(&x32, &w32, g), f4);
+            check32("backward_input f32", conv2d_backward_input(&dy32, &w32, g), im2col_backward_input(&dy32, &w32, g), f4);
+            check32("backward_weight f32", conv2d_backward_weight(&x32, &dy32, g), im2col_backward_weight(&x32, &dy32, g), false);
             if winograd::applies(g) {
                 let backward = padded::Conv::backward_input(g).expect("padding at most 2");
                 let flipped = padded::flip_and_swap_channels(&w32, g);
-                let mut roads = vec![
-                    ("winograd forward f32", winograd::conv(&x32, &w32, None, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g)),
-                    ("winograd backward_input f32", winograd::conv(&dy32, &flipped, None, &backward), im2col_backward_input(&dy32, &w32, g)),
-                    ("winograd backward_weight f32", winograd::backward_weight(&x32, &dy32, g), im2col_backward_weight(&x32, &dy32, g)),
-                ];
-                if winograd4::pays_forward(g) {
-                    roads.push(("winograd4 forward f32", winograd4::conv(&x32, &w32, None, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g)));
-                    roads.push(("winograd4 backward_input f32", winograd4::conv(&dy32, &flipped, None, &backward), im2col_backward_input(&dy32, &w32, g)));
-                }
-                for (what, fast, reference) in roads {
-                    for (k, (a, b)) in fast.iter().zip(&reference).enumerate() {
-                        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "case {i} {what}[{k}]: {a} vs {b}");
-                    }
+                check32("winograd forward f32", winograd::conv(&x32, &w32, None, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g), false);
+                check32("winograd backward_input f32", winograd::conv(&dy32, &flipped, None, &backward), im2col_backward_input(&dy32, &w32, g), false);
+                check32("winograd backward_weight f32", winograd::backward_weight(&x32, &dy32, g), im2col_backward_weight(&x32, &dy32, g), false);
+                if f4 {
+                    check32("winograd4 forward f32", winograd4::conv(&x32, &w32, None, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g), true);
+                    check32("winograd4 backward_input f32", winograd4::conv(&dy32, &flipped, None, &backward), im2col_backward_input(&dy32, &w32, g), true);
                 }
             }
         }
-        assert_eq!(winograd_cases, 7, "the Winograd geometries above");
+        assert_eq!(winograd_cases, 8, "the Winograd geometries above");
         assert_eq!(winograd4_cases, 2, "the F(4×4, 3×3) geometries above");
     }
 }

@@ -49,6 +49,9 @@ const FORWARD_BLOCK: usize = 3072;
 pub(super) const SKEW: usize = 16;
 /// Tiles per chunk of the weight gradient (its V and P then fit in L2/L3).
 const WEIGHT_TILES: usize = 512;
+/// Groups of chunks of the weight gradient run side by side when there are at least twice
+/// as many chunks (a fixed number, so that the sums do not depend on the thread count).
+const WEIGHT_GROUPS: usize = 4;
 /// Output channels × input channels per weight-gradient dot tile.
 const DW_ROWS: usize = 4;
 const DW_COLS: usize = 3;
@@ -459,8 +462,9 @@ pub(super) fn multiply_transformed<T: FloatElem>(xi_count: usize, u: &[T], v: &[
 }
 
 /// `dW` for a convolution `g` that [`applies`], `x` its input and `dy` its output's gradient.
-/// Chunks of tiles go in order; within one, threads own disjoint `(ξ, output channels)` rows of
-/// `Ŵ`, so the result does not depend on the number of threads.
+/// Chunks of tiles go in order (in each of a fixed number of groups, summed in order); within
+/// one, threads own disjoint `(ξ, output channels)` rows of `Ŵ`, so the result does not depend
+/// on the number of threads.
 pub(super) fn backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> Vec<T> {
     let conv = Conv::forward(g);
     let (c, o, wp, ho, wo) = (conv.c, conv.o, conv.wp(), conv.ho(), conv.wo());
@@ -469,14 +473,10 @@ pub(super) fn backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
     let tiles = Tiles::of(&conv);
     let rows_per_chunk = (WEIGHT_TILES / tiles.tiles_w).max(1);
     let nt_max = (rows_per_chunk * tiles.tiles_w).div_ceil(lanes) * lanes;
-    let mut v = Scratch::<T>::for_overwrite(c * XI * (nt_max + SKEW));
-    let mut p = Scratch::<T>::for_overwrite(o * XI * (nt_max + SKEW));
-    // Ŵ: [ξ][o][c]
-    let mut w_hat = Scratch::<T>::zeroed(XI * o * c);
-    let w_hat_ptr = SharedMut(w_hat.as_mut_ptr());
     let (o_blocks, c_blocks) = (o.div_ceil(DW_ROWS), c.div_ceil(DW_COLS));
 
-    for rows in tiles.chunks(rows_per_chunk) {
+    // Ŵ += the products of the tile-rows `rows`, with `v` and `p` for work space
+    let accumulate = |rows: Range<usize>, v: &mut [T], p: &mut [T], w_hat: &mut [T]| {
         let nt = (rows.len() * tiles.tiles_w).div_ceil(lanes) * lanes;
         // V: [c][ξ][nt], P: [o][ξ][nt]
         let stride = nt + SKEW; // between the rows of consecutive ξ
@@ -494,7 +494,8 @@ pub(super) fn backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
                 transform_output_grad(plane, wo, &tiles, rows.clone(), xi_rows(p_ch, stride, nt), scratch);
             },
         );
-        let (v, p) = (&v, &p);
+        let (v, p) = (&*v, &*p);
+        let w_hat_ptr = SharedMut(w_hat.as_mut_ptr());
         (0..XI * o_blocks).into_par_iter().for_each(|task| {
             let (xi, o0) = (task / o_blocks, (task % o_blocks) * DW_ROWS);
             // a partial block repeats its last row or column (computed, not stored)
@@ -510,6 +511,28 @@ pub(super) fn backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
                 }
             }
         });
+    };
+
+    // With many chunks, fixed groups of them run side by side, each into its own Ŵ (the
+    // threads then rarely meet inside a chunk); the groups' Ŵ are summed in order. Ŵ: [ξ][o][c]
+    let chunks: Vec<Range<usize>> = tiles.chunks(rows_per_chunk).collect();
+    let groups = if chunks.len() >= 2 * WEIGHT_GROUPS { WEIGHT_GROUPS } else { 1 };
+    let partials: Vec<Scratch<T>> = (0..groups)
+        .into_par_iter()
+        .map(|group| {
+            let mut v = Scratch::<T>::for_overwrite(c * XI * (nt_max + SKEW));
+            let mut p = Scratch::<T>::for_overwrite(o * XI * (nt_max + SKEW));
+            let mut w_hat = Scratch::<T>::zeroed(XI * o * c);
+            for rows in &chunks[group * chunks.len() / groups..(group + 1) * chunks.len() / groups] {
+                accumulate(rows.clone(), &mut v, &mut p, &mut w_hat);
+            }
+            w_hat
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut w_hat = partials.next().expect("one group at least");
+    for partial in partials {
+        w_hat.par_chunks_mut(o * c).zip(partial.par_chunks(o * c)).for_each(|(sum, part)| sum.iter_mut().zip(part).for_each(|(s, &v)| *s += v));
     }
 
     // dW = Gᵀ Ŵ G for each (o, c)

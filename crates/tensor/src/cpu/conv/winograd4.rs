@@ -16,9 +16,11 @@
 //!        ⎣0  4  0 −5  0  1⎦        ⎣  0     0     1  ⎦
 //! ```
 //!
-//! The larger transforms cost more per output and round more (entries up to 8; the outputs'
-//! error grows about tenfold over F(2×2, 3×3), still near f32's epsilon times the sums'
-//! magnitudes), so this road takes only the convolutions where it measured faster.
+//! The larger transforms cost more per output and round more: entries up to 8 make f32's
+//! largest error about 5e-5 of the outputs' RMS on random data with 128 channels, against
+//! 2.5e-6 for F(2×2, 3×3) (`cpu::conv` tests; the ddpm-cifar10 UNet's output still matches
+//! diffusers' to 1.7e-6). So this road takes only the convolutions where it measured faster,
+//! and `EMBER_NO_WINOGRAD4=1` turns it off.
 
 use std::ops::Range;
 
