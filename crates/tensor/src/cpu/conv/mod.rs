@@ -128,12 +128,13 @@ fn im2col_into<'a, T: FloatElem>(image: &[T], g: &ConvGeometry, col: &'a mut [T]
 }
 
 /// Adds `col` back into one image (the adjoint of [`im2col`]); `image` must start zeroed.
-fn col2im<T: FloatElem>(col: &[T], g: &ConvGeometry, image: &mut [T]) {
+/// Row `r` of `col` is read at `col[r·row_stride..]`.
+fn col2im<T: FloatElem>(col: &[T], row_stride: usize, g: &ConvGeometry, image: &mut [T]) {
     let cols = g.col_cols();
     for c in 0..g.c_in {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
-                let row = &col[((c * g.kh + ki) * g.kw + kj) * cols..][..cols];
+                let row = &col[((c * g.kh + ki) * g.kw + kj) * row_stride..][..cols];
                 let (valid, first_iw) = valid_columns(g, kj);
                 for oh in 0..g.ho {
                     let Some(ih) = ConvGeometry::input_coord(oh, ki, g.stride[0], g.padding[0], g.dilation[0], g.h) else {
@@ -162,6 +163,9 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g
     if winograd::pays_forward(g) {
         return winograd::conv(x, weight, bias, &padded::Conv::forward(g));
     }
+    if batched(g) {
+        return batched_im2col_forward(x, weight, bias, g);
+    }
     if padded::applies(g) && !g.is_pointwise() {
         return padded::conv(x, weight, bias, &padded::Conv::forward(g));
     }
@@ -180,22 +184,27 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g
 
 /// `dx` for `y = conv2d(x, weight)`, given `dy`.
 pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
-    if let Some(conv) = padded::Conv::backward_input(g).filter(|_| !g.is_pointwise()) {
-        let flipped = padded::flip_and_swap_channels(weight, g);
+    let stride_1 = padded::Conv::backward_input(g).filter(|_| !g.is_pointwise());
+    if let Some(conv) = &stride_1 {
         if winograd4::pays_forward(g) {
-            return winograd4::conv(dy, &flipped, None, &conv);
+            return winograd4::conv(dy, &padded::flip_and_swap_channels(weight, g), None, conv);
         }
         if winograd::pays_forward(g) {
-            return winograd::conv(dy, &flipped, None, &conv);
+            return winograd::conv(dy, &padded::flip_and_swap_channels(weight, g), None, conv);
         }
-        return padded::conv(dy, &flipped, None, &conv);
+    }
+    if batched(g) {
+        return batched_im2col_backward_input(dy, weight, g);
+    }
+    if let Some(conv) = &stride_1 {
+        return padded::conv(dy, &padded::flip_and_swap_channels(weight, g), None, conv);
     }
     im2col_backward_input(dy, weight, g)
 }
 
 /// `dW` for `y = conv2d(x, weight)`, given `dy`.
 pub fn conv2d_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> Vec<T> {
-    if g.n * g.col_cols() <= BATCHED_MAX_COLUMNS && !g.is_pointwise() {
+    if batched(g) {
         return batched_im2col_backward_weight(x, dy, g);
     }
     if winograd::pays_weight(g) {
@@ -238,37 +247,87 @@ fn im2col_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry)
                 gemm(k, cols, g.c_out, w_t, dy_m, dx_image, cols, false);
             } else {
                 gemm(k, cols, g.c_out, w_t, dy_m, dcol, cols, false);
-                col2im(dcol, g, dx_image);
+                col2im(dcol, cols, g, dx_image);
             }
         },
     );
     dx
 }
 
-/// Up to this many output pixels in the whole batch, the weight gradient is one GEMM over the
-/// batch: ddpm-cifar10's 4×4 and 8×8 levels at B8 (128 and 512) measured 1.3–3.2x faster than
-/// Winograd, while the tiny UNet's 8×8 level at B32 (2048) measured 1.6x slower.
-const BATCHED_MAX_COLUMNS: usize = 512;
-
-/// [`conv2d_backward_weight`] as one GEMM over the whole batch, for small batches of small
-/// images (where the per-image GEMMs, and Winograd's dot products over the tiles, are short):
-/// `dW = dY' · col'ᵀ`, with `dY'` `[c_out, n·ho·wo]` and `col'` `[c_in·kh·kw, n·ho·wo]` the
-/// images' `dy` and im2col matrices side by side.
-fn batched_im2col_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> Vec<T> {
+/// The batch's im2col matrices side by side: `[c_in·kh·kw, n·ho·wo]`.
+fn batched_im2col<T: FloatElem>(x: &[T], g: &ConvGeometry) -> Scratch<T> {
     let (k, cols) = (g.col_rows(), g.col_cols());
-    let total = g.n * cols;
-    let mut col = Scratch::<T>::for_overwrite(k * total);
-    col.par_chunks_mut(total).enumerate().for_each(|(r, row)| {
+    let mut col = Scratch::<T>::for_overwrite(k * g.n * cols);
+    col.par_chunks_mut(g.n * cols).enumerate().for_each(|(r, row)| {
         for (image, part) in row.chunks_exact_mut(cols).enumerate() {
             im2col_row(&x[image * g.image_len()..][..g.image_len()], g, r, part);
         }
     });
-    let mut dy_wide = Scratch::<T>::for_overwrite(g.c_out * total);
-    dy_wide.par_chunks_mut(total).enumerate().for_each(|(o, row)| {
+    col
+}
+
+/// The batch's output-shaped `dy` (`[n, c_out, ho·wo]`) with its images side by side:
+/// `[c_out, n·ho·wo]`.
+fn batch_side_by_side<T: FloatElem>(dy: &[T], g: &ConvGeometry) -> Scratch<T> {
+    let cols = g.col_cols();
+    let mut wide = Scratch::<T>::for_overwrite(g.c_out * g.n * cols);
+    wide.par_chunks_mut(g.n * cols).enumerate().for_each(|(o, row)| {
         for (image, part) in row.chunks_exact_mut(cols).enumerate() {
             part.copy_from_slice(&dy[(image * g.c_out + o) * cols..][..cols]);
         }
     });
+    wide
+}
+
+/// Whether `g` takes the batched im2col roads: up to this many output pixels in the whole
+/// batch, not a 1×1 conv (which needs no im2col), and for the forward and input gradient,
+/// not on Winograd's road. Measured (in-process A/B): ddpm-cifar10's 4×4 and 8×8 levels at
+/// B8 (128 and 512 pixels), weight gradient 1.3–3.2x faster than Winograd; its 4×4 convs and
+/// 8→4 downsample, forward 1.15–1.4x and input gradient 1.4–1.8x faster than the padded and
+/// polyphase roads; the tiny UNet's 8×8 level at B32 (2048 pixels) 1.6x slower, so not there.
+fn batched(g: &ConvGeometry) -> bool {
+    const MAX_COLUMNS: usize = 512;
+    g.n * g.col_cols() <= MAX_COLUMNS && !g.is_pointwise()
+}
+
+/// [`conv2d_forward`] as one GEMM over the whole batch (see [`batched`]):
+/// `Y' = W · col'`, `Y'` `[c_out, n·ho·wo]`, then each image's planes (plus the bias) into `y`.
+fn batched_im2col_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &ConvGeometry) -> Vec<T> {
+    let (k, cols, total) = (g.col_rows(), g.col_cols(), g.n * g.col_cols());
+    let col = batched_im2col(x, g);
+    let mut y_wide = Scratch::<T>::for_overwrite(g.c_out * total);
+    let w = MatRef { data: weight, row_stride: k, col_stride: 1 };
+    gemm(g.c_out, total, k, w, MatRef { data: &col, row_stride: total, col_stride: 1 }, &mut y_wide, total, false);
+    let mut y = crate::cpu::pool::for_overwrite::<T>(g.n * g.output_image_len());
+    y.par_chunks_mut(cols).enumerate().for_each(|(row, plane)| {
+        let (image, o) = (row / g.c_out, row % g.c_out);
+        let b = bias.map_or(T::zero(), |bias| bias[o]);
+        for (out, &v) in plane.iter_mut().zip(&y_wide[o * total + image * cols..][..cols]) {
+            *out = v + b;
+        }
+    });
+    y
+}
+
+/// [`conv2d_backward_input`] as one GEMM over the whole batch (see [`batched`]):
+/// `dcol' = Wᵀ · dY'`, then col2im of each image's columns.
+fn batched_im2col_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
+    let (k, cols, total) = (g.col_rows(), g.col_cols(), g.n * g.col_cols());
+    let dy_wide = batch_side_by_side(dy, g);
+    let mut dcol = Scratch::<T>::for_overwrite(k * total);
+    let w_t = MatRef { data: weight, row_stride: 1, col_stride: k };
+    gemm(k, total, g.c_out, w_t, MatRef { data: &dy_wide, row_stride: total, col_stride: 1 }, &mut dcol, total, false);
+    let mut dx = crate::cpu::pool::zeroed::<T>(g.n * g.image_len());
+    dx.par_chunks_mut(g.image_len()).enumerate().for_each(|(image, dx_image)| col2im(&dcol[image * cols..], total, g, dx_image));
+    dx
+}
+
+/// [`conv2d_backward_weight`] as one GEMM over the whole batch (see [`batched`]):
+/// `dW = dY' · col'ᵀ`.
+fn batched_im2col_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> Vec<T> {
+    let (k, total) = (g.col_rows(), g.n * g.col_cols());
+    let col = batched_im2col(x, g);
+    let dy_wide = batch_side_by_side(dy, g);
     let mut dw = crate::cpu::pool::for_overwrite::<T>(g.c_out * k);
     let a = MatRef { data: &dy_wide, row_stride: total, col_stride: 1 };
     let col_t = MatRef { data: &col, row_stride: 1, col_stride: total };
@@ -337,7 +396,8 @@ mod tests {
         ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride: [1, 1], padding, dilation, ho, wo }
     }
 
-    /// The strided forward on the polyphase split against the im2col one, on shapes with odd
+    /// The strided forward on the polyphase split (and through the dispatch, which may take the
+    /// batched road) against the im2col one, on shapes with odd
     /// and even sizes, strides 2 and 3 and unequal ones, padding 0 to above the stride, a
     /// kernel that ends inside the padding (1×1, padding 1), a depth past one `KC` slice, and
     /// fewer and more output channels than the panels that copy their B rows.
@@ -365,10 +425,11 @@ mod tests {
             for (row, plane) in reference.chunks_mut(g.ho * g.wo).enumerate() {
                 plane.iter_mut().for_each(|v| *v += bias[row % g.c_out]);
             }
-            let fast = conv2d_forward(&x, &weight, Some(&bias), g);
-            assert_eq!(fast.len(), reference.len());
-            for (k, (a, b)) in fast.iter().zip(&reference).enumerate() {
-                assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "case {i} [{k}]: {a} vs {b} ({g:?})");
+            for (what, fast) in [("polyphase", padded::strided_conv(&x, &weight, Some(&bias), g)), ("dispatch", conv2d_forward(&x, &weight, Some(&bias), g))] {
+                assert_eq!(fast.len(), reference.len());
+                for (k, (a, b)) in fast.iter().zip(&reference).enumerate() {
+                    assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "case {i} {what} [{k}]: {a} vs {b} ({g:?})");
+                }
             }
         }
     }
@@ -435,7 +496,16 @@ mod tests {
             check("backward_input", conv2d_backward_input(&dy, &weight, g), im2col_backward_input(&dy, &weight, g));
             check("backward_weight", conv2d_backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
             // the other weight-gradient roads, whichever the dispatch takes
+            check("batched forward", batched_im2col_forward(&x, &weight, None, g), im2col_forward(&x, &weight, g));
+            check("batched backward_input", batched_im2col_backward_input(&dy, &weight, g), im2col_backward_input(&dy, &weight, g));
             check("batched backward_weight", batched_im2col_backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
+            if padded::applies(g) && !g.is_pointwise() {
+                let flipped = padded::flip_and_swap_channels(&weight, g);
+                check("padded forward", padded::conv(&x, &weight, None, &padded::Conv::forward(g)), im2col_forward(&x, &weight, g));
+                if let Some(backward) = padded::Conv::backward_input(g) {
+                    check("padded backward_input", padded::conv(&dy, &flipped, None, &backward), im2col_backward_input(&dy, &weight, g));
+                }
+            }
             if padded::applies(g) {
                 check("padded backward_weight", padded::backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
             }
