@@ -5,7 +5,7 @@
 //! - The device's ceilings are measured first, with our own kernels (`kernels/peak.cu`): f32
 //!   FMA throughput and copy bandwidth. Every case is reported as TFLOP/s (GB/s for the
 //!   memory-bound group norm) and as a percentage of the matching ceiling.
-//! - ember's side calls the host functions of `cuda::kernels` directly (no tensors, no
+//! - ember's side calls the host functions of `ops::<op>::cuda` directly (no tensors, no
 //!   autograd): after a warm-up, the median of several samples, each a batch of calls lasting
 //!   about 5 ms, bracketed by `synchronize` and timed with `Instant`.
 //! - PyTorch's side is `benches/torch_cuda_kernels.py` in a subprocess (`.venv/bin/python` if
@@ -23,11 +23,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ember::tensor::Result;
-use ember::tensor::cpu::attention::AttentionShape;
-use ember::tensor::cpu::conv::ConvGeometry;
-use ember::tensor::cpu::norm::GroupNormShape;
+use ember::tensor::ops::attention::AttentionShape;
+use ember::tensor::ops::conv::ConvGeometry;
+use ember::tensor::ops::norm::GroupNormShape;
 use ember::tensor::cuda::driver::CudaDevice;
-use ember::tensor::cuda::kernels::{self, GpuMatrix};
+use ember::tensor::ops::attention::cuda as attention_cuda;
+use ember::tensor::ops::conv::cuda as conv_cuda;
+use ember::tensor::ops::matmul::cuda as matmul_cuda;
+use ember::tensor::ops::norm::cuda as norm_cuda;
 use ember::tensor::cuda::{DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig};
 use serde_json::{Value, json};
 
@@ -135,44 +138,44 @@ impl Op {
                 let (a, b, c) = (input(m * k, 1)?, input(k * n, 2)?, DeviceBuffer::new(backend, m * n * 4)?);
                 // B is [k, n] row-major for matmul; for linear it is Wᵀ, W being [n, k] row-major.
                 let (b_row, b_col) = if matches!(self, Op::Matmul { .. }) { (n, 1) } else { (1, k) };
-                fn matrix(buffer: &DeviceBuffer, row_stride: usize, col_stride: usize) -> GpuMatrix<'_> {
-                    GpuMatrix { buffer, offset: 0, row_stride, col_stride, batch_stride: 0 }
+                fn matrix(buffer: &DeviceBuffer, row_stride: usize, col_stride: usize) -> matmul_cuda::GpuMatrix<'_> {
+                    matmul_cuda::GpuMatrix { buffer, offset: 0, row_stride, col_stride, batch_stride: 0 }
                 }
-                Box::new(move || kernels::gemm(1, m, n, k, matrix(&a, k, 1), matrix(&b, b_row, b_col), matrix(&c, n, 1), false))
+                Box::new(move || matmul_cuda::gemm(1, m, n, k, matrix(&a, k, 1), matrix(&b, b_row, b_col), matrix(&c, n, 1), false))
             }
             Op::ConvForward(g) => {
                 let (x, w) = (input(g.n * g.c_in * g.h * g.w, 3)?, input(g.c_out * g.c_in * g.kh * g.kw, 4)?);
-                Box::new(move || kernels::conv2d_forward(&x, &w, None, &g).map(drop))
+                Box::new(move || conv_cuda::conv2d_forward(&x, &w, None, &g).map(drop))
             }
             Op::ConvBackwardInput(g) => {
                 let (dy, w) = (input(g.n * g.c_out * g.ho * g.wo, 5)?, input(g.c_out * g.c_in * g.kh * g.kw, 4)?);
-                Box::new(move || kernels::conv2d_backward_input(&dy, &w, &g).map(drop))
+                Box::new(move || conv_cuda::conv2d_backward_input(&dy, &w, &g).map(drop))
             }
             Op::ConvBackwardWeight(g) => {
                 let (x, dy) = (input(g.n * g.c_in * g.h * g.w, 3)?, input(g.n * g.c_out * g.ho * g.wo, 5)?);
-                Box::new(move || kernels::conv2d_backward_weight(&x, &dy, &g).map(drop))
+                Box::new(move || conv_cuda::conv2d_backward_weight(&x, &dy, &g).map(drop))
             }
             Op::AttentionForward(s) => {
                 let (q, k, v) = (input(s.bh * s.sq * s.d, 6)?, input(s.bh * s.sk * s.d, 7)?, input(s.bh * s.sk * s.dv, 8)?);
                 let scale = 1.0 / (s.d as f64).sqrt();
-                Box::new(move || kernels::attention_forward(&q, &k, &v, &s, scale).map(drop))
+                Box::new(move || attention_cuda::attention_forward(&q, &k, &v, &s, scale).map(drop))
             }
             Op::AttentionBackward(s) => {
                 let (q, k, v) = (input(s.bh * s.sq * s.d, 6)?, input(s.bh * s.sk * s.d, 7)?, input(s.bh * s.sk * s.dv, 8)?);
                 let d_out = input(s.bh * s.sq * s.dv, 9)?;
                 let scale = 1.0 / (s.d as f64).sqrt();
-                let (out, lse) = kernels::attention_forward(&q, &k, &v, &s, scale)?;
-                Box::new(move || kernels::attention_backward(&q, &k, &v, &out, &lse, &d_out, &s, scale).map(drop))
+                let (out, lse) = attention_cuda::attention_forward(&q, &k, &v, &s, scale)?;
+                Box::new(move || attention_cuda::attention_backward(&q, &k, &v, &out, &lse, &d_out, &s, scale).map(drop))
             }
             Op::GroupNormForward(s) => {
                 let (x, w, b) = (input(s.n * s.channels * s.positions, 10)?, input(s.channels, 11)?, input(s.channels, 12)?);
-                Box::new(move || kernels::group_norm_forward(&x, &w, &b, &s, NORM_EPS, false).map(drop))
+                Box::new(move || norm_cuda::group_norm_forward(&x, &w, &b, &s, NORM_EPS, false).map(drop))
             }
             Op::GroupNormBackward(s) => {
                 let (x, dy) = (input(s.n * s.channels * s.positions, 10)?, input(s.n * s.channels * s.positions, 13)?);
                 let (w, b) = (input(s.channels, 11)?, input(s.channels, 12)?);
-                let (_, mean, rstd) = kernels::group_norm_forward(&x, &w, &b, &s, NORM_EPS, false)?;
-                Box::new(move || kernels::group_norm_backward(&x, &dy, &w, &b, &mean, &rstd, &s, false).map(drop))
+                let (_, mean, rstd) = norm_cuda::group_norm_forward(&x, &w, &b, &s, NORM_EPS, false)?;
+                Box::new(move || norm_cuda::group_norm_backward(&x, &dy, &w, &b, &mean, &rstd, &s, false).map(drop))
             }
         })
     }

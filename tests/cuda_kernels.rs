@@ -7,14 +7,24 @@
 
 use std::sync::Arc;
 
-use ember::tensor::cpu::attention::{self as cpu_attention, AttentionShape};
-use ember::tensor::cpu::conv::{self as cpu_conv, ConvGeometry};
-use ember::tensor::cpu::norm::{self as cpu_norm, GroupNormShape};
+use ember::tensor::ops::attention::{AttentionShape, cpu as cpu_attention};
+use ember::tensor::ops::conv::{ConvGeometry, cpu as cpu_conv};
+use ember::tensor::ops::norm::{GroupNormShape, cpu as cpu_norm};
 use ember::tensor::cpu::gemm::{MatRef, gemm as cpu_gemm};
-use ember::tensor::cpu::reduce::{ReduceKind, reduce as cpu_reduce};
-use ember::tensor::cpu::softmax;
+use ember::tensor::ops::reduce::{ReduceKind, cpu::reduce as cpu_reduce};
+use ember::tensor::ops::softmax::cpu as softmax;
 use ember::tensor::cuda::emu::Emulator;
-use ember::tensor::cuda::kernels::{self, GpuMatrix};
+use ember::tensor::cuda::kernels;
+use ember::tensor::ops::attention::cuda as attention_cuda;
+use ember::tensor::ops::binary::cuda as binary_cuda;
+use ember::tensor::ops::conv::cuda as conv_cuda;
+use ember::tensor::ops::matmul::cuda as matmul_cuda;
+use ember::tensor::ops::movement::cuda as movement_cuda;
+use ember::tensor::ops::norm::cuda as norm_cuda;
+use ember::tensor::ops::reduce::cuda as reduce_cuda;
+use ember::tensor::ops::softmax::cuda as softmax_cuda;
+use ember::tensor::ops::unary::cuda as unary_cuda;
+use ember::tensor::cuda::launch as launch_cuda;
 use ember::tensor::cuda::{DeviceBuffer, GpuBackend};
 use ember::tensor::ops::binary::BinaryOp;
 use ember::tensor::ops::unary::UnaryOp;
@@ -137,7 +147,7 @@ fn unary_forward_and_backward_match_the_cpu() {
             let data = op_inputs(op, 5 * 6 * 7, 10 + k as u64);
             let x = cpu_tensor(&data, &layout).variable();
             let y = x.unary(op).unwrap();
-            let y_gpu = kernels::unary_forward(&upload(&device, &data), &layout, op).unwrap();
+            let y_gpu = unary_cuda::unary_forward(&upload(&device, &data), &layout, op).unwrap();
             assert_close(&download(&y_gpu), &y.to_vec::<f32>().unwrap(), 1e-5, &format!("{} forward", op.name()));
 
             let dy = values(n, -1.0, 1.0, 99 + k as u64);
@@ -145,7 +155,7 @@ fn unary_forward_and_backward_match_the_cpu() {
             let grads = y.mul(&dy_tensor).unwrap().sum_all().unwrap().backward().unwrap();
             let dx_cpu = grads.get(&x).unwrap().to_vec::<f32>().unwrap();
             let x_contiguous = upload(&device, &x.to_vec::<f32>().unwrap());
-            let dx = kernels::unary_backward(op, Some(&x_contiguous), Some(&y_gpu), &upload(&device, &dy), n).unwrap();
+            let dx = unary_cuda::unary_backward(op, Some(&x_contiguous), Some(&y_gpu), &upload(&device, &dy), n).unwrap();
             assert_close(&download(&dx), &dx_cpu, 1e-5, &format!("{} backward", op.name()));
         }
     }
@@ -163,13 +173,13 @@ fn binary_ops_broadcast_like_the_cpu() {
             let a_view = Layout::contiguous(&a_shape).broadcast_to(&out_shape).unwrap();
             let b_view = b_layout.broadcast_to(&out_shape).unwrap();
             let expected = cpu_binary(&cpu_tensor(&a_data, &a_view), &cpu_tensor(&b_data, &b_view), op).to_vec::<f32>().unwrap();
-            let out = kernels::binary(op, &upload(&device, &a_data), &a_view, &upload(&device, &b_data), &b_view).unwrap();
+            let out = binary_cuda::binary(op, &upload(&device, &a_data), &a_view, &upload(&device, &b_data), &b_view).unwrap();
             assert_close(&download(&out), &expected, 1e-6, op.name());
         }
         // Equal on equal inputs gives ones (the values above never collide).
         let same = upload(&device, &a_data);
         let view = Layout::contiguous(&[15]);
-        assert!(download(&kernels::binary(BinaryOp::Equal, &same, &view, &same, &view).unwrap()).iter().all(|&v| v == 1.0));
+        assert!(download(&binary_cuda::binary(BinaryOp::Equal, &same, &view, &same, &view).unwrap()).iter().all(|&v| v == 1.0));
     }
 }
 
@@ -184,7 +194,7 @@ fn gather_makes_any_view_contiguous() {
     for device in devices() {
         for view in &views {
             let expected: Vec<f32> = view.offsets().into_iter().map(|o| data[o]).collect();
-            assert_close(&download(&kernels::gather(&upload(&device, &data), view).unwrap()), &expected, 0.0, &format!("{view:?}"));
+            assert_close(&download(&movement_cuda::gather(&upload(&device, &data), view).unwrap()), &expected, 0.0, &format!("{view:?}"));
         }
     }
 }
@@ -202,7 +212,7 @@ fn reductions_over_any_axes_match_the_cpu() {
             for axes in axes_sets {
                 for kind in [ReduceKind::Sum, ReduceKind::Max] {
                     let expected = cpu_reduce(&data, layout, axes, kind);
-                    let actual = download(&kernels::reduce(&x, layout, axes, kind).unwrap());
+                    let actual = download(&reduce_cuda::reduce(&x, layout, axes, kind).unwrap());
                     assert_close(&actual, &expected, 1e-5, &format!("{kind:?} over {axes:?} of {layout:?}"));
                 }
             }
@@ -225,9 +235,9 @@ fn softmax_rows_forward_and_backward_match_the_cpu() {
                 };
                 let what = format!("{} {rows}×{row_len}", if log { "log_softmax" } else { "softmax" });
                 let y_cpu = forward(&x, row_len);
-                let y = kernels::softmax_rows(&upload(&device, &x), rows, row_len, log).unwrap();
+                let y = softmax_cuda::softmax_rows(&upload(&device, &x), rows, row_len, log).unwrap();
                 assert_close(&download(&y), &y_cpu, 1e-5, &what);
-                let dx = kernels::softmax_backward_rows(&upload(&device, &y_cpu), &upload(&device, &dy), rows, row_len, log).unwrap();
+                let dx = softmax_cuda::softmax_backward_rows(&upload(&device, &y_cpu), &upload(&device, &dy), rows, row_len, log).unwrap();
                 assert_close(&download(&dx), &backward(&y_cpu, &dy, row_len), 1e-5, &format!("{what} backward"));
             }
         }
@@ -260,13 +270,13 @@ fn gemm_matches_the_cpu_for_odd_sizes_strides_and_batches() {
                 cpu_gemm(m, n, k, a, b, &mut expected[z * m * n..(z + 1) * m * n], n, accumulate);
             }
             let (a_buf, b_buf) = (upload(&device, &a_data), upload(&device, &b_data));
-            let a = GpuMatrix { buffer: &a_buf, offset: 3, row_stride: a_rs, col_stride: a_cs, batch_stride: m * k };
-            let b = GpuMatrix { buffer: &b_buf, offset: 1, row_stride: b_rs, col_stride: b_cs, batch_stride: k * n };
+            let a = matmul_cuda::GpuMatrix { buffer: &a_buf, offset: 3, row_stride: a_rs, col_stride: a_cs, batch_stride: m * k };
+            let b = matmul_cuda::GpuMatrix { buffer: &b_buf, offset: 1, row_stride: b_rs, col_stride: b_cs, batch_stride: k * n };
             // both kernels: 128×128 and 64×64 tiles
             for tile in [128, 64] {
                 let c_buf = upload(&device, &c_data);
-                let c = GpuMatrix { buffer: &c_buf, offset: 0, row_stride: n, col_stride: 1, batch_stride: m * n };
-                kernels::with_tile_size(tile, || kernels::gemm(batch, m, n, k, a, b, c, accumulate)).unwrap();
+                let c = matmul_cuda::GpuMatrix { buffer: &c_buf, offset: 0, row_stride: n, col_stride: 1, batch_stride: m * n };
+                launch_cuda::with_tile_size(tile, || matmul_cuda::gemm(batch, m, n, k, a, b, c, accumulate)).unwrap();
                 assert_close(&download(&c_buf), &expected, 1e-5, &format!("gemm case {case} on {tile}-tiles: {:?}", cases[case]));
             }
         }
@@ -317,11 +327,11 @@ fn implicit_gemm_convolutions_match_the_cpu() {
             let dw = cpu_conv::conv2d_backward_weight(&x, &dy, g);
             // both kernels of each: 128×128 and 64×64 tiles
             for tile in [128, 64] {
-                kernels::with_tile_size(tile, || {
+                launch_cuda::with_tile_size(tile, || {
                     let what = |product: &str| format!("{product} on {tile}-tiles {g:?}");
-                    assert_close(&download(&kernels::conv2d_forward(&xb, &wb, Some(&bb), g).unwrap()), &y, 1e-5, &what("forward"));
-                    assert_close(&download(&kernels::conv2d_backward_input(&dyb, &wb, g).unwrap()), &dx, 1e-5, &what("backward input"));
-                    assert_close(&download(&kernels::conv2d_backward_weight(&xb, &dyb, g).unwrap()), &dw, 1e-5, &what("backward weight"));
+                    assert_close(&download(&conv_cuda::conv2d_forward(&xb, &wb, Some(&bb), g).unwrap()), &y, 1e-5, &what("forward"));
+                    assert_close(&download(&conv_cuda::conv2d_backward_input(&dyb, &wb, g).unwrap()), &dx, 1e-5, &what("backward input"));
+                    assert_close(&download(&conv_cuda::conv2d_backward_weight(&xb, &dyb, g).unwrap()), &dw, 1e-5, &what("backward weight"));
                 });
             }
         }
@@ -345,13 +355,13 @@ fn group_norm_forward_and_backward_match_the_cpu() {
             let dy = values(len, -1.0, 1.0, 93 + case as u64);
             let (y, mean, rstd) = cpu_norm::group_norm_forward(&x, &w, &b, s, 1e-5, false);
             let (xb, wb, bb) = (upload(&device, &x), upload(&device, &w), upload(&device, &b));
-            let (gy, gmean, grstd) = kernels::group_norm_forward(&xb, &wb, &bb, s, 1e-5, false).unwrap();
+            let (gy, gmean, grstd) = norm_cuda::group_norm_forward(&xb, &wb, &bb, s, 1e-5, false).unwrap();
             let what = format!("group norm {s:?}");
             assert_close(&download(&gy), &y, 1e-5, &what);
             assert_close(&download(&gmean), &mean, 1e-5, &format!("{what} mean"));
             assert_close(&download(&grstd), &rstd, 1e-5, &format!("{what} rstd"));
             let (dx, dw, db) = cpu_norm::group_norm_backward(&x, &dy, &w, &b, &mean, &rstd, s, false);
-            let (gdx, gdw, gdb) = kernels::group_norm_backward(&xb, &upload(&device, &dy), &wb, &bb, &gmean, &grstd, s, false).unwrap();
+            let (gdx, gdw, gdb) = norm_cuda::group_norm_backward(&xb, &upload(&device, &dy), &wb, &bb, &gmean, &grstd, s, false).unwrap();
             assert_close(&download(&gdx), &dx, 1e-5, &format!("{what} dx"));
             assert_close(&download(&gdw), &dw, 1e-5, &format!("{what} dweight"));
             assert_close(&download(&gdb), &db, 1e-5, &format!("{what} dbias"));
@@ -359,10 +369,10 @@ fn group_norm_forward_and_backward_match_the_cpu() {
             // Fused with SiLU: against the CPU's fused kernel (itself checked against the two
             // ops and by finite differences in tests/ops_norm.rs).
             let (sy, smean, srstd) = cpu_norm::group_norm_forward(&x, &w, &b, s, 1e-5, true);
-            let (gsy, _, _) = kernels::group_norm_forward(&xb, &wb, &bb, s, 1e-5, true).unwrap();
+            let (gsy, _, _) = norm_cuda::group_norm_forward(&xb, &wb, &bb, s, 1e-5, true).unwrap();
             assert_close(&download(&gsy), &sy, 1e-5, &format!("{what} + silu"));
             let (dx, dw, db) = cpu_norm::group_norm_backward(&x, &dy, &w, &b, &smean, &srstd, s, true);
-            let (gdx, gdw, gdb) = kernels::group_norm_backward(&xb, &upload(&device, &dy), &wb, &bb, &gmean, &grstd, s, true).unwrap();
+            let (gdx, gdw, gdb) = norm_cuda::group_norm_backward(&xb, &upload(&device, &dy), &wb, &bb, &gmean, &grstd, s, true).unwrap();
             assert_close(&download(&gdx), &dx, 1e-5, &format!("{what} + silu dx"));
             assert_close(&download(&gdw), &dw, 1e-5, &format!("{what} + silu dweight"));
             assert_close(&download(&gdb), &db, 1e-5, &format!("{what} + silu dbias"));
@@ -388,12 +398,12 @@ fn flash_attention_forward_and_backward_match_the_cpu() {
             let scale = 1.0 / (s.d as f32).sqrt();
             let (out, lse) = cpu_attention::attention_forward(&q, &k, &v, s, scale);
             let (qb, kb, vb) = (upload(&device, &q), upload(&device, &k), upload(&device, &v));
-            let (gout, glse) = kernels::attention_forward(&qb, &kb, &vb, s, scale as f64).unwrap();
+            let (gout, glse) = attention_cuda::attention_forward(&qb, &kb, &vb, s, scale as f64).unwrap();
             let what = format!("attention {s:?}");
             assert_close(&download(&gout), &out, 1e-5, &what);
             assert_close(&download(&glse), &lse, 1e-5, &format!("{what} lse"));
             let (dq, dk, dv) = cpu_attention::attention_backward(&q, &k, &v, &out, &lse, &d_out, s, scale);
-            let (gdq, gdk, gdv) = kernels::attention_backward(&qb, &kb, &vb, &gout, &glse, &upload(&device, &d_out), s, scale as f64).unwrap();
+            let (gdq, gdk, gdv) = attention_cuda::attention_backward(&qb, &kb, &vb, &gout, &glse, &upload(&device, &d_out), s, scale as f64).unwrap();
             assert_close(&download(&gdq), &dq, 1e-5, &format!("{what} dq"));
             assert_close(&download(&gdk), &dk, 1e-5, &format!("{what} dk"));
             assert_close(&download(&gdv), &dv, 1e-5, &format!("{what} dv"));
@@ -406,9 +416,9 @@ fn kernel_arguments_are_checked_on_the_host() {
     let device = Emulator::new();
     let small = upload(&device, &[1.0, 2.0, 3.0]);
     let too_wide = Layout::contiguous(&[2, 2]);
-    assert!(kernels::unary_forward(&small, &too_wide, UnaryOp::Exp).is_err());
-    let a = GpuMatrix { buffer: &small, offset: 0, row_stride: 2, col_stride: 1, batch_stride: 0 };
-    assert!(kernels::gemm(1, 2, 2, 2, a, a, a, false).is_err());
+    assert!(unary_cuda::unary_forward(&small, &too_wide, UnaryOp::Exp).is_err());
+    let a = matmul_cuda::GpuMatrix { buffer: &small, offset: 0, row_stride: 2, col_stride: 1, batch_stride: 0 };
+    assert!(matmul_cuda::gemm(1, 2, 2, 2, a, a, a, false).is_err());
 }
 
 fn to_half_bits(values: &[f32], bf16: bool) -> Vec<u16> {

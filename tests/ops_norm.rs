@@ -346,7 +346,8 @@ fn norm_f32_gradients_match_f64_gradients_on_larger_odd_shapes() {
 /// The fused CPU kernel against the two ops with autograd, forward and backward, in f64.
 #[test]
 fn the_fused_group_norm_silu_kernel_equals_group_norm_then_silu_in_f64() {
-    use ember::tensor::cpu::norm::{GroupNormShape, group_norm_backward, group_norm_forward};
+    use ember::tensor::ops::norm::GroupNormShape;
+    use ember::tensor::ops::norm::cpu::{group_norm_backward, group_norm_forward};
     let x = random(&[2, 6, 3, 5], -2.0, 3.0, 90);
     let (w, b) = (random(&[6], 0.5, 1.5, 91), random(&[6], -1.0, 1.0, 92));
     let dy = random(&[2, 6, 3, 5], -1.0, 1.0, 93);

@@ -25,7 +25,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "ci",
-        "run the README's test command: cargo test --workspace --release --features cuda,cuda-emu",
+        "what CI runs (.ci/run): the README's test command, the NVRTC kernel check, a bench build",
     ),
     (
         "kernels",
@@ -150,14 +150,27 @@ fn bench(args: &[String]) -> Result {
     Ok(())
 }
 
-/// `cargo xtask ci`: exactly `cargo test --workspace --release`.
+/// `cargo xtask ci`: everything CI checks, in order, stopping at the first failure:
+/// 1. the README's test command, `cargo test --workspace --release --features cuda,cuda-emu`
+///    (the CUDA kernels run on the emulator; the GPU tests report themselves skipped);
+/// 2. every kernel compiled with NVRTC for sm_80 and sm_90, no error, warning or spill
+///    (`cargo xtask kernels`);
+/// 3. a build of every benchmark, so that they cannot rot.
 fn ci(args: &[String]) -> Result {
     if !args.is_empty() {
         return Err(format!("`ci` takes no arguments (got {args:?})"));
     }
+    let root = repo_root();
+    println!("xtask ci: 1/3 tests");
     run(Command::new(cargo())
-        .current_dir(repo_root())
-        .args(["test", "--workspace", "--release", "--features", "cuda,cuda-emu"]))
+        .current_dir(&root)
+        .args(["test", "--workspace", "--release", "--features", "cuda,cuda-emu"]))?;
+    println!("xtask ci: 2/3 NVRTC kernel check");
+    kernels(&[])?;
+    println!("xtask ci: 3/3 benchmark build");
+    run(Command::new(cargo()).current_dir(&root).args(["bench", "--workspace", "--no-run"]))?;
+    println!("xtask ci: all green");
+    Ok(())
 }
 
 /// The NVRTC wheel: CUDA 13, matching cudarc's `cuda-13000` bindings. It installs

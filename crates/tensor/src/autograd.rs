@@ -252,7 +252,11 @@ impl Tensor {
             let input_grads = (record.backward)(&grad)?;
             drop(grad);
             crate::profile::mark("backward", node.op);
-            debug_assert_eq!(input_grads.len(), record.inputs.len(), "{}", node.op);
+            if input_grads.len() != record.inputs.len() {
+                return Err(TensorError::Autograd {
+                    msg: format!("{}'s backward returned {} gradients for {} inputs", node.op, input_grads.len(), record.inputs.len()),
+                });
+            }
             for (input, input_grad) in record.inputs.iter().zip(input_grads) {
                 let Some(input_grad) = input_grad else { continue };
                 if !input.wants_grad() {
@@ -317,7 +321,18 @@ fn topological_order(root: &Arc<GradFn>) -> Vec<Arc<GradFn>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{DType, Tensor};
+    use crate::{DType, Tensor, TensorError};
+
+    #[test]
+    fn a_backward_returning_the_wrong_number_of_gradients_is_an_error() {
+        let x = Tensor::from_f64(&[1.0, 2.0], &[2], DType::F64).unwrap().variable();
+        // one input, two gradients: a bug in an op that must not pass silently in release builds
+        let y = x.detach().with_backward("broken", &[&x], |g| Ok(vec![Some(g.clone()), Some(g.clone())]));
+        match y.sum_all().unwrap().backward() {
+            Err(TensorError::Autograd { msg }) => assert!(msg.contains("broken") && msg.contains("2 gradients for 1 inputs"), "{msg}"),
+            other => panic!("expected an Autograd error, got {other:?}"),
+        }
+    }
 
     #[test]
     fn a_very_long_graph_backpropagates_and_drops_without_overflowing_the_stack() {

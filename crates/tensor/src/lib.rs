@@ -1,17 +1,22 @@
 //! ember's tensor engine.
 //!
 //! - [`Tensor`]: a strided view of a shared storage, with an autograd record ([`autograd`]).
-//! - [`ops`]: the differentiable ops, one file per family, forward and backward side by side.
-//! - [`cpu`]: the kernels the ops call (SIMD via `wide`, threads via `rayon`).
+//! - [`ops`]: the differentiable ops, one folder each: the API, math and backward beside the
+//!   op's CPU kernels and the host side of its CUDA kernels (`kernels/<op>.cu`).
+//! - `dispatch`: the one place where an op's kernels are chosen by device.
+//! - [`cpu`], [`cuda`]: the shared primitives of each device (GEMM, SIMD, the buffer cache;
+//!   buffers, launches, the driver and the emulator). They never import each other.
 //! - [`rng`]: the counter-based (Philox) random numbers; [`optim`]: SGD and Adam(W);
 //!   [`io`]: safetensors files; [`testing`]: finite-difference gradient checks.
 //!
-//! Start reading at `tensor.rs`, then `autograd.rs`, then any file in `ops/`.
+//! Start reading at `tensor.rs`, then `autograd.rs`, then any folder in `ops/` (`softmax` is a
+//! small one).
 
 pub mod autograd;
 pub mod cpu;
 pub mod cuda;
 pub mod device;
+pub(crate) mod dispatch;
 pub mod dtype;
 pub mod error;
 pub mod layout;

@@ -62,9 +62,9 @@ pub fn ema_update(ema: &Tensor, param: &Tensor, decay: f64) -> Result<()> {
     }
     crate::ops::check_same("ema", &[ema, param])?;
     let _guard = crate::no_grad();
-    if crate::ops::on_gpu(ema) && ema.layout().contiguous_range() == Some(0..ema.numel()) {
+    if is_on_cuda(ema) && ema.layout().contiguous_range() == Some(0..ema.numel()) {
         let param = crate::ops::dense(param)?;
-        return crate::ops::with_gpu("ema", ema, |e| crate::ops::with_gpu("ema", &param, |p| crate::cuda::kernels::ema_update(e, p, ema.numel(), decay)));
+        return crate::dispatch::device::with_device_buffers("ema", [ema, &param], |[e, p]| crate::cuda::kernels::ema_update(e, p, ema.numel(), decay));
     }
     ema.assign(&ema.mul_scalar(decay)?.add(&param.mul_scalar(1.0 - decay)?)?)
 }
@@ -215,7 +215,7 @@ impl Sgd {
             }
             let state: Vec<&Tensor> = buffer.iter().collect();
             let rule = SgdRule { config: self.config, first_step };
-            if crate::ops::on_gpu(param) {
+            if is_on_cuda(param) {
                 let c = &self.config;
                 let constants = crate::cuda::kernels::SgdConstants {
                     lr: c.lr as f32,
@@ -345,7 +345,7 @@ impl Adam {
             let Some(grad) = grads.get(param) else { continue };
             state.step += 1;
             let rule = AdamRule { config: self.config, step: state.step };
-            if crate::ops::on_gpu(param) {
+            if is_on_cuda(param) {
                 rule.apply_on_gpu(param, grad, &state.exp_avg, &state.exp_avg_sq)?;
             } else {
                 apply_update(param, grad, &[&state.exp_avg, &state.exp_avg_sq], &rule)?;
@@ -400,4 +400,9 @@ impl Adam {
         self.state = Adam { params: Vec::new(), config: self.config, state }.state_snapshot()?;
         Ok(())
     }
+}
+
+/// Whether `t` lives on a CUDA device (the optimizers' fused updates run there in place).
+fn is_on_cuda(t: &Tensor) -> bool {
+    matches!(t.device(), crate::Device::Cuda(_))
 }

@@ -191,7 +191,7 @@ fn draw_on_gpu(shape: &[usize], ordinal: usize, draw: Draw, rng: &mut Rng) -> Re
     let n: usize = shape.iter().product();
     let (seed, first) = (rng.seed, rng.advance(n));
     let buffer = crate::cuda::kernels::philox_fill(&crate::cuda::device(ordinal)?, n, seed, first, draw)?;
-    Ok(crate::ops::gpu_tensor(buffer, crate::Device::Cuda(ordinal), shape))
+    Ok(crate::dispatch::device::device_tensor(buffer, crate::Device::Cuda(ordinal), shape))
 }
 
 fn tensor_from_values(values: Vec<f64>, shape: &[usize], dtype: DType) -> Tensor {
@@ -241,14 +241,14 @@ impl Tensor {
             _ => {
                 let n: usize = shape.iter().product();
                 let mask = match dtype {
-                    DType::F32 => crate::ops::wrap(rng.dropout_mask::<f32>(n, p, scale)),
-                    DType::F64 => crate::ops::wrap(rng.dropout_mask::<f64>(n, p, scale)),
+                    DType::F32 => crate::dispatch::host::wrap(rng.dropout_mask::<f32>(n, p, scale)),
+                    DType::F64 => crate::dispatch::host::wrap(rng.dropout_mask::<f64>(n, p, scale)),
                     _ => {
                         let mask = rng.uniform_values(n).into_iter().map(|u| if u >= p { scale } else { 0.0 }).collect();
                         return tensor_from_values(mask, shape, dtype).to_device(device);
                     }
                 };
-                crate::ops::new_tensor(mask, shape).to_device(device)
+                crate::dispatch::host::host_tensor(mask, shape).to_device(device)
             }
         }
     }

@@ -139,7 +139,7 @@ impl Tensor {
     pub fn full_like(&self, value: f64) -> Result<Tensor> {
         match self.device() {
             Device::Cuda(ordinal) if self.dtype() == DType::F32 => {
-                let buffer = crate::cuda::kernels::full(&crate::cuda::device(ordinal)?, self.numel(), value as f32)?;
+                let buffer = crate::ops::movement::cuda::full(&crate::cuda::device(ordinal)?, self.numel(), value as f32)?;
                 Ok(Tensor::from_storage(Storage::Cuda(GpuStorage { buffer, dtype: DType::F32, ordinal }), Layout::contiguous(self.shape())))
             }
             device => Tensor::full(self.shape(), value, self.dtype()).to_device(device),
@@ -312,7 +312,7 @@ impl Tensor {
             Storage::Cpu(cpu) => Storage::Cpu(crate::cpu::copy::gather_storage(cpu, self.layout())),
             Storage::Cuda(gpu) => {
                 check_f32_on_device("deep_copy", gpu)?;
-                let buffer = crate::cuda::kernels::gather(&gpu.buffer, self.layout())?;
+                let buffer = crate::ops::movement::cuda::gather(&gpu.buffer, self.layout())?;
                 Storage::Cuda(GpuStorage { buffer, dtype: gpu.dtype, ordinal: gpu.ordinal })
             }
         };
@@ -420,7 +420,7 @@ impl Tensor {
             return Err(TensorError::DTypeMismatch { op: "assign", lhs: self.dtype(), rhs: values.dtype() });
         }
         crate::ops::check_same("assign", &[self, values])?;
-        if crate::ops::on_gpu(self) && values.shares_storage_with(self) {
+        if matches!(self.device(), Device::Cuda(_)) && values.shares_storage_with(self) {
             // The copy kernel's source and destination must not overlap.
             return self.assign(&values.deep_copy()?);
         }
@@ -428,7 +428,7 @@ impl Tensor {
             check_f32_on_device("assign", gpu)?;
             let source = values.storage();
             let source_gpu = source.gpu().expect("same device");
-            return crate::cuda::kernels::copy(&source_gpu.buffer, values.layout(), &gpu.buffer, self.layout());
+            return crate::ops::movement::cuda::copy(&source_gpu.buffer, values.layout(), &gpu.buffer, self.layout());
         }
         let values = values.contiguous()?;
         let source = {

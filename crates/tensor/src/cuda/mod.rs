@@ -1,5 +1,6 @@
-//! The CUDA backend. Every kernel is ours, written in CUDA C++ under `crates/tensor/kernels/`
-//! (one `.cu` file per op family), and runs on one of two [`GpuBackend`]s:
+//! The CUDA backend's shared primitives. Every kernel is ours, written in CUDA C++ under
+//! `kernels/` at the repository root (one `.cu` file per op folder), and runs on one of two
+//! [`GpuBackend`]s:
 //!
 //! - [`driver`] (feature `cuda`): a real GPU. The sources are compiled at run time with NVRTC
 //!   ([`nvrtc`]) to a cubin for the device's architecture and launched through `cudarc`.
@@ -8,11 +9,15 @@
 //!   fibers with real barriers, shared memory, warps), so that every kernel runs in
 //!   `cargo test` on machines with no GPU.
 //!
-//! [`kernels`] holds the host side of each kernel (argument checks, grid and block sizes,
-//! the launch), written once against [`GpuBackend`], so both backends run the same code.
+//! The host side of each op's kernels (argument checks, grid and block sizes, the launch) is
+//! in the op's folder, `ops/<op>/cuda.rs`, written once against [`GpuBackend`] with the
+//! helpers of [`launch`], so both backends run the same code; [`kernels`] holds the host side
+//! of the kernels that belong to no op (optimizers, random numbers). This module never
+//! imports `crate::cpu`.
 
 pub mod backend;
 pub mod kernels;
+pub mod launch;
 pub mod sources;
 
 #[cfg(feature = "cuda")]

@@ -1,0 +1,125 @@
+//! Scaled dot-product attention for one (batch, head) slice at a time, fused: the scores
+//! `S = scale·QKᵀ` and probabilities `P = softmax(S)` live only in a per-thread scratch buffer.
+//! The forward saves the row log-sum-exp `lse = ln Σⱼ exp(Sᵢⱼ)`; the backward recomputes
+//! `P = exp(S − lse)` from it instead of storing P (FlashAttention's trade: S·S floats of
+//! memory for one more GEMM).
+
+use rayon::prelude::*;
+
+use super::{AttentionKernels, AttentionShape};
+use crate::cpu::gemm::{MatRef, gemm};
+use crate::cpu::pool::Scratch;
+use crate::dispatch::Cpu;
+use crate::dispatch::host::{host_tensor, with_host_elements, wrap};
+use crate::{FloatElem, Result, Tensor};
+
+const OP: &str = "scaled_dot_product_attention";
+
+impl AttentionKernels for Cpu {
+    fn attention_forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, shape: &AttentionShape, scale: f64, out_shape: &[usize]) -> Result<[Tensor; 2]> {
+        let (out, lse) = with_host_elements!(OP, [q => qs, k => ks, v => vs], {
+            let (out, lse) = attention_forward(qs, ks, vs, shape, FloatElem::from_f64(scale));
+            (wrap(out), wrap(lse))
+        });
+        Ok([host_tensor(out, out_shape), host_tensor(lse, &[shape.bh, shape.sq])])
+    }
+
+    fn attention_backward(&self, saved: [&Tensor; 5], d_out: &Tensor, shape: &AttentionShape, scale: f64) -> Result<[Tensor; 3]> {
+        let [q, k, v, out, lse] = saved;
+        let d_out = d_out.contiguous()?;
+        let (dq, dk, dv) = with_host_elements!(OP, [q => qs, k => ks, v => vs, out => os, lse => ls, &d_out => ds], {
+            let (dq, dk, dv) = attention_backward(qs, ks, vs, os, ls, ds, shape, FloatElem::from_f64(scale));
+            (wrap(dq), wrap(dk), wrap(dv))
+        });
+        Ok([host_tensor(dq, q.shape()), host_tensor(dk, k.shape()), host_tensor(dv, v.shape())])
+    }
+}
+
+fn rows<T>(data: &[T], row_len: usize) -> MatRef<'_, T> {
+    MatRef { data, row_stride: row_len, col_stride: 1 }
+}
+fn rows_transposed<T>(data: &[T], row_len: usize) -> MatRef<'_, T> {
+    MatRef { data, row_stride: 1, col_stride: row_len }
+}
+
+/// `scores = scale · q · kᵀ` (`[sq, sk]`).
+fn scores<T: FloatElem>(q: &[T], k: &[T], s: &AttentionShape, scale: T, out: &mut [T]) {
+    gemm(s.sq, s.sk, s.d, rows(q, s.d), rows_transposed(k, s.d), out, s.sk, false);
+    out.iter_mut().for_each(|v| *v *= scale);
+}
+
+/// Returns `out [bh, sq, dv]` and `lse [bh, sq]`.
+pub fn attention_forward<T: FloatElem>(q: &[T], k: &[T], v: &[T], s: &AttentionShape, scale: T) -> (Vec<T>, Vec<T>) {
+    let mut out = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sq * s.dv);
+    let mut lse = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sq);
+    out.par_chunks_mut(s.sq * s.dv).zip(lse.par_chunks_mut(s.sq)).enumerate().for_each_init(
+        || Scratch::<T>::for_overwrite(s.sq * s.sk),
+        |p, (b, (out, lse))| {
+            let (q, k, v) = (&q[b * s.sq * s.d..], &k[b * s.sk * s.d..], &v[b * s.sk * s.dv..]);
+            scores(q, k, s, scale, p);
+            for (row, lse) in p.chunks_exact_mut(s.sk).zip(lse.iter_mut()) {
+                let max = row.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
+                let mut sum = T::zero();
+                for x in row.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                let inv = sum.recip();
+                row.iter_mut().for_each(|x| *x *= inv);
+                *lse = max + sum.ln();
+            }
+            gemm(s.sq, s.dv, s.sk, rows(p, s.sk), rows(v, s.dv), out, s.dv, false);
+        },
+    );
+    (out, lse)
+}
+
+/// Gradients `(dq, dk, dv)` given the forward's inputs, output, `lse` and `d_out`:
+/// `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − rowsum(dO ⊙ O))`, `dQ = scale·dS·K`,
+/// `dK = scale·dSᵀ·Q`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward<T: FloatElem>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &[T],
+    lse: &[T],
+    d_out: &[T],
+    s: &AttentionShape,
+    scale: T,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let mut dq = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sq * s.d);
+    let mut dk = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sk * s.d);
+    let mut dv = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sk * s.dv);
+    dq.par_chunks_mut(s.sq * s.d)
+        .zip(dk.par_chunks_mut(s.sk * s.d))
+        .zip(dv.par_chunks_mut(s.sk * s.dv))
+        .enumerate()
+        .for_each_init(
+            || (Scratch::<T>::for_overwrite(s.sq * s.sk), Scratch::<T>::for_overwrite(s.sq * s.sk)),
+            |(p, dp), (b, ((dq, dk), dv))| {
+                let (q, k, v) = (&q[b * s.sq * s.d..], &k[b * s.sk * s.d..], &v[b * s.sk * s.dv..]);
+                let (o, d_o) = (&out[b * s.sq * s.dv..][..s.sq * s.dv], &d_out[b * s.sq * s.dv..][..s.sq * s.dv]);
+                let lse = &lse[b * s.sq..][..s.sq];
+                scores(q, k, s, scale, p);
+                for (row, &l) in p.chunks_exact_mut(s.sk).zip(lse) {
+                    row.iter_mut().for_each(|x| *x = (*x - l).exp());
+                }
+                gemm(s.sk, s.dv, s.sq, rows_transposed(p, s.sk), rows(d_o, s.dv), dv, s.dv, false);
+                gemm(s.sq, s.sk, s.dv, rows(d_o, s.dv), rows_transposed(v, s.dv), dp, s.sk, false);
+                for (i, (p_row, dp_row)) in p.chunks_exact(s.sk).zip(dp.chunks_exact_mut(s.sk)).enumerate() {
+                    let delta = o[i * s.dv..(i + 1) * s.dv]
+                        .iter()
+                        .zip(&d_o[i * s.dv..(i + 1) * s.dv])
+                        .fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+                    for (ds, &p) in dp_row.iter_mut().zip(p_row) {
+                        *ds = scale * p * (*ds - delta);
+                    }
+                }
+                // dp now holds scale·dS
+                gemm(s.sq, s.d, s.sk, rows(dp, s.sk), rows(k, s.d), dq, s.d, false);
+                gemm(s.sk, s.d, s.sq, rows_transposed(dp, s.sk), rows(q, s.d), dk, s.d, false);
+            },
+        );
+    (dq, dk, dv)
+}

@@ -1,0 +1,251 @@
+// Scaled dot-product attention, FlashAttention-2 style: q [bh, sq, d], k [bh, sk, d],
+// v [bh, sk, dv] contiguous; out [bh, sq, dv] and the row log-sum-exp lse [bh, sq]. The score
+// matrix S = scale·QKᵀ and P = softmax(S) never reach global memory: they exist one 32×32
+// tile at a time in shared memory. The CPU reference is ops/attention/cpu.rs.
+//
+// Forward (grid: query tiles × bh; 256 threads): the block keeps its 32 query rows, their
+// output accumulator and the online-softmax state (running max m, running sum l) in shared
+// memory, and walks the keys 32 at a time: S tile (each thread 4 dot products), then warp w
+// takes rows w, w+8, w+16, w+24 with lane j holding key j: the new max and sum by warp
+// shuffles, P = exp(S − m_new), the accumulator rescaled by exp(m_old − m_new) and P·V added
+// (each thread a strided set of (row, column) entries). At the end out = acc / l and
+// lse = m + ln l.
+//
+// Backward recomputes P = exp(S − lse) from the saved lse (no P stored). With
+// delta_i = Σ_c dO_ic·O_ic (attention_delta_f32) and dS = scale·P ⊙ (dO·Vᵀ − delta):
+// dV = Pᵀ·dO and dK = dSᵀ·Q per key tile (attention_backward_dkdv_f32, which walks all query
+// tiles), dQ = dS·K per query tile (attention_backward_dq_f32, which walks all key tiles).
+// Each output has one writer, so no atomics and the same result on every run.
+//
+// Shared rows of Q, K and dO are padded to d + 1 (dv + 1) floats, so the 32 lanes of a warp
+// reading row j = lane at one column hit 32 different banks.
+#include "ember_cuda.h"
+
+#define ATT_TILE 32
+#define ATT_THREADS 256
+#define ATT_WARPS (ATT_THREADS / 32)
+#define ATT_LD (ATT_TILE + 1)
+
+// Loads rows [row0, row0 + 32) of a [rows, cols] matrix into a tile with row stride ld
+// (zeros past the last row).
+__device__ __forceinline__ void load_rows(float* tile, int ld, const float* source, int row0, int rows, int cols) {
+    for (int e = threadIdx.x; e < ATT_TILE * cols; e += ATT_THREADS) {
+        int i = e / cols, c = e % cols;
+        tile[i * ld + c] = row0 + i < rows ? source[(long long)(row0 + i) * cols + c] : 0.0f;
+    }
+}
+
+// dot(a row of A, a row of B) over n columns.
+__device__ __forceinline__ float row_dot(const float* a, const float* b, int n) {
+    float acc = 0.0f;
+    for (int c = 0; c < n; c++) acc = fmaf(a[c], b[c], acc);
+    return acc;
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+attention_forward_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                      float* __restrict__ out, float* __restrict__ lse, int sq, int sk, int d, int dv, float scale) {
+    EMBER_DYNAMIC_SHARED(float, shared);
+    float* q_tile = shared;                        // [32][d + 1]
+    float* k_tile = q_tile + ATT_TILE * (d + 1);   // [32][d + 1]
+    float* v_tile = k_tile + ATT_TILE * (d + 1);   // [32][dv]
+    float* acc = v_tile + ATT_TILE * dv;           // [32][dv]
+    float* s_tile = acc + ATT_TILE * dv;           // [32][33]: S, then P
+    float* m = s_tile + ATT_TILE * ATT_LD;         // [32] running max
+    float* l = m + ATT_TILE;                       // [32] running sum
+    float* alpha = l + ATT_TILE;                   // [32] this tile's rescale
+
+    int bh = blockIdx.y, row0 = blockIdx.x * ATT_TILE;
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const float* qb = q + (long long)bh * sq * d;
+    const float* kb = k + (long long)bh * sk * d;
+    const float* vb = v + (long long)bh * sk * dv;
+
+    load_rows(q_tile, d + 1, qb, row0, sq, d);
+    for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) acc[e] = 0.0f;
+    if (threadIdx.x < ATT_TILE) {
+        m[threadIdx.x] = ember_negative_infinity();
+        l[threadIdx.x] = 0.0f;
+    }
+    for (int key0 = 0; key0 < sk; key0 += ATT_TILE) {
+        load_rows(k_tile, d + 1, kb, key0, sk, d);
+        load_rows(v_tile, dv, vb, key0, sk, dv);
+        __syncthreads();
+        for (int e = threadIdx.x; e < ATT_TILE * ATT_TILE; e += ATT_THREADS) {
+            int i = e / ATT_TILE, j = e % ATT_TILE;
+            s_tile[i * ATT_LD + j] = key0 + j < sk ? scale * row_dot(&q_tile[i * (d + 1)], &k_tile[j * (d + 1)], d)
+                                                    : ember_negative_infinity();
+        }
+        __syncthreads();
+        for (int i = warp; i < ATT_TILE; i += ATT_WARPS) {
+            float s = s_tile[i * ATT_LD + lane];
+            float m_old = m[i];
+            float m_new = fmaxf(m_old, ember_warp_max(s));
+            float p = expf(s - m_new);  // 0 for masked keys (s = −inf)
+            float p_sum = ember_warp_sum(p);
+            s_tile[i * ATT_LD + lane] = p;
+            if (lane == 0) {
+                float rescale = expf(m_old - m_new);  // 0 on the first tile (m_old = −inf)
+                alpha[i] = rescale;
+                l[i] = l[i] * rescale + p_sum;
+                m[i] = m_new;
+            }
+        }
+        __syncthreads();
+        for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) {
+            int i = e / dv, c = e % dv;
+            float value = acc[e] * alpha[i];
+            for (int j = 0; j < ATT_TILE; j++) value = fmaf(s_tile[i * ATT_LD + j], v_tile[j * dv + c], value);
+            acc[e] = value;
+        }
+        __syncthreads();
+    }
+    float* ob = out + (long long)bh * sq * dv;
+    for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) {
+        int i = e / dv, c = e % dv;
+        if (row0 + i < sq) ob[(long long)(row0 + i) * dv + c] = acc[e] / l[i];
+    }
+    if (threadIdx.x < ATT_TILE && row0 + (int)threadIdx.x < sq)
+        lse[(long long)bh * sq + row0 + threadIdx.x] = m[threadIdx.x] + logf(l[threadIdx.x]);
+}
+
+// delta[r] = Σ_c out[r, c]·d_out[r, c] for the `rows` rows of [rows, dv]; one warp per row.
+extern "C" __global__ void attention_delta_f32(const float* __restrict__ out, const float* __restrict__ d_out,
+                                               float* __restrict__ delta, long long rows, int dv) {
+    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    float sum = 0.0f;
+    if (row < rows)
+        for (int c = lane; c < dv; c += 32) sum += out[row * dv + c] * d_out[row * dv + c];
+    sum = ember_warp_sum(sum);
+    if (lane == 0 && row < rows) delta[row] = sum;
+}
+
+// Recomputes, for query rows [row0, row0 + 32) and key rows [key0, key0 + 32), P (into p_tile,
+// if not null) and dS = scale·P ⊙ (dO·Vᵀ − delta) (into ds_tile), both [query][key] with row
+// stride 33; zero outside the matrices.
+__device__ __forceinline__ void recompute_tiles(const float* q_tile, const float* k_tile, const float* do_tile,
+                                                const float* v_tile, const float* lse_rows, const float* delta_rows,
+                                                float* p_tile, float* ds_tile, int row0, int key0, int sq, int sk,
+                                                int d, int dv, float scale) {
+    for (int e = threadIdx.x; e < ATT_TILE * ATT_TILE; e += ATT_THREADS) {
+        int i = e / ATT_TILE, j = e % ATT_TILE;
+        float p = 0.0f, ds = 0.0f;
+        if (row0 + i < sq && key0 + j < sk) {
+            p = expf(scale * row_dot(&q_tile[i * (d + 1)], &k_tile[j * (d + 1)], d) - lse_rows[i]);
+            float dp = row_dot(&do_tile[i * (dv + 1)], &v_tile[j * (dv + 1)], dv);
+            ds = scale * p * (dp - delta_rows[i]);
+        }
+        if (p_tile) p_tile[i * ATT_LD + j] = p;
+        ds_tile[i * ATT_LD + j] = ds;
+    }
+}
+
+// Copies lse and delta of query rows [row0, row0 + 32) to shared memory (0 past the end).
+__device__ __forceinline__ void load_row_stats(float* lse_rows, float* delta_rows, const float* lse, const float* delta,
+                                               int row0, int sq) {
+    if (threadIdx.x < ATT_TILE) {
+        bool valid = row0 + (int)threadIdx.x < sq;
+        lse_rows[threadIdx.x] = valid ? lse[row0 + threadIdx.x] : 0.0f;
+        delta_rows[threadIdx.x] = valid ? delta[row0 + threadIdx.x] : 0.0f;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+attention_backward_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                            const float* __restrict__ lse, const float* __restrict__ delta,
+                            const float* __restrict__ d_out, float* __restrict__ dk, float* __restrict__ dv_out,
+                            int sq, int sk, int d, int dv, float scale) {
+    EMBER_DYNAMIC_SHARED(float, shared);
+    float* k_tile = shared;                          // [32][d + 1]
+    float* v_tile = k_tile + ATT_TILE * (d + 1);     // [32][dv + 1]
+    float* q_tile = v_tile + ATT_TILE * (dv + 1);    // [32][d + 1]
+    float* do_tile = q_tile + ATT_TILE * (d + 1);    // [32][dv + 1]
+    float* dk_acc = do_tile + ATT_TILE * (dv + 1);   // [32][d]
+    float* dv_acc = dk_acc + ATT_TILE * d;           // [32][dv]
+    float* p_tile = dv_acc + ATT_TILE * dv;          // [32][33]
+    float* ds_tile = p_tile + ATT_TILE * ATT_LD;     // [32][33]
+    float* lse_rows = ds_tile + ATT_TILE * ATT_LD;   // [32]
+    float* delta_rows = lse_rows + ATT_TILE;         // [32]
+
+    int bh = blockIdx.y, key0 = blockIdx.x * ATT_TILE;
+    const float* qb = q + (long long)bh * sq * d;
+    const float* dob = d_out + (long long)bh * sq * dv;
+    load_rows(k_tile, d + 1, k + (long long)bh * sk * d, key0, sk, d);
+    load_rows(v_tile, dv + 1, v + (long long)bh * sk * dv, key0, sk, dv);
+    for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) dk_acc[e] = 0.0f;
+    for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) dv_acc[e] = 0.0f;
+    for (int row0 = 0; row0 < sq; row0 += ATT_TILE) {
+        load_rows(q_tile, d + 1, qb, row0, sq, d);
+        load_rows(do_tile, dv + 1, dob, row0, sq, dv);
+        load_row_stats(lse_rows, delta_rows, lse + (long long)bh * sq, delta + (long long)bh * sq, row0, sq);
+        __syncthreads();
+        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, p_tile, ds_tile, row0, key0, sq, sk, d,
+                        dv, scale);
+        __syncthreads();
+        for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) {  // dV[j] += Σ_i P[i][j]·dO[i]
+            int j = e / dv, c = e % dv;
+            float value = dv_acc[e];
+            for (int i = 0; i < ATT_TILE; i++) value = fmaf(p_tile[i * ATT_LD + j], do_tile[i * (dv + 1) + c], value);
+            dv_acc[e] = value;
+        }
+        for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) {  // dK[j] += Σ_i dS[i][j]·Q[i]
+            int j = e / d, c = e % d;
+            float value = dk_acc[e];
+            for (int i = 0; i < ATT_TILE; i++) value = fmaf(ds_tile[i * ATT_LD + j], q_tile[i * (d + 1) + c], value);
+            dk_acc[e] = value;
+        }
+        __syncthreads();
+    }
+    for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) {
+        int j = e / d, c = e % d;
+        if (key0 + j < sk) dk[((long long)bh * sk + key0 + j) * d + c] = dk_acc[e];
+    }
+    for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) {
+        int j = e / dv, c = e % dv;
+        if (key0 + j < sk) dv_out[((long long)bh * sk + key0 + j) * dv + c] = dv_acc[e];
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+attention_backward_dq_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                          const float* __restrict__ lse, const float* __restrict__ delta,
+                          const float* __restrict__ d_out, float* __restrict__ dq, int sq, int sk, int d, int dv,
+                          float scale) {
+    EMBER_DYNAMIC_SHARED(float, shared);
+    float* q_tile = shared;                          // [32][d + 1]
+    float* do_tile = q_tile + ATT_TILE * (d + 1);    // [32][dv + 1]
+    float* k_tile = do_tile + ATT_TILE * (dv + 1);   // [32][d + 1]
+    float* v_tile = k_tile + ATT_TILE * (d + 1);     // [32][dv + 1]
+    float* dq_acc = v_tile + ATT_TILE * (dv + 1);    // [32][d]
+    float* ds_tile = dq_acc + ATT_TILE * d;          // [32][33]
+    float* lse_rows = ds_tile + ATT_TILE * ATT_LD;   // [32]
+    float* delta_rows = lse_rows + ATT_TILE;         // [32]
+
+    int bh = blockIdx.y, row0 = blockIdx.x * ATT_TILE;
+    const float* kb = k + (long long)bh * sk * d;
+    const float* vb = v + (long long)bh * sk * dv;
+    load_rows(q_tile, d + 1, q + (long long)bh * sq * d, row0, sq, d);
+    load_rows(do_tile, dv + 1, d_out + (long long)bh * sq * dv, row0, sq, dv);
+    load_row_stats(lse_rows, delta_rows, lse + (long long)bh * sq, delta + (long long)bh * sq, row0, sq);
+    for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) dq_acc[e] = 0.0f;
+    for (int key0 = 0; key0 < sk; key0 += ATT_TILE) {
+        load_rows(k_tile, d + 1, kb, key0, sk, d);
+        load_rows(v_tile, dv + 1, vb, key0, sk, dv);
+        __syncthreads();
+        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, nullptr, ds_tile, row0, key0, sq, sk, d,
+                        dv, scale);
+        __syncthreads();
+        for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) {  // dQ[i] += Σ_j dS[i][j]·K[j]
+            int i = e / d, c = e % d;
+            float value = dq_acc[e];
+            for (int j = 0; j < ATT_TILE; j++) value = fmaf(ds_tile[i * ATT_LD + j], k_tile[j * (d + 1) + c], value);
+            dq_acc[e] = value;
+        }
+        __syncthreads();
+    }
+    for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) {
+        int i = e / d, c = e % d;
+        if (row0 + i < sq) dq[((long long)bh * sq + row0 + i) * d + c] = dq_acc[e];
+    }
+}
