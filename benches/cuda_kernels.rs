@@ -23,15 +23,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ember::tensor::Result;
-use ember::tensor::ops::attention::AttentionShape;
-use ember::tensor::ops::conv::ConvGeometry;
-use ember::tensor::ops::norm::GroupNormShape;
 use ember::tensor::cuda::driver::CudaDevice;
+use ember::tensor::cuda::{DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig};
+use ember::tensor::ops::attention::AttentionShape;
 use ember::tensor::ops::attention::cuda as attention_cuda;
+use ember::tensor::ops::conv::ConvGeometry;
 use ember::tensor::ops::conv::cuda as conv_cuda;
 use ember::tensor::ops::matmul::cuda as matmul_cuda;
+use ember::tensor::ops::norm::GroupNormShape;
 use ember::tensor::ops::norm::cuda as norm_cuda;
-use ember::tensor::cuda::{DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig};
 use serde_json::{Value, json};
 
 /// The batch of every case (the training batch).
@@ -49,9 +49,17 @@ const SAMPLE_SECONDS: f64 = 5e-3;
 #[derive(Clone, Copy, Debug)]
 enum Op {
     /// `C = A·B`, A `[m, k]` and B `[k, n]` row-major (torch.matmul).
-    Matmul { m: usize, n: usize, k: usize },
+    Matmul {
+        m: usize,
+        n: usize,
+        k: usize,
+    },
     /// `y = x·Wᵀ`, x `[m, k]` and W `[n, k]` as nn.Linear stores it (F.linear, no bias).
-    Linear { m: usize, n: usize, k: usize },
+    Linear {
+        m: usize,
+        n: usize,
+        k: usize,
+    },
     ConvForward(ConvGeometry),
     ConvBackwardInput(ConvGeometry),
     ConvBackwardWeight(ConvGeometry),
@@ -89,9 +97,7 @@ impl Op {
         let conv = |g: &ConvGeometry| 2.0 * (g.n * g.c_out * g.ho * g.wo * g.c_in * g.kh * g.kw) as f64;
         // Forward: q·kᵀ and p·v. Backward (as FlashAttention counts it, 2.5× the forward when
         // d = dv): q·kᵀ again, dv = pᵀ·do, dp = do·vᵀ, dq = ds·k, dk = dsᵀ·q.
-        let attention = |s: &AttentionShape, d_terms: usize, dv_terms: usize| {
-            2.0 * (s.bh * s.sq * s.sk * (d_terms * s.d + dv_terms * s.dv)) as f64
-        };
+        let attention = |s: &AttentionShape, d_terms: usize, dv_terms: usize| 2.0 * (s.bh * s.sq * s.sk * (d_terms * s.d + dv_terms * s.dv)) as f64;
         let elements = |s: &GroupNormShape| (s.n * s.channels * s.positions * 4) as f64;
         match self {
             Op::Matmul { m, n, k } | Op::Linear { m, n, k } => Work::Flops(2.0 * (m * n * k) as f64),
@@ -110,12 +116,8 @@ impl Op {
             json!({"name": name, "op": op, "x": [g.n, g.c_in, g.h, g.w], "w": [g.c_out, g.c_in, g.kh, g.kw],
                    "stride": g.stride[0], "padding": g.padding[0]})
         };
-        let attention = |op: &str, s: &AttentionShape| {
-            json!({"name": name, "op": op, "bh": s.bh, "sq": s.sq, "sk": s.sk, "d": s.d, "dv": s.dv})
-        };
-        let norm = |op: &str, s: &GroupNormShape| {
-            json!({"name": name, "op": op, "x": [s.n, s.channels, s.positions], "groups": s.groups, "eps": NORM_EPS})
-        };
+        let attention = |op: &str, s: &AttentionShape| json!({"name": name, "op": op, "bh": s.bh, "sq": s.sq, "sk": s.sk, "d": s.d, "dv": s.dv});
+        let norm = |op: &str, s: &GroupNormShape| json!({"name": name, "op": op, "x": [s.n, s.channels, s.positions], "groups": s.groups, "eps": NORM_EPS});
         match self {
             Op::Matmul { m, n, k } => json!({"name": name, "op": "matmul", "a": [m, k], "b": [k, n]}),
             Op::Linear { m, n, k } => json!({"name": name, "op": "linear", "x": [m, k], "w": [n, k]}),
@@ -235,19 +237,19 @@ fn cases(quick: bool) -> Vec<Case> {
     // Convolutions: (c_in, c_out, input size, kernel, stride, padding). The stride-2
     // downsamples take the input padded on the right and bottom to 33×33, as DDPM's does.
     for (c_in, c_out, size, kernel, stride, padding, in_quick) in [
-        (64, 64, 32, 3, 1, 1, false),    // labml level 0 (32×32)
-        (128, 128, 32, 3, 1, 1, true),   // ddpm-cifar10 level 0
-        (256, 128, 32, 3, 1, 1, false),  // ddpm-cifar10 up path, level 0 (skip concatenated)
-        (128, 256, 16, 3, 1, 1, false),  // ddpm-cifar10 level 1, first conv (16×16)
-        (256, 256, 16, 3, 1, 1, true),   // ddpm-cifar10 level 1
-        (128, 128, 16, 3, 1, 1, false),  // labml level 1
-        (256, 256, 8, 3, 1, 1, false),   // ddpm-cifar10 level 2 (8×8)
-        (128, 128, 8, 3, 1, 1, false),   // labml level 2
-        (256, 256, 4, 3, 1, 1, true),    // level 3 and the mid block of both presets (4×4)
-        (128, 128, 33, 3, 2, 0, true),   // ddpm-cifar10 downsample 32 → 16
-        (64, 64, 33, 3, 2, 0, false),    // labml downsample 32 → 16
-        (128, 256, 16, 1, 1, 0, true),   // ddpm-cifar10 1×1 shortcut 128 → 256
-        (512, 256, 8, 1, 1, 0, false),   // ddpm-cifar10 up-path 1×1 shortcut 512 → 256
+        (64, 64, 32, 3, 1, 1, false),   // labml level 0 (32×32)
+        (128, 128, 32, 3, 1, 1, true),  // ddpm-cifar10 level 0
+        (256, 128, 32, 3, 1, 1, false), // ddpm-cifar10 up path, level 0 (skip concatenated)
+        (128, 256, 16, 3, 1, 1, false), // ddpm-cifar10 level 1, first conv (16×16)
+        (256, 256, 16, 3, 1, 1, true),  // ddpm-cifar10 level 1
+        (128, 128, 16, 3, 1, 1, false), // labml level 1
+        (256, 256, 8, 3, 1, 1, false),  // ddpm-cifar10 level 2 (8×8)
+        (128, 128, 8, 3, 1, 1, false),  // labml level 2
+        (256, 256, 4, 3, 1, 1, true),   // level 3 and the mid block of both presets (4×4)
+        (128, 128, 33, 3, 2, 0, true),  // ddpm-cifar10 downsample 32 → 16
+        (64, 64, 33, 3, 2, 0, false),   // labml downsample 32 → 16
+        (128, 256, 16, 1, 1, 0, true),  // ddpm-cifar10 1×1 shortcut 128 → 256
+        (512, 256, 8, 1, 1, 0, false),  // ddpm-cifar10 up-path 1×1 shortcut 512 → 256
     ] {
         let g = conv(c_in, c_out, size, kernel, stride, padding);
         let shape = format!("conv{kernel}x{kernel}{}_c{c_in}_o{c_out}_{size}x{size}", if stride > 1 { "s2" } else { "" });
@@ -257,12 +259,12 @@ fn cases(quick: bool) -> Vec<Case> {
     }
     // Attention: one head over all channels, pixels as tokens, so bh = batch.
     for (tokens, d, in_quick) in [
-        (256, 256, true),  // ddpm-cifar10 level 1 (16×16, 256 channels)
-        (256, 128, true),  // 16×16 with 128 channels
-        (256, 64, false),  // 16×16 with 64 channels
-        (64, 128, false),  // labml level 2 (8×8, 128 channels)
-        (64, 256, true),   // 8×8 with 256 channels
-        (16, 256, false),  // labml level 3 and both mid blocks (4×4, 256 channels)
+        (256, 256, true), // ddpm-cifar10 level 1 (16×16, 256 channels)
+        (256, 128, true), // 16×16 with 128 channels
+        (256, 64, false), // 16×16 with 64 channels
+        (64, 128, false), // labml level 2 (8×8, 128 channels)
+        (64, 256, true),  // 8×8 with 256 channels
+        (16, 256, false), // labml level 3 and both mid blocks (4×4, 256 channels)
     ] {
         let s = AttentionShape { bh: BATCH, sq: tokens, sk: tokens, d, dv: d };
         add(format!("attention_s{tokens}_d{d}_fwd"), Op::AttentionForward(s), in_quick);
@@ -424,11 +426,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    println!(
-        "measured ceilings: f32 FMA {:.1} TFLOP/s (peak_fma_f32), memory {:.0} GB/s (peak_copy_f32, 1 GiB → 1 GiB)",
-        fma_peak / 1e12,
-        copy_peak / 1e9
-    );
+    println!("measured ceilings: f32 FMA {:.1} TFLOP/s (peak_fma_f32), memory {:.0} GB/s (peak_copy_f32, 1 GiB → 1 GiB)", fma_peak / 1e12, copy_peak / 1e9);
 
     let cases: Vec<Case> = cases(quick).into_iter().filter(|c| only.as_deref().is_none_or(|o| c.name.contains(o))).collect();
     let mut ember: BTreeMap<String, std::result::Result<f64, String>> = BTreeMap::new();
@@ -460,10 +458,7 @@ fn main() {
         Err(reason) => println!("(PyTorch columns skipped: {reason})"),
     }
     println!("f32, batch {BATCH}; attention: 1 head, bh = {BATCH}; group norm: {GROUPS} groups; median of {runs} sample(s) of ≥ 5 ms");
-    println!(
-        "{:<38} {:>10} {:>14} {:>8} {:>10} {:>12}",
-        "case", "ember ms", "throughput", "% ceil", "torch ms", "ember/torch"
-    );
+    println!("{:<38} {:>10} {:>14} {:>8} {:>10} {:>12}", "case", "ember ms", "throughput", "% ceil", "torch ms", "ember/torch");
     let mut failed = false;
     // Per family, PyTorch's time over ember's (ember's throughput relative to PyTorch's).
     let mut relative: BTreeMap<&str, Vec<(f64, &str)>> = BTreeMap::new();
@@ -491,8 +486,7 @@ fn main() {
 
     // The targets: conv ≥ 70% of cuDNN's throughput, attention ≥ 70% of SDPA's.
     println!("\nember's throughput relative to PyTorch's (PyTorch ms / ember ms):");
-    for (family, against, target) in
-        [("gemm", "cuBLAS", None), ("conv", "cuDNN", Some(0.7)), ("attention", "SDPA", Some(0.7)), ("group_norm", "PyTorch", None)]
+    for (family, against, target) in [("gemm", "cuBLAS", None), ("conv", "cuDNN", Some(0.7)), ("attention", "SDPA", Some(0.7)), ("group_norm", "PyTorch", None)]
     {
         let Some(values) = relative.get(family) else {
             if cases.iter().any(|c| c.op.family() == family) {
@@ -502,11 +496,8 @@ fn main() {
         };
         let ratios: Vec<f64> = values.iter().map(|(r, _)| *r).collect();
         let (lowest, lowest_name) = values.iter().min_by(|a, b| a.0.total_cmp(&b.0)).map(|(r, n)| (*r, *n)).unwrap();
-        let mut line = format!(
-            "  {family:<11} vs {against:<7} geometric mean {:.0}%, lowest {:.0}% ({lowest_name})",
-            100.0 * geometric_mean(&ratios),
-            100.0 * lowest
-        );
+        let mut line =
+            format!("  {family:<11} vs {against:<7} geometric mean {:.0}%, lowest {:.0}% ({lowest_name})", 100.0 * geometric_mean(&ratios), 100.0 * lowest);
         if let Some(target) = target {
             let met = ratios.iter().filter(|&&r| r >= target).count();
             line += &format!("; target ≥ {:.0}%: met by {met} of {}", 100.0 * target, ratios.len());

@@ -63,9 +63,7 @@ fn conv_case(x_shape: [usize; 4], w_shape: [usize; 4], stride: usize, padding: u
         })
     };
     Case {
-        torch_spec: format!(
-            r#"{{"name":"{name}","op":"{op}","x":{x_shape:?},"w":{w_shape:?},"stride":{stride},"padding":{padding}}}"#
-        ),
+        torch_spec: format!(r#"{{"name":"{name}","op":"{op}","x":{x_shape:?},"w":{w_shape:?},"stride":{stride},"padding":{padding}}}"#),
         name,
         flops: if backward { 2.0 * forward_flops } else { forward_flops },
         run,
@@ -113,11 +111,8 @@ fn torch_timings(cases: &[Case], threads: usize) -> Option<BTreeMap<String, serd
 }
 
 fn main() {
-    let mut criterion = Criterion::default()
-        .configure_from_args()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    let mut criterion =
+        Criterion::default().configure_from_args().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     let threads = rayon::current_num_threads();
     let peak = ember::tensor::cpu::peak::measure_f32_fma_peak(0.5);
     let cases = cases();
@@ -163,14 +158,6 @@ fn main() {
             Some(ts) => (format!("{:.3}", ts * 1e3), format!("{:.2}x", seconds / ts)),
             None => ("-".into(), "-".into()),
         };
-        println!(
-            "{:<36} {:>10.3} {:>9.1} {:>6.1}% {:>10} {:>9}",
-            case.name,
-            seconds * 1e3,
-            gflops,
-            100.0 * gflops / peak,
-            torch_ms,
-            ratio
-        );
+        println!("{:<36} {:>10.3} {:>9.1} {:>6.1}% {:>10} {:>9}", case.name, seconds * 1e3, gflops, 100.0 * gflops / peak, torch_ms, ratio);
     }
 }

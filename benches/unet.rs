@@ -217,15 +217,6 @@ fn main() {
             }
         }
         let (et, em, tt, tm) = (median(&mut ember_t), median(&mut ember_m), median(&mut torch_t), median(&mut torch_m));
-        println!(
-            "{:<30} {:>10.1} {:>10.1} {:>7.2}x {:>10.0} {:>10.0} {:>7.2}x",
-            case.name,
-            et * 1e3,
-            tt * 1e3,
-            et / tt,
-            em,
-            tm,
-            em / tm
-        );
+        println!("{:<30} {:>10.1} {:>10.1} {:>7.2}x {:>10.0} {:>10.0} {:>7.2}x", case.name, et * 1e3, tt * 1e3, et / tt, em, tm, em / tm);
     }
 }

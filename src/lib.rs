@@ -3,7 +3,7 @@
 //! This root crate re-exports the workspace's crates so that the workspace-level proofs in
 //! `tests/` and the benchmarks in `benches/` have one place to import from.
 
-pub use ember_tensor as tensor;
-pub use ember_unet as unet;
 pub use ember_diffusion as diffusion;
+pub use ember_tensor as tensor;
 pub use ember_train as train;
+pub use ember_unet as unet;

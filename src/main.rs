@@ -11,13 +11,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ember::diffusion::DdpmVariance;
 use ember::tensor::rng::Rng;
 use ember::tensor::{DType, Device};
+use ember::train::TrainConfig;
 use ember::train::checkpoint::Checkpoint;
 use ember::train::data::{Dataset, Split};
 use ember::train::images::write_grid_png;
 use ember::train::run::{Observer, RunDir, train};
 use ember::train::sampling::{Sampler, sample_images};
 use ember::train::trainer::StepStats;
-use ember::train::TrainConfig;
 use ember::unet::module::{Module, named_parameters, parameter_count};
 use ember::unet::{UNet, UNetConfig};
 
@@ -237,7 +237,9 @@ fn default_data(config: &UNetConfig) -> String {
     if config.in_channels == 1 && config.sample_size == 32 && installed {
         "fashion-mnist".into()
     } else {
-        eprintln!("note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist) or does not fit the model; training on the built-in procedural data");
+        eprintln!(
+            "note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist) or does not fit the model; training on the built-in procedural data"
+        );
         "procedural".into()
     }
 }
@@ -299,11 +301,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let mut observer = BarObserver { bar, smoothed: None };
     let trainer = train(Some(config), resume.as_deref(), &dir, device, &mut observer)?;
     observer.bar.finish();
-    println!(
-        "trained {} steps; run folder {} (checkpoint.safetensors, loss.csv, loss.png, samples/)",
-        trainer.step,
-        args.out.display()
-    );
+    println!("trained {} steps; run folder {} (checkpoint.safetensors, loss.csv, loss.png, samples/)", trainer.step, args.out.display());
     Ok(())
 }
 
@@ -387,12 +385,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         bar.set_message(format!("bits/dim {:.3}", bpd_sum / (start + indices.len()) as f64));
     }
     bar.finish_and_clear();
-    println!(
-        "{n} test images of {data} ({batches} batches), step {}: bits/dim {:.4}, loss {:.5}",
-        checkpoint.step,
-        bpd_sum / n as f64,
-        loss_sum / n as f64
-    );
+    println!("{n} test images of {data} ({batches} batches), step {}: bits/dim {:.4}, loss {:.5}", checkpoint.step, bpd_sum / n as f64, loss_sum / n as f64);
     Ok(())
 }
 
@@ -443,7 +436,13 @@ fn run_info(args: InfoArgs) -> Result<()> {
     for (name, part) in parts {
         println!("  {name:<15} {:>12}", thousands(parameter_count(part)));
     }
-    println!("total parameters: {} ({:.1}M; {} tensors, {:.1} MB in f32)", thousands(total), total as f64 / 1e6, named_parameters(&model).len(), total as f64 * 4.0 / 1e6);
+    println!(
+        "total parameters: {} ({:.1}M; {} tensors, {:.1} MB in f32)",
+        thousands(total),
+        total as f64 / 1e6,
+        named_parameters(&model).len(),
+        total as f64 * 4.0 / 1e6
+    );
     Ok(())
 }
 
@@ -462,7 +461,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

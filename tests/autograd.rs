@@ -34,11 +34,7 @@ fn gradient_of_a_tensor_used_twice_is_the_sum_of_both_uses() {
     let expected: Vec<f64> = x.to_vec_f64().iter().map(|v| v.exp() + v.cos() * v + v.sin()).collect();
     assert_values(grads.get(&x).unwrap(), &expected, 1e-14, "d(exp x + x sin x)/dx");
     // a diamond through views: (xᵀ)ᵀ + x reshaped and back
-    assert_gradcheck(
-        "diamond",
-        |t| t[0].transpose(0, 1)?.transpose(0, 1)?.add(&t[0].reshape(&[21])?.reshape(&[7, 3])?),
-        &[x.detach()],
-    );
+    assert_gradcheck("diamond", |t| t[0].transpose(0, 1)?.transpose(0, 1)?.add(&t[0].reshape(&[21])?.reshape(&[7, 3])?), &[x.detach()]);
 }
 
 #[test]
@@ -169,8 +165,7 @@ fn only_variables_reached_by_the_backward_pass_get_gradients() {
     assert!(grads.get(&b).is_none());
     assert!(grads.get(&constant).is_none());
     assert!(grads.get(&hidden).is_none(), "intermediate results are not reported");
-    let expected: Vec<f64> =
-        a.to_vec_f64().iter().zip(constant.to_vec_f64()).map(|(x, c)| c * (1.0 - (x * c).tanh().powi(2))).collect();
+    let expected: Vec<f64> = a.to_vec_f64().iter().zip(constant.to_vec_f64()).map(|(x, c)| c * (1.0 - (x * c).tanh().powi(2))).collect();
     assert_values(grads.get(&a).unwrap(), &expected, 1e-14, "d tanh(a c)/da");
     // an op on constants only records nothing
     assert!(!constant.exp().unwrap().requires_grad());

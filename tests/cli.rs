@@ -56,7 +56,8 @@ fn train_sample_resume_and_refuse_to_overwrite() {
 
     let grid = dir.join("grid.png");
     let checkpoint = run.join("checkpoint.safetensors");
-    let (ok, text) = ember(&["sample", "--checkpoint", checkpoint.to_str().unwrap(), "--sampler", "ddim", "--steps", "3", "--n", "4", "--out", grid.to_str().unwrap()]);
+    let (ok, text) =
+        ember(&["sample", "--checkpoint", checkpoint.to_str().unwrap(), "--sampler", "ddim", "--steps", "3", "--n", "4", "--out", grid.to_str().unwrap()]);
     assert!(ok, "{text}");
     assert!(grid.exists());
     let (ok, text) = ember(&["sample", "--checkpoint", "/nonexistent/checkpoint.safetensors", "--out", grid.to_str().unwrap()]);

@@ -82,11 +82,8 @@ fn warp_shuffles_and_ballots_follow_cuda() {
     let n = 96; // three warps
     let x = input(n);
     let x_dev = DeviceBuffer::from_slice(&device, &x).unwrap();
-    let (sum, prefix, down, ballot) =
-        (poisoned(&device, n * 4), poisoned(&device, n * 4), poisoned(&device, n * 4), poisoned(&device, n * 4));
-    device
-        .launch(selftest("emu_warp_ops"), &LaunchConfig::linear(1, n as u32), &[x_dev.arg(), sum.arg(), prefix.arg(), down.arg(), ballot.arg()])
-        .unwrap();
+    let (sum, prefix, down, ballot) = (poisoned(&device, n * 4), poisoned(&device, n * 4), poisoned(&device, n * 4), poisoned(&device, n * 4));
+    device.launch(selftest("emu_warp_ops"), &LaunchConfig::linear(1, n as u32), &[x_dev.arg(), sum.arg(), prefix.arg(), down.arg(), ballot.arg()]).unwrap();
     let (sum, prefix, down, ballot) =
         (sum.to_vec::<f32>().unwrap(), prefix.to_vec::<f32>().unwrap(), down.to_vec::<f32>().unwrap(), ballot.to_vec::<u32>().unwrap());
     for warp in 0..3 {

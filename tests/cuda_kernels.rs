@@ -7,27 +7,27 @@
 
 use std::sync::Arc;
 
-use ember::tensor::ops::attention::{AttentionShape, cpu as cpu_attention};
-use ember::tensor::ops::conv::{ConvGeometry, cpu as cpu_conv};
-use ember::tensor::ops::norm::{GroupNormShape, cpu as cpu_norm};
 use ember::tensor::cpu::gemm::{MatRef, gemm as cpu_gemm};
-use ember::tensor::ops::reduce::{ReduceKind, cpu::reduce as cpu_reduce};
-use ember::tensor::ops::softmax::cpu as softmax;
 use ember::tensor::cuda::emu::Emulator;
 use ember::tensor::cuda::kernels;
+use ember::tensor::cuda::launch as launch_cuda;
+use ember::tensor::cuda::{DeviceBuffer, GpuBackend};
 use ember::tensor::ops::attention::cuda as attention_cuda;
+use ember::tensor::ops::attention::{AttentionShape, cpu as cpu_attention};
+use ember::tensor::ops::binary::BinaryOp;
 use ember::tensor::ops::binary::cuda as binary_cuda;
 use ember::tensor::ops::conv::cuda as conv_cuda;
+use ember::tensor::ops::conv::{ConvGeometry, cpu as cpu_conv};
 use ember::tensor::ops::matmul::cuda as matmul_cuda;
 use ember::tensor::ops::movement::cuda as movement_cuda;
 use ember::tensor::ops::norm::cuda as norm_cuda;
+use ember::tensor::ops::norm::{GroupNormShape, cpu as cpu_norm};
 use ember::tensor::ops::reduce::cuda as reduce_cuda;
+use ember::tensor::ops::reduce::{ReduceKind, cpu::reduce as cpu_reduce};
+use ember::tensor::ops::softmax::cpu as softmax;
 use ember::tensor::ops::softmax::cuda as softmax_cuda;
-use ember::tensor::ops::unary::cuda as unary_cuda;
-use ember::tensor::cuda::launch as launch_cuda;
-use ember::tensor::cuda::{DeviceBuffer, GpuBackend};
-use ember::tensor::ops::binary::BinaryOp;
 use ember::tensor::ops::unary::UnaryOp;
+use ember::tensor::ops::unary::cuda as unary_cuda;
 use ember::tensor::{Device, Layout, Tensor};
 
 /// Says once per test binary, past the test harness's output capture (so it shows in a
@@ -228,11 +228,9 @@ fn softmax_rows_forward_and_backward_match_the_cpu() {
             let x = values(n, -6.0, 6.0, 5 + n as u64);
             let dy = values(n, -1.0, 1.0, 6 + n as u64);
             for log in [false, true] {
-                let (forward, backward): (fn(&[f32], usize) -> Vec<f32>, fn(&[f32], &[f32], usize) -> Vec<f32>) = if log {
-                    (softmax::log_softmax_rows, softmax::log_softmax_backward_rows)
-                } else {
-                    (softmax::softmax_rows, softmax::softmax_backward_rows)
-                };
+                #[allow(clippy::type_complexity)]
+                let (forward, backward): (fn(&[f32], usize) -> Vec<f32>, fn(&[f32], &[f32], usize) -> Vec<f32>) =
+                    if log { (softmax::log_softmax_rows, softmax::log_softmax_backward_rows) } else { (softmax::softmax_rows, softmax::softmax_backward_rows) };
                 let what = format!("{} {rows}×{row_len}", if log { "log_softmax" } else { "softmax" });
                 let y_cpu = forward(&x, row_len);
                 let y = softmax_cuda::softmax_rows(&upload(&device, &x), rows, row_len, log).unwrap();
@@ -284,6 +282,7 @@ fn gemm_matches_the_cpu_for_odd_sizes_strides_and_batches() {
 }
 
 /// A convolution's geometry with the output size derived as PyTorch does.
+#[allow(clippy::too_many_arguments)]
 fn geometry(n: usize, c_in: usize, h: usize, w: usize, c_out: usize, k: [usize; 2], stride: usize, padding: usize, dilation: usize) -> ConvGeometry {
     let out = |size: usize, k: usize| (size + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
     ConvGeometry {
@@ -452,7 +451,8 @@ fn mma_fragments_follow_the_ptx_layout() {
             let a = from_half_bits(&to_half_bits(&values(256, -1.0, 1.0, 110), bf16), bf16);
             let b = from_half_bits(&to_half_bits(&values(128, -1.0, 1.0, 111), bf16), bf16);
             let c = values(128, -1.0, 1.0, 112);
-            let (ab, bb) = (DeviceBuffer::from_slice(&device, &to_half_bits(&a, bf16)).unwrap(), DeviceBuffer::from_slice(&device, &to_half_bits(&b, bf16)).unwrap());
+            let (ab, bb) =
+                (DeviceBuffer::from_slice(&device, &to_half_bits(&a, bf16)).unwrap(), DeviceBuffer::from_slice(&device, &to_half_bits(&b, bf16)).unwrap());
             let (cb, d) = (upload(&device, &c), DeviceBuffer::new(&device, 128 * 4).unwrap());
             device.fill_bytes(d.ptr(), d.bytes(), 0xff).unwrap();
             let args = [ab.arg(), bb.arg(), cb.arg(), d.arg(), KernelArg::I32(bf16 as i32)];

@@ -47,6 +47,7 @@ fn ops_on_device_inputs_run_on_the_device() {
     let b = random(&[4, 1], 3);
     let m = random(&[3, 5, 7], 4);
     let (ga, gb, gm) = (a.to_device(GPU).unwrap(), b.to_device(GPU).unwrap(), m.to_device(GPU).unwrap());
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(&str, Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor>)> = vec![
         ("silu", Box::new(|a, _, _| a.silu().unwrap())),
         ("exp of a transposed view", Box::new(|a, _, _| a.transpose(0, 2).unwrap().exp().unwrap())),

@@ -272,8 +272,7 @@ fn procedural_data_is_deterministic_varied_and_in_range() {
 #[test]
 fn batches_gather_images_and_flip_them_left_to_right() {
     // Three 2-channel 3×3 images: value = (i·100 + c·10 + y·3 + x) / 300.
-    let values: Vec<f32> =
-        (0..3).flat_map(|i| (0..2).flat_map(move |c| (0..9).map(move |k| (i * 100 + c * 10 + k) as f32 / 300.0))).collect();
+    let values: Vec<f32> = (0..3).flat_map(|i| (0..2).flat_map(move |c| (0..9).map(move |k| (i * 100 + c * 10 + k) as f32 / 300.0))).collect();
     let dataset = Dataset::from_values("toy", values.clone(), 2, 3).unwrap();
     let batch = dataset.batch(&[2, 0, 2], &[true, false, false]).unwrap();
     assert_eq!(batch.shape(), &[3, 2, 3, 3]);

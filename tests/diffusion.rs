@@ -13,9 +13,8 @@
 use std::collections::BTreeMap;
 
 use ember::diffusion::{
-    DdpmVariance, NoiseSchedule, TimestepSpacing, VbTerms, bits_per_dim, ddim_sample, ddim_sample_from, ddim_step,
-    ddim_timesteps, ddpm_sample, ddpm_sample_from, ddpm_step, epsilon_loss, prior_bpd, variational_bound, vb_terms_bpd,
-    vlb,
+    DdpmVariance, NoiseSchedule, TimestepSpacing, VbTerms, bits_per_dim, ddim_sample, ddim_sample_from, ddim_step, ddim_timesteps, ddpm_sample,
+    ddpm_sample_from, ddpm_step, epsilon_loss, prior_bpd, variational_bound, vb_terms_bpd, vlb,
 };
 use ember::tensor::io::{SafetensorsFile, load_safetensors};
 use ember::tensor::rng::Rng;
@@ -183,8 +182,7 @@ fn ddpm_step_is_algorithm_2_in_f32_and_f64() {
                 (_, DdpmVariance::Beta) => beta,
                 (_, DdpmVariance::Posterior) => beta * (1.0 - s.alphas_cumprod()[t - 1]) / (1.0 - abar),
             };
-            let want: Vec<f64> =
-                (0..24).map(|i| (x[i] - beta / (1.0 - abar).sqrt() * eps[i]) / alpha.sqrt() + sigma2.sqrt() * z[i]).collect();
+            let want: Vec<f64> = (0..24).map(|i| (x[i] - beta / (1.0 - abar).sqrt() * eps[i]) / alpha.sqrt() + sigma2.sqrt() * z[i]).collect();
             let tolerance = if dtype == DType::F64 { 1e-14 } else { 1e-6 };
             assert_close(&out.to_vec_f64(), &want, tolerance, &format!("t = {t}, {variance:?}, {dtype:?}"));
         }
@@ -415,7 +413,13 @@ fn the_bound_of_the_perfect_model_on_one_image_has_its_closed_form() {
         .iter()
         .map(|&x| {
             let (upper, lower) = (vlb::approx_standard_normal_cdf(1.0 / 255.0 / sigma), vlb::approx_standard_normal_cdf(-1.0 / 255.0 / sigma));
-            let p = if x < -0.999 { upper } else if x > 0.999 { 1.0 - lower } else { upper - lower };
+            let p = if x < -0.999 {
+                upper
+            } else if x > 0.999 {
+                1.0 - lower
+            } else {
+                upper - lower
+            };
             -p.log2()
         })
         .sum::<f64>()

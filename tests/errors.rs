@@ -178,14 +178,8 @@ fn pad_with_the_wrong_number_of_pairs_returns_invalid_argument() {
 
 #[test]
 fn constructors_with_the_wrong_number_of_values_return_invalid_argument() {
-    assert_err!(
-        Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[2, 2], Device::Cpu),
-        TensorError::InvalidArgument { op: "from_vec", .. }
-    );
-    assert_err!(
-        Tensor::from_vec(vec![1.0f64; 5], &[], Device::Cpu),
-        TensorError::InvalidArgument { op: "from_vec", .. }
-    );
+    assert_err!(Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[2, 2], Device::Cpu), TensorError::InvalidArgument { op: "from_vec", .. });
+    assert_err!(Tensor::from_vec(vec![1.0f64; 5], &[], Device::Cpu), TensorError::InvalidArgument { op: "from_vec", .. });
     assert_err!(Tensor::from_f64(&[1.0, 2.0], &[3], DType::F64), TensorError::InvalidArgument { op: "from_f64", .. });
     let mut rng = ember::tensor::rng::Rng::new(0);
     assert_err!(Tensor::rand_uniform(&[2], 1.0, 1.0, DType::F32, &mut rng), TensorError::InvalidArgument { .. });

@@ -29,8 +29,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 
 /// The op folders of `ops/`.
 fn op_folders() -> Vec<PathBuf> {
-    let mut folders: Vec<PathBuf> =
-        fs::read_dir(tensor_src().join("ops")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut folders: Vec<PathBuf> = fs::read_dir(tensor_src().join("ops")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     folders.sort();
     folders
 }

@@ -48,14 +48,7 @@ fn naive_conv2d(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], b: Option<
 /// The scatter definition: for each input pixel and kernel tap,
 /// `out[n,o,i·s−p+ki·d, j·s−p+kj·d] += x[n,c,i,j] · w[c,o,ki,kj]` (skipping out-of-range), plus
 /// `b[o]`; output size `(H−1)s − 2p + d(k−1) + output_padding + 1`.
-fn naive_conv_transpose2d(
-    x: &[f64],
-    xs: [usize; 4],
-    w: &[f64],
-    ws: [usize; 4],
-    b: Option<&[f64]>,
-    p: ConvTranspose2dParams,
-) -> (Vec<f64>, [usize; 4]) {
+fn naive_conv_transpose2d(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], b: Option<&[f64]>, p: ConvTranspose2dParams) -> (Vec<f64>, [usize; 4]) {
     let [n, c_in, h, wd] = xs;
     let [wc_in, c_out, kh, kw] = ws;
     assert_eq!(c_in, wc_in);
@@ -121,17 +114,52 @@ fn conv_params(stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2]) ->
 fn conv2d_cases() -> Vec<ConvCase> {
     vec![
         ConvCase { name: "1x1 kernel, 1 channel", x: [1, 1, 5, 7], c_out: 1, k: [1, 1], params: Conv2dParams::default(), bias: false },
-        ConvCase { name: "1x1 kernel, stride 1, no padding, bias (the GEMM reads the image in place)", x: [3, 5, 4, 6], c_out: 7, k: [1, 1], params: Conv2dParams::default(), bias: true },
+        ConvCase {
+            name: "1x1 kernel, stride 1, no padding, bias (the GEMM reads the image in place)",
+            x: [3, 5, 4, 6],
+            c_out: 7,
+            k: [1, 1],
+            params: Conv2dParams::default(),
+            bias: true,
+        },
         ConvCase { name: "1x1 kernel, stride 2, pad 1, bias", x: [3, 3, 7, 6], c_out: 7, k: [1, 1], params: Conv2dParams::new(2, 1), bias: true },
         ConvCase { name: "3x3 stride 1 pad 1 bias", x: [3, 3, 7, 9], c_out: 7, k: [3, 3], params: Conv2dParams::new(1, 1), bias: true },
         ConvCase { name: "3x3 stride 1 pad 0", x: [1, 7, 6, 5], c_out: 3, k: [3, 3], params: Conv2dParams::new(1, 0), bias: false },
         ConvCase { name: "3x3 stride 2 pad 1 bias", x: [3, 7, 9, 8], c_out: 3, k: [3, 3], params: Conv2dParams::new(2, 1), bias: true },
         ConvCase { name: "3x3 stride 2 pad 0", x: [1, 3, 8, 9], c_out: 1, k: [3, 3], params: Conv2dParams::new(2, 0), bias: false },
-        ConvCase { name: "2x3 kernel, stride [2,1], pad [1,0], bias", x: [1, 3, 8, 7], c_out: 5, k: [2, 3], params: conv_params([2, 1], [1, 0], [1, 1]), bias: true },
-        ConvCase { name: "2x3 kernel, stride [1,2], pad [0,2]", x: [3, 1, 7, 9], c_out: 7, k: [2, 3], params: conv_params([1, 2], [0, 2], [1, 1]), bias: false },
+        ConvCase {
+            name: "2x3 kernel, stride [2,1], pad [1,0], bias",
+            x: [1, 3, 8, 7],
+            c_out: 5,
+            k: [2, 3],
+            params: conv_params([2, 1], [1, 0], [1, 1]),
+            bias: true,
+        },
+        ConvCase {
+            name: "2x3 kernel, stride [1,2], pad [0,2]",
+            x: [3, 1, 7, 9],
+            c_out: 7,
+            k: [2, 3],
+            params: conv_params([1, 2], [0, 2], [1, 1]),
+            bias: false,
+        },
         ConvCase { name: "3x3 dilation 2 pad 2", x: [3, 3, 11, 10], c_out: 2, k: [3, 3], params: Conv2dParams::new(1, 2).with_dilation(2), bias: false },
-        ConvCase { name: "3x3 dilation 2 stride 2 pad 1 bias", x: [1, 7, 13, 11], c_out: 3, k: [3, 3], params: Conv2dParams::new(2, 1).with_dilation(2), bias: true },
-        ConvCase { name: "2x3 kernel, dilation [2,1], stride [1,2], pad [0,1]", x: [1, 7, 6, 9], c_out: 4, k: [2, 3], params: conv_params([1, 2], [0, 1], [2, 1]), bias: true },
+        ConvCase {
+            name: "3x3 dilation 2 stride 2 pad 1 bias",
+            x: [1, 7, 13, 11],
+            c_out: 3,
+            k: [3, 3],
+            params: Conv2dParams::new(2, 1).with_dilation(2),
+            bias: true,
+        },
+        ConvCase {
+            name: "2x3 kernel, dilation [2,1], stride [1,2], pad [0,1]",
+            x: [1, 7, 6, 9],
+            c_out: 4,
+            k: [2, 3],
+            params: conv_params([1, 2], [0, 1], [2, 1]),
+            bias: true,
+        },
         ConvCase { name: "kernel as large as the padded input", x: [3, 3, 3, 4], c_out: 7, k: [3, 3], params: conv_params([1, 1], [0, 1], [1, 1]), bias: true },
     ]
 }
@@ -143,8 +171,7 @@ fn check_conv2d_case(case: &ConvCase, dtype: DType, tolerance: f64, seed: u64) {
     let w = random(&ws, -1.0, 1.0, seed + 1);
     let b = random(&[case.c_out], -1.0, 1.0, seed + 2);
     let bias_values = b.to_vec_f64();
-    let (expected, expected_shape) =
-        naive_conv2d(&x.to_vec_f64(), case.x, &w.to_vec_f64(), ws, case.bias.then_some(&bias_values[..]), case.params);
+    let (expected, expected_shape) = naive_conv2d(&x.to_vec_f64(), case.x, &w.to_vec_f64(), ws, case.bias.then_some(&bias_values[..]), case.params);
     let (xd, wd, bd) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
     let y = xd.conv2d(&wd, case.bias.then_some(&bd), case.params).unwrap();
     assert_eq!(y.dtype(), dtype, "{}", case.name);
@@ -173,7 +200,14 @@ fn conv2d_f32_large_odd_sizes_match_reference_through_threaded_gemm() {
     // one packed K slice
     let case = ConvCase { name: "x [2,33,17,19], w [65,33,3,3], s1 p1", x: [2, 33, 17, 19], c_out: 65, k: [3, 3], params: Conv2dParams::new(1, 1), bias: true };
     check_conv2d_case(&case, DType::F32, 1e-5, 7);
-    let case = ConvCase { name: "x [3,17,21,15], w [33,17,3,3], s2 p1 d2", x: [3, 17, 21, 15], c_out: 33, k: [3, 3], params: Conv2dParams::new(2, 1).with_dilation(2), bias: false };
+    let case = ConvCase {
+        name: "x [3,17,21,15], w [33,17,3,3], s2 p1 d2",
+        x: [3, 17, 21, 15],
+        c_out: 33,
+        k: [3, 3],
+        params: Conv2dParams::new(2, 1).with_dilation(2),
+        bias: false,
+    };
     check_conv2d_case(&case, DType::F32, 1e-5, 8);
 }
 
@@ -261,11 +295,7 @@ fn conv2d_gradcheck_through_permuted_input_and_transposed_weight() {
     let x = random(&[2, 5, 3, 6], -1.0, 1.0, 35);
     let w = random(&[3, 4, 3, 2], -1.0, 1.0, 36);
     let b = random(&[4], -1.0, 1.0, 37);
-    assert_gradcheck(
-        "conv2d strided",
-        |t| t[0].permute(&[0, 2, 1, 3])?.conv2d(&t[1].transpose(0, 1)?, Some(&t[2]), Conv2dParams::new(2, 1)),
-        &[x, w, b],
-    );
+    assert_gradcheck("conv2d strided", |t| t[0].permute(&[0, 2, 1, 3])?.conv2d(&t[1].transpose(0, 1)?, Some(&t[2]), Conv2dParams::new(2, 1)), &[x, w, b]);
 }
 
 #[test]
@@ -297,13 +327,55 @@ fn conv_transpose2d_cases() -> Vec<ConvTCase> {
         ConvTCase { name: "3x3 stride 1 pad 1 bias", x: [3, 7, 5, 4], c_out: 3, k: [3, 3], params: ConvTranspose2dParams::new(1, 1, 0), bias: true },
         ConvTCase { name: "1x1 stride 1, 1 channel", x: [3, 1, 4, 7], c_out: 1, k: [1, 1], params: ConvTranspose2dParams::default(), bias: true },
         ConvTCase { name: "3x3 stride 2 pad 0", x: [1, 3, 4, 5], c_out: 2, k: [3, 3], params: ConvTranspose2dParams::new(2, 0, 0), bias: false },
-        ConvTCase { name: "3x3 stride 2 pad 1 output_padding 1 bias", x: [3, 3, 5, 4], c_out: 7, k: [3, 3], params: ConvTranspose2dParams::new(2, 1, 1), bias: true },
-        ConvTCase { name: "4x4 stride 2 pad 1 (UNet upsampler) bias", x: [3, 7, 5, 6], c_out: 3, k: [4, 4], params: ConvTranspose2dParams::new(2, 1, 0), bias: true },
-        ConvTCase { name: "2x3 kernel, stride [2,3], pad [1,0], output_padding [1,2]", x: [1, 3, 4, 5], c_out: 4, k: [2, 3], params: convt_params([2, 3], [1, 0], [1, 2], [1, 1]), bias: true },
-        ConvTCase { name: "2x3 kernel, stride [1,2], pad [0,1], output_padding [0,1]", x: [3, 7, 3, 4], c_out: 1, k: [2, 3], params: convt_params([1, 2], [0, 1], [0, 1], [1, 1]), bias: false },
+        ConvTCase {
+            name: "3x3 stride 2 pad 1 output_padding 1 bias",
+            x: [3, 3, 5, 4],
+            c_out: 7,
+            k: [3, 3],
+            params: ConvTranspose2dParams::new(2, 1, 1),
+            bias: true,
+        },
+        ConvTCase {
+            name: "4x4 stride 2 pad 1 (UNet upsampler) bias",
+            x: [3, 7, 5, 6],
+            c_out: 3,
+            k: [4, 4],
+            params: ConvTranspose2dParams::new(2, 1, 0),
+            bias: true,
+        },
+        ConvTCase {
+            name: "2x3 kernel, stride [2,3], pad [1,0], output_padding [1,2]",
+            x: [1, 3, 4, 5],
+            c_out: 4,
+            k: [2, 3],
+            params: convt_params([2, 3], [1, 0], [1, 2], [1, 1]),
+            bias: true,
+        },
+        ConvTCase {
+            name: "2x3 kernel, stride [1,2], pad [0,1], output_padding [0,1]",
+            x: [3, 7, 3, 4],
+            c_out: 1,
+            k: [2, 3],
+            params: convt_params([1, 2], [0, 1], [0, 1], [1, 1]),
+            bias: false,
+        },
         ConvTCase { name: "3x3 dilation 2 pad 1", x: [1, 3, 5, 5], c_out: 3, k: [3, 3], params: convt_params([1, 1], [1, 1], [0, 0], [2, 2]), bias: true },
-        ConvTCase { name: "3x3 dilation 2 stride 2 pad 2 output_padding 1", x: [3, 3, 4, 6], c_out: 2, k: [3, 3], params: convt_params([2, 2], [2, 2], [1, 1], [2, 2]), bias: false },
-        ConvTCase { name: "3x3 dilation 2 stride 1 output_padding 1 (op < dilation)", x: [1, 2, 4, 5], c_out: 3, k: [3, 3], params: convt_params([1, 1], [0, 1], [1, 1], [2, 2]), bias: true },
+        ConvTCase {
+            name: "3x3 dilation 2 stride 2 pad 2 output_padding 1",
+            x: [3, 3, 4, 6],
+            c_out: 2,
+            k: [3, 3],
+            params: convt_params([2, 2], [2, 2], [1, 1], [2, 2]),
+            bias: false,
+        },
+        ConvTCase {
+            name: "3x3 dilation 2 stride 1 output_padding 1 (op < dilation)",
+            x: [1, 2, 4, 5],
+            c_out: 3,
+            k: [3, 3],
+            params: convt_params([1, 1], [0, 1], [1, 1], [2, 2]),
+            bias: true,
+        },
     ]
 }
 
@@ -314,12 +386,9 @@ fn check_conv_transpose2d_case(case: &ConvTCase, dtype: DType, tolerance: f64, s
     let w = random(&ws, -1.0, 1.0, seed + 1);
     let b = random(&[case.c_out], -1.0, 1.0, seed + 2);
     let bias_values = b.to_vec_f64();
-    let (expected, expected_shape) =
-        naive_conv_transpose2d(&x.to_vec_f64(), case.x, &w.to_vec_f64(), ws, case.bias.then_some(&bias_values[..]), case.params);
+    let (expected, expected_shape) = naive_conv_transpose2d(&x.to_vec_f64(), case.x, &w.to_vec_f64(), ws, case.bias.then_some(&bias_values[..]), case.params);
     let (xd, wd, bd) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
-    let y = xd
-        .conv_transpose2d(&wd, case.bias.then_some(&bd), case.params)
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    let y = xd.conv_transpose2d(&wd, case.bias.then_some(&bd), case.params).unwrap_or_else(|e| panic!("{}: {e}", case.name));
     assert_eq!(y.dtype(), dtype, "{}", case.name);
     assert_eq!(y.shape(), expected_shape, "{}: output shape", case.name);
     let err = relative_error(&y.to_vec_f64(), &expected);
@@ -343,9 +412,23 @@ fn conv_transpose2d_f32_matches_f64_reference_on_the_same_cases() {
 #[test]
 fn conv_transpose2d_f32_large_odd_sizes_match_reference() {
     // the UNet upsampler geometry at odd channel counts: per image [272, 33]ᵀ · [33, 99]
-    let case = ConvTCase { name: "x [2,33,9,11], w [33,17,4,4], s2 p1", x: [2, 33, 9, 11], c_out: 17, k: [4, 4], params: ConvTranspose2dParams::new(2, 1, 0), bias: true };
+    let case = ConvTCase {
+        name: "x [2,33,9,11], w [33,17,4,4], s2 p1",
+        x: [2, 33, 9, 11],
+        c_out: 17,
+        k: [4, 4],
+        params: ConvTranspose2dParams::new(2, 1, 0),
+        bias: true,
+    };
     check_conv_transpose2d_case(&case, DType::F32, 1e-5, 9);
-    let case = ConvTCase { name: "x [1,65,13,15], w [65,33,3,3], s1 p1", x: [1, 65, 13, 15], c_out: 33, k: [3, 3], params: ConvTranspose2dParams::new(1, 1, 0), bias: false };
+    let case = ConvTCase {
+        name: "x [1,65,13,15], w [65,33,3,3], s1 p1",
+        x: [1, 65, 13, 15],
+        c_out: 33,
+        k: [3, 3],
+        params: ConvTranspose2dParams::new(1, 1, 0),
+        bias: false,
+    };
     check_conv_transpose2d_case(&case, DType::F32, 1e-5, 10);
 }
 
@@ -439,10 +522,7 @@ fn check_adjoint(xs: [usize; 4], c_out: usize, k: [usize; 2], stride: [usize; 2]
     let conv = x.conv2d(&w, None, Conv2dParams { stride, padding, dilation }).unwrap();
     let [_, _, ho, wo] = shape4(&conv);
     let y = random(&[n, c_out, ho, wo], -1.0, 1.0, seed + 2);
-    let output_padding = [
-        (h + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) % stride[0],
-        (w_ + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) % stride[1],
-    ];
+    let output_padding = [(h + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) % stride[0], (w_ + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) % stride[1]];
     let back = y.conv_transpose2d(&w, None, ConvTranspose2dParams { stride, padding, output_padding, dilation }).unwrap();
     assert_eq!(back.shape(), xs, "adjoint geometry");
     let lhs = dot(&conv.to_vec_f64(), &y.to_vec_f64());

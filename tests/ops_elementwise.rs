@@ -26,8 +26,7 @@ fn naive_broadcast_shape(a: &[usize], b: &[usize]) -> Vec<usize> {
 /// The position in a contiguous tensor of `shape` that element `out_index` of a broadcast reads.
 fn broadcast_source(out_index: &[usize], shape: &[usize]) -> usize {
     let lead = out_index.len() - shape.len();
-    let index: Vec<usize> =
-        shape.iter().enumerate().map(|(i, &n)| if n == 1 { 0 } else { out_index[lead + i] }).collect();
+    let index: Vec<usize> = shape.iter().enumerate().map(|(i, &n)| if n == 1 { 0 } else { out_index[lead + i] }).collect();
     ravel(&index, shape)
 }
 
@@ -89,8 +88,7 @@ fn sign(i: usize) -> f64 {
 
 fn input(shape: &[usize], seed: u64, domain: Domain) -> Tensor {
     let signed = |low: f64, high: f64| {
-        let values: Vec<f64> =
-            random(shape, low, high, seed).to_vec_f64().iter().enumerate().map(|(i, v)| v * sign(i)).collect();
+        let values: Vec<f64> = random(shape, low, high, seed).to_vec_f64().iter().enumerate().map(|(i, v)| v * sign(i)).collect();
         Tensor::from_f64(&values, shape, DType::F64).unwrap()
     };
     match domain {
@@ -121,8 +119,7 @@ fn check_unary(what: &str, op: UnaryFn, reference: fn(f64) -> f64, domain: Domai
     let base = input(&[9, 5, 3], 20, domain);
     let view = base.permute(&[2, 0, 1]).unwrap();
     assert!(!view.is_contiguous());
-    let expected: Vec<f64> =
-        naive_permute(&base.to_vec_f64(), &[9, 5, 3], &[2, 0, 1]).into_iter().map(reference).collect();
+    let expected: Vec<f64> = naive_permute(&base.to_vec_f64(), &[9, 5, 3], &[2, 0, 1]).into_iter().map(reference).collect();
     assert_values(&op(&view).unwrap(), &expected, &[3, 9, 5], 1e-12, &format!("{what}: f64 forward, permuted"));
 
     // f64 forward, narrowed view [7,33] -> [7,17]
@@ -132,9 +129,7 @@ fn check_unary(what: &str, op: UnaryFn, reference: fn(f64) -> f64, domain: Domai
     assert_values(&op(&view).unwrap(), &expected, &[7, 17], 1e-12, &format!("{what}: f64 forward, narrowed"));
 
     // f32 forward against the f64 reference on the f32-rounded inputs
-    for (shape, transposed) in
-        [(vec![33, 7], false), (vec![33, 7], true), (vec![129, 131], false), (vec![131, 129], true)]
-    {
+    for (shape, transposed) in [(vec![33, 7], false), (vec![33, 7], true), (vec![129, 131], false), (vec![131, 129], true)] {
         let x = input(&shape, 30, domain).to_dtype(DType::F32).unwrap();
         let (x, values, out_shape) = if transposed {
             let v = naive_permute(&x.to_vec_f64(), &shape, &[1, 0]);
@@ -146,13 +141,7 @@ fn check_unary(what: &str, op: UnaryFn, reference: fn(f64) -> f64, domain: Domai
         let out = op(&x).unwrap();
         assert_eq!(out.dtype(), DType::F32, "{what}: f32 in, f32 out");
         let expected: Vec<f64> = values.into_iter().map(reference).collect();
-        assert_values(
-            &out,
-            &expected,
-            &out_shape,
-            1e-5,
-            &format!("{what}: f32 forward {shape:?} transposed={transposed}"),
-        );
+        assert_values(&out, &expected, &out_shape, 1e-5, &format!("{what}: f32 forward {shape:?} transposed={transposed}"));
     }
 
     // gradient checks
@@ -161,11 +150,7 @@ fn check_unary(what: &str, op: UnaryFn, reference: fn(f64) -> f64, domain: Domai
     assert_gradcheck(&format!("{what}: []"), |x| op(&x[0]), &[input(&[], 42, domain)]);
     assert_gradcheck(&format!("{what}: transposed"), |x| op(&x[0].transpose(0, 1)?), &[input(&[5, 3], 43, domain)]);
     assert_gradcheck(&format!("{what}: narrowed"), |x| op(&x[0].narrow(1, 2, 5)?), &[input(&[4, 9], 44, domain)]);
-    assert_gradcheck(
-        &format!("{what}: permuted"),
-        |x| op(&x[0].permute(&[2, 0, 1])?),
-        &[input(&[3, 1, 5], 45, domain)],
-    );
+    assert_gradcheck(&format!("{what}: permuted"), |x| op(&x[0].permute(&[2, 0, 1])?), &[input(&[3, 1, 5], 45, domain)]);
 }
 
 macro_rules! unary_tests {
@@ -242,9 +227,7 @@ fn sigmoid_silu_and_tanh_stay_finite_and_saturate_at_large_magnitudes_in_f32_and
         // ±30: each value within a relative tolerance of the reference
         for i in 1..3 {
             let x = values[i];
-            for (got, want, name) in
-                [(s[i], sigmoid_ref(x), "sigmoid"), (t[i], x.tanh(), "tanh"), (silu[i], x * sigmoid_ref(x), "silu")]
-            {
+            for (got, want, name) in [(s[i], sigmoid_ref(x), "sigmoid"), (t[i], x.tanh(), "tanh"), (silu[i], x * sigmoid_ref(x), "silu")] {
                 assert!((got - want).abs() <= tolerance * want.abs(), "{name}({x}) {dtype:?}: {got} vs {want}");
             }
         }
@@ -317,21 +300,13 @@ fn check_binary(what: &str, op: BinaryFn, reference: fn(f64, f64) -> f64, da: Do
     let (expected, shape) = naive_binary(&a_values, &[3, 5], &b_values, &[3, 5], reference);
     let out = op(&base_a.transpose(0, 1).unwrap(), &base_b.narrow(1, 2, 5).unwrap()).unwrap();
     assert_values(&out, &expected, &shape, 1e-12, &format!("{what}: strided"));
-    assert_gradcheck(
-        &format!("{what}: strided"),
-        |x| op(&x[0].transpose(0, 1)?, &x[1].narrow(1, 2, 5)?),
-        &[base_a.clone(), base_b.clone()],
-    );
+    assert_gradcheck(&format!("{what}: strided"), |x| op(&x[0].transpose(0, 1)?, &x[1].narrow(1, 2, 5)?), &[base_a.clone(), base_b.clone()]);
     let base_c = input(&[8], 302, db);
     let c_values = naive_narrow(&base_c.to_vec_f64(), &[8], 0, 3, 5);
     let (expected, shape) = naive_binary(&a_values, &[3, 5], &c_values, &[5], reference);
     let out = op(&base_a.transpose(0, 1).unwrap(), &base_c.narrow(0, 3, 5).unwrap()).unwrap();
     assert_values(&out, &expected, &shape, 1e-12, &format!("{what}: strided and broadcast"));
-    assert_gradcheck(
-        &format!("{what}: strided and broadcast"),
-        |x| op(&x[0].transpose(0, 1)?, &x[1].narrow(0, 3, 5)?),
-        &[base_a.clone(), base_c.clone()],
-    );
+    assert_gradcheck(&format!("{what}: strided and broadcast"), |x| op(&x[0].transpose(0, 1)?, &x[1].narrow(0, 3, 5)?), &[base_a.clone(), base_c.clone()]);
     // the broadcast (narrowed) operand on the left, the transposed one on the right
     let base_l = input(&[8], 303, da);
     let base_r = input(&[5, 3], 304, db);
@@ -340,11 +315,7 @@ fn check_binary(what: &str, op: BinaryFn, reference: fn(f64, f64) -> f64, da: Do
     let (expected, shape) = naive_binary(&l_values, &[5], &r_values, &[3, 5], reference);
     let out = op(&base_l.narrow(0, 3, 5).unwrap(), &base_r.transpose(0, 1).unwrap()).unwrap();
     assert_values(&out, &expected, &shape, 1e-12, &format!("{what}: broadcast and strided"));
-    assert_gradcheck(
-        &format!("{what}: broadcast and strided"),
-        |x| op(&x[0].narrow(0, 3, 5)?, &x[1].transpose(0, 1)?),
-        &[base_l, base_r],
-    );
+    assert_gradcheck(&format!("{what}: broadcast and strided"), |x| op(&x[0].narrow(0, 3, 5)?, &x[1].transpose(0, 1)?), &[base_l, base_r]);
 
     // f32 forward against the f64 reference on the f32-rounded inputs
     let f32_cases: [(&[usize], &[usize], bool); 6] = [
@@ -356,9 +327,7 @@ fn check_binary(what: &str, op: BinaryFn, reference: fn(f64, f64) -> f64, da: Do
         (&[129, 131], &[129, 131], true),
     ];
     for (sa, sb, transpose_a) in f32_cases {
-        let a = if transpose_a { input(&[sa[1], sa[0]], 400, da) } else { input(sa, 400, da) }
-            .to_dtype(DType::F32)
-            .unwrap();
+        let a = if transpose_a { input(&[sa[1], sa[0]], 400, da) } else { input(sa, 400, da) }.to_dtype(DType::F32).unwrap();
         let b = input(sb, 401, db).to_dtype(DType::F32).unwrap();
         let (a, a_values) = if transpose_a {
             let v = naive_permute(&a.to_vec_f64(), &[sa[1], sa[0]], &[1, 0]);
@@ -370,13 +339,7 @@ fn check_binary(what: &str, op: BinaryFn, reference: fn(f64, f64) -> f64, da: Do
         let (expected, shape) = naive_binary(&a_values, sa, &b.to_vec_f64(), sb, reference);
         let out = op(&a, &b).unwrap();
         assert_eq!(out.dtype(), DType::F32);
-        assert_values(
-            &out,
-            &expected,
-            &shape,
-            1e-5,
-            &format!("{what}: f32 {sa:?} with {sb:?}, a transposed={transpose_a}"),
-        );
+        assert_values(&out, &expected, &shape, 1e-5, &format!("{what}: f32 {sa:?} with {sb:?}, a transposed={transpose_a}"));
     }
 }
 
@@ -413,11 +376,7 @@ fn binary_op_of_a_tensor_with_itself_matches_reference_and_gradient_checks() {
     assert_values(&x.mul(&x).unwrap(), &v.iter().map(|a| a * a).collect::<Vec<_>>(), &[7, 3], 1e-12, "x*x");
     assert_values(&x.div(&x).unwrap(), &[1.0; 21], &[7, 3], 1e-12, "x/x");
     assert_gradcheck("x*x", |t| t[0].mul(&t[0]), std::slice::from_ref(&x));
-    assert_gradcheck(
-        "x*xᵀᵀ+x",
-        |t| t[0].mul(&t[0].transpose(0, 1)?.transpose(0, 1)?)?.add(&t[0]),
-        std::slice::from_ref(&x),
-    );
+    assert_gradcheck("x*xᵀᵀ+x", |t| t[0].mul(&t[0].transpose(0, 1)?.transpose(0, 1)?)?.add(&t[0]), std::slice::from_ref(&x));
     assert_gradcheck("x/(x+3)", |t| t[0].div(&t[0].add_scalar(3.0)?), std::slice::from_ref(&x));
 }
 
@@ -435,14 +394,12 @@ fn eq_mask_marks_equal_elements_with_broadcasting_and_records_no_gradient() {
     assert_eq!(mask.to_vec_f64(), expected);
     assert!(!mask.requires_grad(), "eq_mask is not differentiable");
     let mask_t = a.transpose(0, 1).unwrap().eq_mask(&b.reshape(&[5, 1]).unwrap()).unwrap();
-    let (expected_t, _) =
-        naive_binary(&naive_permute(&a_values, &[3, 5], &[1, 0]), &[5, 3], &b_values, &[5, 1], |x, y| {
-            if x == y { 1.0 } else { 0.0 }
-        });
+    let (expected_t, _) = naive_binary(&naive_permute(&a_values, &[3, 5], &[1, 0]), &[5, 3], &b_values, &[5, 1], |x, y| if x == y { 1.0 } else { 0.0 });
     assert_eq!(mask_t.to_vec_f64(), expected_t);
 }
 
 #[test]
+#[allow(clippy::manual_clamp)] // the reference is written as the definition, max then min
 fn clamp_forward_matches_reference_and_gradient_checks_away_from_the_bounds() {
     // values strictly inside, below and above [-0.5, 0.7], none within 0.05 of a bound
     let values: Vec<f64> = (0..33).map(|i| -1.6 + 0.1 * i as f64 + 0.02).collect();

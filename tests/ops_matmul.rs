@@ -68,15 +68,8 @@ fn check(sa: &[usize], sb: &[usize], seed: u64) {
 
 #[test]
 fn matmul_2d_matches_naive_product_on_sizes_1_and_odd_and_gradient_checks() {
-    let shapes: [(&[usize], &[usize]); 7] = [
-        (&[1, 1], &[1, 1]),
-        (&[1, 7], &[7, 1]),
-        (&[7, 1], &[1, 5]),
-        (&[1, 9], &[9, 7]),
-        (&[5, 7], &[7, 4]),
-        (&[3, 17], &[17, 5]),
-        (&[13, 3], &[3, 1]),
-    ];
+    let shapes: [(&[usize], &[usize]); 7] =
+        [(&[1, 1], &[1, 1]), (&[1, 7], &[7, 1]), (&[7, 1], &[1, 5]), (&[1, 9], &[9, 7]), (&[5, 7], &[7, 4]), (&[3, 17], &[17, 5]), (&[13, 3], &[3, 1])];
     for (i, (sa, sb)) in shapes.into_iter().enumerate() {
         check(sa, sb, 10 * i as u64);
     }

@@ -15,8 +15,7 @@ fn naive_broadcast(values: &[f64], shape: &[usize], target: &[usize]) -> Vec<f64
     (0..numel(target))
         .map(|flat| {
             let index = unravel(flat, target);
-            let source: Vec<usize> =
-                shape.iter().enumerate().map(|(i, &n)| if n == 1 { 0 } else { index[lead + i] }).collect();
+            let source: Vec<usize> = shape.iter().enumerate().map(|(i, &n)| if n == 1 { 0 } else { index[lead + i] }).collect();
             values[ravel(&source, shape)]
         })
         .collect()
@@ -101,11 +100,7 @@ fn reshape_of_non_contiguous_tensor_copies_in_logical_order_and_gradient_checks(
         assert!(!y.shares_storage_with(&base), "reshape {shape:?} of a transposed view copies");
         assert!(y.is_contiguous());
         assert_exact(&y, &expected, shape, &format!("reshape {shape:?} of transposed"));
-        assert_gradcheck(
-            &format!("reshape {shape:?} of transposed"),
-            |t| t[0].transpose(0, 1)?.reshape(shape),
-            std::slice::from_ref(&base),
-        );
+        assert_gradcheck(&format!("reshape {shape:?} of transposed"), |t| t[0].transpose(0, 1)?.reshape(shape), std::slice::from_ref(&base));
     }
     let base = random(&[3, 9], -2.0, 2.0, 3);
     let narrowed = base.narrow(1, 2, 5).unwrap();
@@ -132,11 +127,7 @@ fn permute_is_a_view_matching_reference_for_every_permutation_and_gradient_check
         let expected = naive_permute(&naive_permute(&values, &[3, 5, 7], &dims), &shape, &[2, 0, 1]);
         let z_shape = [shape[2], shape[0], shape[1]];
         assert_exact(&z, &expected, &z_shape, &format!("permute {dims:?} then [2,0,1]"));
-        assert_gradcheck(
-            &format!("permute {dims:?} then [2,0,1]"),
-            |t| t[0].permute(&dims)?.permute(&[2, 0, 1]),
-            std::slice::from_ref(&x),
-        );
+        assert_gradcheck(&format!("permute {dims:?} then [2,0,1]"), |t| t[0].permute(&dims)?.permute(&[2, 0, 1]), std::slice::from_ref(&x));
     }
     // size-1 axes and a rank-4 tensor
     let x = random(&[2, 1, 3, 1], -2.0, 2.0, 5);
@@ -149,9 +140,7 @@ fn permute_is_a_view_matching_reference_for_every_permutation_and_gradient_check
 fn transpose_swaps_two_axes_including_negative_ones_as_a_view_and_gradient_checks() {
     let x = random(&[3, 5, 7], -2.0, 2.0, 6);
     let values = x.to_vec_f64();
-    for ((a, b), dims) in
-        [((0, 2), [2, 1, 0]), ((-1, -2), [0, 2, 1]), ((1, 0), [1, 0, 2]), ((1, 1), [0, 1, 2]), ((-3, 1), [1, 0, 2])]
-    {
+    for ((a, b), dims) in [((0, 2), [2, 1, 0]), ((-1, -2), [0, 2, 1]), ((1, 0), [1, 0, 2]), ((1, 1), [0, 1, 2]), ((-3, 1), [1, 0, 2])] {
         let y = x.transpose(a, b).unwrap();
         let shape: Vec<usize> = dims.iter().map(|&d| [3, 5, 7][d]).collect();
         assert!(y.shares_storage_with(&x));
@@ -167,28 +156,17 @@ fn narrow_is_a_view_matching_reference_on_every_axis_and_gradient_checks() {
     let shape = [5, 7, 9];
     let x = random(&shape, -2.0, 2.0, 7);
     let values = x.to_vec_f64();
-    for (axis, start, len) in
-        [(0isize, 0, 1), (0, 2, 3), (1, 3, 4), (2, 0, 9), (2, 8, 1), (-1, 1, 7), (-2, 6, 1), (1, 7, 0)]
-    {
+    for (axis, start, len) in [(0isize, 0, 1), (0, 2, 3), (1, 3, 4), (2, 0, 9), (2, 8, 1), (-1, 1, 7), (-2, 6, 1), (1, 7, 0)] {
         let normalized = if axis < 0 { (axis + 3) as usize } else { axis as usize };
         let y = x.narrow(axis, start, len).unwrap();
         let mut out_shape = shape.to_vec();
         out_shape[normalized] = len;
         assert!(y.shares_storage_with(&x), "narrow is a view");
-        assert_exact(
-            &y,
-            &naive_narrow(&values, &shape, normalized, start, len),
-            &out_shape,
-            &format!("narrow({axis},{start},{len})"),
-        );
+        assert_exact(&y, &naive_narrow(&values, &shape, normalized, start, len), &out_shape, &format!("narrow({axis},{start},{len})"));
     }
     let small = random(&[3, 5, 7], -2.0, 2.0, 8);
     for (axis, start, len) in [(0isize, 1, 2), (1, 0, 1), (-1, 2, 5), (2, 6, 1)] {
-        assert_gradcheck(
-            &format!("narrow({axis},{start},{len})"),
-            |t| t[0].narrow(axis, start, len),
-            std::slice::from_ref(&small),
-        );
+        assert_gradcheck(&format!("narrow({axis},{start},{len})"), |t| t[0].narrow(axis, start, len), std::slice::from_ref(&small));
     }
     // narrow of a narrow, and narrow of a transposed view
     let y = x.narrow(2, 1, 7).unwrap().narrow(2, 2, 3).unwrap().narrow(0, 1, 3).unwrap();
@@ -197,11 +175,7 @@ fn narrow_is_a_view_matching_reference_on_every_axis_and_gradient_checks() {
     let y = x.transpose(0, 2).unwrap().narrow(1, 2, 4).unwrap();
     let expected = naive_narrow(&naive_permute(&values, &shape, &[2, 1, 0]), &[9, 7, 5], 1, 2, 4);
     assert_exact(&y, &expected, &[9, 4, 5], "narrow of transposed");
-    assert_gradcheck(
-        "narrow of narrow",
-        |t| t[0].narrow(2, 1, 5)?.narrow(2, 2, 3)?.narrow(0, 1, 1),
-        std::slice::from_ref(&small),
-    );
+    assert_gradcheck("narrow of narrow", |t| t[0].narrow(2, 1, 5)?.narrow(2, 2, 3)?.narrow(0, 1, 1), std::slice::from_ref(&small));
     assert_gradcheck("narrow of transposed", |t| t[0].transpose(0, 2)?.narrow(1, 2, 2), &[small]);
 }
 
@@ -209,15 +183,8 @@ fn narrow_is_a_view_matching_reference_on_every_axis_and_gradient_checks() {
 
 #[test]
 fn broadcast_to_and_expand_are_storage_sharing_views_matching_reference_and_gradient_checks() {
-    let cases: [(&[usize], &[usize]); 7] = [
-        (&[3, 1], &[2, 3, 4]),
-        (&[], &[2, 3]),
-        (&[1], &[5]),
-        (&[5], &[3, 5]),
-        (&[1, 7, 1], &[3, 7, 5]),
-        (&[3, 1, 5], &[2, 3, 4, 5]),
-        (&[2, 3], &[2, 3]),
-    ];
+    let cases: [(&[usize], &[usize]); 7] =
+        [(&[3, 1], &[2, 3, 4]), (&[], &[2, 3]), (&[1], &[5]), (&[5], &[3, 5]), (&[1, 7, 1], &[3, 7, 5]), (&[3, 1, 5], &[2, 3, 4, 5]), (&[2, 3], &[2, 3])];
     for (k, (shape, target)) in cases.into_iter().enumerate() {
         let x = random(shape, -2.0, 2.0, 10 + k as u64);
         let expected = naive_broadcast(&x.to_vec_f64(), shape, target);
@@ -225,22 +192,13 @@ fn broadcast_to_and_expand_are_storage_sharing_views_matching_reference_and_grad
         assert!(y.shares_storage_with(&x), "broadcast_to {shape:?} -> {target:?} is a view");
         assert_exact(&y, &expected, target, &format!("broadcast_to {shape:?} -> {target:?}"));
         assert_exact(&x.expand(target).unwrap(), &expected, target, &format!("expand {shape:?} -> {target:?}"));
-        assert_gradcheck(
-            &format!("broadcast_to {shape:?} -> {target:?}"),
-            |t| t[0].broadcast_to(target),
-            std::slice::from_ref(&x),
-        );
+        assert_gradcheck(&format!("broadcast_to {shape:?} -> {target:?}"), |t| t[0].broadcast_to(target), std::slice::from_ref(&x));
         assert_gradcheck(&format!("expand {shape:?} -> {target:?}"), |t| t[0].expand(target), std::slice::from_ref(&x));
     }
     // broadcasting a strided view: [1,3]ᵀ = [3,1] -> [2,3,4]
     let base = random(&[1, 3], -2.0, 2.0, 20);
     let expected = naive_broadcast(&base.to_vec_f64(), &[3, 1], &[2, 3, 4]);
-    assert_exact(
-        &base.transpose(0, 1).unwrap().broadcast_to(&[2, 3, 4]).unwrap(),
-        &expected,
-        &[2, 3, 4],
-        "broadcast of transposed",
-    );
+    assert_exact(&base.transpose(0, 1).unwrap().broadcast_to(&[2, 3, 4]).unwrap(), &expected, &[2, 3, 4], "broadcast of transposed");
     assert_gradcheck("broadcast of transposed", |t| t[0].transpose(0, 1)?.broadcast_to(&[2, 3, 4]), &[base]);
     // a broadcast view fed to a copying op is materialised correctly
     let x = random(&[3, 1], -2.0, 2.0, 21);
@@ -277,11 +235,7 @@ fn unsqueeze_and_squeeze_insert_and_remove_unit_axes_at_any_position_and_gradien
         assert_gradcheck(&format!("unsqueeze({axis})"), |t| t[0].unsqueeze(axis), std::slice::from_ref(&x));
         let back = y.squeeze(axis).unwrap();
         assert_exact(&back, &values, &[3, 5], &format!("squeeze({axis})"));
-        assert_gradcheck(
-            &format!("squeeze({axis})"),
-            |t| t[0].unsqueeze(axis)?.squeeze(axis),
-            std::slice::from_ref(&x),
-        );
+        assert_gradcheck(&format!("squeeze({axis})"), |t| t[0].unsqueeze(axis)?.squeeze(axis), std::slice::from_ref(&x));
     }
     let y = random(&[1, 7, 1], -2.0, 2.0, 41);
     assert_exact(&y.squeeze(0).unwrap(), &y.to_vec_f64(), &[7, 1], "squeeze(0)");
@@ -291,12 +245,7 @@ fn unsqueeze_and_squeeze_insert_and_remove_unit_axes_at_any_position_and_gradien
     // of a strided view: values in logical order
     let base = random(&[5, 3], -2.0, 2.0, 42);
     let expected = naive_permute(&base.to_vec_f64(), &[5, 3], &[1, 0]);
-    assert_exact(
-        &base.transpose(0, 1).unwrap().unsqueeze(1).unwrap(),
-        &expected,
-        &[3, 1, 5],
-        "unsqueeze of transposed",
-    );
+    assert_exact(&base.transpose(0, 1).unwrap().unsqueeze(1).unwrap(), &expected, &[3, 1, 5], "unsqueeze of transposed");
     assert_gradcheck("unsqueeze of transposed", |t| t[0].transpose(0, 1)?.unsqueeze(1), &[base]);
     // rank 0 <-> [1]
     let s = random(&[], -2.0, 2.0, 43);
@@ -342,11 +291,7 @@ fn cat_of_strided_and_single_inputs_matches_reference_and_gradient_checks() {
     let (expected, shape) = naive_cat(&parts, 1);
     let out = Tensor::cat(&[&a.transpose(0, 1).unwrap(), &b.narrow(1, 2, 4).unwrap(), &c], 1).unwrap();
     assert_exact(&out, &expected, &shape, "cat of strided");
-    assert_gradcheck(
-        "cat of strided",
-        |t| Tensor::cat(&[&t[0].transpose(0, 1)?, &t[1].narrow(1, 2, 4)?, &t[2]], 1),
-        &[a.clone(), b, c],
-    );
+    assert_gradcheck("cat of strided", |t| Tensor::cat(&[&t[0].transpose(0, 1)?, &t[1].narrow(1, 2, 4)?, &t[2]], 1), &[a.clone(), b, c]);
     // one input: a copy with the same values; the same tensor twice: gradient sums both slices
     let single = Tensor::cat(&[&a], 0).unwrap();
     assert!(!single.shares_storage_with(&a));
@@ -366,12 +311,8 @@ fn cat_of_strided_and_single_inputs_matches_reference_and_gradient_checks() {
 #[test]
 fn pad_with_a_nonzero_value_matches_reference_and_gradient_checks() {
     type Case<'a> = (&'a [usize], &'a [(usize, usize)], f64);
-    let cases: [Case; 4] = [
-        (&[3, 5], &[(1, 2), (0, 3)], 0.5),
-        (&[2, 3, 4], &[(0, 0), (2, 1), (1, 1)], -1.25),
-        (&[7], &[(3, 0)], 2.0),
-        (&[1, 1], &[(1, 1), (1, 1)], -3.5),
-    ];
+    let cases: [Case; 4] =
+        [(&[3, 5], &[(1, 2), (0, 3)], 0.5), (&[2, 3, 4], &[(0, 0), (2, 1), (1, 1)], -1.25), (&[7], &[(3, 0)], 2.0), (&[1, 1], &[(1, 1), (1, 1)], -3.5)];
     for (k, (shape, paddings, value)) in cases.into_iter().enumerate() {
         let x = random(shape, -2.0, 2.0, 70 + k as u64);
         let (expected, out_shape) = naive_pad(&x.to_vec_f64(), shape, paddings, value);
@@ -382,14 +323,8 @@ fn pad_with_a_nonzero_value_matches_reference_and_gradient_checks() {
     }
     // a transposed input
     let base = random(&[5, 3], -2.0, 2.0, 80);
-    let (expected, out_shape) =
-        naive_pad(&naive_permute(&base.to_vec_f64(), &[5, 3], &[1, 0]), &[3, 5], &[(2, 1), (1, 2)], 0.75);
-    assert_exact(
-        &base.transpose(0, 1).unwrap().pad(&[(2, 1), (1, 2)], 0.75).unwrap(),
-        &expected,
-        &out_shape,
-        "pad of transposed",
-    );
+    let (expected, out_shape) = naive_pad(&naive_permute(&base.to_vec_f64(), &[5, 3], &[1, 0]), &[3, 5], &[(2, 1), (1, 2)], 0.75);
+    assert_exact(&base.transpose(0, 1).unwrap().pad(&[(2, 1), (1, 2)], 0.75).unwrap(), &expected, &out_shape, "pad of transposed");
     assert_gradcheck("pad of transposed", |t| t[0].transpose(0, 1)?.pad(&[(2, 1), (1, 2)], 0.75), &[base]);
     // a rank-0 tensor pads to itself
     let s = random(&[], -2.0, 2.0, 81);

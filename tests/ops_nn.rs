@@ -4,9 +4,9 @@
 //! here, f32 runs on larger odd sizes, and f64 finite-difference gradient checks for every input,
 //! including strided inputs.
 
+use ember::tensor::DType;
 use ember::tensor::rng::Rng;
 use ember::tensor::testing::{assert_gradcheck, random, relative_error};
-use ember::tensor::DType;
 
 // ---- dropout ------------------------------------------------------------------------------------------
 
@@ -193,13 +193,8 @@ fn naive_index_select(x: &[f64], shape: &[usize], axis: usize, indices: &[usize]
 #[test]
 fn index_select_matches_reference_along_axes_0_1_and_last_with_repeats() {
     let x = random(&[5, 7, 3], -1.0, 1.0, 30);
-    let cases: [(isize, usize, Vec<usize>); 5] = [
-        (0, 0, vec![4, 0, 4, 2, 4]),
-        (1, 1, vec![6, 6, 0, 3, 1, 0, 5]),
-        (-1, 2, vec![2, 0, 2, 2]),
-        (2, 2, vec![1]),
-        (-3, 0, vec![0, 1, 2, 3, 4, 3, 2, 1, 0]),
-    ];
+    let cases: [(isize, usize, Vec<usize>); 5] =
+        [(0, 0, vec![4, 0, 4, 2, 4]), (1, 1, vec![6, 6, 0, 3, 1, 0, 5]), (-1, 2, vec![2, 0, 2, 2]), (2, 2, vec![1]), (-3, 0, vec![0, 1, 2, 3, 4, 3, 2, 1, 0])];
     for dtype in [DType::F64, DType::F32] {
         let xd = x.to_dtype(dtype).unwrap();
         for (axis, axis_index, indices) in &cases {

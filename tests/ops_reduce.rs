@@ -22,9 +22,7 @@ enum Kind {
 /// by loops: returns (values, shape).
 fn naive_reduce(values: &[f64], shape: &[usize], axes: &[isize], keepdim: bool, kind: Kind) -> (Vec<f64>, Vec<usize>) {
     let rank = shape.len() as isize;
-    let reduced: Vec<bool> = (0..shape.len())
-        .map(|i| axes.is_empty() || axes.iter().any(|&a| (if a < 0 { a + rank } else { a }) == i as isize))
-        .collect();
+    let reduced: Vec<bool> = (0..shape.len()).map(|i| axes.is_empty() || axes.iter().any(|&a| (if a < 0 { a + rank } else { a }) == i as isize)).collect();
     let kept_shape: Vec<usize> = shape.iter().zip(&reduced).map(|(&n, &r)| if r { 1 } else { n }).collect();
     let count: usize = shape.iter().zip(&reduced).filter(|(_, r)| **r).map(|(&n, _)| n).product();
     let out_index_of = |flat: usize| {
@@ -53,8 +51,7 @@ fn naive_reduce(values: &[f64], shape: &[usize], axes: &[isize], keepdim: bool, 
             squares.iter().map(|s| s / (count - correction) as f64).collect()
         }
     };
-    let out_shape =
-        if keepdim { kept_shape } else { shape.iter().zip(&reduced).filter(|(_, r)| !**r).map(|(&n, _)| n).collect() };
+    let out_shape = if keepdim { kept_shape } else { shape.iter().zip(&reduced).filter(|(_, r)| !**r).map(|(&n, _)| n).collect() };
     (out, out_shape)
 }
 
@@ -90,26 +87,17 @@ fn check_reduce(kind: Kind) {
     let xv = x.to_vec_f64();
     // permuted view: base [7,3,5] -> [5,7,3]; narrowed view: base [3,9,7] -> [3,5,7]
     let base_p = random(&[7, 3, 5], -2.0, 2.0, 2);
-    let (permuted, pv) =
-        (base_p.permute(&[2, 0, 1]).unwrap(), naive_permute(&base_p.to_vec_f64(), &[7, 3, 5], &[2, 0, 1]));
+    let (permuted, pv) = (base_p.permute(&[2, 0, 1]).unwrap(), naive_permute(&base_p.to_vec_f64(), &[7, 3, 5], &[2, 0, 1]));
     let base_n = random(&[3, 9, 7], -2.0, 2.0, 3);
     let (narrowed, nv) = (base_n.narrow(1, 2, 5).unwrap(), naive_narrow(&base_n.to_vec_f64(), &[3, 9, 7], 1, 2, 5));
     assert!(!permuted.is_contiguous() && !narrowed.is_contiguous());
 
     for axes in AXIS_SETS.iter().copied().chain([&[][..]]) {
         for keepdim in [false, true] {
-            for (input, values, name) in
-                [(&x, &xv, "contiguous"), (&permuted, &pv, "permuted"), (&narrowed, &nv, "narrowed")]
-            {
+            for (input, values, name) in [(&x, &xv, "contiguous"), (&permuted, &pv, "permuted"), (&narrowed, &nv, "narrowed")] {
                 let (expected, out_shape) = naive_reduce(values, input.shape(), axes, keepdim, kind);
                 let out = apply(input, axes, keepdim, kind).unwrap();
-                assert_values(
-                    &out,
-                    &expected,
-                    &out_shape,
-                    1e-12,
-                    &format!("{what} {name} axes={axes:?} keepdim={keepdim}"),
-                );
+                assert_values(&out, &expected, &out_shape, 1e-12, &format!("{what} {name} axes={axes:?} keepdim={keepdim}"));
             }
         }
     }
@@ -130,18 +118,12 @@ fn check_reduce(kind: Kind) {
 
     // gradients: contiguous, permuted, narrowed; several axis sets; both keepdims
     let small = random(&[3, 5, 7], -2.0, 2.0, 5);
-    for (axes, keepdim) in
-        [(&[1][..], false), (&[-1], true), (&[0, 2], false), (&[2, 0], true), (&[], false), (&[], true)]
-    {
+    for (axes, keepdim) in [(&[1][..], false), (&[-1], true), (&[0, 2], false), (&[2, 0], true), (&[], false), (&[], true)] {
         let case = format!("{what} axes={axes:?} keepdim={keepdim}");
         assert_gradcheck(&case, |t| apply(&t[0], axes, keepdim, kind), std::slice::from_ref(&small));
     }
     let base = random(&[7, 3, 5], -2.0, 2.0, 6);
-    assert_gradcheck(
-        &format!("{what} permuted"),
-        |t| apply(&t[0].permute(&[2, 0, 1])?, &[0, -1], false, kind),
-        &[base],
-    );
+    assert_gradcheck(&format!("{what} permuted"), |t| apply(&t[0].permute(&[2, 0, 1])?, &[0, -1], false, kind), &[base]);
     let base = random(&[3, 9, 5], -2.0, 2.0, 7);
     assert_gradcheck(&format!("{what} narrowed"), |t| apply(&t[0].narrow(1, 2, 5)?, &[1], true, kind), &[base]);
     assert_gradcheck(&format!("{what} [7] all"), |t| apply(&t[0], &[0], false, kind), &[random(&[7], -2.0, 2.0, 8)]);
@@ -249,18 +231,8 @@ fn sum_to_shape_sums_over_broadcast_axes_and_gradient_checks_on_strided_input() 
         let expected = naive_sum_to_shape(&x.to_vec_f64(), &shape, target);
         assert_values(&x.sum_to_shape(target).unwrap(), &expected, target, 1e-12, &format!("sum_to_shape {target:?}"));
         let expected = naive_sum_to_shape(&xtv, &shape, target);
-        assert_values(
-            &xt.sum_to_shape(target).unwrap(),
-            &expected,
-            target,
-            1e-12,
-            &format!("sum_to_shape {target:?} strided"),
-        );
+        assert_values(&xt.sum_to_shape(target).unwrap(), &expected, target, 1e-12, &format!("sum_to_shape {target:?} strided"));
         assert_gradcheck(&format!("sum_to_shape {target:?}"), |t| t[0].sum_to_shape(target), std::slice::from_ref(&x));
-        assert_gradcheck(
-            &format!("sum_to_shape {target:?} strided"),
-            |t| t[0].permute(&[2, 1, 0])?.sum_to_shape(target),
-            std::slice::from_ref(&base),
-        );
+        assert_gradcheck(&format!("sum_to_shape {target:?} strided"), |t| t[0].permute(&[2, 1, 0])?.sum_to_shape(target), std::slice::from_ref(&base));
     }
 }

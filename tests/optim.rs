@@ -308,8 +308,7 @@ fn adam_skips_parameters_without_gradient_without_advancing_their_step_count() {
         let params = make_params(DType::F64);
         let mut adam = Adam::new(params.clone(), config).unwrap();
         let mut reference: Vec<RefAdam> = (0..SHAPES.len()).map(|k| RefAdam::new(config, initial_values(k))).collect();
-        let schedule: [[bool; 3]; 6] =
-            [[true, false, true], [true, false, true], [true, true, true], [false, true, true], [true, true, false], ALL];
+        let schedule: [[bool; 3]; 6] = [[true, false, true], [true, false, true], [true, true, true], [false, true, true], [true, true, false], ALL];
         let mut counts = [0u64; 3];
         for (i, has_grad) in schedule.iter().enumerate() {
             let step = i + 1;
@@ -373,9 +372,7 @@ fn adam_state_round_trip_through_load_state_continues_identically() {
         .map(|s| AdamState { step: s.step, exp_avg: s.exp_avg.deep_copy().unwrap(), exp_avg_sq: s.exp_avg_sq.deep_copy().unwrap() })
         .collect();
     assert_eq!(saved_state.iter().map(|s| s.step).collect::<Vec<_>>(), [3, 3, 2]);
-    let moments = |state: &[AdamState]| -> Vec<Vec<f64>> {
-        state.iter().flat_map(|s| [s.exp_avg.to_vec_f64(), s.exp_avg_sq.to_vec_f64()]).collect()
-    };
+    let moments = |state: &[AdamState]| -> Vec<Vec<f64>> { state.iter().flat_map(|s| [s.exp_avg.to_vec_f64(), s.exp_avg_sq.to_vec_f64()]).collect() };
     let saved_moments = moments(&saved_state);
 
     let restored_params: Vec<Tensor> = saved_params.iter().map(|p| p.deep_copy().unwrap().variable()).collect();
@@ -433,14 +430,8 @@ fn optimizers_reject_parameters_that_are_not_contiguous_variables() {
     let narrowed = Tensor::zeros(&[4], DType::F64).narrow(0, 1, 2).unwrap().variable(); // offset view
     for bad in [plain, transposed, narrowed] {
         let params = vec![variable.clone(), bad.clone()];
-        assert!(
-            matches!(Sgd::new(params.clone(), SgdConfig::new(0.1)), Err(TensorError::InvalidArgument { .. })),
-            "Sgd accepted {bad:?}"
-        );
-        assert!(
-            matches!(Adam::new(params, AdamConfig::adam(0.1)), Err(TensorError::InvalidArgument { .. })),
-            "Adam accepted {bad:?}"
-        );
+        assert!(matches!(Sgd::new(params.clone(), SgdConfig::new(0.1)), Err(TensorError::InvalidArgument { .. })), "Sgd accepted {bad:?}");
+        assert!(matches!(Adam::new(params, AdamConfig::adam(0.1)), Err(TensorError::InvalidArgument { .. })), "Adam accepted {bad:?}");
     }
     let half = Tensor::zeros(&[2], DType::F16).variable();
     assert!(matches!(Sgd::new(vec![half.clone()], SgdConfig::new(0.1)), Err(TensorError::UnsupportedDType { .. })));

@@ -31,8 +31,7 @@ fn rule(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 
 fn broadcast_source(out_index: &[usize], shape: &[usize]) -> usize {
     let lead = out_index.len() - shape.len();
-    let index: Vec<usize> =
-        shape.iter().enumerate().map(|(i, &n)| if n == 1 { 0 } else { out_index[lead + i] }).collect();
+    let index: Vec<usize> = shape.iter().enumerate().map(|(i, &n)| if n == 1 { 0 } else { out_index[lead + i] }).collect();
     ravel(&index, shape)
 }
 
@@ -53,9 +52,8 @@ fn broadcastable_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
         let rank = out.len();
         let side = move || {
             let out = out.clone();
-            (0..=rank, prop::collection::vec(any::<bool>(), rank)).prop_map(move |(keep, ones)| {
-                (rank - keep..rank).map(|i| if ones[i] { 1 } else { out[i] }).collect::<Vec<usize>>()
-            })
+            (0..=rank, prop::collection::vec(any::<bool>(), rank))
+                .prop_map(move |(keep, ones)| (rank - keep..rank).map(|i| if ones[i] { 1 } else { out[i] }).collect::<Vec<usize>>())
         };
         (side(), side())
     })

@@ -81,10 +81,7 @@ impl Fixture {
     }
 
     fn meta(&self, key: &str) -> &str {
-        self.file
-            .metadata
-            .get(key)
-            .unwrap_or_else(|| panic!("{}: no metadata key {key:?} (have {:?})", self.name, self.file.metadata.keys()))
+        self.file.metadata.get(key).unwrap_or_else(|| panic!("{}: no metadata key {key:?} (have {:?})", self.name, self.file.metadata.keys()))
     }
 
     fn meta_parse<T: FromStr>(&self, key: &str) -> T
@@ -98,9 +95,7 @@ impl Fixture {
     /// A comma-separated list of integers ("10" or "3,4").
     fn meta_list(&self, key: &str) -> Vec<usize> {
         let text = self.meta(key);
-        text.split(',')
-            .map(|s| s.trim().parse().unwrap_or_else(|e| panic!("{}: metadata {key}={text:?}: {e}", self.name)))
-            .collect()
+        text.split(',').map(|s| s.trim().parse().unwrap_or_else(|e| panic!("{}: metadata {key}={text:?}: {e}", self.name))).collect()
     }
 
     /// A per-spatial-axis pair: "2" means (2, 2), "2,3" means (2, 3).

@@ -40,11 +40,7 @@ fn tiny_unet_loss_gradient_matches_directional_finite_differences_in_f64() {
     let epsilon = 1e-7;
     for direction in 0..3 {
         let v: Vec<Tensor> = params.iter().map(|(_, p)| Tensor::randn(p.shape(), 0.0, 1.0, DType::F64, &mut rng)).collect();
-        let analytic: f64 = params
-            .iter()
-            .zip(&v)
-            .map(|((_, p), v)| grads.get(p).unwrap().mul(v).unwrap().sum_all().unwrap().item().unwrap())
-            .sum();
+        let analytic: f64 = params.iter().zip(&v).map(|((_, p), v)| grads.get(p).unwrap().mul(v).unwrap().sum_all().unwrap().item().unwrap()).sum();
         let original: Vec<Tensor> = params.iter().map(|(_, p)| p.deep_copy().unwrap()).collect();
         let _guard = no_grad();
         let shifted_loss = |sign: f64| {

@@ -76,10 +76,8 @@ fn tiny_unet_training_step_matches_pytorch_loss_gradients_and_adam_update() {
         assert_matches(&loss.reshape(&[1]).unwrap(), io.get("loss").unwrap(), "loss");
         let grads = loss.backward().unwrap();
         let params = named_parameters(&model);
-        let largest_gradient = params
-            .iter()
-            .map(|(n, _)| io.get(&format!("grad.{n}")).unwrap().to_vec_f64().iter().fold(0.0f64, |m, v| m.max(v.abs())))
-            .fold(0.0, f64::max);
+        let largest_gradient =
+            params.iter().map(|(n, _)| io.get(&format!("grad.{n}")).unwrap().to_vec_f64().iter().fold(0.0f64, |m, v| m.max(v.abs()))).fold(0.0, f64::max);
         for (name, p) in &params {
             let grad = grads.get(p).unwrap_or_else(|| panic!("no gradient for {name}"));
             if name.ends_with("to_k.bias") {
@@ -154,11 +152,8 @@ fn ddpm_cifar10_unet_forward_matches_diffusers_with_procedural_weights() {
 
 #[test]
 fn every_unet_fixture_is_used() {
-    let mut files: Vec<String> = std::fs::read_dir(FIXTURES)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".safetensors"))
-        .collect();
+    let mut files: Vec<String> =
+        std::fs::read_dir(FIXTURES).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".safetensors")).collect();
     files.sort();
     assert_eq!(files, ["unet_ddpm_cifar10_io.safetensors", "unet_tiny_io.safetensors", "unet_tiny_weights.safetensors"]);
 }

@@ -15,22 +15,10 @@ type Result<T = ()> = std::result::Result<T, String>;
 
 /// `(name, one-line description)` of every command, for the usage text.
 const COMMANDS: &[(&str, &str)] = &[
-    (
-        "fixtures",
-        "regenerate tests/fixtures/*.safetensors with PyTorch (sets up .venv if needed)",
-    ),
-    (
-        "bench",
-        "benchmarks side by side with PyTorch: `bench` (all), `bench kernels`, `bench unet`",
-    ),
-    (
-        "ci",
-        "what CI runs (.ci/run): the README's test command, the NVRTC kernel check, a bench build",
-    ),
-    (
-        "kernels",
-        "compile every CUDA kernel with NVRTC for sm_80 and sm_90; fail on error, warning, spill",
-    ),
+    ("fixtures", "regenerate tests/fixtures/*.safetensors with PyTorch (sets up .venv if needed)"),
+    ("bench", "benchmarks side by side with PyTorch: `bench` (all), `bench kernels`, `bench unet`"),
+    ("ci", "what CI runs (.ci/run): fmt, clippy -D warnings, the README's test command, the NVRTC kernel check, a bench build"),
+    ("kernels", "compile every CUDA kernel with NVRTC for sm_80 and sm_90; fail on error, warning, spill"),
 ];
 
 fn main() -> ExitCode {
@@ -82,27 +70,17 @@ fn fixtures(args: &[String]) -> Result {
     let python = ensure_venv()?;
 
     println!("xtask: generating fixtures into tests/fixtures");
-    run(Command::new(&python)
-        .current_dir(&root)
-        .args(["scripts/make_fixtures.py", "--out", "tests/fixtures"])
-        .args(args))
-    .map_err(|e| format!("scripts/make_fixtures.py failed: {e}"))?;
+    run(Command::new(&python).current_dir(&root).args(["scripts/make_fixtures.py", "--out", "tests/fixtures"]).args(args))
+        .map_err(|e| format!("scripts/make_fixtures.py failed: {e}"))?;
     if args.is_empty() {
         println!("xtask: generating UNet fixtures (diffusers) into tests/fixtures/unet");
-        run(Command::new(&python)
-            .current_dir(&root)
-            .args(["scripts/make_unet_fixtures.py", "--out", "tests/fixtures/unet"]))
-        .map_err(|e| format!("scripts/make_unet_fixtures.py failed: {e}"))?;
+        run(Command::new(&python).current_dir(&root).args(["scripts/make_unet_fixtures.py", "--out", "tests/fixtures/unet"]))
+            .map_err(|e| format!("scripts/make_unet_fixtures.py failed: {e}"))?;
         println!("xtask: generating sampler fixtures (diffusers) into tests/fixtures/diffusion");
-        run(Command::new(&python)
-            .current_dir(&root)
-            .args(["scripts/make_sampler_fixtures.py", "--out", "tests/fixtures/diffusion"]))
-        .map_err(|e| format!("scripts/make_sampler_fixtures.py failed: {e}"))?;
+        run(Command::new(&python).current_dir(&root).args(["scripts/make_sampler_fixtures.py", "--out", "tests/fixtures/diffusion"]))
+            .map_err(|e| format!("scripts/make_sampler_fixtures.py failed: {e}"))?;
     }
-    println!(
-        "xtask: fixtures written to {}",
-        root.join("tests/fixtures").display()
-    );
+    println!("xtask: fixtures written to {}", root.join("tests/fixtures").display());
     Ok(())
 }
 
@@ -115,8 +93,7 @@ fn ensure_venv() -> Result<PathBuf> {
     if !python.exists() {
         println!("xtask: creating virtualenv at {}", venv.display());
         let host = host_python()?;
-        run(Command::new(host).args([OsStr::new("-m"), OsStr::new("venv"), venv.as_os_str()]))
-            .map_err(|e| format!("could not create the virtualenv: {e}"))?;
+        run(Command::new(host).args([OsStr::new("-m"), OsStr::new("venv"), venv.as_os_str()])).map_err(|e| format!("could not create the virtualenv: {e}"))?;
     }
     let check = ["-c", "import torch, safetensors, numpy, diffusers"];
     if quiet_ok(Command::new(&python).args(check)) {
@@ -151,20 +128,20 @@ fn bench(args: &[String]) -> Result {
 }
 
 /// `cargo xtask ci`: everything CI checks, in order, stopping at the first failure:
-/// 1. the README's test command, `cargo test --workspace --release --features cuda,cuda-emu`
+/// 1. `cargo fmt --check` (rustfmt.toml);
+/// 2. `cargo clippy --workspace --all-targets --features cuda,cuda-emu -- -D warnings`;
+/// 3. the README's test command, `cargo test --workspace --release --features cuda,cuda-emu`
 ///    (the CUDA kernels run on the emulator; the GPU tests report themselves skipped);
-/// 2. every kernel compiled with NVRTC for sm_80 and sm_90, no error, warning or spill
+/// 4. every kernel compiled with NVRTC for sm_80 and sm_90, no error, warning or spill
 ///    (`cargo xtask kernels`);
-/// 3. a build of every benchmark, so that they cannot rot.
+/// 5. a build of every benchmark, so that they cannot rot.
 fn ci(args: &[String]) -> Result {
     if !args.is_empty() {
         return Err(format!("`ci` takes no arguments (got {args:?})"));
     }
     let root = repo_root();
     println!("xtask ci: 1/3 tests");
-    run(Command::new(cargo())
-        .current_dir(&root)
-        .args(["test", "--workspace", "--release", "--features", "cuda,cuda-emu"]))?;
+    run(Command::new(cargo()).current_dir(&root).args(["test", "--workspace", "--release", "--features", "cuda,cuda-emu"]))?;
     println!("xtask ci: 2/3 NVRTC kernel check");
     kernels(&[])?;
     println!("xtask ci: 3/3 benchmark build");
@@ -185,17 +162,12 @@ fn kernels(args: &[String]) -> Result {
     let root = repo_root();
     let library_dir = ensure_nvrtc(&root.join("target").join("nvrtc-venv"))?;
     println!("xtask: NVRTC from {}", library_dir.display());
-    let mut library_path = env::split_paths(&env::var_os("LD_LIBRARY_PATH").unwrap_or_default())
-        .collect::<Vec<_>>();
+    let mut library_path = env::split_paths(&env::var_os("LD_LIBRARY_PATH").unwrap_or_default()).collect::<Vec<_>>();
     library_path.insert(0, library_dir);
-    let library_path = env::join_paths(library_path)
-        .map_err(|e| format!("cannot build LD_LIBRARY_PATH: {e}"))?;
+    let library_path = env::join_paths(library_path).map_err(|e| format!("cannot build LD_LIBRARY_PATH: {e}"))?;
     // The example runs in the workspace root: extra files are named from here.
     let here = env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
-    let extra: Vec<PathBuf> = args
-        .iter()
-        .map(|file| here.join(file).canonicalize().unwrap_or_else(|_| here.join(file)))
-        .collect();
+    let extra: Vec<PathBuf> = args.iter().map(|file| here.join(file).canonicalize().unwrap_or_else(|_| here.join(file))).collect();
     run(Command::new(cargo())
         .current_dir(&root)
         .env("LD_LIBRARY_PATH", library_path)
@@ -221,23 +193,17 @@ fn ensure_nvrtc(venv: &Path) -> Result<PathBuf> {
     println!("xtask: installing {NVRTC_PACKAGE} into {}", venv.display());
     run(Command::new(&python).args(["-m", "pip", "install", "--quiet", NVRTC_PACKAGE]))
         .map_err(|e| format!("pip could not install {NVRTC_PACKAGE} (is PyPI reachable?): {e}"))?;
-    find_file(venv, NVRTC_LIBRARY).ok_or_else(|| {
-        format!("{NVRTC_PACKAGE} installed, but no {NVRTC_LIBRARY} under {}", venv.display())
-    })
+    find_file(venv, NVRTC_LIBRARY).ok_or_else(|| format!("{NVRTC_PACKAGE} installed, but no {NVRTC_LIBRARY} under {}", venv.display()))
 }
 
 /// The directory under `dir` (searched depth first) holding a file named `name`.
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    let mut entries: Vec<PathBuf> =
-        std::fs::read_dir(dir).ok()?.flatten().map(|entry| entry.path()).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).ok()?.flatten().map(|entry| entry.path()).collect();
     entries.sort();
     if entries.iter().any(|p| p.file_name() == Some(OsStr::new(name)) && p.is_file()) {
         return Some(dir.to_path_buf());
     }
-    entries
-        .iter()
-        .filter(|p| p.is_dir() && !p.is_symlink())
-        .find_map(|p| find_file(p, name))
+    entries.iter().filter(|p| p.is_dir() && !p.is_symlink()).find_map(|p| find_file(p, name))
 }
 
 // ---------------------------------------------------------------------------
@@ -246,10 +212,7 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// The workspace root: the parent of this crate's directory.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the workspace root").to_path_buf()
 }
 
 /// The cargo that invoked us (cargo sets `$CARGO` for `cargo run`), else `cargo`.
@@ -258,39 +221,23 @@ fn cargo() -> String {
 }
 
 fn venv_python(venv: &Path) -> PathBuf {
-    if cfg!(windows) {
-        venv.join("Scripts").join("python.exe")
-    } else {
-        venv.join("bin").join("python")
-    }
+    if cfg!(windows) { venv.join("Scripts").join("python.exe") } else { venv.join("bin").join("python") }
 }
 
 /// A Python 3 on PATH to create the virtualenv with.
 fn host_python() -> Result<&'static str> {
     ["python3", "python"]
         .into_iter()
-        .find(|p| {
-            quiet_ok(
-                Command::new(p).args(["-c", "import sys, venv; assert sys.version_info >= (3, 8)"]),
-            )
-        })
-        .ok_or_else(|| {
-            "no Python >= 3.8 with the `venv` module found on PATH (tried python3, python)".into()
-        })
+        .find(|p| quiet_ok(Command::new(p).args(["-c", "import sys, venv; assert sys.version_info >= (3, 8)"])))
+        .ok_or_else(|| "no Python >= 3.8 with the `venv` module found on PATH (tried python3, python)".into())
 }
 
 /// Runs `cmd` with inherited stdio; an error if it cannot start or exits non-zero.
 fn run(cmd: &mut Command) -> Result {
     let shown = describe(cmd);
     println!("xtask: $ {shown}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("could not run `{shown}`: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{shown}` exited with {status}"))
-    }
+    let status = cmd.status().map_err(|e| format!("could not run `{shown}`: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("`{shown}` exited with {status}")) }
 }
 
 /// Whether `cmd` runs and exits zero, with its output discarded.
@@ -299,9 +246,5 @@ fn quiet_ok(cmd: &mut Command) -> bool {
 }
 
 fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|s| s.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
 }

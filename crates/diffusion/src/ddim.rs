@@ -82,15 +82,7 @@ pub fn ddim_sigma(schedule: &NoiseSchedule, t: usize, t_prev: Option<usize>, eta
 /// given the predicted noise `eps` = ε_θ(x_t, t) and z (`noise`, required when σ_t(η) > 0,
 /// ignored otherwise):
 /// `x_s = √ᾱ_s x̂_0 + √(1 − ᾱ_s − σ²) ε + σ z`, `x̂_0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t`.
-pub fn ddim_step(
-    schedule: &NoiseSchedule,
-    x_t: &Tensor,
-    t: usize,
-    t_prev: Option<usize>,
-    eps: &Tensor,
-    eta: f64,
-    noise: Option<&Tensor>,
-) -> Result<Tensor> {
+pub fn ddim_step(schedule: &NoiseSchedule, x_t: &Tensor, t: usize, t_prev: Option<usize>, eps: &Tensor, eta: f64, noise: Option<&Tensor>) -> Result<Tensor> {
     let op = "ddim_step";
     let sigma = ddim_sigma(schedule, t, t_prev, eta)?;
     let abar_prev = alpha_bar_prev(op, schedule, t, t_prev)?;
@@ -159,11 +151,8 @@ pub fn ddim_sample_from<E: From<TensorError>>(
     for (i, &t) in timesteps.iter().enumerate() {
         let t_prev = timesteps.get(i + 1).copied();
         let eps = predict_noise(op, model, &x, t)?;
-        let noise = if ddim_sigma(schedule, t, t_prev, eta)? > 0.0 {
-            Some(Tensor::randn(x.shape(), 0.0, 1.0, x.dtype(), rng).to_device(x.device())?)
-        } else {
-            None
-        };
+        let noise =
+            if ddim_sigma(schedule, t, t_prev, eta)? > 0.0 { Some(Tensor::randn(x.shape(), 0.0, 1.0, x.dtype(), rng).to_device(x.device())?) } else { None };
         x = ddim_step(schedule, &x, t, t_prev, &eps, eta, noise.as_ref())?;
         progress(i + 1, timesteps.len());
     }

@@ -53,14 +53,7 @@ impl DdpmVariance {
 /// z (`noise`, both of x_t's shape and dtype),
 /// `x_{t−1} = 1/√α_t · (x_t − β_t/√(1 − ᾱ_t) · ε) + σ_t z`.
 /// `noise` is required when σ_t > 0 (t > 0) and ignored at t = 0.
-pub fn ddpm_step(
-    schedule: &NoiseSchedule,
-    x_t: &Tensor,
-    t: usize,
-    eps: &Tensor,
-    variance: DdpmVariance,
-    noise: Option<&Tensor>,
-) -> Result<Tensor> {
+pub fn ddpm_step(schedule: &NoiseSchedule, x_t: &Tensor, t: usize, eps: &Tensor, variance: DdpmVariance, noise: Option<&Tensor>) -> Result<Tensor> {
     let op = "ddpm_step";
     schedule.check_timestep(op, t)?;
     check_like(op, eps, x_t)?;
@@ -113,11 +106,8 @@ pub fn ddpm_sample_from<E: From<TensorError>>(
     let mut x = x_t;
     for (done, t) in (0..total).rev().enumerate() {
         let eps = predict_noise(op, model, &x, t)?;
-        let noise = if variance.sampling_variance(schedule, t)? > 0.0 {
-            Some(Tensor::randn(x.shape(), 0.0, 1.0, x.dtype(), rng).to_device(x.device())?)
-        } else {
-            None
-        };
+        let noise =
+            if variance.sampling_variance(schedule, t)? > 0.0 { Some(Tensor::randn(x.shape(), 0.0, 1.0, x.dtype(), rng).to_device(x.device())?) } else { None };
         x = ddpm_step(schedule, &x, t, &eps, variance, noise.as_ref())?;
         progress(done + 1, total);
     }

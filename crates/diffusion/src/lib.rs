@@ -67,12 +67,7 @@ pub(crate) fn check_batch_shape(op: &'static str, shape: &[usize]) -> Result<()>
 
 /// Runs the model on `x` at timestep index `t` for the whole batch, and checks that the
 /// prediction has `x`'s shape and dtype.
-pub(crate) fn predict_noise<E: From<TensorError>>(
-    op: &'static str,
-    model: &mut NoiseModel<'_, E>,
-    x: &Tensor,
-    t: usize,
-) -> std::result::Result<Tensor, E> {
+pub(crate) fn predict_noise<E: From<TensorError>>(op: &'static str, model: &mut NoiseModel<'_, E>, x: &Tensor, t: usize) -> std::result::Result<Tensor, E> {
     let timesteps = vec![t as f64; x.shape()[0]];
     let eps = model(x, &timesteps)?;
     check_like(op, &eps, x)?;

@@ -15,10 +15,7 @@ use crate::{NoiseModel, NoiseSchedule, check_batch_shape, check_like};
 /// `⌊u · T⌋` from uniforms `u ∈ [0, 1)` of 24-bit resolution (one `rng` draw of `batch`
 /// values; the bias from 2²⁴ not being a multiple of T is below 1e-4 relative for T ≤ 1000).
 pub fn sample_timesteps(num_steps: usize, batch: usize, rng: &mut Rng) -> Vec<usize> {
-    rng.uniform_values(batch)
-        .into_iter()
-        .map(|u| ((u * num_steps as f64) as usize).min(num_steps.saturating_sub(1)))
-        .collect()
+    rng.uniform_values(batch).into_iter().map(|u| ((u * num_steps as f64) as usize).min(num_steps.saturating_sub(1))).collect()
 }
 
 /// L_simple at given timesteps `t [B]` and noise ε (`noise`, shaped like `x0 [B, …]`):

@@ -67,15 +67,7 @@ impl NoiseSchedule {
             posterior_mean_coef1.push(beta * abar_prev.sqrt() / (1.0 - abar));
             posterior_mean_coef2.push((1.0 - abar_prev) * alpha.sqrt() / (1.0 - abar));
         }
-        Ok(NoiseSchedule {
-            betas,
-            alphas,
-            alphas_cumprod,
-            alphas_cumprod_prev,
-            posterior_variance,
-            posterior_mean_coef1,
-            posterior_mean_coef2,
-        })
+        Ok(NoiseSchedule { betas, alphas, alphas_cumprod, alphas_cumprod_prev, posterior_variance, posterior_mean_coef1, posterior_mean_coef2 })
     }
 
     /// The DDPM schedule (Sec. 4): β_t linear from `beta_start` to `beta_end` over

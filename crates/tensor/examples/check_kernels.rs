@@ -25,10 +25,7 @@ struct Usage {
 }
 
 fn main() -> ExitCode {
-    let mut files: Vec<(String, String)> = sources::FILES
-        .iter()
-        .map(|(name, text)| (name.to_string(), text.to_string()))
-        .collect();
+    let mut files: Vec<(String, String)> = sources::FILES.iter().map(|(name, text)| (name.to_string(), text.to_string())).collect();
     for path in std::env::args().skip(1) {
         match std::fs::read_to_string(&path) {
             Ok(text) => files.push((path, text)),
@@ -60,11 +57,7 @@ fn main() -> ExitCode {
             };
             let warnings: Vec<&str> = log.lines().filter(|line| is_warning(line)).collect();
             if !warnings.is_empty() {
-                rows.push(file_row(
-                    file,
-                    arch,
-                    &format!("{} WARNING(S)", warnings.len()),
-                ));
+                rows.push(file_row(file, arch, &format!("{} WARNING(S)", warnings.len())));
             }
             for line in warnings {
                 problems.push(format!("{file} (sm_{arch}): {}", line.trim()));
@@ -123,9 +116,7 @@ fn file_row(file: &str, arch: u32, status: &str) -> [String; 9] {
 
 /// Left-aligned text columns, right-aligned numbers, under a header.
 fn print_table(rows: &[[String; 9]]) {
-    let header = [
-        "file", "function", "arch", "regs", "stack", "spill st", "spill ld", "smem", "status",
-    ];
+    let header = ["file", "function", "arch", "regs", "stack", "spill st", "spill ld", "smem", "status"];
     let mut widths = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -161,21 +152,11 @@ fn print_table(rows: &[[String; 9]]) {
 fn parse_ptxas_log(log: &str) -> Vec<Usage> {
     let mut functions: Vec<Usage> = Vec::new();
     for line in log.lines() {
-        let text = line
-            .trim_start()
-            .strip_prefix("ptxas info")
-            .map_or(line, |rest| rest.trim_start().trim_start_matches(':'));
-        let name = quoted(text, "Compiling entry function '").or_else(|| {
-            text.trim()
-                .strip_prefix("Function properties for ")
-                .map(str::trim)
-        });
+        let text = line.trim_start().strip_prefix("ptxas info").map_or(line, |rest| rest.trim_start().trim_start_matches(':'));
+        let name = quoted(text, "Compiling entry function '").or_else(|| text.trim().strip_prefix("Function properties for ").map(str::trim));
         if let Some(name) = name {
             if functions.last().is_none_or(|usage| usage.name != name) {
-                functions.push(Usage {
-                    name: name.to_string(),
-                    ..Usage::default()
-                });
+                functions.push(Usage { name: name.to_string(), ..Usage::default() });
             }
             continue;
         }
@@ -207,9 +188,7 @@ fn quoted<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 fn numbered_fields(text: &str) -> Vec<(u64, String)> {
     text.split(',')
         .filter_map(|part| {
-            let mut words = part
-                .split_whitespace()
-                .skip_while(|w| w.parse::<u64>().is_err());
+            let mut words = part.split_whitespace().skip_while(|w| w.parse::<u64>().is_err());
             let value = words.next()?.parse().ok()?;
             Some((value, words.collect::<Vec<_>>().join(" ")))
         })

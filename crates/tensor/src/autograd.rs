@@ -92,10 +92,10 @@ impl Drop for GradFn {
         drop(record.backward);
         let mut pending: Vec<Arc<GradFn>> = record.inputs.into_iter().filter_map(|edge| edge.node).collect();
         while let Some(node) = pending.pop() {
-            if let Ok(mut node) = Arc::try_unwrap(node) {
-                if let Some(record) = node.take_record() {
-                    pending.extend(record.inputs.into_iter().filter_map(|edge| edge.node));
-                }
+            if let Ok(mut node) = Arc::try_unwrap(node)
+                && let Some(record) = node.take_record()
+            {
+                pending.extend(record.inputs.into_iter().filter_map(|edge| edge.node));
             }
         }
     }
@@ -204,9 +204,7 @@ impl Tensor {
     /// of every variable it depends on.
     pub fn backward(&self) -> Result<Gradients> {
         if self.numel() != 1 {
-            return Err(TensorError::Autograd {
-                msg: format!("backward needs a one-element tensor, got shape {:?}; use backward_with", self.shape()),
-            });
+            return Err(TensorError::Autograd { msg: format!("backward needs a one-element tensor, got shape {:?}; use backward_with", self.shape()) });
         }
         self.backward_with(&self.ones_like()?)
     }
@@ -264,12 +262,7 @@ impl Tensor {
                 }
                 if input_grad.shape() != input.shape {
                     return Err(TensorError::Autograd {
-                        msg: format!(
-                            "{} produced a gradient of shape {:?} for an input of shape {:?}",
-                            node.op,
-                            input_grad.shape(),
-                            input.shape
-                        ),
+                        msg: format!("{} produced a gradient of shape {:?} for an input of shape {:?}", node.op, input_grad.shape(), input.shape),
                     });
                 }
                 // a variable's gradient is final; an op's waits in `pending` for its node

@@ -77,8 +77,7 @@ pub fn save_safetensors(path: impl AsRef<Path>, tensors: &[(&str, &Tensor)], met
         })
         .collect::<Result<_>>()?;
     let metadata: HashMap<String, String> = metadata.clone().into_iter().collect();
-    let bytes = safetensors::tensor::serialize(prepared.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
-        .map_err(|e| file_error(path, e.to_string()))?;
+    let bytes = safetensors::tensor::serialize(prepared.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata)).map_err(|e| file_error(path, e.to_string()))?;
     write_atomically(path, &bytes)
 }
 

@@ -110,11 +110,7 @@ impl Layout {
         if dims.len() != rank || dims.iter().any(|&d| d >= rank || std::mem::replace(&mut seen[d], true)) {
             return invalid("permute", format!("{dims:?} is not a permutation of 0..{rank}"));
         }
-        Ok(Layout {
-            shape: dims.iter().map(|&d| self.shape[d]).collect(),
-            strides: dims.iter().map(|&d| self.strides[d]).collect(),
-            offset: self.offset,
-        })
+        Ok(Layout { shape: dims.iter().map(|&d| self.shape[d]).collect(), strides: dims.iter().map(|&d| self.strides[d]).collect(), offset: self.offset })
     }
 
     /// The sub-range `start..start+len` of axis `axis`.

@@ -33,15 +33,9 @@ fn apply_update(param: &Tensor, grad: &Tensor, state: &[&Tensor], rule: &impl Up
     let grad_range = grad.layout().contiguous_range().unwrap();
     let mut param_guard = param.storage_mut();
     let mut state_guards: Vec<RwLockWriteGuard<'_, Storage>> = state.iter().map(|t| t.storage_mut()).collect();
-    fn run<T: FloatElem>(
-        rule: &impl UpdateRule,
-        param: &mut Storage,
-        grad: &[T],
-        state: &mut [RwLockWriteGuard<'_, Storage>],
-    ) -> Result<()> {
+    fn run<T: FloatElem>(rule: &impl UpdateRule, param: &mut Storage, grad: &[T], state: &mut [RwLockWriteGuard<'_, Storage>]) -> Result<()> {
         let param = T::slice_mut(param.cpu_mut(OP)?).expect("dtype checked");
-        let mut state: Vec<&mut [T]> =
-            state.iter_mut().map(|s| Ok(T::slice_mut(s.cpu_mut(OP)?).expect("dtype checked"))).collect::<Result<_>>()?;
+        let mut state: Vec<&mut [T]> = state.iter_mut().map(|s| Ok(T::slice_mut(s.cpu_mut(OP)?).expect("dtype checked"))).collect::<Result<_>>()?;
         rule.apply(param, grad, &mut state);
         Ok(())
     }
@@ -332,10 +326,7 @@ impl UpdateRule for AdamRule {
 impl Adam {
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Result<Adam> {
         check_params("Adam", &params)?;
-        let state = params
-            .iter()
-            .map(|p| Ok(AdamState { step: 0, exp_avg: p.zeros_like()?, exp_avg_sq: p.zeros_like()? }))
-            .collect::<Result<_>>()?;
+        let state = params.iter().map(|p| Ok(AdamState { step: 0, exp_avg: p.zeros_like()?, exp_avg_sq: p.zeros_like()? })).collect::<Result<_>>()?;
         Ok(Adam { params, config, state })
     }
 
@@ -375,10 +366,7 @@ impl Adam {
 
     /// A copy of the state that later steps do not change (for checkpoints).
     pub fn state_snapshot(&self) -> Result<Vec<AdamState>> {
-        self.state
-            .iter()
-            .map(|s| Ok(AdamState { step: s.step, exp_avg: s.exp_avg.deep_copy()?, exp_avg_sq: s.exp_avg_sq.deep_copy()? }))
-            .collect()
+        self.state.iter().map(|s| Ok(AdamState { step: s.step, exp_avg: s.exp_avg.deep_copy()?, exp_avg_sq: s.exp_avg_sq.deep_copy()? })).collect()
     }
 
     /// Restores state saved from [`Adam::state`]; shapes must match the parameters.

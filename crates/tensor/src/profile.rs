@@ -97,7 +97,7 @@ pub fn report() {
     }
     let mut t = totals().lock().unwrap();
     let mut rows: Vec<_> = t.by_key.drain().collect();
-    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1.0));
     let total: Duration = rows.iter().map(|r| r.1.0).sum();
     eprintln!("{:<10} {:<24} {:>10} {:>7} {:>8}", "phase", "op", "ms", "%", "calls");
     for ((phase, op), (time, calls)) in rows {

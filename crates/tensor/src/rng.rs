@@ -11,9 +11,9 @@
 
 use rayon::prelude::*;
 
+use crate::cuda::kernels::Draw;
 use crate::error::Result;
 use crate::storage::CpuStorage;
-use crate::cuda::kernels::Draw;
 use crate::{DType, Layout, Tensor};
 
 const M0: u32 = 0xD251_1F53;
@@ -201,6 +201,7 @@ fn tensor_from_values(values: Vec<f64>, shape: &[usize], dtype: DType) -> Tensor
 
 impl Tensor {
     /// Uniform values in [low, high).
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN bounds are refused too
     pub fn rand_uniform(shape: &[usize], low: f64, high: f64, dtype: DType, rng: &mut Rng) -> Result<Tensor> {
         if !(low < high) {
             return crate::error::invalid("rand_uniform", format!("empty range [{low}, {high})"));
@@ -212,6 +213,7 @@ impl Tensor {
 
     /// Uniform values in [low, high) drawn on `device` (f32 on a CUDA device): the same
     /// stream, and the same values to f32 rounding, as [`Tensor::rand_uniform`] on the CPU.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN bounds are refused too
     pub fn rand_uniform_on(shape: &[usize], low: f64, high: f64, dtype: DType, device: crate::Device, rng: &mut Rng) -> Result<Tensor> {
         match device {
             crate::Device::Cuda(ordinal) if dtype == DType::F32 => {
@@ -305,10 +307,7 @@ mod tests {
     fn philox_matches_the_random123_known_answer() {
         // Known-answer vectors from Random123's kat_vectors for philox4x32_10.
         assert_eq!(philox4x32([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
-        assert_eq!(
-            philox4x32([0xffffffff; 4], [0xffffffff; 2]),
-            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
-        );
+        assert_eq!(philox4x32([0xffffffff; 4], [0xffffffff; 2]), [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]);
     }
 
     #[test]

@@ -152,14 +152,7 @@ impl Tensor {
 
     fn from_shared_storage(storage: Arc<RwLock<Storage>>, layout: Layout) -> Tensor {
         let dtype = storage.read().unwrap().dtype();
-        Tensor(Arc::new(TensorInner {
-            id: TensorId::next(),
-            storage,
-            layout,
-            dtype,
-            grad_fn: None,
-            is_variable: false,
-        }))
+        Tensor(Arc::new(TensorInner { id: TensorId::next(), storage, layout, dtype, grad_fn: None, is_variable: false }))
     }
 
     /// A view of the same storage with another layout (no autograd record: the op that makes
@@ -191,14 +184,7 @@ impl Tensor {
 
     /// A new tensor (id `id`) over the same storage and layout, with its own autograd role.
     fn new_handle(&self, id: TensorId, grad_fn: Option<Arc<GradFn>>, is_variable: bool) -> Tensor {
-        Tensor(Arc::new(TensorInner {
-            id,
-            storage: self.0.storage.clone(),
-            layout: self.0.layout.clone(),
-            dtype: self.0.dtype,
-            grad_fn,
-            is_variable,
-        }))
+        Tensor(Arc::new(TensorInner { id, storage: self.0.storage.clone(), layout: self.0.layout.clone(), dtype: self.0.dtype, grad_fn, is_variable }))
     }
 
     /// A leaf sharing this tensor's storage whose gradient [`Tensor::backward`] returns.
@@ -328,9 +314,9 @@ impl Tensor {
         let offsets = self.layout().offsets();
         match &*storage {
             Storage::Cpu(cpu) => cpu.gather_f64(offsets.into_iter()),
-            Storage::Cuda(gpu) => crate::cuda::download(gpu)
-                .unwrap_or_else(|e| panic!("to_vec_f64: copying from the device failed: {e}"))
-                .gather_f64(offsets.into_iter()),
+            Storage::Cuda(gpu) => {
+                crate::cuda::download(gpu).unwrap_or_else(|e| panic!("to_vec_f64: copying from the device failed: {e}")).gather_f64(offsets.into_iter())
+            }
         }
     }
 

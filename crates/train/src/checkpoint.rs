@@ -14,7 +14,7 @@ use ember_tensor::io::{load_safetensors, save_safetensors};
 use ember_tensor::optim::AdamState;
 use ember_tensor::rng::Rng;
 use ember_unet::module::{load_weights, named_parameters};
-use ember_unet::{UNet, Module};
+use ember_unet::{Module, UNet};
 
 use crate::data::Dataset;
 use crate::error::{Result, TrainError};
@@ -103,8 +103,7 @@ impl Checkpoint {
         if ema.is_empty() {
             return Err(self.fail("no EMA weights to export".into()));
         }
-        let converted: Vec<(String, Tensor)> =
-            ema.iter().map(|(n, t)| Ok((format!("ema.{n}"), t.to_dtype(dtype)?))).collect::<Result<_>>()?;
+        let converted: Vec<(String, Tensor)> = ema.iter().map(|(n, t)| Ok((format!("ema.{n}"), t.to_dtype(dtype)?))).collect::<Result<_>>()?;
         let refs: Vec<(&str, &Tensor)> = converted.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let metadata = BTreeMap::from([
             ("format".to_string(), FORMAT.to_string()),
@@ -118,7 +117,8 @@ impl Checkpoint {
 
     fn rng(&self, stream: &str) -> Result<Rng> {
         let text = self.metadata.get(&format!("rng.{stream}")).ok_or_else(|| self.fail(format!("no rng.{stream}")))?;
-        let parts: Vec<u64> = text.split(' ').map(|p| p.parse()).collect::<std::result::Result<_, _>>().map_err(|_| self.fail(format!("bad rng.{stream}: {text:?}")))?;
+        let parts: Vec<u64> =
+            text.split(' ').map(|p| p.parse()).collect::<std::result::Result<_, _>>().map_err(|_| self.fail(format!("bad rng.{stream}: {text:?}")))?;
         match parts[..] {
             [seed, offset] => Ok(Rng { seed, offset }),
             _ => Err(self.fail(format!("bad rng.{stream}: {text:?}"))),
@@ -133,8 +133,8 @@ impl Checkpoint {
         let mut trainer = Trainer::new(self.config.clone(), dataset)?;
         load_weights(&trainer.model, &self.section("model"))?;
         load_weights(&trainer.ema, &self.section("ema"))?;
-        let adam_steps: Vec<u64> = serde_json::from_str(self.metadata.get("adam_steps").map(String::as_str).unwrap_or(""))
-            .map_err(|e| self.fail(format!("bad adam_steps: {e}")))?;
+        let adam_steps: Vec<u64> =
+            serde_json::from_str(self.metadata.get("adam_steps").map(String::as_str).unwrap_or("")).map_err(|e| self.fail(format!("bad adam_steps: {e}")))?;
         let names: Vec<String> = named_parameters(&trainer.model).into_iter().map(|(n, _)| n).collect();
         if adam_steps.len() != names.len() {
             return Err(self.fail(format!("{} Adam step counts for {} parameters", adam_steps.len(), names.len())));
@@ -143,9 +143,8 @@ impl Checkpoint {
             .iter()
             .zip(adam_steps)
             .map(|(name, step)| {
-                let get = |kind: &str| {
-                    self.tensors.get(&format!("adam.{kind}.{name}")).cloned().ok_or_else(|| self.fail(format!("missing adam.{kind}.{name}")))
-                };
+                let get =
+                    |kind: &str| self.tensors.get(&format!("adam.{kind}.{name}")).cloned().ok_or_else(|| self.fail(format!("missing adam.{kind}.{name}")));
                 Ok(AdamState { step, exp_avg: get("exp_avg")?, exp_avg_sq: get("exp_avg_sq")? })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -105,10 +105,7 @@ impl Dataset {
         }
         let len = values.len() / per_image;
         if len == 0 || len * per_image != values.len() {
-            return invalid(
-                "Dataset::from_values",
-                format!("{} values are not a positive whole number of {channels}x{size}x{size} images", values.len()),
-            );
+            return invalid("Dataset::from_values", format!("{} values are not a positive whole number of {channels}x{size}x{size} images", values.len()));
         }
         if let Some(bad) = values.iter().position(|v| !(-1.0..=1.0).contains(v)) {
             return invalid("Dataset::from_values", format!("value {} at index {bad} is outside [-1, 1]", values[bad]));
@@ -224,11 +221,9 @@ impl Dataset {
         let values: Vec<f32> = match (self.channels, channels) {
             (from, to) if from == to => return Ok(self),
             (1, 3) => self.values.chunks_exact(plane).flat_map(|gray| gray.iter().chain(gray).chain(gray)).copied().collect(),
-            (3, 1) => self
-                .values
-                .chunks_exact(3 * plane)
-                .flat_map(|rgb| (0..plane).map(move |p| luminance(rgb[p], rgb[plane + p], rgb[2 * plane + p])))
-                .collect(),
+            (3, 1) => {
+                self.values.chunks_exact(3 * plane).flat_map(|rgb| (0..plane).map(move |p| luminance(rgb[p], rgb[plane + p], rgb[2 * plane + p]))).collect()
+            }
             (from, to) => return invalid("Dataset::with_channels", format!("cannot convert {from} channels to {to} (only 1 ↔ 3)")),
         };
         Ok(Dataset { values, channels, ..self })
@@ -266,8 +261,7 @@ impl Dataset {
     /// (`u < ½`). The uniforms have 24 bits, so for datasets far beyond 2²⁴ images some indices
     /// would be unreachable; every dataset here is much smaller.
     pub fn sample_batch(&self, batch_size: usize, rng: &mut Rng, random_flip: bool) -> Result<Tensor> {
-        let indices: Vec<usize> =
-            rng.uniform_values(batch_size).into_iter().map(|u| ((u * self.len as f64) as usize).min(self.len - 1)).collect();
+        let indices: Vec<usize> = rng.uniform_values(batch_size).into_iter().map(|u| ((u * self.len as f64) as usize).min(self.len - 1)).collect();
         let flips: Vec<bool> = if random_flip { rng.uniform_values(batch_size).into_iter().map(|u| u < 0.5).collect() } else { vec![] };
         self.batch(&indices, &flips)
     }
@@ -292,9 +286,7 @@ fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>> {
         return Ok(bytes);
     }
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(&bytes[..])
-        .read_to_end(&mut out)
-        .map_err(|e| format_error(path, format!("corrupt gzip data: {e}")))?;
+    flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut out).map_err(|e| format_error(path, format!("corrupt gzip data: {e}")))?;
     Ok(out)
 }
 
@@ -326,10 +318,7 @@ fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize, V
     let found = (bytes.len() - 16) as u64;
     if found != expected {
         let what = if found < expected { "truncated" } else { "too long" };
-        return Err(format_error(
-            path,
-            format!("{what}: the header says {n} images of {rows}x{cols} = {expected} pixel bytes, the file has {found}"),
-        ));
+        return Err(format_error(path, format!("{what}: the header says {n} images of {rows}x{cols} = {expected} pixel bytes, the file has {found}")));
     }
     Ok((n, rows, cols, bytes[16..].to_vec()))
 }
@@ -342,10 +331,11 @@ fn find_idx_images(dir: &Path, split: Split, hint: &str) -> Result<PathBuf> {
     };
     let plain = dir.join(stem);
     let gzipped = dir.join(format!("{stem}.gz"));
-    [&plain, &gzipped].into_iter().find(|p| p.is_file()).cloned().ok_or_else(|| DataError::Missing {
-        path: gzipped.clone(),
-        hint: format!("looked for {} and {}; {hint}", plain.display(), gzipped.display()),
-    })
+    [&plain, &gzipped]
+        .into_iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| DataError::Missing { path: gzipped.clone(), hint: format!("looked for {} and {}; {hint}", plain.display(), gzipped.display()) })
 }
 
 /// 28×28 IDX images padded by 2 pixels of background (pixel 0, i.e. −1) on each side to 32×32.

@@ -179,10 +179,12 @@ pub fn write_loss_curve_png(path: impl AsRef<Path>, losses: &[(u64, f64)], width
         // Centered moving average of `2·half + 1` points (fewer at the ends), via prefix sums.
         let half = points.len() / 50;
         let mut sum = 0.0;
-        let prefix: Vec<f64> = std::iter::once(0.0).chain(points.iter().map(|(_, loss)| {
-            sum += loss;
-            sum
-        })).collect();
+        let prefix: Vec<f64> = std::iter::once(0.0)
+            .chain(points.iter().map(|(_, loss)| {
+                sum += loss;
+                sum
+            }))
+            .collect();
         let average: Vec<f64> = (0..points.len())
             .map(|i| {
                 let (lo, hi) = (i.saturating_sub(half), (i + half + 1).min(points.len()));

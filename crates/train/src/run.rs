@@ -120,7 +120,7 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
         let c = &trainer.config;
         if last || (c.checkpoint_every > 0 && stats.step % c.checkpoint_every == 0) {
             save_checkpoint(&trainer, &dir.checkpoint())?;
-            write_loss_curve_png(&dir.loss_png(), &losses, 800, 400)?;
+            write_loss_curve_png(dir.loss_png(), &losses, 800, 400)?;
         }
         if last || (c.sample_every > 0 && stats.step % c.sample_every == 0) {
             let sampler = Sampler::Ddim { steps: c.sample_steps, eta: 0.0 };

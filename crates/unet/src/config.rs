@@ -180,10 +180,10 @@ impl UNetConfig {
             if self.norm_num_groups == 0 || c % self.norm_num_groups != 0 {
                 return fail(format!("{c} channels do not split into {} groups", self.norm_num_groups));
             }
-            if let Some(h) = self.attention_head_dim {
-                if h == 0 || c % h != 0 {
-                    return fail(format!("{c} channels do not split into heads of {h}"));
-                }
+            if let Some(h) = self.attention_head_dim
+                && (h == 0 || c % h != 0)
+            {
+                return fail(format!("{c} channels do not split into heads of {h}"));
             }
         }
         if self.layers_per_block == 0 {
@@ -192,7 +192,7 @@ impl UNetConfig {
         if levels > 16 {
             return fail(format!("{levels} levels: at most 16 are supported"));
         }
-        if self.sample_size % (1 << (levels - 1)) != 0 {
+        if !self.sample_size.is_multiple_of(1 << (levels - 1)) {
             return fail(format!("sample_size {} does not halve {} times", self.sample_size, levels - 1));
         }
         if !(0.0..1.0).contains(&self.dropout) {

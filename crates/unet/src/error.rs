@@ -11,8 +11,7 @@ pub enum UNetError {
     Config(String),
 
     /// Weights that do not fit the model: every problem, by name.
-    #[error("weights do not match the model:{}{}{}",
-        list("missing", missing), list("unexpected", unexpected), list("mis-shaped", mis_shaped))]
+    #[error("weights do not match the model:{}{}{}", list("missing", missing), list("unexpected", unexpected), list("mis-shaped", mis_shaped))]
     WeightMismatch { missing: Vec<String>, unexpected: Vec<String>, mis_shaped: Vec<String> },
 
     #[error("{path}: {msg}")]

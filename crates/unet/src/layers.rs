@@ -51,11 +51,7 @@ pub struct Conv2d {
 impl Conv2d {
     pub fn new(c_in: usize, c_out: usize, kernel: usize, params: Conv2dParams, dtype: DType, rng: &mut Rng) -> Result<Conv2d> {
         let fan_in = c_in * kernel * kernel;
-        Ok(Conv2d {
-            weight: uniform_fan_in(&[c_out, c_in, kernel, kernel], fan_in, dtype, rng)?,
-            bias: uniform_fan_in(&[c_out], fan_in, dtype, rng)?,
-            params,
-        })
+        Ok(Conv2d { weight: uniform_fan_in(&[c_out, c_in, kernel, kernel], fan_in, dtype, rng)?, bias: uniform_fan_in(&[c_out], fan_in, dtype, rng)?, params })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -110,12 +106,7 @@ pub struct GroupNorm {
 
 impl GroupNorm {
     pub fn new(num_groups: usize, channels: usize, eps: f64, dtype: DType) -> GroupNorm {
-        GroupNorm {
-            weight: Tensor::ones(&[channels], dtype).variable(),
-            bias: Tensor::zeros(&[channels], dtype).variable(),
-            num_groups,
-            eps,
-        }
+        GroupNorm { weight: Tensor::ones(&[channels], dtype).variable(), bias: Tensor::zeros(&[channels], dtype).variable(), num_groups, eps }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

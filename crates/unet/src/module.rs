@@ -82,8 +82,7 @@ pub fn load_weights_file(module: &dyn Module, path: impl AsRef<Path>) -> Result<
 /// Saves the module's parameters (converted to `dtype`) with `metadata`, atomically.
 pub fn save_weights_file(module: &dyn Module, path: impl AsRef<Path>, dtype: DType, metadata: &BTreeMap<String, String>) -> Result<()> {
     let params = named_parameters(module);
-    let converted: Vec<(String, Tensor)> =
-        params.iter().map(|(n, t)| Ok((n.clone(), t.to_dtype(dtype)?))).collect::<Result<_>>()?;
+    let converted: Vec<(String, Tensor)> = params.iter().map(|(n, t)| Ok((n.clone(), t.to_dtype(dtype)?))).collect::<Result<_>>()?;
     let refs: Vec<(&str, &Tensor)> = converted.iter().map(|(n, t)| (n.as_str(), t)).collect();
     save_safetensors(path, &refs, metadata)?;
     Ok(())
@@ -122,10 +121,7 @@ mod tests {
 
     fn model() -> TwoLayers {
         let mut rng = Rng::new(0);
-        TwoLayers {
-            first: Linear::new(3, 4, DType::F32, &mut rng).unwrap(),
-            second: Linear::new(4, 2, DType::F32, &mut rng).unwrap(),
-        }
+        TwoLayers { first: Linear::new(3, 4, DType::F32, &mut rng).unwrap(), second: Linear::new(4, 2, DType::F32, &mut rng).unwrap() }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use ember_tensor::ops::conv::Conv2dParams;
 use ember_tensor::rng::Rng;
 use ember_tensor::{DType, Tensor, TensorError};
 
-use crate::blocks::{AttentionBlock, BlockSettings, DownBlock, MidBlock, ResnetBlock, UpBlock, Downsample, Upsample};
+use crate::blocks::{AttentionBlock, BlockSettings, DownBlock, Downsample, MidBlock, ResnetBlock, UpBlock, Upsample};
 use crate::config::{ATTN_DOWN_BLOCK, ATTN_UP_BLOCK, UNetConfig};
 use crate::error::Result;
 use crate::layers::{Conv2d, GroupNorm, Linear};
@@ -71,8 +71,7 @@ impl UNet {
             } else {
                 Vec::new()
             };
-            let downsampler =
-                if i + 1 < levels { Some(Downsample::new(output_channel, config.downsample_padding, dtype, rng)?) } else { None };
+            let downsampler = if i + 1 < levels { Some(Downsample::new(output_channel, config.downsample_padding, dtype, rng)?) } else { None };
             down_blocks.push(DownBlock { resnets, attentions, downsampler });
         }
 
@@ -126,7 +125,7 @@ impl UNet {
         let c = &self.config;
         let shape = x.shape();
         let factor = 1 << (c.block_out_channels.len() - 1);
-        if shape.len() != 4 || shape[1] != c.in_channels || shape[2] % factor != 0 || shape[3] % factor != 0 {
+        if shape.len() != 4 || shape[1] != c.in_channels || !shape[2].is_multiple_of(factor) || !shape[3].is_multiple_of(factor) {
             return Err(TensorError::InvalidArgument {
                 op: "UNet::forward",
                 msg: format!("expected [B, {}, H, W] with H and W multiples of {factor}, got {shape:?}", c.in_channels),
@@ -134,11 +133,7 @@ impl UNet {
             .into());
         }
         if timesteps.len() != shape[0] {
-            return Err(TensorError::InvalidArgument {
-                op: "UNet::forward",
-                msg: format!("{} timesteps for a batch of {}", timesteps.len(), shape[0]),
-            }
-            .into());
+            return Err(TensorError::InvalidArgument { op: "UNet::forward", msg: format!("{} timesteps for a batch of {}", timesteps.len(), shape[0]) }.into());
         }
         let t_emb = timestep_embedding(timesteps, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift, x.dtype())?.to_device(x.device())?;
         let temb = self.time_linear_2.forward(&self.time_linear_1.forward(&t_emb)?.silu()?)?;

@@ -136,10 +136,7 @@ pub fn scatter_into(dest: &mut CpuStorage, layout: &Layout, source: &CpuStorage)
         copy_view(source, &Layout::contiguous(layout.shape()), dest, layout);
     }
     if source.len() != layout.numel() {
-        return Err(TensorError::InvalidArgument {
-            op: "scatter_into",
-            msg: format!("{} values for {} positions", source.len(), layout.numel()),
-        });
+        return Err(TensorError::InvalidArgument { op: "scatter_into", msg: format!("{} values for {} positions", source.len(), layout.numel()) });
     }
     match (dest, source) {
         (CpuStorage::F32(d), CpuStorage::F32(s)) => scatter(d, layout, s),

@@ -6,8 +6,8 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::ELEMENTWISE_CHUNK;
 use crate::FloatElem;
+use crate::cpu::ELEMENTWISE_CHUNK;
 use crate::layout::Layout;
 
 /// Storage offset of the first element of row `row` (rows = all axes but the last).
@@ -29,11 +29,7 @@ fn rows_per_task(row_len: usize) -> usize {
 }
 
 /// `out[i] = f(x[i])` for every element of the view `layout` over `x`.
-pub fn map<T: Copy + Send + Sync, U: FloatElem>(
-    x: &[T],
-    layout: &Layout,
-    f: impl Fn(T) -> U + Sync,
-) -> Vec<U> {
+pub fn map<T: Copy + Send + Sync, U: FloatElem>(x: &[T], layout: &Layout, f: impl Fn(T) -> U + Sync) -> Vec<U> {
     let numel = layout.numel();
     let mut out = crate::cpu::pool::for_overwrite::<U>(numel);
     if numel == 0 {
@@ -64,13 +60,7 @@ pub fn map<T: Copy + Send + Sync, U: FloatElem>(
 
 /// `out[i] = f(a[i], b[i])` where `la` and `lb` are views of the same shape (broadcast
 /// views included: a repeated axis has stride 0).
-pub fn zip_map<T: Copy + Send + Sync, U: FloatElem>(
-    a: &[T],
-    la: &Layout,
-    b: &[T],
-    lb: &Layout,
-    f: impl Fn(T, T) -> U + Sync,
-) -> Vec<U> {
+pub fn zip_map<T: Copy + Send + Sync, U: FloatElem>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: impl Fn(T, T) -> U + Sync) -> Vec<U> {
     debug_assert_eq!(la.shape(), lb.shape());
     let numel = la.numel();
     let mut out = crate::cpu::pool::for_overwrite::<U>(numel);

@@ -52,16 +52,8 @@ impl<T> SharedMut<T> {
 
 /// `C[m×n] (+)= A[m×k] · B[k×n]`; C is row-major with row stride `ldc` (columns contiguous).
 /// With `accumulate` false, C's previous contents are ignored (may be garbage).
-pub fn gemm<T: FloatElem>(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: MatRef<T>,
-    b: MatRef<T>,
-    c: &mut [T],
-    ldc: usize,
-    accumulate: bool,
-) {
+#[allow(clippy::too_many_arguments)]
+pub fn gemm<T: FloatElem>(m: usize, n: usize, k: usize, a: MatRef<T>, b: MatRef<T>, c: &mut [T], ldc: usize, accumulate: bool) {
     if m == 0 || n == 0 {
         return;
     }
@@ -147,15 +139,7 @@ unsafe fn gemm_block<T: FloatElem>(
 /// Copies a `depth`×`width` block of a strided matrix (element (p, j) at
 /// `src[p·depth_stride + j·width_stride]`) into `panel` (row p at `panel[p·panel_width..]`),
 /// reading along whichever axis is contiguous in memory.
-fn pack_block<T: FloatElem>(
-    src: &[T],
-    depth_stride: usize,
-    width_stride: usize,
-    depth: usize,
-    width: usize,
-    panel: &mut [T],
-    panel_width: usize,
-) {
+fn pack_block<T: FloatElem>(src: &[T], depth_stride: usize, width_stride: usize, depth: usize, width: usize, panel: &mut [T], panel_width: usize) {
     if width_stride == 1 {
         for (p, row) in panel.chunks_exact_mut(panel_width).take(depth).enumerate() {
             row[..width].copy_from_slice(&src[p * depth_stride..][..width]);
@@ -209,16 +193,8 @@ fn pack_a<T: FloatElem>(a: MatRef<T>, ic: usize, mc: usize, pc: usize, kc: usize
 /// # Safety
 /// `c` must point to an `mr_eff`×`nr_eff` tile with row stride `ldc` that no one else touches.
 #[inline(always)]
-unsafe fn micro_kernel<T: FloatElem>(
-    kc: usize,
-    a_panel: &[T],
-    b_panel: &[T],
-    c: *mut T,
-    ldc: usize,
-    mr_eff: usize,
-    nr_eff: usize,
-    overwrite: bool,
-) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_kernel<T: FloatElem>(kc: usize, a_panel: &[T], b_panel: &[T], c: *mut T, ldc: usize, mr_eff: usize, nr_eff: usize, overwrite: bool) {
     let lanes = T::Vector::LANES;
     let nr = 2 * lanes;
     debug_assert!(b_panel.len() >= kc * nr);
@@ -266,8 +242,7 @@ pub(crate) unsafe fn tile_product<T: FloatElem, const ROWS: usize, const VECTORS
     let mut acc = [[T::Vector::splat(T::zero()); VECTORS]; ROWS];
     for (p, a_col) in a_panel.chunks_exact(ROWS).take(kc).enumerate() {
         let row = b_row(p);
-        let b: [T::Vector; VECTORS] =
-            std::array::from_fn(|v| T::Vector::load(unsafe { std::slice::from_raw_parts(row.add(v * lanes), lanes) }));
+        let b: [T::Vector; VECTORS] = std::array::from_fn(|v| T::Vector::load(unsafe { std::slice::from_raw_parts(row.add(v * lanes), lanes) }));
         for i in 0..ROWS {
             let ai = T::Vector::splat(a_col[i]);
             for v in 0..VECTORS {

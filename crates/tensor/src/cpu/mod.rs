@@ -4,11 +4,10 @@
 //! peak. Each op's own CPU kernels are in its folder (`ops/<op>/cpu.rs`). This module never
 //! imports `crate::cuda`.
 
-
 pub mod copy;
 pub mod elementwise;
-pub mod math;
 pub mod gemm;
+pub mod math;
 pub mod reduce;
 pub mod simd;
 

@@ -126,10 +126,10 @@ impl<T: FloatElem> BufferPool<T> {
         let mut cache = self.lock();
         if cache.spares.len() < MAX_SPARES {
             cache.spares.push(buffer);
-        } else if let Some(smallest) = (0..cache.spares.len()).min_by_key(|&i| cache.spares[i].len()) {
-            if cache.spares[smallest].len() < buffer.len() {
-                cache.spares[smallest] = buffer;
-            }
+        } else if let Some(smallest) = (0..cache.spares.len()).min_by_key(|&i| cache.spares[i].len())
+            && cache.spares[smallest].len() < buffer.len()
+        {
+            cache.spares[smallest] = buffer;
         }
     }
 

@@ -212,7 +212,23 @@ mod tests {
         let slot = KernelArg::Strides(strides).to_slot();
         assert_eq!(slot.len() * 8, std::mem::size_of::<Strides>());
         assert_eq!(bytemuck::cast_slice::<u64, u8>(&slot), bytemuck::bytes_of(&strides));
-        let conv = ConvShape { n: 1, c_in: 2, h: 3, w: 4, c_out: 5, kh: 3, kw: 3, stride_h: 1, stride_w: 1, pad_h: 1, pad_w: 1, dilation_h: 1, dilation_w: 1, ho: 3, wo: 4 };
+        let conv = ConvShape {
+            n: 1,
+            c_in: 2,
+            h: 3,
+            w: 4,
+            c_out: 5,
+            kh: 3,
+            kw: 3,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 1,
+            pad_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            ho: 3,
+            wo: 4,
+        };
         let slot = KernelArg::Conv(conv).to_slot();
         assert_eq!(&bytemuck::cast_slice::<u64, u8>(&slot)[..std::mem::size_of::<ConvShape>()], bytemuck::bytes_of(&conv));
         assert_eq!(KernelArg::F32(1.5).to_slot(), vec![1.5f32.to_bits() as u64]);

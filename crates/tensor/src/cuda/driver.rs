@@ -90,30 +90,21 @@ impl CudaDevice {
     /// [`TensorError::DeviceUnavailable`] when the driver library is absent, the driver fails
     /// to initialize, or there is no such device.
     pub fn new(ordinal: usize) -> Result<Arc<CudaDevice>> {
-        let unavailable = |reason: String| TensorError::DeviceUnavailable {
-            op: "CudaDevice::new",
-            device: Device::Cuda(ordinal),
-            reason,
-        };
+        let unavailable = |reason: String| TensorError::DeviceUnavailable { op: "CudaDevice::new", device: Device::Cuda(ordinal), reason };
         // SAFETY: only tries to open the library by its candidate names.
         if !unsafe { sys::is_culib_present() } {
-            return Err(unavailable(
-                "the CUDA driver library (libcuda.so) was not found".into(),
-            ));
+            return Err(unavailable("the CUDA driver library (libcuda.so) was not found".into()));
         }
         cu::init().map_err(|e| unavailable(format!("cuInit failed: {}", describe_error(e))))?;
-        let count = cu::device::get_count()
-            .map_err(|e| unavailable(format!("cuDeviceGetCount: {}", describe_error(e))))?;
+        let count = cu::device::get_count().map_err(|e| unavailable(format!("cuDeviceGetCount: {}", describe_error(e))))?;
         if ordinal >= count.max(0) as usize {
             return Err(unavailable(format!("{count} CUDA device(s) present")));
         }
-        let device = cu::device::get(ordinal as i32)
-            .map_err(|e| unavailable(format!("cuDeviceGet: {}", describe_error(e))))?;
+        let device = cu::device::get(ordinal as i32).map_err(|e| unavailable(format!("cuDeviceGet: {}", describe_error(e))))?;
         let name = cu::device::get_name(device).map_err(|e| driver_error("cuDeviceGetName", e))?;
         let attribute = |attribute: sys::CUdevice_attribute| {
             // SAFETY: `device` came from cuDeviceGet.
-            unsafe { cu::device::get_attribute(device, attribute) }
-                .map_err(|e| driver_error(&format!("cuDeviceGetAttribute({attribute:?})"), e))
+            unsafe { cu::device::get_attribute(device, attribute) }.map_err(|e| driver_error(&format!("cuDeviceGetAttribute({attribute:?})"), e))
         };
         use sys::CUdevice_attribute::*;
         let major = attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
@@ -121,14 +112,11 @@ impl CudaDevice {
         let max_shared_optin = attribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
 
         // SAFETY: `device` came from cuDeviceGet; the context is released in Drop.
-        let context = unsafe { cu::primary_ctx::retain(device) }
-            .map_err(|e| driver_error("cuDevicePrimaryCtxRetain", e))?;
+        let context = unsafe { cu::primary_ctx::retain(device) }.map_err(|e| driver_error("cuDevicePrimaryCtxRetain", e))?;
         let stream = (|| {
             // SAFETY: a context just retained.
-            unsafe { cu::ctx::set_current(context) }
-                .map_err(|e| driver_error("cuCtxSetCurrent", e))?;
-            cu::stream::create(cu::stream::StreamKind::NonBlocking)
-                .map_err(|e| driver_error("cuStreamCreate", e))
+            unsafe { cu::ctx::set_current(context) }.map_err(|e| driver_error("cuCtxSetCurrent", e))?;
+            cu::stream::create(cu::stream::StreamKind::NonBlocking).map_err(|e| driver_error("cuStreamCreate", e))
         })();
         let stream = match stream {
             Ok(stream) => stream,
@@ -210,8 +198,7 @@ impl CudaDevice {
             for ptr in blocks {
                 // SAFETY: allocated by cuMemAlloc, owned by the free list, no work pending.
                 if let Err(e) = unsafe { cu::free_sync(ptr) } {
-                    first_error
-                        .get_or_insert(driver_error(&format!("cuMemFree of {class} bytes"), e));
+                    first_error.get_or_insert(driver_error(&format!("cuMemFree of {class} bytes"), e));
                 }
             }
         }
@@ -224,8 +211,7 @@ impl CudaDevice {
         let current = cu::ctx::get_current().map_err(|e| driver_error("cuCtxGetCurrent", e))?;
         if current != Some(self.context) {
             // SAFETY: our retained primary context, released only in Drop.
-            unsafe { cu::ctx::set_current(self.context) }
-                .map_err(|e| driver_error("cuCtxSetCurrent", e))?;
+            unsafe { cu::ctx::set_current(self.context) }.map_err(|e| driver_error("cuCtxSetCurrent", e))?;
         }
         Ok(())
     }
@@ -236,10 +222,7 @@ impl CudaDevice {
         unsafe { cu::stream::synchronize(self.stream) }.map_err(|e| {
             let what = match *lock(&self.last_kernel) {
                 Some(kernel) => {
-                    format!(
-                        "cuStreamSynchronize (last kernel queued: {}::{})",
-                        kernel.file, kernel.name
-                    )
+                    format!("cuStreamSynchronize (last kernel queued: {}::{})", kernel.file, kernel.name)
                 }
                 None => "cuStreamSynchronize".into(),
             };
@@ -260,28 +243,17 @@ impl CudaDevice {
                 module
             }
         };
-        let name = CString::new(kernel.name).map_err(|_| TensorError::Cuda {
-            what: kernel_name(kernel),
-            msg: "kernel name holds a NUL byte".into(),
-        })?;
+        let name = CString::new(kernel.name).map_err(|_| TensorError::Cuda { what: kernel_name(kernel), msg: "kernel name holds a NUL byte".into() })?;
         // SAFETY: a module loaded in this context and not unloaded before Drop.
-        let handle = unsafe { cu::module::get_function(module, name) }.map_err(|e| {
-            driver_error(&format!("cuModuleGetFunction {}", kernel_name(kernel)), e)
-        })?;
-        let function = Function {
-            handle,
-            max_dynamic_shared: DEFAULT_DYNAMIC_SHARED_BYTES,
-        };
+        let handle = unsafe { cu::module::get_function(module, name) }.map_err(|e| driver_error(&format!("cuModuleGetFunction {}", kernel_name(kernel)), e))?;
+        let function = Function { handle, max_dynamic_shared: DEFAULT_DYNAMIC_SHARED_BYTES };
         modules.functions.insert(kernel, function);
         Ok(function)
     }
 
     /// Compiles (or reads from the disk cache) and loads one kernel file.
     fn load_file(&self, file: &'static str) -> Result<sys::CUmodule> {
-        let source = sources::source(file).ok_or_else(|| TensorError::Cuda {
-            what: format!("kernel file {file}"),
-            msg: "not in sources::FILES".into(),
-        })?;
+        let source = sources::source(file).ok_or_else(|| TensorError::Cuda { what: format!("kernel file {file}"), msg: "not in sources::FILES".into() })?;
         let cache = disk_cache_path(file, source, self.arch);
         // A cached cubin that does not load (truncated, foreign) is compiled afresh.
         if let Some(path) = &cache
@@ -301,10 +273,7 @@ impl CudaDevice {
 
 impl GpuBackend for CudaDevice {
     fn describe(&self) -> String {
-        format!(
-            "{} (sm_{}, CUDA device {})",
-            self.name, self.arch, self.ordinal
-        )
+        format!("{} (sm_{}, CUDA device {})", self.name, self.arch, self.ordinal)
     }
 
     /// With `EMBER_CUDA_POISON` set (scripts/gpu_check.sh sets it), blocks are filled with
@@ -337,8 +306,7 @@ impl GpuBackend for CudaDevice {
         self.bind()?;
         // SAFETY: `dst` holds at least `src.len()` bytes (the caller's buffer). From pageable
         // memory the driver stages `src` before returning, so it may be dropped after.
-        unsafe { cu::memcpy_htod_async(dst, src, self.stream) }
-            .map_err(|e| driver_error(&format!("cuMemcpyHtoDAsync of {} bytes", src.len()), e))
+        unsafe { cu::memcpy_htod_async(dst, src, self.stream) }.map_err(|e| driver_error(&format!("cuMemcpyHtoDAsync of {} bytes", src.len()), e))
     }
 
     fn copy_to_host(&self, src: u64, dst: &mut [u8]) -> Result<()> {
@@ -348,8 +316,7 @@ impl GpuBackend for CudaDevice {
         self.bind()?;
         // SAFETY: `src` holds at least `dst.len()` bytes; the stream is synchronized below
         // before `dst` is read.
-        unsafe { cu::memcpy_dtoh_async(dst, src, self.stream) }
-            .map_err(|e| driver_error(&format!("cuMemcpyDtoHAsync of {} bytes", dst.len()), e))?;
+        unsafe { cu::memcpy_dtoh_async(dst, src, self.stream) }.map_err(|e| driver_error(&format!("cuMemcpyDtoHAsync of {} bytes", dst.len()), e))?;
         self.sync_stream()
     }
 
@@ -359,8 +326,7 @@ impl GpuBackend for CudaDevice {
         }
         self.bind()?;
         // SAFETY: `dst` holds at least `bytes` bytes.
-        unsafe { cu::memset_d8_async(dst, value, bytes, self.stream) }
-            .map_err(|e| driver_error(&format!("cuMemsetD8Async of {bytes} bytes"), e))
+        unsafe { cu::memset_d8_async(dst, value, bytes, self.stream) }.map_err(|e| driver_error(&format!("cuMemsetD8Async of {bytes} bytes"), e))
     }
 
     fn launch(&self, kernel: Kernel, config: &LaunchConfig, args: &[KernelArg]) -> Result<()> {
@@ -378,34 +344,15 @@ impl GpuBackend for CudaDevice {
         // cuLaunchKernel takes one pointer per argument, to the argument's value; the values
         // live in `slots`, which outlives the call (the driver copies them at launch).
         let mut slots: Vec<Vec<u64>> = args.iter().map(KernelArg::to_slot).collect();
-        let mut params: Vec<*mut c_void> = slots
-            .iter_mut()
-            .map(|slot| slot.as_mut_ptr().cast::<c_void>())
-            .collect();
+        let mut params: Vec<*mut c_void> = slots.iter_mut().map(|slot| slot.as_mut_ptr().cast::<c_void>()).collect();
         let grid = (config.grid[0], config.grid[1], config.grid[2]);
         let block = (config.block[0], config.block[1], config.block[2]);
         *lock(&self.last_kernel) = Some(kernel);
         // SAFETY: `handle` is a function of a module loaded in this context; `params` has one
         // pointer per kernel parameter (the host code in `kernels` matches the signature).
-        unsafe {
-            cu::launch_kernel(
-                handle,
-                grid,
-                block,
-                config.shared_bytes,
-                self.stream,
-                &mut params,
-            )
-        }
-        .map_err(|e| {
+        unsafe { cu::launch_kernel(handle, grid, block, config.shared_bytes, self.stream, &mut params) }.map_err(|e| {
             driver_error(
-                &format!(
-                    "launch of {} (grid {:?}, block {:?}, {} B dynamic shared)",
-                    kernel_name(kernel),
-                    config.grid,
-                    config.block,
-                    config.shared_bytes
-                ),
+                &format!("launch of {} (grid {:?}, block {:?}, {} B dynamic shared)", kernel_name(kernel), config.grid, config.block, config.shared_bytes),
                 e,
             )
         })
@@ -421,10 +368,7 @@ impl CudaDevice {
     /// A block of at least `bytes`, from the cache or from the driver (emptying the cache
     /// and retrying once on out-of-memory).
     fn allocate_block(&self, bytes: usize) -> Result<u64> {
-        let class = size_class(bytes).ok_or_else(|| TensorError::Cuda {
-            what: format!("cuMemAlloc of {bytes} bytes"),
-            msg: "size too large".into(),
-        })?;
+        let class = size_class(bytes).ok_or_else(|| TensorError::Cuda { what: format!("cuMemAlloc of {bytes} bytes"), msg: "size too large".into() })?;
         let mut pool = lock(&self.pool);
         if let Some(ptr) = pool.free.get_mut(&class).and_then(Vec::pop) {
             pool.cached_bytes -= class;
@@ -455,38 +399,18 @@ impl CudaDevice {
         Ok(ptr)
     }
     /// Opts `function` in to `bytes` of dynamic shared memory (above the default 48 KiB).
-    fn allow_dynamic_shared(
-        &self,
-        kernel: Kernel,
-        function: &mut Function,
-        bytes: u32,
-    ) -> Result<()> {
+    fn allow_dynamic_shared(&self, kernel: Kernel, function: &mut Function, bytes: u32) -> Result<()> {
         if bytes > self.max_shared_optin {
             return Err(TensorError::Cuda {
                 what: format!("launch of {}", kernel_name(kernel)),
-                msg: format!(
-                    "{bytes} B of dynamic shared memory asked for; the device allows {} B a block",
-                    self.max_shared_optin
-                ),
+                msg: format!("{bytes} B of dynamic shared memory asked for; the device allows {} B a block", self.max_shared_optin),
             });
         }
         // SAFETY: a function of a module loaded in this context.
         unsafe {
-            cu::function::set_function_attribute(
-                function.handle,
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                bytes as i32,
-            )
+            cu::function::set_function_attribute(function.handle, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
         }
-        .map_err(|e| {
-            driver_error(
-                &format!(
-                    "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES = {bytes}) for {}",
-                    kernel_name(kernel)
-                ),
-                e,
-            )
-        })?;
+        .map_err(|e| driver_error(&format!("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES = {bytes}) for {}", kernel_name(kernel)), e))?;
         function.max_dynamic_shared = bytes;
         Ok(())
     }
@@ -513,11 +437,7 @@ impl Drop for CudaDevice {
 
 impl std::fmt::Debug for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaDevice")
-            .field("ordinal", &self.ordinal)
-            .field("name", &self.name)
-            .field("arch", &self.arch)
-            .finish_non_exhaustive()
+        f.debug_struct("CudaDevice").field("ordinal", &self.ordinal).field("name", &self.name).field("arch", &self.arch).finish_non_exhaustive()
     }
 }
 
@@ -537,8 +457,7 @@ fn size_class(bytes: usize) -> Option<usize> {
 /// Loads a cubin into the current context.
 fn load_cubin(file: &str, cubin: &[u8]) -> Result<sys::CUmodule> {
     // SAFETY: `cubin` is a complete image, alive for the call (the driver copies it).
-    unsafe { cu::module::load_data(cubin.as_ptr().cast()) }
-        .map_err(|e| driver_error(&format!("cuModuleLoadData of {file}"), e))
+    unsafe { cu::module::load_data(cubin.as_ptr().cast()) }.map_err(|e| driver_error(&format!("cuModuleLoadData of {file}"), e))
 }
 
 /// Where the cubin of `file` for `arch` is kept on disk, if `EMBER_CUDA_CACHE` names a
@@ -568,9 +487,7 @@ fn cache_file_name(file: &str, source: &str, arch: u32) -> String {
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) {
     let Some(dir) = path.parent() else { return };
     let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&temporary, bytes))
-        .and_then(|()| std::fs::rename(&temporary, path));
+    let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&temporary, bytes)).and_then(|()| std::fs::rename(&temporary, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
     }
@@ -609,10 +526,7 @@ fn describe_error(e: DriverError) -> String {
 }
 
 fn driver_error(what: &str, e: DriverError) -> TensorError {
-    TensorError::Cuda {
-        what: what.to_string(),
-        msg: describe_error(e),
-    }
+    TensorError::Cuda { what: what.to_string(), msg: describe_error(e) }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -632,10 +546,7 @@ mod tests {
             assert!(CudaDevice::new(1 << 20).is_err());
         } else {
             let result = CudaDevice::new(0);
-            assert!(
-                matches!(result, Err(TensorError::DeviceUnavailable { .. })),
-                "{result:?}"
-            );
+            assert!(matches!(result, Err(TensorError::DeviceUnavailable { .. })), "{result:?}");
         }
     }
 
@@ -650,10 +561,7 @@ mod tests {
         assert_eq!(size_class(3 << 20), Some(3 << 20));
         for bytes in [(1 << 20) + 1, 3_000_001, 100_000_000, 1 << 33] {
             let class = size_class(bytes).unwrap();
-            assert!(
-                class >= bytes && class as f64 <= bytes as f64 * 1.25,
-                "{bytes} -> {class}"
-            );
+            assert!(class >= bytes && class as f64 <= bytes as f64 * 1.25, "{bytes} -> {class}");
         }
         assert_eq!(size_class(usize::MAX), None);
     }
@@ -662,10 +570,7 @@ mod tests {
     fn cache_names_change_with_the_source_and_the_architecture() {
         let (file, source) = sources::FILES[0];
         let name = cache_file_name(file, source, 80);
-        assert!(
-            name.starts_with(&format!("{}-sm80-", file.trim_end_matches(".cu"))),
-            "{name}"
-        );
+        assert!(name.starts_with(&format!("{}-sm80-", file.trim_end_matches(".cu"))), "{name}");
         assert_eq!(name, cache_file_name(file, source, 80));
         assert_ne!(name, cache_file_name(file, source, 90));
         assert_ne!(name, cache_file_name(file, &format!("{source}\n"), 80));

@@ -58,6 +58,7 @@ pub struct Emulator {
 
 impl Emulator {
     /// A new emulated device, as a backend for [`super::DeviceBuffer`]s and kernels.
+    #[allow(clippy::new_ret_no_self)] // the emulator is used only as a `dyn GpuBackend`
     pub fn new() -> Arc<dyn GpuBackend> {
         let seed = std::env::var("EMBER_EMU_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
         Arc::new(Emulator { launches: AtomicU64::new(0), seed })
@@ -167,9 +168,7 @@ impl GpuBackend for Emulator {
         let mut error = vec![0 as c_char; 1024];
         // SAFETY: the entry point unpacks exactly the parameters its signature declares, and
         // `check_signature` made sure `pointers` holds one value of the right type for each.
-        let status = unsafe {
-            ember_emu_launch(name.as_ptr(), emulated.entry, pointers.as_mut_ptr(), &launch, error.as_mut_ptr(), error.len())
-        };
+        let status = unsafe { ember_emu_launch(name.as_ptr(), emulated.entry, pointers.as_mut_ptr(), &launch, error.as_mut_ptr(), error.len()) };
         if status != 0 {
             // SAFETY: the runtime wrote a NUL-terminated message into `error`.
             let msg = unsafe { CStr::from_ptr(error.as_ptr()) }.to_string_lossy().into_owned();

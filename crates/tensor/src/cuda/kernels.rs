@@ -57,7 +57,10 @@ pub fn gemm_f16(a: &DeviceBuffer, b: &DeviceBuffer, m: usize, n: usize, k: usize
     let op = "gemm_f16";
     let half = std::mem::size_of::<u16>();
     if a.bytes() < m * k * half || b.bytes() < k * n * half {
-        return Err(invalid(op, format!("A holds {} and B {} bytes; a {m}×{k} by {k}×{n} product needs {} and {}", a.bytes(), b.bytes(), m * k * half, k * n * half)));
+        return Err(invalid(
+            op,
+            format!("A holds {} and B {} bytes; a {m}×{k} by {k}×{n} product needs {} and {}", a.bytes(), b.bytes(), m * k * half, k * n * half),
+        ));
     }
     let c = output(a.backend(), m * n)?;
     if m == 0 || n == 0 {
@@ -84,10 +87,19 @@ pub fn gemm_f16(a: &DeviceBuffer, b: &DeviceBuffer, m: usize, n: usize, k: usize
 /// What a Philox draw produces from each uniform `u` (kernels/rng.cu).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Draw {
-    Uniform { low: f64, high: f64 },
-    Normal { mean: f64, std: f64 },
+    Uniform {
+        low: f64,
+        high: f64,
+    },
+    Normal {
+        mean: f64,
+        std: f64,
+    },
     /// `scale` where `u ≥ p`, else 0.
-    DropoutMask { p: f64, scale: f64 },
+    DropoutMask {
+        p: f64,
+        scale: f64,
+    },
 }
 
 /// `n` values of the Philox stream `seed` from block `first` on, as the CPU's

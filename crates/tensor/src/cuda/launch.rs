@@ -60,7 +60,6 @@ pub(crate) fn output(backend: &Arc<dyn GpuBackend>, n: usize) -> Result<DeviceBu
     DeviceBuffer::new(backend, n * F32)
 }
 
-
 /// The output tile of the kernels built on `ember_tile_gemm` (kernels/ember_cuda.h): GEMM and
 /// the implicit-GEMM convolutions. Each has a `_t128` and a `_t64` kernel.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -25,11 +25,7 @@ pub struct Compiled {
 ///
 /// No `--use_fast_math`: the kernels are compared with the CPU to 1e-5.
 pub fn options(arch: u32, verbose_ptxas: bool) -> Vec<String> {
-    let mut options = vec![
-        format!("--gpu-architecture=sm_{arch}"),
-        "-std=c++17".to_string(),
-        "-default-device".to_string(),
-    ];
+    let mut options = vec![format!("--gpu-architecture=sm_{arch}"), "-std=c++17".to_string(), "-default-device".to_string()];
     if verbose_ptxas {
         options.push("--ptxas-options=-v".to_string());
     }
@@ -47,9 +43,7 @@ pub fn version() -> Result<(i32, i32)> {
     ensure_available("nvrtcVersion")?;
     let (mut major, mut minor): (c_int, c_int) = (0, 0);
     // SAFETY: two valid out-pointers.
-    check("nvrtcVersion", unsafe {
-        sys::nvrtcVersion(&mut major, &mut minor)
-    })?;
+    check("nvrtcVersion", unsafe { sys::nvrtcVersion(&mut major, &mut minor) })?;
     Ok((major, minor))
 }
 
@@ -59,22 +53,14 @@ pub fn compile_cubin(file: &str, source: &str, arch: u32, verbose_ptxas: bool) -
     ensure_available(file)?;
     let program = Program::new(file, source)?;
     let options = options(arch, verbose_ptxas);
-    let options: Vec<CString> = options
-        .iter()
-        .map(|o| c_string(file, o))
-        .collect::<Result<_>>()?;
+    let options: Vec<CString> = options.iter().map(|o| c_string(file, o)).collect::<Result<_>>()?;
     let option_ptrs: Vec<*const c_char> = options.iter().map(|o| o.as_ptr()).collect();
 
     // SAFETY: a live program; `option_ptrs` points into `options`, alive for the call.
-    let compiled = unsafe {
-        sys::nvrtcCompileProgram(program.0, option_ptrs.len() as c_int, option_ptrs.as_ptr())
-    };
+    let compiled = unsafe { sys::nvrtcCompileProgram(program.0, option_ptrs.len() as c_int, option_ptrs.as_ptr()) };
     let log = program.log(file)?;
     if compiled != sys::nvrtcResult::NVRTC_SUCCESS {
-        return Err(TensorError::Cuda {
-            what: format!("NVRTC compile of {file} for sm_{arch}"),
-            msg: format!("{}\n{log}", error_string(compiled)),
-        });
+        return Err(TensorError::Cuda { what: format!("NVRTC compile of {file} for sm_{arch}"), msg: format!("{}\n{log}", error_string(compiled)) });
     }
     let cubin = program.cubin(file)?;
     Ok(Compiled { cubin, log })
@@ -97,14 +83,7 @@ impl Program {
         // SAFETY: every pointer is to a NUL-terminated string alive for the call (NVRTC
         // copies them); the arrays hold one entry each, as `numHeaders` says.
         check(file, unsafe {
-            sys::nvrtcCreateProgram(
-                &mut program,
-                source.as_ptr(),
-                name.as_ptr(),
-                headers.len() as c_int,
-                headers.as_ptr(),
-                include_names.as_ptr(),
-            )
+            sys::nvrtcCreateProgram(&mut program, source.as_ptr(), name.as_ptr(), headers.len() as c_int, headers.as_ptr(), include_names.as_ptr())
         })?;
         Ok(Program(program))
     }
@@ -113,17 +92,11 @@ impl Program {
     fn log(&self, file: &str) -> Result<String> {
         let mut size = 0usize;
         // SAFETY: a live program and a valid out-pointer.
-        check(file, unsafe {
-            sys::nvrtcGetProgramLogSize(self.0, &mut size)
-        })?;
+        check(file, unsafe { sys::nvrtcGetProgramLogSize(self.0, &mut size) })?;
         let mut log = vec![0u8; size.max(1)];
         // SAFETY: `log` has room for the `size` bytes NVRTC writes.
-        check(file, unsafe {
-            sys::nvrtcGetProgramLog(self.0, log.as_mut_ptr().cast())
-        })?;
-        let text = CStr::from_bytes_until_nul(&log)
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| String::from_utf8_lossy(&log).into_owned());
+        check(file, unsafe { sys::nvrtcGetProgramLog(self.0, log.as_mut_ptr().cast()) })?;
+        let text = CStr::from_bytes_until_nul(&log).map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|_| String::from_utf8_lossy(&log).into_owned());
         Ok(text.trim_end().to_string())
     }
 
@@ -132,16 +105,11 @@ impl Program {
         // SAFETY: a live, compiled program and a valid out-pointer.
         check(file, unsafe { sys::nvrtcGetCUBINSize(self.0, &mut size) })?;
         if size == 0 {
-            return Err(TensorError::Cuda {
-                what: format!("NVRTC cubin of {file}"),
-                msg: "empty cubin (was a virtual architecture compute_XX given?)".into(),
-            });
+            return Err(TensorError::Cuda { what: format!("NVRTC cubin of {file}"), msg: "empty cubin (was a virtual architecture compute_XX given?)".into() });
         }
         let mut cubin = vec![0u8; size];
         // SAFETY: `cubin` has room for the `size` bytes NVRTC writes.
-        check(file, unsafe {
-            sys::nvrtcGetCUBIN(self.0, cubin.as_mut_ptr().cast())
-        })?;
+        check(file, unsafe { sys::nvrtcGetCUBIN(self.0, cubin.as_mut_ptr().cast()) })?;
         Ok(cubin)
     }
 }
@@ -171,14 +139,7 @@ fn ensure_available(what: &str) -> Result<()> {
 }
 
 fn check(what: &str, result: sys::nvrtcResult) -> Result<()> {
-    if result == sys::nvrtcResult::NVRTC_SUCCESS {
-        Ok(())
-    } else {
-        Err(TensorError::Cuda {
-            what: format!("NVRTC ({what})"),
-            msg: error_string(result),
-        })
-    }
+    if result == sys::nvrtcResult::NVRTC_SUCCESS { Ok(()) } else { Err(TensorError::Cuda { what: format!("NVRTC ({what})"), msg: error_string(result) }) }
 }
 
 /// NVRTC's name for an error code ("NVRTC_ERROR_COMPILATION").
@@ -189,17 +150,12 @@ fn error_string(result: sys::nvrtcResult) -> String {
         format!("{result:?}")
     } else {
         // SAFETY: non-null, static and NUL-terminated, as above.
-        unsafe { CStr::from_ptr(text) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
     }
 }
 
 fn c_string(what: &str, text: &str) -> Result<CString> {
-    CString::new(text).map_err(|_| TensorError::Cuda {
-        what: format!("NVRTC ({what})"),
-        msg: "text holds a NUL byte".into(),
-    })
+    CString::new(text).map_err(|_| TensorError::Cuda { what: format!("NVRTC ({what})"), msg: "text holds a NUL byte".into() })
 }
 
 #[cfg(test)]

@@ -9,11 +9,7 @@ use crate::{DType, Device, Result, Tensor, TensorError};
 /// Runs `f` on the f32 device buffers of `tensors` (all on one CUDA device; each buffer is
 /// the whole storage, read through the tensor's layout or, for contiguous tensors made by
 /// [`crate::ops::dense`], from its first element).
-pub(crate) fn with_device_buffers<const N: usize, R>(
-    op: &'static str,
-    tensors: [&Tensor; N],
-    f: impl FnOnce([&DeviceBuffer; N]) -> Result<R>,
-) -> Result<R> {
+pub(crate) fn with_device_buffers<const N: usize, R>(op: &'static str, tensors: [&Tensor; N], f: impl FnOnce([&DeviceBuffer; N]) -> Result<R>) -> Result<R> {
     let guards = tensors.map(|t| t.storage());
     for (t, guard) in tensors.iter().zip(&guards) {
         let gpu = guard.gpu().ok_or(TensorError::NotOnDevice { op, device: t.device() })?;

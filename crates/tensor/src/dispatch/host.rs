@@ -29,10 +29,10 @@ pub(crate) fn host_slice<'a, T: FloatElem>(op: &'static str, storage: &'a Storag
 /// The elements of the contiguous tensor `t`, in order (its range of the host buffer). A view
 /// that is not contiguous is an error: the caller makes it so first (`Tensor::contiguous`).
 pub(crate) fn host_elements<'a, T: FloatElem>(op: &'static str, storage: &'a Storage, t: &Tensor) -> Result<&'a [T]> {
-    let range = t.layout().contiguous_range().ok_or_else(|| TensorError::InvalidArgument {
-        op,
-        msg: format!("the kernel needs a contiguous input, got the view {:?}", t.layout()),
-    })?;
+    let range = t
+        .layout()
+        .contiguous_range()
+        .ok_or_else(|| TensorError::InvalidArgument { op, msg: format!("the kernel needs a contiguous input, got the view {:?}", t.layout()) })?;
     Ok(&host_slice(op, storage, t)?[range])
 }
 

@@ -38,40 +38,30 @@ pub(crate) struct Cpu;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cuda;
 
-/// Every op family's kernels on one device.
-pub(crate) trait Kernels:
-    UnaryKernels
-    + BinaryKernels
-    + ReduceKernels
-    + MovementKernels
-    + MatmulKernels
-    + ConvKernels
-    + SoftmaxKernels
-    + AttentionKernels
-    + NormKernels
-    + DropoutKernels
-    + IndexSelectKernels
-    + UpsampleKernels
-    + Sync
-{
+/// Declares [`Kernels`], every op family's kernel trait at once, and implements it for each
+/// device that implements them all.
+macro_rules! kernel_families {
+    ($($family:ident),+ $(,)?) => {
+        /// Every op family's kernels on one device.
+        pub(crate) trait Kernels: $($family +)+ Sync {}
+        impl<K: $($family +)+ Sync> Kernels for K {}
+    };
 }
 
-impl<K> Kernels for K where
-    K: UnaryKernels
-        + BinaryKernels
-        + ReduceKernels
-        + MovementKernels
-        + MatmulKernels
-        + ConvKernels
-        + SoftmaxKernels
-        + AttentionKernels
-        + NormKernels
-        + DropoutKernels
-        + IndexSelectKernels
-        + UpsampleKernels
-        + Sync
-{
-}
+kernel_families!(
+    UnaryKernels,
+    BinaryKernels,
+    ReduceKernels,
+    MovementKernels,
+    MatmulKernels,
+    ConvKernels,
+    SoftmaxKernels,
+    AttentionKernels,
+    NormKernels,
+    DropoutKernels,
+    IndexSelectKernels,
+    UpsampleKernels,
+);
 
 /// The kernels of the device `device`.
 pub(crate) fn kernels_for(device: Device) -> &'static dyn Kernels {

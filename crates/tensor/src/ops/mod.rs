@@ -18,8 +18,8 @@ pub mod softmax;
 pub mod unary;
 pub mod upsample;
 
-use crate::error::{Result, TensorError};
 use crate::Tensor;
+use crate::error::{Result, TensorError};
 
 /// `t` with row-major elements starting at its buffer's first element (a copy if not), as
 /// the kernels that take plain contiguous buffers want.

@@ -91,35 +91,28 @@ pub fn attention_backward<T: FloatElem>(
     let mut dq = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sq * s.d);
     let mut dk = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sk * s.d);
     let mut dv = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sk * s.dv);
-    dq.par_chunks_mut(s.sq * s.d)
-        .zip(dk.par_chunks_mut(s.sk * s.d))
-        .zip(dv.par_chunks_mut(s.sk * s.dv))
-        .enumerate()
-        .for_each_init(
-            || (Scratch::<T>::for_overwrite(s.sq * s.sk), Scratch::<T>::for_overwrite(s.sq * s.sk)),
-            |(p, dp), (b, ((dq, dk), dv))| {
-                let (q, k, v) = (&q[b * s.sq * s.d..], &k[b * s.sk * s.d..], &v[b * s.sk * s.dv..]);
-                let (o, d_o) = (&out[b * s.sq * s.dv..][..s.sq * s.dv], &d_out[b * s.sq * s.dv..][..s.sq * s.dv]);
-                let lse = &lse[b * s.sq..][..s.sq];
-                scores(q, k, s, scale, p);
-                for (row, &l) in p.chunks_exact_mut(s.sk).zip(lse) {
-                    row.iter_mut().for_each(|x| *x = (*x - l).exp());
+    dq.par_chunks_mut(s.sq * s.d).zip(dk.par_chunks_mut(s.sk * s.d)).zip(dv.par_chunks_mut(s.sk * s.dv)).enumerate().for_each_init(
+        || (Scratch::<T>::for_overwrite(s.sq * s.sk), Scratch::<T>::for_overwrite(s.sq * s.sk)),
+        |(p, dp), (b, ((dq, dk), dv))| {
+            let (q, k, v) = (&q[b * s.sq * s.d..], &k[b * s.sk * s.d..], &v[b * s.sk * s.dv..]);
+            let (o, d_o) = (&out[b * s.sq * s.dv..][..s.sq * s.dv], &d_out[b * s.sq * s.dv..][..s.sq * s.dv]);
+            let lse = &lse[b * s.sq..][..s.sq];
+            scores(q, k, s, scale, p);
+            for (row, &l) in p.chunks_exact_mut(s.sk).zip(lse) {
+                row.iter_mut().for_each(|x| *x = (*x - l).exp());
+            }
+            gemm(s.sk, s.dv, s.sq, rows_transposed(p, s.sk), rows(d_o, s.dv), dv, s.dv, false);
+            gemm(s.sq, s.sk, s.dv, rows(d_o, s.dv), rows_transposed(v, s.dv), dp, s.sk, false);
+            for (i, (p_row, dp_row)) in p.chunks_exact(s.sk).zip(dp.chunks_exact_mut(s.sk)).enumerate() {
+                let delta = o[i * s.dv..(i + 1) * s.dv].iter().zip(&d_o[i * s.dv..(i + 1) * s.dv]).fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+                for (ds, &p) in dp_row.iter_mut().zip(p_row) {
+                    *ds = scale * p * (*ds - delta);
                 }
-                gemm(s.sk, s.dv, s.sq, rows_transposed(p, s.sk), rows(d_o, s.dv), dv, s.dv, false);
-                gemm(s.sq, s.sk, s.dv, rows(d_o, s.dv), rows_transposed(v, s.dv), dp, s.sk, false);
-                for (i, (p_row, dp_row)) in p.chunks_exact(s.sk).zip(dp.chunks_exact_mut(s.sk)).enumerate() {
-                    let delta = o[i * s.dv..(i + 1) * s.dv]
-                        .iter()
-                        .zip(&d_o[i * s.dv..(i + 1) * s.dv])
-                        .fold(T::zero(), |acc, (&a, &b)| acc + a * b);
-                    for (ds, &p) in dp_row.iter_mut().zip(p_row) {
-                        *ds = scale * p * (*ds - delta);
-                    }
-                }
-                // dp now holds scale·dS
-                gemm(s.sq, s.d, s.sk, rows(dp, s.sk), rows(k, s.d), dq, s.d, false);
-                gemm(s.sk, s.d, s.sq, rows_transposed(dp, s.sk), rows(q, s.d), dk, s.d, false);
-            },
-        );
+            }
+            // dp now holds scale·dS
+            gemm(s.sq, s.d, s.sk, rows(dp, s.sk), rows(k, s.d), dq, s.d, false);
+            gemm(s.sk, s.d, s.sq, rows_transposed(dp, s.sk), rows(q, s.d), dk, s.d, false);
+        },
+    );
     (dq, dk, dv)
 }

@@ -3,10 +3,10 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::Tensor;
 use crate::dispatch::kernels;
 use crate::error::{Result, TensorError, invalid};
 use crate::ops::check_same;
-use crate::Tensor;
 
 /// Sizes of a batched attention: `q [bh, sq, d]`, `k [bh, sk, d]`, `v [bh, sk, dv]`.
 #[derive(Clone, Copy, Debug)]
@@ -50,13 +50,7 @@ impl Tensor {
         if &v.shape()[..rank - 2] != lead || v.shape()[rank - 2] != k.shape()[rank - 2] {
             return Err(mismatch(v));
         }
-        let shape = AttentionShape {
-            bh: lead.iter().product(),
-            sq: q.shape()[rank - 2],
-            sk: k.shape()[rank - 2],
-            d,
-            dv: v.shape()[rank - 1],
-        };
+        let shape = AttentionShape { bh: lead.iter().product(), sq: q.shape()[rank - 2], sk: k.shape()[rank - 2], d, dv: v.shape()[rank - 1] };
         if shape.sk == 0 {
             return invalid(op, "no keys to attend to (Sk = 0)");
         }

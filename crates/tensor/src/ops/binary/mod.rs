@@ -87,9 +87,7 @@ impl Tensor {
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
         let out = self.binary_forward(rhs, BinaryOp::Sub)?;
         let (sa, sb) = (self.shape().to_vec(), rhs.shape().to_vec());
-        Ok(out.with_backward("sub", &[self, rhs], move |g| {
-            Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.sum_to_shape(&sb)?.neg()?)])
-        }))
+        Ok(out.with_backward("sub", &[self, rhs], move |g| Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.sum_to_shape(&sb)?.neg()?)])))
     }
 
     /// a·b; ∂/∂a = b, ∂/∂b = a

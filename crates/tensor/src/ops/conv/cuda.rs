@@ -72,7 +72,11 @@ pub fn conv2d_forward(x: &DeviceBuffer, w: &DeviceBuffer, bias: Option<&DeviceBu
     let y = output(x.backend(), g.n * g.c_out * g.ho * g.wo)?;
     let (config, tile) = tile_grid(op, g.c_out, g.n * g.ho * g.wo, 1)?;
     let bias = KernelArg::Ptr(bias.map_or(0, |b| b.ptr()));
-    x.backend().launch(kernel("conv.cu", tile.pick("conv2d_forward_f32_t128", "conv2d_forward_f32_t64")), &config, &[x.arg(), w.arg(), bias, y.arg(), KernelArg::Conv(shape)])?;
+    x.backend().launch(
+        kernel("conv.cu", tile.pick("conv2d_forward_f32_t128", "conv2d_forward_f32_t64")),
+        &config,
+        &[x.arg(), w.arg(), bias, y.arg(), KernelArg::Conv(shape)],
+    )?;
     Ok(y)
 }
 

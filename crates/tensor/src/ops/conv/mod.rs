@@ -5,10 +5,10 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::Tensor;
 use crate::dispatch::kernels;
 use crate::error::{Result, TensorError, invalid};
 use crate::ops::{check_rank, check_same};
-use crate::Tensor;
 
 /// The sizes of one convolution, `x: [n, c_in, h, w]`, `weight: [c_out, c_in, kh, kw]`,
 /// `y: [n, c_out, ho, wo]`.

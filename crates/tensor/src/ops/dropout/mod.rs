@@ -3,10 +3,10 @@
 pub mod cpu;
 mod cuda;
 
+use crate::Tensor;
 use crate::dispatch::kernels;
 use crate::error::{Result, invalid};
 use crate::rng::Rng;
-use crate::Tensor;
 
 /// Dropout's kernel, one implementation per device (`cpu.rs`, `cuda.rs`).
 pub(crate) trait DropoutKernels {

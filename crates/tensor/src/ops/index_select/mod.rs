@@ -3,10 +3,10 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::Tensor;
 use crate::dispatch::kernels;
 use crate::error::{Result, invalid};
 use crate::layout::normalize_axis;
-use crate::Tensor;
 
 /// index_select's kernel, one implementation per device (`cpu.rs`, `cuda.rs`).
 pub(crate) trait IndexSelectKernels {

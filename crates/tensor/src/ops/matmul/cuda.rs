@@ -13,19 +13,20 @@ impl MatmulKernels for Cuda {
     /// One batched GEMM launch when the batch offsets of both operands are evenly spaced
     /// (contiguous or broadcast batches), else one per matrix.
     fn batched_matmul(&self, a: &Tensor, la: &Layout, b: &Tensor, lb: &Layout, MatmulShape { m, n, k }: MatmulShape, out_shape: &[usize]) -> Result<Tensor> {
-    let rank = la.rank();
-    let batch_layout = |l: &Layout| Layout::new(l.shape()[..rank - 2].to_vec(), l.strides()[..rank - 2].to_vec(), l.offset());
-    let (a_offsets, b_offsets) = (batch_layout(la).offsets(), batch_layout(lb).offsets());
-    let batch = a_offsets.len();
-    // The common step between consecutive offsets, if there is one.
-    let step = |offsets: &[usize]| -> Option<usize> {
-        let first = offsets.windows(2).next().map_or(0, |w| w[1].wrapping_sub(w[0]));
-        offsets.windows(2).all(|w| w[1].wrapping_sub(w[0]) == first && w[1] >= w[0]).then_some(first)
-    };
-    let (sa, sb) = (la.strides(), lb.strides());
-    let out = with_device_buffers("matmul", [a, b], |[a_buffer, b_buffer]| {
+        let rank = la.rank();
+        let batch_layout = |l: &Layout| Layout::new(l.shape()[..rank - 2].to_vec(), l.strides()[..rank - 2].to_vec(), l.offset());
+        let (a_offsets, b_offsets) = (batch_layout(la).offsets(), batch_layout(lb).offsets());
+        let batch = a_offsets.len();
+        // The common step between consecutive offsets, if there is one.
+        let step = |offsets: &[usize]| -> Option<usize> {
+            let first = offsets.windows(2).next().map_or(0, |w| w[1].wrapping_sub(w[0]));
+            offsets.windows(2).all(|w| w[1].wrapping_sub(w[0]) == first && w[1] >= w[0]).then_some(first)
+        };
+        let (sa, sb) = (la.strides(), lb.strides());
+        let out = with_device_buffers("matmul", [a, b], |[a_buffer, b_buffer]| {
             let out = DeviceBuffer::new(a_buffer.backend(), batch * m * n * std::mem::size_of::<f32>())?;
-            let matrix = |buffer, offset, rows: usize, cols: usize, batch_stride| GpuMatrix { buffer, offset, row_stride: rows, col_stride: cols, batch_stride };
+            let matrix =
+                |buffer, offset, rows: usize, cols: usize, batch_stride| GpuMatrix { buffer, offset, row_stride: rows, col_stride: cols, batch_stride };
             match (step(&a_offsets), step(&b_offsets)) {
                 (Some(a_step), Some(b_step)) => gemm(
                     batch,
@@ -53,8 +54,8 @@ impl MatmulKernels for Cuda {
                 }
             }
             Ok(out)
-    })?;
-    Ok(device_tensor(out, a.device(), out_shape))
+        })?;
+        Ok(device_tensor(out, a.device(), out_shape))
     }
 }
 

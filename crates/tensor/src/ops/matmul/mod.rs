@@ -3,11 +3,11 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::Tensor;
 use crate::dispatch::kernels;
 use crate::error::{Result, TensorError, invalid};
 use crate::layout::{Layout, broadcast_shapes};
 use crate::ops::check_same;
-use crate::Tensor;
 
 /// The shape of a batched product: `batch` products of `[m, k] · [k, n]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

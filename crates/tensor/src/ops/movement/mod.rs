@@ -5,10 +5,10 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::Tensor;
 use crate::dispatch::kernels;
 use crate::error::{Result, TensorError, invalid};
 use crate::layout::{Layout, normalize_axis};
-use crate::Tensor;
 
 /// The movement ops' copying kernels, one implementation per device (`cpu.rs`, `cuda.rs`).
 pub(crate) trait MovementKernels {
@@ -123,8 +123,7 @@ impl Tensor {
         let mut shape = first.shape().to_vec();
         shape[axis] = 0;
         for t in tensors {
-            let same_elsewhere = t.rank() == first.rank()
-                && (0..t.rank()).all(|i| i == axis || t.shape()[i] == first.shape()[i]);
+            let same_elsewhere = t.rank() == first.rank() && (0..t.rank()).all(|i| i == axis || t.shape()[i] == first.shape()[i]);
             if !same_elsewhere {
                 return Err(TensorError::ShapeMismatch { op: "cat", lhs: first.shape().to_vec(), rhs: t.shape().to_vec() });
             }
@@ -140,9 +139,7 @@ impl Tensor {
             start += t.shape()[axis];
         }
         let out = kernels(first).assemble(&shape, first, 0.0, &parts)?;
-        Ok(out.with_backward("cat", tensors, move |g| {
-            starts.iter().map(|&(s, len)| Ok(Some(g.narrow(axis as isize, s, len)?))).collect()
-        }))
+        Ok(out.with_backward("cat", tensors, move |g| starts.iter().map(|&(s, len)| Ok(Some(g.narrow(axis as isize, s, len)?))).collect()))
     }
 
     /// Pads with `value`: `paddings[i] = (before, after)` for axis `i` (one pair per axis).

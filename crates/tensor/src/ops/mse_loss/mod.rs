@@ -1,8 +1,8 @@
 //! The mean squared error loss, a composition of primitive ops (its gradient comes from the
 //! parts: `∂/∂pred = 2(pred − target)/n`).
 
-use crate::error::{Result, TensorError};
 use crate::Tensor;
+use crate::error::{Result, TensorError};
 
 impl Tensor {
     /// Mean squared error, `mean((pred − target)²)`; the shapes must be equal.

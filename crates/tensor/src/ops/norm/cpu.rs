@@ -44,44 +44,33 @@ impl NormKernels for Cpu {
 }
 
 /// Returns `(y, mean, rstd)`, the statistics one per (sample, group); `y = silu(h)` when `silu`.
-pub fn group_norm_forward<T: FloatElem>(
-    x: &[T],
-    weight: &[T],
-    bias: &[T],
-    s: &GroupNormShape,
-    eps: f64,
-    silu: bool,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+pub fn group_norm_forward<T: FloatElem>(x: &[T], weight: &[T], bias: &[T], s: &GroupNormShape, eps: f64, silu: bool) -> (Vec<T>, Vec<T>, Vec<T>) {
     let blocks = s.n * s.groups;
     let (mut y, mut mean, mut rstd) = (for_overwrite::<T>(x.len()), for_overwrite::<T>(blocks), for_overwrite::<T>(blocks));
     let len = s.block_len();
     let count = T::from_f64(len as f64);
-    y.par_chunks_mut(len)
-        .zip(x.par_chunks(len))
-        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
-        .enumerate()
-        .for_each(|(block, ((y, x), (mean, rstd)))| {
-            let mu = sum_slice(x) / count;
-            let var = sum_squared_deviations(x, mu) / count;
-            let r = (var + T::from_f64(eps)).sqrt().recip();
-            *mean = mu;
-            *rstd = r;
-            let first_channel = (block % s.groups) * s.channels_per_group();
-            for (c, (y, x)) in y.chunks_exact_mut(s.positions).zip(x.chunks_exact(s.positions)).enumerate() {
-                // y = (x − μ)·(r·w) + b, not x·(r·w) + (b − μ·r·w): when a group varies little
-                // around a large mean, x·(r·w) is large and cancels, leaving its rounding
-                let (scale, shift) = (r * weight[first_channel + c], bias[first_channel + c]);
-                if silu {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = UnaryOp::Silu.forward((x - mu) * scale + shift);
-                    }
-                } else {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = (x - mu) * scale + shift;
-                    }
+    y.par_chunks_mut(len).zip(x.par_chunks(len)).zip(mean.par_iter_mut().zip(rstd.par_iter_mut())).enumerate().for_each(|(block, ((y, x), (mean, rstd)))| {
+        let mu = sum_slice(x) / count;
+        let var = sum_squared_deviations(x, mu) / count;
+        let r = (var + T::from_f64(eps)).sqrt().recip();
+        *mean = mu;
+        *rstd = r;
+        let first_channel = (block % s.groups) * s.channels_per_group();
+        for (c, (y, x)) in y.chunks_exact_mut(s.positions).zip(x.chunks_exact(s.positions)).enumerate() {
+            // y = (x − μ)·(r·w) + b, not x·(r·w) + (b − μ·r·w): when a group varies little
+            // around a large mean, x·(r·w) is large and cancels, leaving its rounding
+            let (scale, shift) = (r * weight[first_channel + c], bias[first_channel + c]);
+            if silu {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = UnaryOp::Silu.forward((x - mu) * scale + shift);
+                }
+            } else {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = (x - mu) * scale + shift;
                 }
             }
-        });
+        }
+    });
     (y, mean, rstd)
 }
 
@@ -103,11 +92,8 @@ pub fn group_norm_backward<T: FloatElem>(
     let mut dx = for_overwrite::<T>(x.len());
     // per (sample, channel): Σ dy·x̂ and Σ dy, summed over samples afterwards
     let mut per_sample = for_overwrite::<T>(2 * s.n * s.channels);
-    dx.par_chunks_mut(len)
-        .zip(x.par_chunks(len).zip(dy.par_chunks(len)))
-        .zip(per_sample.par_chunks_mut(2 * cpg))
-        .enumerate()
-        .for_each(|(block, ((dx, (x, dy)), sums))| {
+    dx.par_chunks_mut(len).zip(x.par_chunks(len).zip(dy.par_chunks(len))).zip(per_sample.par_chunks_mut(2 * cpg)).enumerate().for_each(
+        |(block, ((dx, (x, dy)), sums))| {
             let (mu, r) = (mean[block], rstd[block]);
             let first_channel = (block % s.groups) * cpg;
             let (mut sum_g, mut sum_g_xhat) = (T::zero(), T::zero());
@@ -141,7 +127,8 @@ pub fn group_norm_backward<T: FloatElem>(
                     *dx = r * (*dx * w - mean_g - (x - mu) * r * mean_g_xhat);
                 }
             }
-        });
+        },
+    );
     let (mut dweight, mut dbias) = (zeroed::<T>(s.channels), zeroed::<T>(s.channels));
     for sample in per_sample.chunks_exact(2 * s.channels) {
         for c in 0..s.channels {

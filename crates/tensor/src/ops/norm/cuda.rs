@@ -25,9 +25,8 @@ impl NormKernels for Cuda {
         let op = if silu { "group_norm_silu" } else { "group_norm" };
         let [x, w, b, mean, rstd] = saved;
         let (x, w, b, dy) = (dense(x)?, dense(w)?, dense(b)?, dense(dy)?);
-        let (dx, dw, db) = with_device_buffers(op, [&x, &dy, &w, &b, mean, rstd], |[xs, dys, ws, bs, ms, rs]| {
-            group_norm_backward(xs, dys, ws, bs, ms, rs, shape, silu)
-        })?;
+        let (dx, dw, db) =
+            with_device_buffers(op, [&x, &dy, &w, &b, mean, rstd], |[xs, dys, ws, bs, ms, rs]| group_norm_backward(xs, dys, ws, bs, ms, rs, shape, silu))?;
         let device = x.device();
         Ok([device_tensor(dx, device, x.shape()), device_tensor(dw, device, &[shape.channels]), device_tensor(db, device, &[shape.channels])])
     }

@@ -5,9 +5,9 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::Tensor;
 use crate::dispatch::kernels;
 use crate::error::{Result, TensorError, invalid};
-use crate::Tensor;
 
 /// Sizes of a group norm: `n` samples, `channels` in `groups`, `positions` per channel.
 #[derive(Clone, Copy, Debug)]
@@ -101,8 +101,14 @@ impl Tensor {
         }
         let shape = GroupNormShape { n, channels: c, groups: num_groups, positions: self.numel() / (n * c) };
         let x = self.detach().contiguous()?;
-        let w = match weight { Some(w) => w.detach().contiguous()?, None => Tensor::ones(&[c], self.dtype()).to_device(self.device())? };
-        let b = match bias { Some(b) => b.detach().contiguous()?, None => Tensor::zeros(&[c], self.dtype()).to_device(self.device())? };
+        let w = match weight {
+            Some(w) => w.detach().contiguous()?,
+            None => Tensor::ones(&[c], self.dtype()).to_device(self.device())?,
+        };
+        let b = match bias {
+            Some(b) => b.detach().contiguous()?,
+            None => Tensor::zeros(&[c], self.dtype()).to_device(self.device())?,
+        };
         let [y, mean, rstd] = kernels(self).group_norm_forward(&x, &w, &b, &shape, eps, silu)?;
         let mut inputs = vec![self];
         inputs.extend(weight);

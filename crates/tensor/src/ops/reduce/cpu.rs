@@ -65,16 +65,8 @@ pub fn reduce<T: FloatElem>(x: &[T], layout: &Layout, axes: &[usize], kind: Redu
         out.par_iter_mut().with_min_len(64).zip(data.par_chunks(run_len)).for_each(|(o, run)| *o = reduce_run(run));
         return out;
     }
-    let kept_layout = Layout::new(
-        kept.iter().map(|&a| layout.shape()[a]).collect(),
-        kept.iter().map(|&a| layout.strides()[a]).collect(),
-        layout.offset(),
-    );
-    let run_layout = Layout::new(
-        axes.iter().map(|&a| layout.shape()[a]).collect(),
-        axes.iter().map(|&a| layout.strides()[a]).collect(),
-        0,
-    );
+    let kept_layout = Layout::new(kept.iter().map(|&a| layout.shape()[a]).collect(), kept.iter().map(|&a| layout.strides()[a]).collect(), layout.offset());
+    let run_layout = Layout::new(axes.iter().map(|&a| layout.shape()[a]).collect(), axes.iter().map(|&a| layout.strides()[a]).collect(), 0);
     let bases = kept_layout.offsets();
     let relative = run_layout.offsets();
     bases

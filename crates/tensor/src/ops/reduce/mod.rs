@@ -3,10 +3,10 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::Tensor;
 use crate::dispatch::kernels;
 use crate::error::Result;
 use crate::layout::normalize_axis;
-use crate::Tensor;
 
 /// What a reduction computes over each run of reduced elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,10 +124,7 @@ impl Tensor {
         if shape.iter().zip(&self.shape()[lead..]).any(|(&target, &n)| target != 1 && target != n) {
             return Err(mismatch());
         }
-        let axes: Vec<isize> = (0..self.rank())
-            .filter(|&i| i < lead || (shape[i - lead] == 1 && self.shape()[i] != 1))
-            .map(|i| i as isize)
-            .collect();
+        let axes: Vec<isize> = (0..self.rank()).filter(|&i| i < lead || (shape[i - lead] == 1 && self.shape()[i] != 1)).map(|i| i as isize).collect();
         self.sum(&axes, true)?.reshape(shape)
     }
 }

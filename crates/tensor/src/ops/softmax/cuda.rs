@@ -11,7 +11,7 @@ use crate::{Result, Tensor};
 /// `(rows, row length)` of a tensor's last axis.
 fn rows_of(t: &Tensor) -> (usize, usize) {
     let row_len = *t.shape().last().unwrap_or(&1);
-    (if row_len == 0 { 0 } else { t.numel() / row_len }, row_len)
+    (t.numel().checked_div(row_len).unwrap_or(0), row_len)
 }
 
 impl SoftmaxKernels for Cuda {

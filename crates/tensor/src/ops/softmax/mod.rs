@@ -4,10 +4,10 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::Tensor;
 use crate::dispatch::kernels;
 use crate::error::Result;
 use crate::layout::normalize_axis;
-use crate::Tensor;
 
 /// The softmax kernels, one implementation per device (`cpu.rs`, `cuda.rs`): both work on
 /// the rows of a contiguous tensor's last axis.

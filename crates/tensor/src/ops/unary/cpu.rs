@@ -13,22 +13,83 @@ use crate::{FloatElem, Layout, Result, Tensor};
 macro_rules! specialize_unary {
     ($op:expr, |$f:ident| $run:expr) => {
         match $op {
-            UnaryOp::Neg => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Neg; $run }
-            UnaryOp::Exp => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Exp; $run }
-            UnaryOp::Log => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Log; $run }
-            UnaryOp::Sqrt => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Sqrt; $run }
-            UnaryOp::Sqr => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Sqr; $run }
-            UnaryOp::Abs => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Abs; $run }
-            UnaryOp::Relu => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Relu; $run }
-            UnaryOp::Silu => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Silu; $run }
-            UnaryOp::Gelu => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Gelu; $run }
-            UnaryOp::Sigmoid => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Sigmoid; $run }
-            UnaryOp::Tanh => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Tanh; $run }
-            UnaryOp::Sin => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Sin; $run }
-            UnaryOp::Cos => { #[allow(non_upper_case_globals)] const $f: UnaryOp = UnaryOp::Cos; $run }
-            UnaryOp::Powf(p) => { let $f = UnaryOp::Powf(p); $run }
-            UnaryOp::Affine { mul, add } => { let $f = UnaryOp::Affine { mul, add }; $run }
-            UnaryOp::Clamp { min, max } => { let $f = UnaryOp::Clamp { min, max }; $run }
+            UnaryOp::Neg => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Neg;
+                $run
+            }
+            UnaryOp::Exp => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Exp;
+                $run
+            }
+            UnaryOp::Log => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Log;
+                $run
+            }
+            UnaryOp::Sqrt => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Sqrt;
+                $run
+            }
+            UnaryOp::Sqr => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Sqr;
+                $run
+            }
+            UnaryOp::Abs => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Abs;
+                $run
+            }
+            UnaryOp::Relu => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Relu;
+                $run
+            }
+            UnaryOp::Silu => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Silu;
+                $run
+            }
+            UnaryOp::Gelu => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Gelu;
+                $run
+            }
+            UnaryOp::Sigmoid => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Sigmoid;
+                $run
+            }
+            UnaryOp::Tanh => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Tanh;
+                $run
+            }
+            UnaryOp::Sin => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Sin;
+                $run
+            }
+            UnaryOp::Cos => {
+                #[allow(non_upper_case_globals)]
+                const $f: UnaryOp = UnaryOp::Cos;
+                $run
+            }
+            UnaryOp::Powf(p) => {
+                let $f = UnaryOp::Powf(p);
+                $run
+            }
+            UnaryOp::Affine { mul, add } => {
+                let $f = UnaryOp::Affine { mul, add };
+                $run
+            }
+            UnaryOp::Clamp { min, max } => {
+                let $f = UnaryOp::Clamp { min, max };
+                $run
+            }
         }
     };
 }

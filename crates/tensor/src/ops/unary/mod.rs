@@ -39,9 +39,15 @@ pub enum UnaryOp {
     /// `y = x^p` for a constant `p`.
     Powf(f64),
     /// `y = mul * x + add`.
-    Affine { mul: f64, add: f64 },
+    Affine {
+        mul: f64,
+        add: f64,
+    },
     /// `y = min(max(x, min), max)`.
-    Clamp { min: f64, max: f64 },
+    Clamp {
+        min: f64,
+        max: f64,
+    },
 }
 
 fn c<T: FloatElem>(x: f64) -> T {
@@ -287,6 +293,7 @@ impl Tensor {
         self.unary(UnaryOp::Affine { mul, add })
     }
     /// min(max(x, min), max); d/dx = 1 strictly inside (min, max), else 0
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN bounds are refused too
     pub fn clamp(&self, min: f64, max: f64) -> Result<Tensor> {
         if !(min <= max) {
             return crate::error::invalid("clamp", format!("empty range [{min}, {max}]"));

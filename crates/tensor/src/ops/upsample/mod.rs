@@ -3,9 +3,9 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::Tensor;
 use crate::dispatch::kernels;
 use crate::error::{Result, invalid};
-use crate::Tensor;
 
 /// Nearest upsampling's kernels, one implementation per device (`cpu.rs`, `cuda.rs`).
 pub(crate) trait UpsampleKernels {

@@ -422,7 +422,6 @@ mod tests {
     /// past one `KC` slice, padding above `d(k − 1)` (the input gradient's fallback), one image.
     #[test]
     fn stride_1_kernels_equal_the_im2col_kernels() {
-
         let cases = [
             geometry(3, 5, 7, (9, 11), (3, 3), [1, 1], [1, 1]),
             geometry(1, 3, 4, (32, 32), (3, 3), [1, 1], [1, 1]),

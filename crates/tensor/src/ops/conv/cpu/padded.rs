@@ -332,9 +332,7 @@ fn gemm_over_taps<T: FloatElem>(taps: &TapRuns<T>, weight: &[T], bias: Option<&[
                         };
                         for (i, row_acc) in acc.iter().enumerate() {
                             // SAFETY: columns q0..q0 + nr of this row of Y belong to this task
-                            let out = unsafe {
-                                std::slice::from_raw_parts_mut(wide_ptr.ptr().add(((image * panels + panel) * ROWS + i) * wide_len + q0), nr)
-                            };
+                            let out = unsafe { std::slice::from_raw_parts_mut(wide_ptr.ptr().add(((image * panels + panel) * ROWS + i) * wide_len + q0), nr) };
                             for (v, vector) in row_acc.iter().enumerate() {
                                 let out = &mut out[v * lanes..];
                                 let sum = if pc == 0 { *vector } else { *vector + T::Vector::load(out) };

@@ -79,7 +79,7 @@ pub(super) fn enabled() -> bool {
 /// (so that the input gradient is a convolution too), the full sliding range, even sizes, and
 /// enough channels both ways.
 pub(super) fn applies(g: &ConvGeometry) -> bool {
-    let even = |v: usize| v >= 2 && v % 2 == 0;
+    let even = |v: usize| v >= 2 && v.is_multiple_of(2);
     g.kh == 3
         && g.kw == 3
         && g.stride == [1, 1]
@@ -151,7 +151,7 @@ fn split_padded_row<T: FloatElem>(plane: &[T], (h, w): (usize, usize), pad: [usi
     // x[2k], x[2k + 1] land on padded columns 2k + p and 2k + 1 + p (w is even)
     let pairs = plane[row * w..][..w].chunks_exact(2);
     let first = pad[1] / 2;
-    if pad[1] % 2 == 0 {
+    if pad[1].is_multiple_of(2) {
         for ((pair, e), o) in pairs.zip(&mut even[first..]).zip(&mut odd[first..]) {
             (*e, *o) = (pair[0], pair[1]);
         }
@@ -276,7 +276,14 @@ impl<T: FloatElem> SimdStep<T> for GradTiles<'_, T> {
 
 /// `A dY Aᵀ` of every 2×2 block of the tile-rows `rows` of one output channel (`plane(image)`
 /// is its `ho × wo` plane): into `p[ξ][t]`, zero from the chunk's tiles to the rows' end.
-fn transform_output_grad<'a, T: FloatElem>(plane: impl Fn(usize) -> &'a [T], wo: usize, tiles: &Tiles, rows: Range<usize>, mut p: [&mut [T]; XI], s: &mut TransformScratch<T>) {
+fn transform_output_grad<'a, T: FloatElem>(
+    plane: impl Fn(usize) -> &'a [T],
+    wo: usize,
+    tiles: &Tiles,
+    rows: Range<usize>,
+    mut p: [&mut [T]; XI],
+    s: &mut TransformScratch<T>,
+) {
     let n = tiles.tiles_w;
     let used = rows.len() * n;
     for (k, r) in rows.enumerate() {

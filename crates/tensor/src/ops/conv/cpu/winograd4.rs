@@ -50,7 +50,7 @@ const MIN_CHANNELS: usize = 128;
 /// channel counts at least `MIN_CHANNELS`.
 pub(super) fn pays_forward(g: &ConvGeometry) -> bool {
     // (the input gradient's convolution has the input's sizes for its outputs)
-    let fits = |size: usize| size % M == 0 && size >= MIN_SIZE;
+    let fits = |size: usize| size.is_multiple_of(M) && size >= MIN_SIZE;
     winograd::applies(g) && fits(g.ho) && fits(g.wo) && fits(g.h) && fits(g.w) && g.c_in.min(g.c_out) >= MIN_CHANNELS && enabled()
 }
 
@@ -122,8 +122,7 @@ impl<T: FloatElem> SimdStep<T> for CombineColumns<'_, T> {
     #[inline(always)]
     fn step<V: SimdVector<T>>(&mut self, i: usize) {
         let q = &self.q;
-        let d =
-            [V::load(&q[0][i..]), V::load(&q[1][i..]), V::load(&q[2][i..]), V::load(&q[3][i..]), V::load(&q[0][i + 1..]), V::load(&q[1][i + 1..])];
+        let d = [V::load(&q[0][i..]), V::load(&q[1][i..]), V::load(&q[2][i..]), V::load(&q[3][i..]), V::load(&q[0][i + 1..]), V::load(&q[1][i + 1..])];
         for (row, value) in self.v.iter_mut().zip(b_transpose::<T, V>(d)) {
             value.store(&mut row[i..]);
         }
@@ -192,6 +191,7 @@ impl<T: FloatElem> SimdStep<T> for OutputTiles<'_, T> {
         // Aᵀ on each column of M, then on each row of the result
         let columns: [[V; M]; 6] = std::array::from_fn(|b| a_transpose::<T, V>(std::array::from_fn(|a| V::load(&self.m[6 * a + b][i..]))));
         let bias = V::splat(self.bias);
+        #[allow(clippy::needless_range_loop)] // `a` indexes the transform rows of `columns` and `self.m`
         for a in 0..M {
             let row = a_transpose::<T, V>(std::array::from_fn(|b| columns[b][a]));
             for (phase, value) in row.into_iter().enumerate() {
