@@ -7,7 +7,8 @@
 //! On a CUDA device, each mark first waits for the device's queued work
 //! ([`crate::cuda::synchronize_opened`]), so a kernel's time is charged to the op that
 //! launched it (and the profiled step runs without overlap between host and device).
-//! [`report`] prints the table (and resets it).
+//! Ops with several algorithms (the convolution) also count which one each call ran
+//! ([`count_choice`]). [`report`] prints the tables (and resets them).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -22,6 +23,8 @@ fn enabled() -> bool {
 struct Totals {
     by_key: HashMap<(&'static str, &'static str), (Duration, usize)>,
     last_mark: Option<Instant>,
+    /// (op, pass, algorithm, geometry) → calls: the algorithms the ops chose ([`count_choice`]).
+    choices: HashMap<(&'static str, &'static str, &'static str, String), usize>,
 }
 
 fn totals() -> &'static Mutex<Totals> {
@@ -83,10 +86,20 @@ pub fn reset_mark() {
     }
 }
 
+/// Counts that `op`'s `pass` ran `algorithm` on the geometry `describe()` gives (a
+/// convolution's road, say); [`report`] lists the counts under the time table.
+pub fn count_choice(op: &'static str, pass: &'static str, algorithm: &'static str, describe: impl FnOnce() -> String) {
+    if enabled() {
+        *totals().lock().unwrap().choices.entry((op, pass, algorithm, describe())).or_default() += 1;
+    }
+}
+
 /// Forgets the profile so far (a warm-up's, say).
 pub fn clear() {
     if enabled() {
-        totals().lock().unwrap().by_key.clear();
+        let mut t = totals().lock().unwrap();
+        t.by_key.clear();
+        t.choices.clear();
     }
 }
 
@@ -104,4 +117,12 @@ pub fn report() {
         eprintln!("{phase:<10} {op:<24} {:>10.1} {:>6.1}% {calls:>8}", time.as_secs_f64() * 1e3, 100.0 * time.as_secs_f64() / total.as_secs_f64());
     }
     eprintln!("total {:.1} ms", total.as_secs_f64() * 1e3);
+    let mut choices: Vec<_> = t.choices.drain().collect();
+    if !choices.is_empty() {
+        choices.sort();
+        eprintln!("\n{:<10} {:<16} {:<22} {:<34} {:>6}", "op", "pass", "algorithm", "geometry", "calls");
+        for ((op, pass, algorithm, geometry), calls) in choices {
+            eprintln!("{op:<10} {pass:<16} {algorithm:<22} {geometry:<34} {calls:>6}");
+        }
+    }
 }

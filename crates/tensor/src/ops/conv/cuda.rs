@@ -1,6 +1,7 @@
 //! The host side of the convolution's CUDA kernels (kernels/conv.cu): implicit GEMMs on the
 //! shared tile product of kernels/ember_cuda.h.
 
+use super::algorithm::{ConvPass, select};
 use super::{ConvGeometry, ConvKernels};
 use crate::cuda::launch::{check_len, kernel, output, tile_grid, to_i32};
 use crate::cuda::{ConvShape, DeviceBuffer, KernelArg};
@@ -14,6 +15,7 @@ use crate::{Result, Tensor};
 
 impl ConvKernels for Cuda {
     fn conv2d_forward(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &ConvGeometry) -> Result<Tensor> {
+        select(g, ConvPass::Forward, x.device());
         let (x, w, b) = (dense(x)?, dense(w)?, bias.map(dense).transpose()?);
         let y = match &b {
             Some(b) => with_device_buffers("conv2d", [&x, &w, b], |[xs, ws, bs]| conv2d_forward(xs, ws, Some(bs), g))?,
@@ -23,12 +25,14 @@ impl ConvKernels for Cuda {
     }
 
     fn conv2d_backward_input(&self, dy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+        select(g, ConvPass::InputGradient, dy.device());
         let (dy, w) = (dense(dy)?, dense(w)?);
         let dx = with_device_buffers("conv2d_backward_input", [&dy, &w], |[dys, ws]| conv2d_backward_input(dys, ws, g))?;
         Ok(device_tensor(dx, dy.device(), &g.input_shape()))
     }
 
     fn conv2d_backward_weight(&self, x: &Tensor, dy: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+        select(g, ConvPass::WeightGradient, x.device());
         let (x, dy) = (dense(x)?, dense(dy)?);
         let dw = with_device_buffers("conv2d_backward_weight", [&x, &dy], |[xs, dys]| conv2d_backward_weight(xs, dys, g))?;
         Ok(device_tensor(dw, x.device(), &g.weight_shape()))

@@ -1,7 +1,9 @@
 //! conv2d and conv_transpose2d (NCHW). Both run on the three kernels of [`ConvKernels`]
 //! (`cpu/`, kernels/conv.cu): a transposed convolution is the data-gradient of a
 //! convolution, so each op's forward is one of the kernels and its backward the other two.
+//! Which algorithm each pass runs on each device is one table, [`algorithm::choose`].
 
+pub mod algorithm;
 pub mod cpu;
 pub mod cuda;
 

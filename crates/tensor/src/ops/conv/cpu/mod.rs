@@ -16,12 +16,13 @@
 
 use rayon::prelude::*;
 
+use super::algorithm::{ConvAlgorithm, ConvPass, select};
 use super::{ConvGeometry, ConvKernels};
 use crate::cpu::gemm::{MatRef, gemm};
 use crate::cpu::pool::Scratch;
 use crate::dispatch::Cpu;
 use crate::dispatch::host::{host_elements, host_tensor, with_host_elements, wrap};
-use crate::{FloatElem, Result, Tensor};
+use crate::{Device, FloatElem, Result, Tensor};
 
 mod padded;
 mod winograd;
@@ -139,63 +140,45 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g
     if let Some(bias) = bias {
         assert_eq!(bias.len(), g.c_out, "one bias per output channel");
     }
-    if winograd4::pays_forward(g) {
-        return winograd4::conv(x, weight, bias, &padded::Conv::forward(g));
+    match select(g, ConvPass::Forward, Device::Cpu) {
+        ConvAlgorithm::WinogradF4 => winograd4::conv(x, weight, bias, &padded::Conv::forward(g)),
+        ConvAlgorithm::WinogradF2 => winograd::conv(x, weight, bias, &padded::Conv::forward(g)),
+        ConvAlgorithm::BatchedIm2col => batched_im2col_forward(x, weight, bias, g),
+        ConvAlgorithm::TapRuns => padded::conv(x, weight, bias, &padded::Conv::forward(g)),
+        ConvAlgorithm::Polyphase => padded::strided_conv(x, weight, bias, g),
+        ConvAlgorithm::Pointwise | ConvAlgorithm::Im2col | ConvAlgorithm::ImplicitGemm => {
+            let mut y = im2col_forward(x, weight, g);
+            if let Some(bias) = bias {
+                y.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(row, plane)| {
+                    let b = bias[row % g.c_out];
+                    plane.iter_mut().for_each(|v| *v += b);
+                });
+            }
+            y
+        }
     }
-    if winograd::pays_forward(g) {
-        return winograd::conv(x, weight, bias, &padded::Conv::forward(g));
-    }
-    if batched(g) {
-        return batched_im2col_forward(x, weight, bias, g);
-    }
-    if padded::applies(g) && !g.is_pointwise() {
-        return padded::conv(x, weight, bias, &padded::Conv::forward(g));
-    }
-    if padded::polyphase_applies(g) {
-        return padded::strided_conv(x, weight, bias, g);
-    }
-    let mut y = im2col_forward(x, weight, g);
-    if let Some(bias) = bias {
-        y.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(row, plane)| {
-            let b = bias[row % g.c_out];
-            plane.iter_mut().for_each(|v| *v += b);
-        });
-    }
-    y
 }
 
 /// `dx` for `y = conv2d(x, weight)`, given `dy`.
 pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
-    let stride_1 = padded::Conv::backward_input(g).filter(|_| !g.is_pointwise());
-    if let Some(conv) = &stride_1 {
-        if winograd4::pays_forward(g) {
-            return winograd4::conv(dy, &padded::flip_and_swap_channels(weight, g), None, conv);
-        }
-        if winograd::pays_forward(g) {
-            return winograd::conv(dy, &padded::flip_and_swap_channels(weight, g), None, conv);
-        }
+    let stride_1 = || padded::Conv::backward_input(g).expect("the table picks a stride-1 road only for a stride-1 input gradient");
+    match select(g, ConvPass::InputGradient, Device::Cpu) {
+        ConvAlgorithm::WinogradF4 => winograd4::conv(dy, &padded::flip_and_swap_channels(weight, g), None, &stride_1()),
+        ConvAlgorithm::WinogradF2 => winograd::conv(dy, &padded::flip_and_swap_channels(weight, g), None, &stride_1()),
+        ConvAlgorithm::BatchedIm2col => batched_im2col_backward_input(dy, weight, g),
+        ConvAlgorithm::TapRuns => padded::conv(dy, &padded::flip_and_swap_channels(weight, g), None, &stride_1()),
+        _ => im2col_backward_input(dy, weight, g),
     }
-    if batched(g) {
-        return batched_im2col_backward_input(dy, weight, g);
-    }
-    if let Some(conv) = &stride_1 {
-        return padded::conv(dy, &padded::flip_and_swap_channels(weight, g), None, conv);
-    }
-    im2col_backward_input(dy, weight, g)
 }
 
 /// `dW` for `y = conv2d(x, weight)`, given `dy`.
 pub fn conv2d_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> Vec<T> {
-    if batched(g) {
-        return batched_im2col_backward_weight(x, dy, g);
+    match select(g, ConvPass::WeightGradient, Device::Cpu) {
+        ConvAlgorithm::BatchedIm2col => batched_im2col_backward_weight(x, dy, g),
+        ConvAlgorithm::WinogradF2 => winograd::backward_weight(x, dy, g),
+        ConvAlgorithm::TapRuns => padded::backward_weight(x, dy, g),
+        _ => im2col_backward_weight(x, dy, g),
     }
-    if winograd::pays_weight(g) {
-        return winograd::backward_weight(x, dy, g);
-    }
-    if padded::applies(g) && !g.is_pointwise() {
-        return padded::backward_weight(x, dy, g);
-    }
-    im2col_backward_weight(x, dy, g)
 }
 
 /// [`conv2d_forward`] for any stride: im2col, then a GEMM per image.
@@ -261,18 +244,7 @@ fn batch_side_by_side<T: FloatElem>(dy: &[T], g: &ConvGeometry) -> Scratch<T> {
     wide
 }
 
-/// Whether `g` takes the batched im2col roads: up to this many output pixels in the whole
-/// batch, not a 1×1 conv (which needs no im2col), and for the forward and input gradient,
-/// not on Winograd's road. Measured (in-process A/B): ddpm-cifar10's 4×4 and 8×8 levels at
-/// B8 (128 and 512 pixels), weight gradient 1.3–3.2x faster than Winograd; its 4×4 convs and
-/// 8→4 downsample, forward 1.15–1.4x and input gradient 1.4–1.8x faster than the padded and
-/// polyphase roads; the tiny UNet's 8×8 level at B32 (2048 pixels) 1.6x slower, so not there.
-fn batched(g: &ConvGeometry) -> bool {
-    const MAX_COLUMNS: usize = 512;
-    g.n * g.col_cols() <= MAX_COLUMNS && !g.is_pointwise()
-}
-
-/// [`conv2d_forward`] as one GEMM over the whole batch (see [`batched`]):
+/// [`conv2d_forward`] as one GEMM over the whole batch (`ConvAlgorithm::BatchedIm2col`):
 /// `Y' = W · col'`, `Y'` `[c_out, n·ho·wo]`, then each image's planes (plus the bias) into `y`.
 fn batched_im2col_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &ConvGeometry) -> Vec<T> {
     let (k, cols, total) = (g.col_rows(), g.col_cols(), g.n * g.col_cols());
@@ -350,6 +322,7 @@ fn im2col_backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry) -> 
 
 #[cfg(test)]
 mod tests {
+    use super::super::algorithm;
     use super::*;
 
     fn values(len: usize, seed: u64) -> Vec<f64> {
@@ -399,7 +372,7 @@ mod tests {
             strided(2, 40, 3, (10, 10), (3, 3), [3, 3], [4, 0]),
         ];
         for (i, g) in cases.iter().enumerate() {
-            assert!(padded::polyphase_applies(g));
+            assert!(algorithm::polyphase_applies(g));
             let x = values(g.n * g.image_len(), 1 + i as u64);
             let weight = values(g.c_out * g.col_rows(), 100 + i as u64);
             let bias = values(g.c_out, 300 + i as u64);
@@ -459,7 +432,7 @@ mod tests {
             };
             check("forward", conv2d_forward(&x, &weight, None, g), im2col_forward(&x, &weight, g));
             // the Winograd kernels wherever they apply, whichever road the dispatch takes
-            if winograd::applies(g) {
+            if algorithm::winograd_applies(g) {
                 winograd_cases += 1;
                 let flipped = padded::flip_and_swap_channels(&weight, g);
                 let backward = padded::Conv::backward_input(g).expect("padding at most 2");
@@ -467,7 +440,7 @@ mod tests {
                 check("winograd backward_input", winograd::conv(&dy, &flipped, None, &backward), im2col_backward_input(&dy, &weight, g));
                 check("winograd backward_weight", winograd::backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
             }
-            if winograd4::pays_forward(g) {
+            if algorithm::winograd4_pays(g) {
                 winograd4_cases += 1;
                 let flipped = padded::flip_and_swap_channels(&weight, g);
                 let backward = padded::Conv::backward_input(g).expect("padding at most 2");
@@ -480,14 +453,14 @@ mod tests {
             check("batched forward", batched_im2col_forward(&x, &weight, None, g), im2col_forward(&x, &weight, g));
             check("batched backward_input", batched_im2col_backward_input(&dy, &weight, g), im2col_backward_input(&dy, &weight, g));
             check("batched backward_weight", batched_im2col_backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
-            if padded::applies(g) && !g.is_pointwise() {
+            if algorithm::is_full_stride_1(g) && !g.is_pointwise() {
                 let flipped = padded::flip_and_swap_channels(&weight, g);
                 check("padded forward", padded::conv(&x, &weight, None, &padded::Conv::forward(g)), im2col_forward(&x, &weight, g));
                 if let Some(backward) = padded::Conv::backward_input(g) {
                     check("padded backward_input", padded::conv(&dy, &flipped, None, &backward), im2col_backward_input(&dy, &weight, g));
                 }
             }
-            if padded::applies(g) {
+            if algorithm::is_full_stride_1(g) {
                 check("padded backward_weight", padded::backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
             }
             // f32 takes the same road with 8- or 16-lane vectors
@@ -507,11 +480,11 @@ mod tests {
                     assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "case {i} {what}[{k}]: {a} vs {b}");
                 }
             };
-            let f4 = winograd4::pays_forward(g);
+            let f4 = algorithm::winograd4_pays(g);
             check32("forward f32", conv2d_forward(&x32, &w32, None, g), im2col_forward(&x32, &w32, g), f4);
             check32("backward_input f32", conv2d_backward_input(&dy32, &w32, g), im2col_backward_input(&dy32, &w32, g), f4);
             check32("backward_weight f32", conv2d_backward_weight(&x32, &dy32, g), im2col_backward_weight(&x32, &dy32, g), false);
-            if winograd::applies(g) {
+            if algorithm::winograd_applies(g) {
                 let backward = padded::Conv::backward_input(g).expect("padding at most 2");
                 let flipped = padded::flip_and_swap_channels(&w32, g);
                 check32("winograd forward f32", winograd::conv(&x32, &w32, None, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g), false);

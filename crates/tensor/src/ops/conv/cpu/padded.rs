@@ -25,6 +25,7 @@
 
 use rayon::prelude::*;
 
+use super::super::algorithm;
 use super::ConvGeometry;
 use crate::FloatElem;
 use crate::cpu::gemm::{SharedMut, tile_product};
@@ -44,14 +45,6 @@ const MIN_PANELS_TO_COPY: usize = 4;
 const DW_ROWS: usize = 4;
 const DW_COLS: usize = 3;
 
-/// Whether `g` is a stride-1 convolution whose output is the whole sliding range
-/// (`ho = h + 2p − d(k − 1)`; a transposed convolution's output padding can make `g` one row
-/// or column taller than that, and those take the im2col road).
-pub(super) fn applies(g: &ConvGeometry) -> bool {
-    let full = |size: usize, pad: usize, k: usize, d: usize| (size + 2 * pad).checked_sub(d * (k - 1));
-    g.stride == [1, 1] && full(g.h, g.padding[0], g.kh, g.dilation[0]) == Some(g.ho) && full(g.w, g.padding[1], g.kw, g.dilation[1]) == Some(g.wo)
-}
-
 /// A stride-1 convolution: input `[n, c, h, w]`, kernel `[o, c, kh, kw]`, zero padding `pad`,
 /// dilation `dil`.
 pub(super) struct Conv {
@@ -69,14 +62,14 @@ pub(super) struct Conv {
 impl Conv {
     /// The convolution `g` itself (which must have stride 1).
     pub(super) fn forward(g: &ConvGeometry) -> Conv {
-        debug_assert!(applies(g));
+        debug_assert!(algorithm::is_full_stride_1(g));
         Conv { n: g.n, c: g.c_in, h: g.h, w: g.w, o: g.c_out, kh: g.kh, kw: g.kw, pad: g.padding, dil: g.dilation }
     }
 
     /// The convolution of `dy` that gives `g`'s input gradient (with the kernel from
     /// [`flip_and_swap_channels`]), if `g` has stride 1 and padding at most `d(k − 1)`.
     pub(super) fn backward_input(g: &ConvGeometry) -> Option<Conv> {
-        if !applies(g) {
+        if !algorithm::is_full_stride_1(g) {
             return None;
         }
         let pad_h = (g.dilation[0] * (g.kh - 1)).checked_sub(g.padding[0])?;
@@ -165,11 +158,6 @@ impl<T: FloatElem> TapRuns<T> {
     }
 }
 
-/// Whether `g` takes the road of [`strided_conv`]: a stride above 1, no dilation.
-pub(super) fn polyphase_applies(g: &ConvGeometry) -> bool {
-    g.stride != [1, 1] && g.dilation == [1, 1]
-}
-
 /// The polyphase split of `x` for the strided convolution `g` (see the module comment), with
 /// `overrun` zeros after each image's last plane for the reads of the last tile.
 fn polyphase_tap_runs<T: FloatElem>(x: &[T], g: &ConvGeometry, overrun: usize) -> TapRuns<T> {
@@ -235,7 +223,7 @@ fn polyphase_tap_runs<T: FloatElem>(x: &[T], g: &ConvGeometry, overrun: usize) -
     TapRuns { images, image_len, offsets, wp, ho: g.ho, wo: g.wo }
 }
 
-/// `y = conv(x, weight) + bias` for a strided convolution that [`polyphase_applies`], on the
+/// `y = conv(x, weight) + bias` for a strided convolution that `algorithm::polyphase_applies`, on the
 /// stride-1 GEMM over its polyphase split.
 pub(super) fn strided_conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &ConvGeometry) -> Vec<T> {
     let nr = VECTORS * T::Vector::LANES;

@@ -30,7 +30,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::ConvGeometry;
-use super::padded::{self, Conv, ROWS, VECTORS, dot_tile};
+use super::padded::{Conv, ROWS, VECTORS, dot_tile};
 use crate::FloatElem;
 use crate::cpu::gemm::{SharedMut, tile_product};
 use crate::cpu::pool::{self, Scratch};
@@ -38,9 +38,6 @@ use crate::cpu::simd::{SimdStep, SimdVector, simd_steps};
 
 /// Positions of a transformed 4×4 tile.
 const XI: usize = 16;
-/// Below this many input or output channels the transforms cost more than they save (the
-/// UNet's first and last convolutions take the direct road).
-const MIN_CHANNELS: usize = 16;
 /// Values of `V_ξ` (channels × tiles) a forward chunk keeps, so that one `ξ` sits in L1 while
 /// every panel of `U_ξ` passes over it.
 const FORWARD_BLOCK: usize = 3072;
@@ -55,45 +52,6 @@ const WEIGHT_GROUPS: usize = 4;
 /// Output channels × input channels per weight-gradient dot tile.
 const DW_ROWS: usize = 4;
 const DW_COLS: usize = 3;
-
-/// Whether the forward (and the input gradient) of `g` takes the Winograd road: from 8×8
-/// outputs up. At 4×4 (a tile-row of two tiles) it measured up to 2.3× slower than the direct
-/// road; see benches/RESULTS.md. `EMBER_NO_WINOGRAD` set in the environment turns the road off
-/// (for comparisons).
-pub(super) fn pays_forward(g: &ConvGeometry) -> bool {
-    applies(g) && g.wo >= 8 && g.w >= 8 && enabled()
-}
-
-/// Whether the weight gradient of `g` takes the Winograd road: wherever it applies (it measured
-/// faster at every UNet size).
-pub(super) fn pays_weight(g: &ConvGeometry) -> bool {
-    applies(g) && enabled()
-}
-
-pub(super) fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("EMBER_NO_WINOGRAD").is_none())
-}
-
-/// Whether `g` can take the Winograd road: a 3×3 kernel, stride 1, no dilation, padding at most 2
-/// (so that the input gradient is a convolution too), the full sliding range, even sizes, and
-/// enough channels both ways.
-pub(super) fn applies(g: &ConvGeometry) -> bool {
-    let even = |v: usize| v >= 2 && v.is_multiple_of(2);
-    g.kh == 3
-        && g.kw == 3
-        && g.stride == [1, 1]
-        && g.dilation == [1, 1]
-        && g.padding[0] <= 2
-        && g.padding[1] <= 2
-        && padded::applies(g)
-        && even(g.ho)
-        && even(g.wo)
-        && even(g.h)
-        && even(g.w)
-        && g.c_in >= MIN_CHANNELS
-        && g.c_out >= MIN_CHANNELS
-}
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
@@ -383,7 +341,7 @@ pub(super) fn u_panel_len_for(xi_count: usize, c: usize) -> usize {
     xi_count * u_xi_stride(c)
 }
 
-/// `y = conv(x, weight) + bias` for a 3×3 stride-1 convolution `conv` that [`applies`] (its input `x`
+/// `y = conv(x, weight) + bias` for a 3×3 stride-1 convolution `conv` that `algorithm::winograd_applies` (its input `x`
 /// `[n, c, h, w]`, kernel `[o, c, 3, 3]`, both contiguous); `y` `[n, o, ho, wo]`.
 pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv: &Conv) -> Vec<T> {
     let (c, o, wp, ho, wo) = (conv.c, conv.o, conv.wp(), conv.ho(), conv.wo());
@@ -468,7 +426,7 @@ pub(super) fn multiply_transformed<T: FloatElem>(xi_count: usize, u: &[T], v: &[
     }
 }
 
-/// `dW` for a convolution `g` that [`applies`], `x` its input and `dy` its output's gradient.
+/// `dW` for a convolution `g` that `algorithm::winograd_applies`, `x` its input and `dy` its output's gradient.
 /// Chunks of tiles go in order (in each of a fixed number of groups, summed in order); within
 /// one, threads own disjoint `(ξ, output channels)` rows of `Ŵ`, so the result does not depend
 /// on the number of threads.

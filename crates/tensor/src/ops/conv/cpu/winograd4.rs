@@ -26,9 +26,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::ConvGeometry;
 use super::padded::{Conv, ROWS, VECTORS};
-use super::winograd::{self, SKEW, Tiles, multiply_transformed, u_panel_len_for, u_xi_stride, xi_rows};
+use super::winograd::{SKEW, Tiles, multiply_transformed, u_panel_len_for, u_xi_stride, xi_rows};
 use crate::FloatElem;
 use crate::cpu::gemm::SharedMut;
 use crate::cpu::pool::{self, Scratch};
@@ -38,27 +37,6 @@ use crate::cpu::simd::{SimdStep, SimdVector, simd_steps};
 const XI: usize = 36;
 /// Outputs per side of a tile.
 const M: usize = 4;
-
-/// The smallest images and channel counts this road takes: below them (the UNets' 16×16
-/// levels, the tiny UNet's 32–96 channels) its larger transforms cost what its smaller GEMMs
-/// save, and it measured no faster than F(2×2, 3×3); see benches/RESULTS.md.
-const MIN_SIZE: usize = 32;
-const MIN_CHANNELS: usize = 128;
-
-/// Whether the forward (and the input gradient) of `g` takes this road: where F(2×2, 3×3)
-/// applies, the input and output sizes are multiples of 4 and at least `MIN_SIZE`, and both
-/// channel counts at least `MIN_CHANNELS`.
-pub(super) fn pays_forward(g: &ConvGeometry) -> bool {
-    // (the input gradient's convolution has the input's sizes for its outputs)
-    let fits = |size: usize| size.is_multiple_of(M) && size >= MIN_SIZE;
-    winograd::applies(g) && fits(g.ho) && fits(g.wo) && fits(g.h) && fits(g.w) && g.c_in.min(g.c_out) >= MIN_CHANNELS && enabled()
-}
-
-/// `EMBER_NO_WINOGRAD4` set in the environment turns this road off (for comparisons).
-fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("EMBER_NO_WINOGRAD4").is_none())
-}
 
 /// Row `i` of the zero-padded plane of a `h × w` plane padded by `pad`, split by column modulo 4:
 /// padded column `4k + φ` at `split[φ·quarter + k]`, so that the transforms of tiles four
