@@ -5,8 +5,9 @@
 // Tiling: none. One thread per output element, in a grid-stride loop.
 #include "ember_cuda.h"
 
-// The op codes of BinaryOp (ops/binary/mod.rs, `BinaryOp::code`).
-enum BinaryCode { B_ADD = 0, B_SUB, B_MUL, B_DIV, B_EQUAL };
+// The op numbers of BinaryOp (enum BinaryCode: B_ADD, B_SUB, …), generated from
+// crates/tensor/src/ops/op_codes.rs.
+#include "ember_op_codes.h"
 
 // out[i] = a[view i] op b[view i]; both views have the output's sizes (broadcast axes have
 // stride 0).

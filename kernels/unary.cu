@@ -5,12 +5,10 @@
 // Tiling: none. One thread per output element, in a grid-stride loop.
 #include "ember_cuda.h"
 
-// The op codes of UnaryOp (ops/unary/mod.rs, `UnaryOp::code`). p and q are its constants:
+// The op numbers of UnaryOp (enum UnaryCode: U_NEG, U_EXP, …), generated from
+// crates/tensor/src/ops/op_codes.rs. p and q are the op's constants:
 // Powf(p), Affine { mul: p, add: q }, Clamp { min: p, max: q }.
-enum UnaryCode {
-    U_NEG = 0, U_EXP, U_LOG, U_SQRT, U_SQR, U_ABS, U_RELU, U_SILU, U_GELU, U_SIGMOID, U_TANH,
-    U_SIN, U_COS, U_POWF, U_AFFINE, U_CLAMP
-};
+#include "ember_op_codes.h"
 
 __device__ __forceinline__ float normal_cdf(float x) { return 0.5f * (1.0f + erff(x * 0.70710678118654752f)); }
 

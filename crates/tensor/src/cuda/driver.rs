@@ -473,7 +473,9 @@ fn cache_file_name(file: &str, source: &str, arch: u32) -> String {
     let mut hash = Fnv1a::default();
     hash.write(file.as_bytes());
     hash.write(source.as_bytes());
-    hash.write(sources::HEADER.1.as_bytes());
+    for (_, header) in sources::HEADERS {
+        hash.write(header.as_bytes());
+    }
     hash.write(&arch.to_le_bytes());
     for option in nvrtc::options(arch, false) {
         hash.write(option.as_bytes());

@@ -1,8 +1,8 @@
 //! Run-time compilation of our kernel files with NVRTC, to a cubin for one real architecture.
 //!
 //! A cubin (`nvrtcGetCUBIN`) rather than PTX: the driver loads it as is, so an NVRTC newer
-//! than the driver cannot produce PTX the driver refuses. The kernels' one header
-//! ([`super::sources::HEADER`]) is handed to NVRTC in memory, so no CUDA include directory
+//! than the driver cannot produce PTX the driver refuses. The kernels' headers
+//! ([`super::sources::HEADERS`]) is handed to NVRTC in memory, so no CUDA include directory
 //! is needed. NVRTC is loaded dynamically (cudarc finds `libnvrtc.so*` through
 //! `LD_LIBRARY_PATH`); when it is absent every call returns [`TensorError::Cuda`].
 
@@ -70,18 +70,17 @@ pub fn compile_cubin(file: &str, source: &str, arch: u32, verbose_ptxas: bool) -
 struct Program(sys::nvrtcProgram);
 
 impl Program {
-    /// A program over `source`, with our header available to `#include "ember_cuda.h"`.
+    /// A program over `source`, with our headers available to `#include` ([`sources::HEADERS`]).
     fn new(file: &str, source: &str) -> Result<Self> {
         let source = c_string(file, source)?;
         let name = c_string(file, file)?;
-        let (header_name, header_text) = sources::HEADER;
-        let header_text = c_string(header_name, header_text)?;
-        let header_name = c_string(header_name, header_name)?;
-        let headers = [header_text.as_ptr()];
-        let include_names = [header_name.as_ptr()];
+        let header_texts = sources::HEADERS.iter().map(|(name, text)| c_string(name, text)).collect::<Result<Vec<_>>>()?;
+        let header_names = sources::HEADERS.iter().map(|(name, _)| c_string(name, name)).collect::<Result<Vec<_>>>()?;
+        let headers: Vec<_> = header_texts.iter().map(|h| h.as_ptr()).collect();
+        let include_names: Vec<_> = header_names.iter().map(|h| h.as_ptr()).collect();
         let mut program: sys::nvrtcProgram = std::ptr::null_mut();
         // SAFETY: every pointer is to a NUL-terminated string alive for the call (NVRTC
-        // copies them); the arrays hold one entry each, as `numHeaders` says.
+        // copies them); the arrays hold one entry per header, as `numHeaders` says.
         check(file, unsafe {
             sys::nvrtcCreateProgram(&mut program, source.as_ptr(), name.as_ptr(), headers.len() as c_int, headers.as_ptr(), include_names.as_ptr())
         })?;

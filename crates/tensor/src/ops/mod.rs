@@ -13,6 +13,7 @@ pub mod matmul;
 pub mod movement;
 pub mod mse_loss;
 pub mod norm;
+pub mod op_codes;
 pub mod reduce;
 pub mod softmax;
 pub mod unary;
@@ -47,4 +48,59 @@ pub(crate) fn check_rank(op: &'static str, t: &Tensor, rank: usize, what: &str) 
         return crate::error::invalid(op, format!("{what} must have rank {rank}, got shape {:?}", t.shape()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::binary::BinaryOp;
+    use super::op_codes::{BINARY_CODES, UNARY_CODES};
+    use super::unary::UnaryOp;
+
+    /// Every `UnaryOp` (the `match` without a wildcard fails to compile when a variant is added
+    /// and not listed here).
+    fn every_unary_op() -> Vec<UnaryOp> {
+        use UnaryOp::*;
+        let ops = vec![
+            Neg,
+            Exp,
+            Log,
+            Sqrt,
+            Sqr,
+            Abs,
+            Relu,
+            Silu,
+            Gelu,
+            Sigmoid,
+            Tanh,
+            Sin,
+            Cos,
+            Powf(2.0),
+            Affine { mul: 2.0, add: 1.0 },
+            Clamp { min: -1.0, max: 1.0 },
+        ];
+        for op in &ops {
+            match op {
+                Neg | Exp | Log | Sqrt | Sqr | Abs | Relu | Silu | Gelu | Sigmoid | Tanh | Sin | Cos | Powf(_) | Affine { .. } | Clamp { .. } => {}
+            }
+        }
+        ops
+    }
+
+    #[test]
+    fn every_unary_and_binary_op_has_its_own_kernel_number_from_the_generated_table() {
+        let mut unary: Vec<i32> = every_unary_op().iter().map(|op| op.code().0).collect();
+        unary.sort();
+        assert_eq!(unary, (0..UNARY_CODES.len() as i32).collect::<Vec<_>>(), "one number per unary op, none unused");
+        let binary = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Equal];
+        for op in binary {
+            match op {
+                BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Equal => {}
+            }
+        }
+        let mut numbers: Vec<i32> = binary.iter().map(|op| op.code()).collect();
+        numbers.sort();
+        assert_eq!(numbers, (0..BINARY_CODES.len() as i32).collect::<Vec<_>>(), "one number per binary op, none unused");
+        // the constants travel with the number
+        assert_eq!(UnaryOp::Clamp { min: -1.0, max: 2.0 }.code(), (UNARY_CODES.iter().position(|&n| n == "clamp").unwrap() as i32, -1.0, 2.0));
+    }
 }

@@ -28,15 +28,11 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
-    /// The op's number in the CUDA kernels (`BinaryCode` in kernels/elementwise.cu).
+    /// The op's number in the CUDA kernels: its position in
+    /// [`BINARY_CODES`](crate::ops::op_codes::BINARY_CODES), from which build.rs generates the
+    /// kernels' `enum BinaryCode`.
     pub fn code(self) -> i32 {
-        match self {
-            BinaryOp::Add => 0,
-            BinaryOp::Sub => 1,
-            BinaryOp::Mul => 2,
-            BinaryOp::Div => 3,
-            BinaryOp::Equal => 4,
-        }
+        crate::ops::op_codes::BINARY_CODES.iter().position(|&name| name == self.name()).expect("every BinaryOp is listed in BINARY_CODES") as i32
     }
 
     pub fn name(self) -> &'static str {

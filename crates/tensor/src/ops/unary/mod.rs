@@ -75,27 +75,18 @@ fn normal_cdf<T: FloatElem>(x: T) -> T {
 }
 
 impl UnaryOp {
-    /// The op's number in the CUDA kernels (`UnaryCode` in kernels/elementwise.cu) and its
-    /// constants there (p, q).
+    /// The op's number in the CUDA kernels (its position in
+    /// [`UNARY_CODES`](crate::ops::op_codes::UNARY_CODES), from which build.rs generates the
+    /// kernels' `enum UnaryCode`) and its constants there (p, q).
     pub fn code(self) -> (i32, f32, f32) {
-        match self {
-            UnaryOp::Neg => (0, 0.0, 0.0),
-            UnaryOp::Exp => (1, 0.0, 0.0),
-            UnaryOp::Log => (2, 0.0, 0.0),
-            UnaryOp::Sqrt => (3, 0.0, 0.0),
-            UnaryOp::Sqr => (4, 0.0, 0.0),
-            UnaryOp::Abs => (5, 0.0, 0.0),
-            UnaryOp::Relu => (6, 0.0, 0.0),
-            UnaryOp::Silu => (7, 0.0, 0.0),
-            UnaryOp::Gelu => (8, 0.0, 0.0),
-            UnaryOp::Sigmoid => (9, 0.0, 0.0),
-            UnaryOp::Tanh => (10, 0.0, 0.0),
-            UnaryOp::Sin => (11, 0.0, 0.0),
-            UnaryOp::Cos => (12, 0.0, 0.0),
-            UnaryOp::Powf(p) => (13, p as f32, 0.0),
-            UnaryOp::Affine { mul, add } => (14, mul as f32, add as f32),
-            UnaryOp::Clamp { min, max } => (15, min as f32, max as f32),
-        }
+        let number = crate::ops::op_codes::UNARY_CODES.iter().position(|&name| name == self.name()).expect("every UnaryOp is listed in UNARY_CODES");
+        let (p, q) = match self {
+            UnaryOp::Powf(p) => (p as f32, 0.0),
+            UnaryOp::Affine { mul, add } => (mul as f32, add as f32),
+            UnaryOp::Clamp { min, max } => (min as f32, max as f32),
+            _ => (0.0, 0.0),
+        };
+        (number as i32, p, q)
     }
 
     pub fn name(self) -> &'static str {
