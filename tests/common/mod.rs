@@ -1,6 +1,12 @@
-//! Naive index helpers shared by the op tests: references are written with explicit
-//! row-major index arithmetic, never with the engine's own ops.
-#![allow(dead_code)]
+//! Helpers shared by the op tests: the devices they run on (`TestDevice`, `per_device!`), and
+//! naive index helpers (references are written with explicit row-major index arithmetic,
+//! never with the engine's own ops).
+#![allow(dead_code, unused_macros)]
+
+#[macro_use]
+mod devices;
+#[allow(unused_imports)] // not every test file runs per device yet
+pub use devices::*;
 
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()

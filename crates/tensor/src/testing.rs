@@ -45,15 +45,30 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], eps
     let weights = random(output.shape(), -1.0, 1.0, 0x5eed);
     let loss = output.mul(&weights)?.sum_all()?;
     let grads = loss.backward()?;
+    let numeric = numeric_gradients(&f, inputs, &weights, epsilon)?;
+    let errors = inputs
+        .iter()
+        .zip(&variables)
+        .zip(&numeric)
+        .map(|((input, variable), numeric)| {
+            let analytic = match grads.get(variable) {
+                Some(g) => g.to_vec_f64(),
+                None => vec![0.0; input.numel()],
+            };
+            relative_error(&analytic, numeric)
+        })
+        .collect();
+    Ok(GradcheckReport { errors })
+}
 
+/// The central differences `(L(x + εeᵢ) − L(x − εeᵢ)) / 2ε` of `L = Σ f(x) ⊙ weights` with
+/// respect to every element of every input, in f64 on the CPU (the reference a device's
+/// analytic gradients are checked against, too).
+pub fn numeric_gradients(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], weights: &Tensor, epsilon: f64) -> Result<Vec<Vec<f64>>> {
     let _guard = no_grad();
-    let scalar = |xs: &[Tensor]| -> Result<f64> { f(xs)?.mul(&weights)?.sum_all()?.item() };
-    let mut errors = Vec::with_capacity(inputs.len());
+    let scalar = |xs: &[Tensor]| -> Result<f64> { f(xs)?.mul(weights)?.sum_all()?.item() };
+    let mut gradients = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
-        let analytic = match grads.get(&variables[i]) {
-            Some(g) => g.to_vec_f64(),
-            None => vec![0.0; input.numel()],
-        };
         let values = input.to_vec_f64();
         let mut numeric = Vec::with_capacity(values.len());
         for j in 0..values.len() {
@@ -66,9 +81,9 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], eps
             };
             numeric.push((shifted(epsilon)? - shifted(-epsilon)?) / (2.0 * epsilon));
         }
-        errors.push(relative_error(&analytic, &numeric));
+        gradients.push(numeric);
     }
-    Ok(GradcheckReport { errors })
+    Ok(gradients)
 }
 
 /// Panics unless every input's gradient passes [`gradcheck`] with relative error < 1e-6.
