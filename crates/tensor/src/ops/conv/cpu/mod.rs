@@ -28,6 +28,9 @@ mod padded;
 mod winograd;
 mod winograd4;
 
+use winograd::F2x2;
+use winograd4::F4x4;
+
 impl ConvKernels for Cpu {
     fn conv2d_forward(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &ConvGeometry) -> Result<Tensor> {
         let op = "conv2d";
@@ -141,8 +144,8 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g
         assert_eq!(bias.len(), g.c_out, "one bias per output channel");
     }
     match select(g, ConvPass::Forward, Device::Cpu) {
-        ConvAlgorithm::WinogradF4 => winograd4::conv(x, weight, bias, &padded::Conv::forward(g)),
-        ConvAlgorithm::WinogradF2 => winograd::conv(x, weight, bias, &padded::Conv::forward(g)),
+        ConvAlgorithm::WinogradF4 => winograd::conv::<F4x4, T>(x, weight, bias, &padded::Conv::forward(g)),
+        ConvAlgorithm::WinogradF2 => winograd::conv::<F2x2, T>(x, weight, bias, &padded::Conv::forward(g)),
         ConvAlgorithm::BatchedIm2col => batched_im2col_forward(x, weight, bias, g),
         ConvAlgorithm::TapRuns => padded::conv(x, weight, bias, &padded::Conv::forward(g)),
         ConvAlgorithm::Polyphase => padded::strided_conv(x, weight, bias, g),
@@ -163,8 +166,8 @@ pub fn conv2d_forward<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, g
 pub fn conv2d_backward_input<T: FloatElem>(dy: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     let stride_1 = || padded::Conv::backward_input(g).expect("the table picks a stride-1 road only for a stride-1 input gradient");
     match select(g, ConvPass::InputGradient, Device::Cpu) {
-        ConvAlgorithm::WinogradF4 => winograd4::conv(dy, &padded::flip_and_swap_channels(weight, g), None, &stride_1()),
-        ConvAlgorithm::WinogradF2 => winograd::conv(dy, &padded::flip_and_swap_channels(weight, g), None, &stride_1()),
+        ConvAlgorithm::WinogradF4 => winograd::conv::<F4x4, T>(dy, &padded::flip_and_swap_channels(weight, g), None, &stride_1()),
+        ConvAlgorithm::WinogradF2 => winograd::conv::<F2x2, T>(dy, &padded::flip_and_swap_channels(weight, g), None, &stride_1()),
         ConvAlgorithm::BatchedIm2col => batched_im2col_backward_input(dy, weight, g),
         ConvAlgorithm::TapRuns => padded::conv(dy, &padded::flip_and_swap_channels(weight, g), None, &stride_1()),
         _ => im2col_backward_input(dy, weight, g),
@@ -436,16 +439,16 @@ mod tests {
                 winograd_cases += 1;
                 let flipped = padded::flip_and_swap_channels(&weight, g);
                 let backward = padded::Conv::backward_input(g).expect("padding at most 2");
-                check("winograd forward", winograd::conv(&x, &weight, None, &padded::Conv::forward(g)), im2col_forward(&x, &weight, g));
-                check("winograd backward_input", winograd::conv(&dy, &flipped, None, &backward), im2col_backward_input(&dy, &weight, g));
+                check("winograd forward", winograd::conv::<F2x2, _>(&x, &weight, None, &padded::Conv::forward(g)), im2col_forward(&x, &weight, g));
+                check("winograd backward_input", winograd::conv::<F2x2, _>(&dy, &flipped, None, &backward), im2col_backward_input(&dy, &weight, g));
                 check("winograd backward_weight", winograd::backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
             }
             if algorithm::winograd4_pays(g) {
                 winograd4_cases += 1;
                 let flipped = padded::flip_and_swap_channels(&weight, g);
                 let backward = padded::Conv::backward_input(g).expect("padding at most 2");
-                check("winograd4 forward", winograd4::conv(&x, &weight, None, &padded::Conv::forward(g)), im2col_forward(&x, &weight, g));
-                check("winograd4 backward_input", winograd4::conv(&dy, &flipped, None, &backward), im2col_backward_input(&dy, &weight, g));
+                check("winograd4 forward", winograd::conv::<F4x4, _>(&x, &weight, None, &padded::Conv::forward(g)), im2col_forward(&x, &weight, g));
+                check("winograd4 backward_input", winograd::conv::<F4x4, _>(&dy, &flipped, None, &backward), im2col_backward_input(&dy, &weight, g));
             }
             check("backward_input", conv2d_backward_input(&dy, &weight, g), im2col_backward_input(&dy, &weight, g));
             check("backward_weight", conv2d_backward_weight(&x, &dy, g), im2col_backward_weight(&x, &dy, g));
@@ -487,12 +490,27 @@ mod tests {
             if algorithm::winograd_applies(g) {
                 let backward = padded::Conv::backward_input(g).expect("padding at most 2");
                 let flipped = padded::flip_and_swap_channels(&w32, g);
-                check32("winograd forward f32", winograd::conv(&x32, &w32, None, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g), false);
-                check32("winograd backward_input f32", winograd::conv(&dy32, &flipped, None, &backward), im2col_backward_input(&dy32, &w32, g), false);
+                check32("winograd forward f32", winograd::conv::<F2x2, _>(&x32, &w32, None, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g), false);
+                check32(
+                    "winograd backward_input f32",
+                    winograd::conv::<F2x2, _>(&dy32, &flipped, None, &backward),
+                    im2col_backward_input(&dy32, &w32, g),
+                    false,
+                );
                 check32("winograd backward_weight f32", winograd::backward_weight(&x32, &dy32, g), im2col_backward_weight(&x32, &dy32, g), false);
                 if f4 {
-                    check32("winograd4 forward f32", winograd4::conv(&x32, &w32, None, &padded::Conv::forward(g)), im2col_forward(&x32, &w32, g), true);
-                    check32("winograd4 backward_input f32", winograd4::conv(&dy32, &flipped, None, &backward), im2col_backward_input(&dy32, &w32, g), true);
+                    check32(
+                        "winograd4 forward f32",
+                        winograd::conv::<F4x4, _>(&x32, &w32, None, &padded::Conv::forward(g)),
+                        im2col_forward(&x32, &w32, g),
+                        true,
+                    );
+                    check32(
+                        "winograd4 backward_input f32",
+                        winograd::conv::<F4x4, _>(&dy32, &flipped, None, &backward),
+                        im2col_backward_input(&dy32, &w32, g),
+                        true,
+                    );
                 }
             }
         }

@@ -156,15 +156,17 @@ impl<T: FloatElem> SimdStep<T> for CombineColumns<'_, T> {
     }
 }
 
-/// Scratch rows of a transform: four input rows, and four combined rows.
-struct TransformScratch<T> {
-    input: Vec<T>,
-    rows: Vec<T>,
+/// Scratch rows of a transform: the input rows a tile-row reads (split), and as many
+/// combined rows.
+pub(super) struct TransformScratch<T> {
+    pub(super) input: Vec<T>,
+    pub(super) rows: Vec<T>,
 }
 
 impl<T: FloatElem> TransformScratch<T> {
-    fn new(width: usize) -> Self {
-        TransformScratch { input: vec![T::zero(); 4 * width], rows: vec![T::zero(); 4 * width] }
+    /// `count` rows of `width` values each way.
+    pub(super) fn new(count: usize, width: usize) -> Self {
+        TransformScratch { input: vec![T::zero(); count * width], rows: vec![T::zero(); count * width] }
     }
 }
 
@@ -341,15 +343,88 @@ pub(super) fn u_panel_len_for(xi_count: usize, c: usize) -> usize {
     xi_count * u_xi_stride(c)
 }
 
-/// `y = conv(x, weight) + bias` for a 3×3 stride-1 convolution `conv` that `algorithm::winograd_applies` (its input `x`
-/// `[n, c, h, w]`, kernel `[o, c, 3, 3]`, both contiguous); `y` `[n, o, ho, wo]`.
-pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv: &Conv) -> Vec<T> {
-    let (c, o, wp, ho, wo) = (conv.c, conv.o, conv.wp(), conv.ho(), conv.wo());
+/// One Winograd tile, F(m×m, 3×3): what differs between F(2×2, 3×3) ([`F2x2`], here) and
+/// F(4×4, 3×3) (`winograd4::F4x4`): the tile's sizes and its three transforms. [`conv`] is the
+/// forward driver they share (chunks of tile-rows, the input transform, the `XI` GEMMs, the
+/// output transform and the scatter into `y`).
+pub(super) trait WinogradTile {
+    /// Outputs per side of a tile (m).
+    const M: usize;
+    /// Positions of a transformed tile, `(m + 2)²`.
+    const XI: usize;
+    /// The length of a split input row of the transform for padded rows `wp` wide.
+    fn split_width(wp: usize) -> usize;
+    /// `G g Gᵀ` of each 3×3 kernel of `weight` `[o, c, 3, 3]`, packed for the register tile:
+    /// panels of `ROWS` output channels, [`u_panel_len_for`]`(XI, c)` apart, within a panel `ξ`
+    /// after `ξ` ([`u_xi_stride`] apart), and for each `ξ` `[c][ROWS]` (zeros past the last
+    /// output channel).
+    fn transform_weights<T: FloatElem>(weight: &[T], o: usize, c: usize) -> Scratch<T>;
+    /// `Bᵀ d B` of every patch of the tile-rows `rows` for one channel (`plane(image)` its
+    /// `h × w` plane, zero-padded by `pad`): into the `XI` rows of `v` (`v_stride` apart, `nt`
+    /// used, zero from the chunk's tiles on), split rows `width` long.
+    #[allow(clippy::too_many_arguments)]
+    fn transform_input<'a, T: FloatElem>(
+        plane: impl Fn(usize) -> &'a [T],
+        size: (usize, usize),
+        pad: [usize; 2],
+        width: usize,
+        tiles: &Tiles,
+        rows: Range<usize>,
+        v: (&mut [T], usize, usize),
+        scratch: &mut TransformScratch<T>,
+    );
+    /// `Y = Aᵀ M A + bias` for the `nt` tiles of one output channel (`m`: its `XI` rows,
+    /// `m_stride` apart), into `y`: `M·M` rows of `nt`, row `M·a + φ` holding row `a`,
+    /// column `φ` of each tile's block.
+    fn transform_output<T: FloatElem>(m: &[T], m_stride: usize, nt: usize, bias: T, y: &mut [T]);
+}
+
+/// F(2×2, 3×3).
+pub(super) struct F2x2;
+
+impl WinogradTile for F2x2 {
+    const M: usize = 2;
+    const XI: usize = XI;
+    fn split_width(wp: usize) -> usize {
+        wp
+    }
+    fn transform_weights<T: FloatElem>(weight: &[T], o: usize, c: usize) -> Scratch<T> {
+        transform_weights(weight, o, c)
+    }
+    fn transform_input<'a, T: FloatElem>(
+        plane: impl Fn(usize) -> &'a [T],
+        size: (usize, usize),
+        pad: [usize; 2],
+        width: usize,
+        tiles: &Tiles,
+        rows: Range<usize>,
+        (v, v_stride, nt): (&mut [T], usize, usize),
+        scratch: &mut TransformScratch<T>,
+    ) {
+        transform_input(plane, size, pad, width, tiles, rows, xi_rows(v, v_stride, nt), scratch);
+    }
+    fn transform_output<T: FloatElem>(m: &[T], m_stride: usize, nt: usize, bias: T, y: &mut [T]) {
+        let halves: [&mut [T]; 4] = {
+            let mut parts = y.chunks_exact_mut(nt);
+            std::array::from_fn(|_| parts.next().expect("4 rows"))
+        };
+        let m: [&[T]; XI] = std::array::from_fn(|xi| &m[xi * m_stride..][..nt]);
+        simd_steps(nt, &mut OutputTiles { m, bias, y: halves });
+    }
+}
+
+/// `y = conv(x, weight) + bias` by the Winograd tile `W` for a 3×3 stride-1 convolution `conv`
+/// that `algorithm::winograd_applies` (and, for F(4×4, 3×3), `algorithm::winograd4_pays`): its
+/// input `x` `[n, c, h, w]`, kernel `[o, c, 3, 3]`, both contiguous; `y` `[n, o, ho, wo]`.
+pub(super) fn conv<W: WinogradTile, T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv: &Conv) -> Vec<T> {
+    let (c, o, ho, wo) = (conv.c, conv.o, conv.ho(), conv.wo());
+    let (m_side, xi_count) = (W::M, W::XI);
     let nr = VECTORS * T::Vector::LANES;
     let panels = o.div_ceil(ROWS);
     let plane_len = conv.h * conv.w;
-    let u = transform_weights(weight, o, c);
-    let tiles = Tiles::of(conv);
+    let width = W::split_width(conv.wp());
+    let u = W::transform_weights(weight, o, c);
+    let tiles = Tiles::sized(conv, m_side);
     let rows_per_chunk = tiles.forward_rows_per_chunk(c, nr);
     let nt_max = (rows_per_chunk * tiles.tiles_w).div_ceil(nr) * nr;
 
@@ -358,10 +433,10 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv
     let chunks: Vec<Range<usize>> = tiles.chunks(rows_per_chunk).collect();
     chunks.into_par_iter().for_each_init(
         || {
-            let v = Scratch::<T>::for_overwrite(XI * (c * nt_max + SKEW));
-            let m = Scratch::<T>::for_overwrite(XI * (panels * ROWS * nt_max + SKEW));
-            let ys = Scratch::<T>::for_overwrite(4 * nt_max);
-            (v, m, ys, TransformScratch::new(wp))
+            let v = Scratch::<T>::for_overwrite(xi_count * (c * nt_max + SKEW));
+            let m = Scratch::<T>::for_overwrite(xi_count * (panels * ROWS * nt_max + SKEW));
+            let ys = Scratch::<T>::for_overwrite(m_side * m_side * nt_max);
+            (v, m, ys, TransformScratch::new(m_side + 2, width))
         },
         |(v, m, ys, scratch), rows| {
             let nt = (rows.len() * tiles.tiles_w).div_ceil(nr) * nr;
@@ -369,28 +444,24 @@ pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv
             // V: [ξ][c][nt]
             for ch in 0..c {
                 let plane = |image: usize| &x[(image * c + ch) * plane_len..][..plane_len];
-                transform_input(plane, (conv.h, conv.w), conv.pad, wp, &tiles, rows.clone(), xi_rows(&mut v[ch * nt..], v_stride, nt), scratch);
+                W::transform_input(plane, (conv.h, conv.w), conv.pad, width, &tiles, rows.clone(), (&mut v[ch * nt..], v_stride, nt), scratch);
             }
-            multiply_transformed(XI, &u, v, m, c, panels, nt);
-            // Y = Aᵀ M A for each output channel and 2×2 block: even and odd columns of both
-            // output rows for all the chunk's tiles, then interleaved into y
+            // M_ξ = U_ξ V_ξ: [ξ][panels·ROWS][nt]
+            multiply_transformed(xi_count, &u, v, m, c, panels, nt);
+            // Y = Aᵀ M A for each output channel: the blocks' rows split by column modulo m for
+            // all the chunk's tiles, then interleaved into y
             let n = tiles.tiles_w;
             for ch in 0..o {
-                let halves: [&mut [T]; 4] = {
-                    let mut parts = ys.chunks_exact_mut(nt);
-                    std::array::from_fn(|_| parts.next().expect("4 rows"))
-                };
-                let mv: [&[T]; XI] = std::array::from_fn(|xi| &m[xi * m_stride + ch * nt..][..nt]);
-                simd_steps(nt, &mut OutputTiles { m: mv, bias: bias.map_or(T::zero(), |b| b[ch]), y: halves });
+                W::transform_output(&m[ch * nt..], m_stride, nt, bias.map_or(T::zero(), |b| b[ch]), ys);
                 for (k, r) in rows.clone().enumerate() {
                     let (image, th) = tiles.locate(r);
-                    // SAFETY: output rows 2·th and 2·th + 1 of (image, ch) belong to this chunk alone
-                    let out = unsafe { std::slice::from_raw_parts_mut(y_ptr.ptr().add(((image * o + ch) * ho + 2 * th) * wo), 2 * wo) };
-                    for (row, y) in out.chunks_exact_mut(wo).enumerate() {
-                        let (even, odd) = (&ys[2 * row * nt + k * n..][..n], &ys[(2 * row + 1) * nt + k * n..][..n]);
-                        for (pair, (&e, &o)) in y.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
-                            pair[0] = e;
-                            pair[1] = o;
+                    // SAFETY: output rows m·th .. m·th + m of (image, ch) belong to this chunk alone
+                    let out = unsafe { std::slice::from_raw_parts_mut(y_ptr.ptr().add(((image * o + ch) * ho + m_side * th) * wo), m_side * wo) };
+                    for (a, y_row) in out.chunks_exact_mut(wo).enumerate() {
+                        for (phase, source) in ys.chunks_exact(nt).skip(m_side * a).take(m_side).enumerate() {
+                            for (value, &s) in y_row[phase..].iter_mut().step_by(m_side).zip(&source[k * n..][..n]) {
+                                *value = s;
+                            }
                         }
                     }
                 }
@@ -446,14 +517,14 @@ pub(super) fn backward_weight<T: FloatElem>(x: &[T], dy: &[T], g: &ConvGeometry)
         // V: [c][ξ][nt], P: [o][ξ][nt]
         let stride = nt + SKEW; // between the rows of consecutive ξ
         v[..c * XI * stride].par_chunks_mut(XI * stride).enumerate().for_each_init(
-            || TransformScratch::new(wp),
+            || TransformScratch::new(4, wp),
             |scratch, (ch, v_ch)| {
                 let plane = |image: usize| &x[(image * c + ch) * plane_len..][..plane_len];
                 transform_input(plane, (conv.h, conv.w), conv.pad, wp, &tiles, rows.clone(), xi_rows(v_ch, stride, nt), scratch);
             },
         );
         p[..o * XI * stride].par_chunks_mut(XI * stride).enumerate().for_each_init(
-            || TransformScratch::new(wo),
+            || TransformScratch::new(4, wo),
             |scratch, (ch, p_ch)| {
                 let plane = |image: usize| &dy[(image * o + ch) * ho * wo..][..ho * wo];
                 transform_output_grad(plane, wo, &tiles, rows.clone(), xi_rows(p_ch, stride, nt), scratch);

@@ -1,8 +1,9 @@
 //! Winograd F(4×4, 3×3) for the forward (and input gradient) of the 3×3 stride-1
 //! convolutions on larger images (Lavin & Gray, CVPR 2016): 4× fewer multiplications than the
-//! direct product, against 2.25× for F(2×2, 3×3) in [`super::winograd`], whose structure this
-//! follows (tiles numbered across images, chunks of whole tile-rows, 36 GEMMs over the
-//! channels on the register tile of the GEMM).
+//! direct product, against 2.25× for F(2×2, 3×3) in [`super::winograd`], whose forward driver
+//! runs it ([`F4x4`] implements its `WinogradTile`: tiles numbered across images, chunks of
+//! whole tile-rows, 36 GEMMs over the channels on the register tile of the GEMM). This file
+//! holds only what differs: the 6×6 input and 4×4 output transforms and the kernel transform.
 //!
 //! A 4×4 block of outputs reads a 6×6 patch `d` of the zero-padded input, and
 //! `Y = Aᵀ [ Σ_c (G g_oc Gᵀ) ⊙ (Bᵀ d_c B) ] A` with (interpolation points 0, ±1, ±2, ∞)
@@ -26,11 +27,10 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::padded::{Conv, ROWS, VECTORS};
-use super::winograd::{SKEW, Tiles, multiply_transformed, u_panel_len_for, u_xi_stride, xi_rows};
+use super::padded::ROWS;
+use super::winograd::{Tiles, TransformScratch, WinogradTile, u_panel_len_for, u_xi_stride, xi_rows};
 use crate::FloatElem;
-use crate::cpu::gemm::SharedMut;
-use crate::cpu::pool::{self, Scratch};
+use crate::cpu::pool::Scratch;
 use crate::cpu::simd::{SimdStep, SimdVector, simd_steps};
 
 /// Positions of a transformed 6×6 tile.
@@ -105,12 +105,6 @@ impl<T: FloatElem> SimdStep<T> for CombineColumns<'_, T> {
             value.store(&mut row[i..]);
         }
     }
-}
-
-/// Scratch rows of the input transform: six split input rows, and six combined rows.
-struct TransformScratch<T> {
-    input: Vec<T>,
-    rows: Vec<T>,
 }
 
 /// `Bᵀ d B` of every 6×6 patch of the tile-rows `rows`, for one channel: into `v[ξ][t]` (`t` the
@@ -217,66 +211,37 @@ fn transform_weights<T: FloatElem>(weight: &[T], o: usize, c: usize) -> Scratch<
     packed
 }
 
-/// `y = conv(x, weight) + bias` for a 3×3 stride-1 convolution that [`pays_forward`] (its input
-/// `x` `[n, c, h, w]`, kernel `[o, c, 3, 3]`, both contiguous); `y` `[n, o, ho, wo]`.
-pub(super) fn conv<T: FloatElem>(x: &[T], weight: &[T], bias: Option<&[T]>, conv: &Conv) -> Vec<T> {
-    let (c, o, ho, wo) = (conv.c, conv.o, conv.ho(), conv.wo());
-    let nr = VECTORS * T::Vector::LANES;
-    let panels = o.div_ceil(ROWS);
-    let plane_len = conv.h * conv.w;
-    // split rows: a tile's reads run one past the last tile (plus a vector's overrun)
-    let quarter = conv.wp().div_ceil(M) + 1;
-    let u = transform_weights(weight, o, c);
-    let tiles = Tiles::sized(conv, M);
-    let rows_per_chunk = tiles.forward_rows_per_chunk(c, nr);
-    let nt_max = (rows_per_chunk * tiles.tiles_w).div_ceil(nr) * nr;
+/// F(4×4, 3×3), for the shared driver `winograd::conv`.
+pub(super) struct F4x4;
 
-    let mut y = pool::for_overwrite::<T>(conv.n * o * ho * wo);
-    let y_ptr = SharedMut(y.as_mut_ptr());
-    let chunks: Vec<Range<usize>> = tiles.chunks(rows_per_chunk).collect();
-    chunks.into_par_iter().for_each_init(
-        || {
-            let v = Scratch::<T>::for_overwrite(XI * (c * nt_max + SKEW));
-            let m = Scratch::<T>::for_overwrite(XI * (panels * ROWS * nt_max + SKEW));
-            let ys = Scratch::<T>::for_overwrite(M * M * nt_max);
-            let width = M * quarter;
-            (v, m, ys, TransformScratch { input: vec![T::zero(); 6 * width], rows: vec![T::zero(); 6 * width] })
-        },
-        |(v, m, ys, scratch), rows| {
-            let nt = (rows.len() * tiles.tiles_w).div_ceil(nr) * nr;
-            let (v_stride, m_stride) = (c * nt + SKEW, panels * ROWS * nt + SKEW);
-            // V: [ξ][c][nt]
-            for ch in 0..c {
-                let plane = |image: usize| &x[(image * c + ch) * plane_len..][..plane_len];
-                transform_input(plane, (conv.h, conv.w), conv.pad, quarter, &tiles, rows.clone(), xi_rows(&mut v[ch * nt..], v_stride, nt), scratch);
-            }
-            // M_ξ = U_ξ V_ξ: [ξ][panels·ROWS][nt]
-            multiply_transformed(XI, &u, v, m, c, panels, nt);
-            // Y = Aᵀ M A for each output channel: the blocks' rows split by column modulo 4 for
-            // all the chunk's tiles, then interleaved into y
-            let n = tiles.tiles_w;
-            for ch in 0..o {
-                let split: [&mut [T]; M * M] = {
-                    let mut parts = ys.chunks_exact_mut(nt);
-                    std::array::from_fn(|_| parts.next().expect("16 rows"))
-                };
-                let mv: [&[T]; XI] = std::array::from_fn(|xi| &m[xi * m_stride + ch * nt..][..nt]);
-                simd_steps(nt, &mut OutputTiles { m: mv, bias: bias.map_or(T::zero(), |b| b[ch]), y: split });
-                for (k, r) in rows.clone().enumerate() {
-                    let (image, th) = tiles.locate(r);
-                    // SAFETY: output rows 4·th .. 4·th + 4 of (image, ch) belong to this chunk alone
-                    let out = unsafe { std::slice::from_raw_parts_mut(y_ptr.ptr().add(((image * o + ch) * ho + M * th) * wo), M * wo) };
-                    for (a, y_row) in out.chunks_exact_mut(wo).enumerate() {
-                        let phases: [&[T]; M] = std::array::from_fn(|phase| &ys[(M * a + phase) * nt + k * n..][..n]);
-                        for (t, block) in y_row.chunks_exact_mut(M).enumerate() {
-                            for (phase, value) in block.iter_mut().enumerate() {
-                                *value = phases[phase][t];
-                            }
-                        }
-                    }
-                }
-            }
-        },
-    );
-    y
+impl WinogradTile for F4x4 {
+    const M: usize = M;
+    const XI: usize = XI;
+    /// Split rows: a tile's reads run one past the last tile (plus a vector's overrun).
+    fn split_width(wp: usize) -> usize {
+        M * (wp.div_ceil(M) + 1)
+    }
+    fn transform_weights<T: FloatElem>(weight: &[T], o: usize, c: usize) -> Scratch<T> {
+        transform_weights(weight, o, c)
+    }
+    fn transform_input<'a, T: FloatElem>(
+        plane: impl Fn(usize) -> &'a [T],
+        size: (usize, usize),
+        pad: [usize; 2],
+        width: usize,
+        tiles: &Tiles,
+        rows: Range<usize>,
+        (v, v_stride, nt): (&mut [T], usize, usize),
+        scratch: &mut TransformScratch<T>,
+    ) {
+        transform_input(plane, size, pad, width / M, tiles, rows, xi_rows(v, v_stride, nt), scratch);
+    }
+    fn transform_output<T: FloatElem>(m: &[T], m_stride: usize, nt: usize, bias: T, y: &mut [T]) {
+        let split: [&mut [T]; M * M] = {
+            let mut parts = y.chunks_exact_mut(nt);
+            std::array::from_fn(|_| parts.next().expect("16 rows"))
+        };
+        let m: [&[T]; XI] = std::array::from_fn(|xi| &m[xi * m_stride..][..nt]);
+        simd_steps(nt, &mut OutputTiles { m, bias, y: split });
+    }
 }
