@@ -188,7 +188,8 @@ fn main() {
     } else {
         println!("(MiB: peak resident memory during the steps, minus the resident memory before them)");
     }
-    println!("{:<30} {:>10} {:>10} {:>8} {:>10} {:>10} {:>8}", "case", "ember ms", "torch ms", "ratio", "ember MiB", "torch MiB", "ratio");
+    println!("(noise: the lowest and highest of the rounds' time ratios, each round's ember run over the PyTorch run beside it)");
+    println!("{:<30} {:>10} {:>10} {:>8} {:>13} {:>10} {:>10} {:>8}", "case", "ember ms", "torch ms", "ratio", "noise", "ember MiB", "torch MiB", "ratio");
     for case in CASES.iter().filter(|c| c.cuda == cuda && only.as_deref().is_none_or(|o| o == c.name)) {
         let (mut ember_t, mut ember_m, mut torch_t, mut torch_m) = (vec![], vec![], vec![], vec![]);
         for _ in 0..rounds {
@@ -216,7 +217,13 @@ fn main() {
                 }
             }
         }
+        // the ratio of each round's pair of runs, which alternate: their spread is the noise
+        let round_ratios: Vec<f64> = ember_t.iter().zip(&torch_t).map(|(e, t)| e / t).collect();
+        let noise = match (round_ratios.iter().copied().reduce(f64::min), round_ratios.iter().copied().reduce(f64::max)) {
+            (Some(low), Some(high)) => format!("{low:.2}-{high:.2}x"),
+            _ => "-".to_string(),
+        };
         let (et, em, tt, tm) = (median(&mut ember_t), median(&mut ember_m), median(&mut torch_t), median(&mut torch_m));
-        println!("{:<30} {:>10.1} {:>10.1} {:>7.2}x {:>10.0} {:>10.0} {:>7.2}x", case.name, et * 1e3, tt * 1e3, et / tt, em, tm, em / tm);
+        println!("{:<30} {:>10.1} {:>10.1} {:>7.2}x {noise:>13} {:>10.0} {:>10.0} {:>7.2}x", case.name, et * 1e3, tt * 1e3, et / tt, em, tm, em / tm);
     }
 }

@@ -131,3 +131,21 @@ fn every_kernel_file_belongs_to_an_op_folder_of_its_name() {
     assert!(stray.is_empty(), "kernel files with no op folder of their name: {stray:?}");
     assert!(!Path::new(ROOT).join("crates/tensor/kernels").exists(), "the kernels live at the repository root now");
 }
+
+#[test]
+fn the_kernels_take_the_op_numbers_from_the_generated_header() {
+    let kernels = Path::new(ROOT).join("kernels");
+    for entry in fs::read_dir(&kernels).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cu" || e == "h") {
+            assert_none(
+                "op numbers are generated from crates/tensor/src/ops/op_codes.rs, not declared in a kernel file",
+                offending_lines(&path, &["enum UnaryCode", "enum BinaryCode", "U_NEG =", "B_ADD ="]),
+            );
+        }
+    }
+    for file in ["unary.cu", "binary.cu"] {
+        let text = fs::read_to_string(kernels.join(file)).unwrap();
+        assert!(text.contains("#include \"ember_op_codes.h\""), "kernels/{file} must include the generated ember_op_codes.h");
+    }
+}
