@@ -406,24 +406,7 @@ impl Tensor {
             return Err(TensorError::DTypeMismatch { op: "assign", lhs: self.dtype(), rhs: values.dtype() });
         }
         crate::ops::check_same("assign", &[self, values])?;
-        if matches!(self.device(), Device::Cuda(_)) && values.shares_storage_with(self) {
-            // The copy kernel's source and destination must not overlap.
-            return self.assign(&values.deep_copy()?);
-        }
-        if let Some(gpu) = self.storage().gpu() {
-            check_f32_on_device("assign", gpu)?;
-            let source = values.storage();
-            let source_gpu = source.gpu().expect("same device");
-            return crate::ops::movement::cuda::copy(&source_gpu.buffer, values.layout(), &gpu.buffer, self.layout());
-        }
-        let values = values.contiguous()?;
-        let source = {
-            let guard = values.storage();
-            let range = values.layout().contiguous_range().expect("contiguous");
-            slice_storage(guard.cpu("assign")?, range)
-        };
-        let mut storage = self.0.storage.write().unwrap();
-        crate::cpu::copy::scatter_into(storage.cpu_mut("assign")?, self.layout(), &source)
+        crate::dispatch::kernels(self).assign(self, values)
     }
 }
 

@@ -1,5 +1,6 @@
-//! Moving elements between layouts: gather a strided view into a contiguous buffer, and
-//! scatter a contiguous buffer into a strided view, both through [`copy_view`].
+//! Shared primitive (the movement ops and `Tensor::assign`): moving elements between
+//! layouts: gather a strided view into a contiguous buffer, and scatter a contiguous buffer
+//! into a strided view, both through [`copy_view`].
 
 use rayon::prelude::*;
 

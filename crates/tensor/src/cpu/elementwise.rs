@@ -1,4 +1,5 @@
-//! Elementwise kernels over strided, broadcast views. The output is always contiguous.
+//! Shared primitive (the unary and binary ops): elementwise loops over strided, broadcast
+//! views. The output is always contiguous.
 //!
 //! The loops walk the output row by row (a row is the last axis); each row's first input
 //! offsets come from unravelling the row index, the inner loop is a strided walk. When the

@@ -1,4 +1,4 @@
-//! General matrix multiply, `C = A·B` or `C += A·B`, for any row and column strides of A and B
+//! Shared primitive (matmul, attention, the convolutions): general matrix multiply, `C = A·B` or `C += A·B`, for any row and column strides of A and B
 //! (so transposed operands cost nothing extra): the BLIS scheme.
 //!
 //! - C is split into one block of rows (or of columns) per thread; each thread runs the loops

@@ -1,4 +1,4 @@
-//! Elementary functions in straight-line arithmetic (no libm call, no branch), so that a
+//! Shared primitive: elementary functions in straight-line arithmetic (no libm call, no branch), so that a
 //! loop applying them vectorizes: LLVM turns each line into one SIMD instruction.
 
 /// eˣ for f32, to about 1 ulp (the Cephes `expf` scheme): `x = n·ln 2 + r` with

@@ -1,4 +1,4 @@
-//! The machine's measured f32 FMA peak, so that benchmarks report "% of peak" for the machine
+//! Shared primitive (for the benchmarks): the machine's measured f32 FMA peak, so that benchmarks report "% of peak" for the machine
 //! they ran on (machines differ: AVX2 or AVX-512, 256- or 512-bit FMA units).
 
 use rayon::prelude::*;

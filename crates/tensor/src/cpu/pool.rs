@@ -1,4 +1,4 @@
-//! A cache of freed f32/f64 buffers. Training allocates the same tensor sizes step after step;
+//! Shared primitive: a cache of freed f32/f64 buffers. Training allocates the same tensor sizes step after step;
 //! taking those buffers from the allocator each time costs page faults and page zeroing in the
 //! kernel (a quarter of a UNet step, measured). Storages give their buffers back here when
 //! dropped, and kernels take zero-filled buffers of the same length from here.

@@ -1,4 +1,4 @@
-//! The SIMD register types the CPU kernels use, picked at compile time for the target CPU
+//! Shared primitive: the SIMD register types the CPU kernels use, picked at compile time for the target CPU
 //! (`-C target-cpu=native` in `.cargo/config.toml`): 512-bit vectors where AVX-512 is there,
 //! 256-bit otherwise. Kernels are generic over [`SimdVector`] so f32 and f64 share one code.
 

@@ -27,4 +27,15 @@ impl MovementKernels for Cpu {
         }
         Ok(Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(shape)))
     }
+
+    fn assign(&self, destination: &Tensor, values: &Tensor) -> Result<()> {
+        let values = values.contiguous()?;
+        let source = {
+            let guard = values.storage();
+            let range = values.layout().contiguous_range().expect("contiguous");
+            crate::tensor::slice_storage(guard.cpu("assign")?, range)
+        };
+        let mut storage = destination.storage_mut();
+        crate::cpu::copy::scatter_into(storage.cpu_mut("assign")?, destination.layout(), &source)
+    }
 }

@@ -24,6 +24,14 @@ impl MovementKernels for Cuda {
         }
         Ok(device_tensor(out, like.device(), shape))
     }
+
+    fn assign(&self, destination: &Tensor, values: &Tensor) -> Result<()> {
+        if values.shares_storage_with(destination) {
+            // the copy kernel's source and destination must not overlap
+            return self.assign(destination, &values.deep_copy()?);
+        }
+        with_device_buffers("assign", [values, destination], |[source, target]| copy(source, values.layout(), target, destination.layout()))
+    }
 }
 
 /// Copies the view `x_view` of `x` into the view `y_view` of `y` (same shapes; the

@@ -18,6 +18,9 @@ pub(crate) trait MovementKernels {
     /// layout over the new tensor's contiguous storage). Used by cat, pad and narrow's
     /// backward.
     fn assemble(&self, shape: &[usize], like: &Tensor, fill: f64, parts: &[(&Tensor, Layout)]) -> Result<Tensor>;
+    /// Writes `values` into the view `destination` in place (same shape and dtype, checked by
+    /// `Tensor::assign`).
+    fn assign(&self, destination: &Tensor, values: &Tensor) -> Result<()>;
 }
 
 impl Tensor {
