@@ -3,10 +3,15 @@
 //! conv_transpose2d), over strides, paddings, dilations, kernels, channels and batches; f32 runs
 //! on larger odd sizes (the SIMD and threaded GEMM paths); the adjoint identity between the two
 //! ops; and f64 finite-difference gradient checks for every input, on contiguous and strided
-//! (permuted / narrowed) inputs.
+//! (permuted / narrowed) inputs. Every test runs on each device of the build (`cpu::…`,
+//! `cuda::…`; f32 kernels on a CUDA device).
 
+#[macro_use]
+mod common;
+
+use common::TestDevice;
 use ember::tensor::ops::conv::{Conv2dParams, ConvTranspose2dParams};
-use ember::tensor::testing::{assert_gradcheck, random, relative_error};
+use ember::tensor::testing::{random, relative_error};
 use ember::tensor::{DType, Tensor};
 
 // ---- naive references ------------------------------------------------------------------------
@@ -95,7 +100,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-// ---- conv2d forward ----------------------------------------------------------------------------
+// ---- conv2d cases ---------------------------------------------------------------------------
 
 /// One conv2d configuration: input `[n, c_in, h, w]`, weight `[c_out, c_in, kh, kw]`.
 struct ConvCase {
@@ -164,7 +169,8 @@ fn conv2d_cases() -> Vec<ConvCase> {
     ]
 }
 
-fn check_conv2d_case(case: &ConvCase, dtype: DType, tolerance: f64, seed: u64) {
+fn check_conv2d_case(dev: TestDevice, case: &ConvCase, dtype: DType, tolerance: f64, seed: u64) {
+    let (dtype, tolerance) = (dev.dtype(dtype), dev.tolerance(tolerance));
     let [_, c_in, _, _] = case.x;
     let ws = [case.c_out, c_in, case.k[0], case.k[1]];
     let x = random(&case.x, -1.0, 1.0, seed);
@@ -172,7 +178,7 @@ fn check_conv2d_case(case: &ConvCase, dtype: DType, tolerance: f64, seed: u64) {
     let b = random(&[case.c_out], -1.0, 1.0, seed + 2);
     let bias_values = b.to_vec_f64();
     let (expected, expected_shape) = naive_conv2d(&x.to_vec_f64(), case.x, &w.to_vec_f64(), ws, case.bias.then_some(&bias_values[..]), case.params);
-    let (xd, wd, bd) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
+    let (xd, wd, bd) = (dev.put(&x.to_dtype(dtype).unwrap()), dev.put(&w.to_dtype(dtype).unwrap()), dev.put(&b.to_dtype(dtype).unwrap()));
     let y = xd.conv2d(&wd, case.bias.then_some(&bd), case.params).unwrap();
     assert_eq!(y.dtype(), dtype, "{}", case.name);
     assert_eq!(y.shape(), expected_shape, "{}: output shape", case.name);
@@ -180,132 +186,7 @@ fn check_conv2d_case(case: &ConvCase, dtype: DType, tolerance: f64, seed: u64) {
     assert!(err < tolerance, "{} ({dtype:?}): relative error {err:.3e}", case.name);
 }
 
-#[test]
-fn conv2d_f64_matches_direct_loop_reference_over_strides_paddings_dilations_kernels() {
-    for (i, case) in conv2d_cases().iter().enumerate() {
-        check_conv2d_case(case, DType::F64, 1e-12, 100 + 10 * i as u64);
-    }
-}
-
-#[test]
-fn conv2d_f32_matches_f64_reference_on_the_same_cases() {
-    for (i, case) in conv2d_cases().iter().enumerate() {
-        check_conv2d_case(case, DType::F32, 1e-5, 300 + 10 * i as u64);
-    }
-}
-
-#[test]
-fn conv2d_f32_large_odd_sizes_match_reference_through_threaded_gemm() {
-    // per image: [65, 297] · [297, 323] — above the GEMM's threading threshold and deeper than
-    // one packed K slice
-    let case = ConvCase { name: "x [2,33,17,19], w [65,33,3,3], s1 p1", x: [2, 33, 17, 19], c_out: 65, k: [3, 3], params: Conv2dParams::new(1, 1), bias: true };
-    check_conv2d_case(&case, DType::F32, 1e-5, 7);
-    let case = ConvCase {
-        name: "x [3,17,21,15], w [33,17,3,3], s2 p1 d2",
-        x: [3, 17, 21, 15],
-        c_out: 33,
-        k: [3, 3],
-        params: Conv2dParams::new(2, 1).with_dilation(2),
-        bias: false,
-    };
-    check_conv2d_case(&case, DType::F32, 1e-5, 8);
-}
-
-#[test]
-fn conv2d_reads_strided_input_and_weight_views_like_their_contiguous_copies() {
-    // x stored as [N, H, C, W] and permuted; the weight is a narrow of a larger tensor
-    let x_nhcw = random(&[2, 7, 3, 9], -1.0, 1.0, 11);
-    let x = x_nhcw.permute(&[0, 2, 1, 3]).unwrap();
-    assert!(!x.is_contiguous());
-    let w_big = random(&[5, 3, 3, 4], -1.0, 1.0, 12);
-    let w = w_big.narrow(3, 1, 3).unwrap();
-    assert!(!w.is_contiguous());
-    let b = random(&[5], -1.0, 1.0, 13);
-    let p = Conv2dParams::new(2, 1);
-    let (expected, shape) = naive_conv2d(&x.to_vec_f64(), shape4(&x), &w.to_vec_f64(), shape4(&w), Some(&b.to_vec_f64()), p);
-    let y = x.conv2d(&w, Some(&b), p).unwrap();
-    assert_eq!(y.shape(), shape);
-    assert!(relative_error(&y.to_vec_f64(), &expected) < 1e-12);
-}
-
-#[test]
-fn conv2d_output_shape_follows_the_floor_formula() {
-    // (H + 2p − d(k−1) − 1)/s + 1 with a remainder dropped: (10 + 2 − 2 − 1)/2 + 1 = 5
-    let x = random(&[1, 2, 10, 9], -1.0, 1.0, 14);
-    let w = random(&[3, 2, 3, 2], -1.0, 1.0, 15);
-    let y = x.conv2d(&w, None, conv_params([2, 3], [1, 0], [1, 1])).unwrap();
-    assert_eq!(y.shape(), [1, 3, 5, 3]);
-}
-
-// ---- conv2d gradients ---------------------------------------------------------------------------
-
-#[test]
-fn conv2d_gradcheck_x_weight_bias_3x3_stride1_pad1() {
-    let x = random(&[2, 3, 5, 6], -1.0, 1.0, 21);
-    let w = random(&[4, 3, 3, 3], -1.0, 1.0, 22);
-    let b = random(&[4], -1.0, 1.0, 23);
-    assert_gradcheck("conv2d 3x3 s1 p1", |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::new(1, 1)), &[x, w, b]);
-}
-
-#[test]
-fn conv2d_gradcheck_pointwise_1x1_stride1_no_padding() {
-    // the image is its own im2col matrix: no copy forward, no col2im backward
-    let x = random(&[3, 5, 4, 3], -1.0, 1.0, 24);
-    let w = random(&[6, 5, 1, 1], -1.0, 1.0, 25);
-    let b = random(&[6], -1.0, 1.0, 26);
-    assert_gradcheck("conv2d 1x1 s1 p0", |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::default()), &[x, w, b]);
-}
-
-#[test]
-fn conv2d_gradcheck_stride2_pad1_no_bias_odd_sizes() {
-    let x = random(&[3, 1, 7, 5], -1.0, 1.0, 24);
-    let w = random(&[7, 1, 3, 3], -1.0, 1.0, 25);
-    assert_gradcheck("conv2d 3x3 s2 p1", |t| t[0].conv2d(&t[1], None, Conv2dParams::new(2, 1)), &[x, w]);
-}
-
-#[test]
-fn conv2d_gradcheck_non_square_stride_padding_and_2x3_kernel() {
-    let x = random(&[1, 3, 7, 6], -1.0, 1.0, 26);
-    let w = random(&[2, 3, 2, 3], -1.0, 1.0, 27);
-    let b = random(&[2], -1.0, 1.0, 28);
-    let p = conv_params([2, 1], [1, 0], [1, 1]);
-    assert_gradcheck("conv2d 2x3 s[2,1] p[1,0]", |t| t[0].conv2d(&t[1], Some(&t[2]), p), &[x, w, b]);
-}
-
-#[test]
-fn conv2d_gradcheck_dilation2() {
-    let x = random(&[1, 2, 8, 7], -1.0, 1.0, 29);
-    let w = random(&[3, 2, 3, 3], -1.0, 1.0, 30);
-    let b = random(&[3], -1.0, 1.0, 31);
-    let p = conv_params([1, 2], [2, 1], [2, 2]);
-    assert_gradcheck("conv2d 3x3 d2", |t| t[0].conv2d(&t[1], Some(&t[2]), p), &[x, w, b]);
-}
-
-#[test]
-fn conv2d_gradcheck_1x1_kernel() {
-    let x = random(&[3, 7, 3, 4], -1.0, 1.0, 32);
-    let w = random(&[5, 7, 1, 1], -1.0, 1.0, 33);
-    let b = random(&[5], -1.0, 1.0, 34);
-    assert_gradcheck("conv2d 1x1", |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::default()), &[x, w, b]);
-}
-
-#[test]
-fn conv2d_gradcheck_through_permuted_input_and_transposed_weight() {
-    // x stored [N, H, C, W] → permuted to NCHW; weight stored [Cin, Cout, kh, kw] → transposed
-    let x = random(&[2, 5, 3, 6], -1.0, 1.0, 35);
-    let w = random(&[3, 4, 3, 2], -1.0, 1.0, 36);
-    let b = random(&[4], -1.0, 1.0, 37);
-    assert_gradcheck("conv2d strided", |t| t[0].permute(&[0, 2, 1, 3])?.conv2d(&t[1].transpose(0, 1)?, Some(&t[2]), Conv2dParams::new(2, 1)), &[x, w, b]);
-}
-
-#[test]
-fn conv2d_gradcheck_through_narrowed_input() {
-    let x = random(&[2, 3, 6, 9], -1.0, 1.0, 38);
-    let w = random(&[2, 3, 3, 3], -1.0, 1.0, 39);
-    assert_gradcheck("conv2d narrowed x", |t| t[0].narrow(3, 2, 6)?.conv2d(&t[1], None, Conv2dParams::new(1, 1)), &[x, w]);
-}
-
-// ---- conv_transpose2d forward -------------------------------------------------------------------
+// ---- conv_transpose2d cases -----------------------------------------------------------------
 
 /// One conv_transpose2d configuration: input `[n, c_in, h, w]`, weight `[c_in, c_out, kh, kw]`.
 struct ConvTCase {
@@ -379,7 +260,8 @@ fn conv_transpose2d_cases() -> Vec<ConvTCase> {
     ]
 }
 
-fn check_conv_transpose2d_case(case: &ConvTCase, dtype: DType, tolerance: f64, seed: u64) {
+fn check_conv_transpose2d_case(dev: TestDevice, case: &ConvTCase, dtype: DType, tolerance: f64, seed: u64) {
+    let (dtype, tolerance) = (dev.dtype(dtype), dev.tolerance(tolerance));
     let [_, c_in, _, _] = case.x;
     let ws = [c_in, case.c_out, case.k[0], case.k[1]];
     let x = random(&case.x, -1.0, 1.0, seed);
@@ -387,7 +269,7 @@ fn check_conv_transpose2d_case(case: &ConvTCase, dtype: DType, tolerance: f64, s
     let b = random(&[case.c_out], -1.0, 1.0, seed + 2);
     let bias_values = b.to_vec_f64();
     let (expected, expected_shape) = naive_conv_transpose2d(&x.to_vec_f64(), case.x, &w.to_vec_f64(), ws, case.bias.then_some(&bias_values[..]), case.params);
-    let (xd, wd, bd) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
+    let (xd, wd, bd) = (dev.put(&x.to_dtype(dtype).unwrap()), dev.put(&w.to_dtype(dtype).unwrap()), dev.put(&b.to_dtype(dtype).unwrap()));
     let y = xd.conv_transpose2d(&wd, case.bias.then_some(&bd), case.params).unwrap_or_else(|e| panic!("{}: {e}", case.name));
     assert_eq!(y.dtype(), dtype, "{}", case.name);
     assert_eq!(y.shape(), expected_shape, "{}: output shape", case.name);
@@ -395,22 +277,169 @@ fn check_conv_transpose2d_case(case: &ConvTCase, dtype: DType, tolerance: f64, s
     assert!(err < tolerance, "{} ({dtype:?}): relative error {err:.3e}", case.name);
 }
 
-#[test]
-fn conv_transpose2d_f64_matches_scatter_reference_over_strides_paddings_output_paddings_dilations() {
-    for (i, case) in conv_transpose2d_cases().iter().enumerate() {
-        check_conv_transpose2d_case(case, DType::F64, 1e-12, 500 + 10 * i as u64);
+// ---- the adjoint identity ---------------------------------------------------------------------
+
+/// `<conv2d(x, w), y> = <x, conv_transpose2d(y, w)>` when the transposed conv's output size is
+/// picked (via output_padding) to be x's size.
+/// The dot products are taken in f64 over the values the device holds.
+#[allow(clippy::too_many_arguments)]
+fn check_adjoint(dev: TestDevice, xs: [usize; 4], c_out: usize, k: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], seed: u64) {
+    let [n, c_in, h, w_] = xs;
+    let x = dev.put(&random(&xs, -1.0, 1.0, seed));
+    let w = dev.put(&random(&[c_out, c_in, k[0], k[1]], -1.0, 1.0, seed + 1));
+    let conv = x.conv2d(&w, None, Conv2dParams { stride, padding, dilation }).unwrap();
+    let [_, _, ho, wo] = shape4(&conv);
+    let y = dev.put(&random(&[n, c_out, ho, wo], -1.0, 1.0, seed + 2));
+    let output_padding = [(h + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) % stride[0], (w_ + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) % stride[1]];
+    let back = y.conv_transpose2d(&w, None, ConvTranspose2dParams { stride, padding, output_padding, dilation }).unwrap();
+    assert_eq!(back.shape(), xs, "adjoint geometry");
+    let lhs = dot(&conv.to_vec_f64(), &y.to_vec_f64());
+    let rhs = dot(&x.to_vec_f64(), &back.to_vec_f64());
+    assert!((lhs - rhs).abs() <= dev.tolerance(1e-10) * lhs.abs().max(1.0), "<conv2d(x,w), y> = {lhs} but <x, conv_transpose2d(y,w)> = {rhs}");
+}
+
+// ---- gradients in a dtype on a device ----------------------------------------------------------
+
+/// The gradients (of `Σ f(x) ⊙ r` for a fixed random `r`) of every input, in `dtype` on `dev`
+/// (in `dev.dtype(dtype)`: f32 on a CUDA device).
+fn grads_in(dev: TestDevice, dtype: DType, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> ember::tensor::Result<Tensor>) -> Vec<Vec<f64>> {
+    let vars: Vec<Tensor> = inputs.iter().map(|t| dev.put(&t.to_dtype(dtype).unwrap()).variable()).collect();
+    let y = f(&vars).unwrap();
+    let r = dev.put(&random(y.shape(), -1.0, 1.0, 999).to_dtype(dtype).unwrap());
+    let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    vars.iter().map(|v| grads.get(v).expect("gradient").to_vec_f64()).collect()
+}
+
+per_device! {
+// ---- conv2d forward ----------------------------------------------------------------------------
+
+fn conv2d_f64_matches_direct_loop_reference_over_strides_paddings_dilations_kernels(dev) {
+    for (i, case) in conv2d_cases().iter().enumerate() {
+        check_conv2d_case(dev, case, DType::F64, 1e-12, 100 + 10 * i as u64);
     }
 }
 
-#[test]
-fn conv_transpose2d_f32_matches_f64_reference_on_the_same_cases() {
-    for (i, case) in conv_transpose2d_cases().iter().enumerate() {
-        check_conv_transpose2d_case(case, DType::F32, 1e-5, 700 + 10 * i as u64);
+fn conv2d_f32_matches_f64_reference_on_the_same_cases(dev) {
+    for (i, case) in conv2d_cases().iter().enumerate() {
+        check_conv2d_case(dev, case, DType::F32, 1e-5, 300 + 10 * i as u64);
     }
 }
 
-#[test]
-fn conv_transpose2d_f32_large_odd_sizes_match_reference() {
+fn conv2d_f32_large_odd_sizes_match_reference_through_threaded_gemm(dev) {
+    // per image: [65, 297] · [297, 323] — above the GEMM's threading threshold and deeper than
+    // one packed K slice
+    let case = ConvCase { name: "x [2,33,17,19], w [65,33,3,3], s1 p1", x: [2, 33, 17, 19], c_out: 65, k: [3, 3], params: Conv2dParams::new(1, 1), bias: true };
+    check_conv2d_case(dev, &case, DType::F32, 1e-5, 7);
+    let case = ConvCase {
+        name: "x [3,17,21,15], w [33,17,3,3], s2 p1 d2",
+        x: [3, 17, 21, 15],
+        c_out: 33,
+        k: [3, 3],
+        params: Conv2dParams::new(2, 1).with_dilation(2),
+        bias: false,
+    };
+    check_conv2d_case(dev, &case, DType::F32, 1e-5, 8);
+}
+
+fn conv2d_reads_strided_input_and_weight_views_like_their_contiguous_copies(dev) {
+    // x stored as [N, H, C, W] and permuted; the weight is a narrow of a larger tensor
+    let x_nhcw = dev.put(&random(&[2, 7, 3, 9], -1.0, 1.0, 11));
+    let x = x_nhcw.permute(&[0, 2, 1, 3]).unwrap();
+    assert!(!x.is_contiguous());
+    let w_big = dev.put(&random(&[5, 3, 3, 4], -1.0, 1.0, 12));
+    let w = w_big.narrow(3, 1, 3).unwrap();
+    assert!(!w.is_contiguous());
+    let b = dev.put(&random(&[5], -1.0, 1.0, 13));
+    let p = Conv2dParams::new(2, 1);
+    let (expected, shape) = naive_conv2d(&x.to_vec_f64(), shape4(&x), &w.to_vec_f64(), shape4(&w), Some(&b.to_vec_f64()), p);
+    let y = x.conv2d(&w, Some(&b), p).unwrap();
+    assert_eq!(y.shape(), shape);
+    assert!(relative_error(&y.to_vec_f64(), &expected) < dev.tolerance(1e-12));
+}
+
+fn conv2d_output_shape_follows_the_floor_formula(dev) {
+    // (H + 2p − d(k−1) − 1)/s + 1 with a remainder dropped: (10 + 2 − 2 − 1)/2 + 1 = 5
+    let x = dev.put(&random(&[1, 2, 10, 9], -1.0, 1.0, 14));
+    let w = dev.put(&random(&[3, 2, 3, 2], -1.0, 1.0, 15));
+    let y = x.conv2d(&w, None, conv_params([2, 3], [1, 0], [1, 1])).unwrap();
+    assert_eq!(y.shape(), [1, 3, 5, 3]);
+}
+
+// ---- conv2d gradients ---------------------------------------------------------------------------
+
+fn conv2d_gradcheck_x_weight_bias_3x3_stride1_pad1(dev) {
+    let x = random(&[2, 3, 5, 6], -1.0, 1.0, 21);
+    let w = random(&[4, 3, 3, 3], -1.0, 1.0, 22);
+    let b = random(&[4], -1.0, 1.0, 23);
+    dev.assert_gradcheck("conv2d 3x3 s1 p1", |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::new(1, 1)), &[x, w, b]);
+}
+
+fn conv2d_gradcheck_pointwise_1x1_stride1_no_padding(dev) {
+    // the image is its own im2col matrix: no copy forward, no col2im backward
+    let x = random(&[3, 5, 4, 3], -1.0, 1.0, 24);
+    let w = random(&[6, 5, 1, 1], -1.0, 1.0, 25);
+    let b = random(&[6], -1.0, 1.0, 26);
+    dev.assert_gradcheck("conv2d 1x1 s1 p0", |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::default()), &[x, w, b]);
+}
+
+fn conv2d_gradcheck_stride2_pad1_no_bias_odd_sizes(dev) {
+    let x = random(&[3, 1, 7, 5], -1.0, 1.0, 24);
+    let w = random(&[7, 1, 3, 3], -1.0, 1.0, 25);
+    dev.assert_gradcheck("conv2d 3x3 s2 p1", |t| t[0].conv2d(&t[1], None, Conv2dParams::new(2, 1)), &[x, w]);
+}
+
+fn conv2d_gradcheck_non_square_stride_padding_and_2x3_kernel(dev) {
+    let x = random(&[1, 3, 7, 6], -1.0, 1.0, 26);
+    let w = random(&[2, 3, 2, 3], -1.0, 1.0, 27);
+    let b = random(&[2], -1.0, 1.0, 28);
+    let p = conv_params([2, 1], [1, 0], [1, 1]);
+    dev.assert_gradcheck("conv2d 2x3 s[2,1] p[1,0]", |t| t[0].conv2d(&t[1], Some(&t[2]), p), &[x, w, b]);
+}
+
+fn conv2d_gradcheck_dilation2(dev) {
+    let x = random(&[1, 2, 8, 7], -1.0, 1.0, 29);
+    let w = random(&[3, 2, 3, 3], -1.0, 1.0, 30);
+    let b = random(&[3], -1.0, 1.0, 31);
+    let p = conv_params([1, 2], [2, 1], [2, 2]);
+    dev.assert_gradcheck("conv2d 3x3 d2", |t| t[0].conv2d(&t[1], Some(&t[2]), p), &[x, w, b]);
+}
+
+fn conv2d_gradcheck_1x1_kernel(dev) {
+    let x = random(&[3, 7, 3, 4], -1.0, 1.0, 32);
+    let w = random(&[5, 7, 1, 1], -1.0, 1.0, 33);
+    let b = random(&[5], -1.0, 1.0, 34);
+    dev.assert_gradcheck("conv2d 1x1", |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::default()), &[x, w, b]);
+}
+
+fn conv2d_gradcheck_through_permuted_input_and_transposed_weight(dev) {
+    // x stored [N, H, C, W] → permuted to NCHW; weight stored [Cin, Cout, kh, kw] → transposed
+    let x = random(&[2, 5, 3, 6], -1.0, 1.0, 35);
+    let w = random(&[3, 4, 3, 2], -1.0, 1.0, 36);
+    let b = random(&[4], -1.0, 1.0, 37);
+    dev.assert_gradcheck("conv2d strided", |t| t[0].permute(&[0, 2, 1, 3])?.conv2d(&t[1].transpose(0, 1)?, Some(&t[2]), Conv2dParams::new(2, 1)), &[x, w, b]);
+}
+
+fn conv2d_gradcheck_through_narrowed_input(dev) {
+    let x = random(&[2, 3, 6, 9], -1.0, 1.0, 38);
+    let w = random(&[2, 3, 3, 3], -1.0, 1.0, 39);
+    dev.assert_gradcheck("conv2d narrowed x", |t| t[0].narrow(3, 2, 6)?.conv2d(&t[1], None, Conv2dParams::new(1, 1)), &[x, w]);
+}
+
+// ---- conv_transpose2d forward -------------------------------------------------------------------
+
+fn conv_transpose2d_f64_matches_scatter_reference_over_strides_paddings_output_paddings_dilations(dev) {
+    for (i, case) in conv_transpose2d_cases().iter().enumerate() {
+        check_conv_transpose2d_case(dev, case, DType::F64, 1e-12, 500 + 10 * i as u64);
+    }
+}
+
+fn conv_transpose2d_f32_matches_f64_reference_on_the_same_cases(dev) {
+    for (i, case) in conv_transpose2d_cases().iter().enumerate() {
+        check_conv_transpose2d_case(dev, case, DType::F32, 1e-5, 700 + 10 * i as u64);
+    }
+}
+
+fn conv_transpose2d_f32_large_odd_sizes_match_reference(dev) {
     // the UNet upsampler geometry at odd channel counts: per image [272, 33]ᵀ · [33, 99]
     let case = ConvTCase {
         name: "x [2,33,9,11], w [33,17,4,4], s2 p1",
@@ -420,7 +449,7 @@ fn conv_transpose2d_f32_large_odd_sizes_match_reference() {
         params: ConvTranspose2dParams::new(2, 1, 0),
         bias: true,
     };
-    check_conv_transpose2d_case(&case, DType::F32, 1e-5, 9);
+    check_conv_transpose2d_case(dev, &case, DType::F32, 1e-5, 9);
     let case = ConvTCase {
         name: "x [1,65,13,15], w [65,33,3,3], s1 p1",
         x: [1, 65, 13, 15],
@@ -429,82 +458,74 @@ fn conv_transpose2d_f32_large_odd_sizes_match_reference() {
         params: ConvTranspose2dParams::new(1, 1, 0),
         bias: false,
     };
-    check_conv_transpose2d_case(&case, DType::F32, 1e-5, 10);
+    check_conv_transpose2d_case(dev, &case, DType::F32, 1e-5, 10);
 }
 
-#[test]
-fn conv_transpose2d_4x4_stride2_pad1_doubles_the_spatial_size() {
-    let x = random(&[1, 2, 5, 7], -1.0, 1.0, 40);
-    let w = random(&[2, 3, 4, 4], -1.0, 1.0, 41);
+fn conv_transpose2d_4x4_stride2_pad1_doubles_the_spatial_size(dev) {
+    let x = dev.put(&random(&[1, 2, 5, 7], -1.0, 1.0, 40));
+    let w = dev.put(&random(&[2, 3, 4, 4], -1.0, 1.0, 41));
     let y = x.conv_transpose2d(&w, None, ConvTranspose2dParams::new(2, 1, 0)).unwrap();
     assert_eq!(y.shape(), [1, 3, 10, 14]);
 }
 
-#[test]
-fn conv_transpose2d_reads_strided_input_and_weight_views_like_their_contiguous_copies() {
-    let x_nhcw = random(&[2, 4, 3, 5], -1.0, 1.0, 42);
+fn conv_transpose2d_reads_strided_input_and_weight_views_like_their_contiguous_copies(dev) {
+    let x_nhcw = dev.put(&random(&[2, 4, 3, 5], -1.0, 1.0, 42));
     let x = x_nhcw.permute(&[0, 2, 1, 3]).unwrap();
-    let w_oi = random(&[4, 3, 4, 4], -1.0, 1.0, 43); // stored [Cout, Cin, ...]
+    let w_oi = dev.put(&random(&[4, 3, 4, 4], -1.0, 1.0, 43)); // stored [Cout, Cin, ...]
     let w = w_oi.transpose(0, 1).unwrap();
     assert!(!x.is_contiguous() && !w.is_contiguous());
-    let b = random(&[4], -1.0, 1.0, 44);
+    let b = dev.put(&random(&[4], -1.0, 1.0, 44));
     let p = ConvTranspose2dParams::new(2, 1, 0);
     let (expected, shape) = naive_conv_transpose2d(&x.to_vec_f64(), shape4(&x), &w.to_vec_f64(), shape4(&w), Some(&b.to_vec_f64()), p);
     let y = x.conv_transpose2d(&w, Some(&b), p).unwrap();
     assert_eq!(y.shape(), shape);
-    assert!(relative_error(&y.to_vec_f64(), &expected) < 1e-12);
+    assert!(relative_error(&y.to_vec_f64(), &expected) < dev.tolerance(1e-12));
 }
 
 // ---- conv_transpose2d gradients -----------------------------------------------------------------
 
-#[test]
-fn conv_transpose2d_gradcheck_x_weight_bias_stride1() {
+fn conv_transpose2d_gradcheck_x_weight_bias_stride1(dev) {
     let x = random(&[2, 3, 4, 5], -1.0, 1.0, 51);
     let w = random(&[3, 2, 3, 3], -1.0, 1.0, 52);
     let b = random(&[2], -1.0, 1.0, 53);
-    assert_gradcheck("conv_transpose2d s1 p1", |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), ConvTranspose2dParams::new(1, 1, 0)), &[x, w, b]);
+    dev.assert_gradcheck("conv_transpose2d s1 p1", |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), ConvTranspose2dParams::new(1, 1, 0)), &[x, w, b]);
 }
 
-#[test]
-fn conv_transpose2d_gradcheck_k4_stride2_pad1_upsampler() {
+fn conv_transpose2d_gradcheck_k4_stride2_pad1_upsampler(dev) {
     let x = random(&[2, 3, 3, 5], -1.0, 1.0, 54);
     let w = random(&[3, 2, 4, 4], -1.0, 1.0, 55);
     let b = random(&[2], -1.0, 1.0, 56);
-    assert_gradcheck("conv_transpose2d k4 s2 p1", |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), ConvTranspose2dParams::new(2, 1, 0)), &[x, w, b]);
+    dev.assert_gradcheck("conv_transpose2d k4 s2 p1", |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), ConvTranspose2dParams::new(2, 1, 0)), &[x, w, b]);
 }
 
-#[test]
-fn conv_transpose2d_gradcheck_stride2_pad1_output_padding1() {
+fn conv_transpose2d_gradcheck_stride2_pad1_output_padding1(dev) {
     let x = random(&[1, 3, 4, 3], -1.0, 1.0, 57);
     let w = random(&[3, 7, 3, 3], -1.0, 1.0, 58);
     let b = random(&[7], -1.0, 1.0, 59);
-    assert_gradcheck("conv_transpose2d k3 s2 p1 op1", |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), ConvTranspose2dParams::new(2, 1, 1)), &[x, w, b]);
+    dev.assert_gradcheck("conv_transpose2d k3 s2 p1 op1", |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), ConvTranspose2dParams::new(2, 1, 1)), &[x, w, b]);
 }
 
-#[test]
-fn conv_transpose2d_gradcheck_non_square_stride_padding_output_padding() {
+fn conv_transpose2d_gradcheck_non_square_stride_padding_output_padding(dev) {
     let x = random(&[1, 2, 3, 4], -1.0, 1.0, 60);
     let w = random(&[2, 3, 2, 3], -1.0, 1.0, 61);
     let b = random(&[3], -1.0, 1.0, 62);
     let p = convt_params([2, 3], [1, 0], [1, 2], [1, 1]);
-    assert_gradcheck("conv_transpose2d non-square", |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), p), &[x, w, b]);
+    dev.assert_gradcheck("conv_transpose2d non-square", |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), p), &[x, w, b]);
 }
 
-#[test]
-fn conv_transpose2d_gradcheck_dilation2() {
+fn conv_transpose2d_gradcheck_dilation2(dev) {
     let x = random(&[2, 2, 3, 4], -1.0, 1.0, 63);
     let w = random(&[2, 3, 3, 3], -1.0, 1.0, 64);
     let b = random(&[3], -1.0, 1.0, 65);
     let p = convt_params([2, 1], [1, 2], [1, 1], [2, 2]);
-    assert_gradcheck("conv_transpose2d d2", |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), p), &[x, w, b]);
+    dev.assert_gradcheck("conv_transpose2d d2", |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), p), &[x, w, b]);
 }
 
-#[test]
-fn conv_transpose2d_gradcheck_through_permuted_input_and_transposed_weight() {
+fn conv_transpose2d_gradcheck_through_permuted_input_and_transposed_weight(dev) {
     let x = random(&[2, 4, 3, 3], -1.0, 1.0, 66); // stored [N, H, C, W]
     let w = random(&[2, 3, 4, 4], -1.0, 1.0, 67); // stored [Cout, Cin, kh, kw]
     let b = random(&[2], -1.0, 1.0, 68);
-    assert_gradcheck(
+    dev.assert_gradcheck(
         "conv_transpose2d strided",
         |t| t[0].permute(&[0, 2, 1, 3])?.conv_transpose2d(&t[1].transpose(0, 1)?, Some(&t[2]), ConvTranspose2dParams::new(2, 1, 0)),
         &[x, w, b],
@@ -513,79 +534,52 @@ fn conv_transpose2d_gradcheck_through_permuted_input_and_transposed_weight() {
 
 // ---- the adjoint identity ---------------------------------------------------------------------
 
-/// `<conv2d(x, w), y> = <x, conv_transpose2d(y, w)>` when the transposed conv's output size is
-/// picked (via output_padding) to be x's size.
-fn check_adjoint(xs: [usize; 4], c_out: usize, k: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], seed: u64) {
-    let [n, c_in, h, w_] = xs;
-    let x = random(&xs, -1.0, 1.0, seed);
-    let w = random(&[c_out, c_in, k[0], k[1]], -1.0, 1.0, seed + 1);
-    let conv = x.conv2d(&w, None, Conv2dParams { stride, padding, dilation }).unwrap();
-    let [_, _, ho, wo] = shape4(&conv);
-    let y = random(&[n, c_out, ho, wo], -1.0, 1.0, seed + 2);
-    let output_padding = [(h + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) % stride[0], (w_ + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) % stride[1]];
-    let back = y.conv_transpose2d(&w, None, ConvTranspose2dParams { stride, padding, output_padding, dilation }).unwrap();
-    assert_eq!(back.shape(), xs, "adjoint geometry");
-    let lhs = dot(&conv.to_vec_f64(), &y.to_vec_f64());
-    let rhs = dot(&x.to_vec_f64(), &back.to_vec_f64());
-    assert!((lhs - rhs).abs() <= 1e-10 * lhs.abs().max(1.0), "<conv2d(x,w), y> = {lhs} but <x, conv_transpose2d(y,w)> = {rhs}");
-}
-
-#[test]
-fn conv_transpose2d_is_the_adjoint_of_conv2d() {
-    check_adjoint([2, 3, 7, 9], 5, [3, 3], [1, 1], [1, 1], [1, 1], 71);
-    check_adjoint([1, 7, 9, 8], 3, [3, 3], [2, 2], [1, 1], [1, 1], 72);
-    check_adjoint([3, 2, 10, 11], 4, [4, 4], [2, 2], [1, 1], [1, 1], 73);
-    check_adjoint([1, 3, 8, 7], 2, [2, 3], [2, 1], [1, 0], [1, 1], 74);
-    check_adjoint([2, 1, 11, 9], 7, [3, 3], [2, 3], [2, 1], [2, 2], 75);
-    check_adjoint([1, 3, 5, 6], 1, [1, 1], [2, 2], [0, 0], [1, 1], 76);
+fn conv_transpose2d_is_the_adjoint_of_conv2d(dev) {
+    check_adjoint(dev, [2, 3, 7, 9], 5, [3, 3], [1, 1], [1, 1], [1, 1], 71);
+    check_adjoint(dev, [1, 7, 9, 8], 3, [3, 3], [2, 2], [1, 1], [1, 1], 72);
+    check_adjoint(dev, [3, 2, 10, 11], 4, [4, 4], [2, 2], [1, 1], [1, 1], 73);
+    check_adjoint(dev, [1, 3, 8, 7], 2, [2, 3], [2, 1], [1, 0], [1, 1], 74);
+    check_adjoint(dev, [2, 1, 11, 9], 7, [3, 3], [2, 3], [2, 1], [2, 2], 75);
+    check_adjoint(dev, [1, 3, 5, 6], 1, [1, 1], [2, 2], [0, 0], [1, 1], 76);
 }
 
 // ---- f32 backward on larger sizes ---------------------------------------------------------------
 
-/// The gradients (of `Σ f(x) ⊙ r` for a fixed random `r`) of every input, in `dtype`.
-fn grads_in(dtype: DType, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> ember::tensor::Result<Tensor>) -> Vec<Vec<f64>> {
-    let vars: Vec<Tensor> = inputs.iter().map(|t| t.to_dtype(dtype).unwrap().variable()).collect();
-    let y = f(&vars).unwrap();
-    let r = random(y.shape(), -1.0, 1.0, 999).to_dtype(dtype).unwrap();
-    let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-    vars.iter().map(|v| grads.get(v).expect("gradient").to_vec_f64()).collect()
-}
-
-#[test]
-fn conv2d_f32_gradients_match_f64_gradients_on_large_odd_sizes() {
+fn conv2d_f32_gradients_match_f64_gradients_on_large_odd_sizes(dev) {
     // the f64 gradients are proven by the finite-difference checks above; f32 runs the same
     // kernels through the f32 SIMD GEMM (threaded at this size)
     let inputs = [random(&[2, 33, 17, 19], -1.0, 1.0, 81), random(&[65, 33, 3, 3], -1.0, 1.0, 82), random(&[65], -1.0, 1.0, 83)];
     let f = |t: &[Tensor]| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::new(1, 1));
-    let (g32, g64) = (grads_in(DType::F32, &inputs, f), grads_in(DType::F64, &inputs, f));
+    // the f64 reference gradients on the CPU
+    let (g32, g64) = (grads_in(dev, DType::F32, &inputs, f), grads_in(TestDevice::CPU, DType::F64, &inputs, f));
     for (i, (a, e)) in g32.iter().zip(&g64).enumerate() {
         let err = relative_error(a, e);
-        assert!(err < 1e-5, "conv2d input {i}: f32 gradient relative error {err:.3e}");
+        assert!(err < dev.tolerance(1e-5), "conv2d input {i}: f32 gradient relative error {err:.3e}");
     }
 }
 
-#[test]
-fn conv_transpose2d_f32_gradients_match_f64_gradients_on_large_odd_sizes() {
+fn conv_transpose2d_f32_gradients_match_f64_gradients_on_large_odd_sizes(dev) {
     let inputs = [random(&[2, 33, 9, 11], -1.0, 1.0, 84), random(&[33, 17, 4, 4], -1.0, 1.0, 85), random(&[17], -1.0, 1.0, 86)];
     let f = |t: &[Tensor]| t[0].conv_transpose2d(&t[1], Some(&t[2]), ConvTranspose2dParams::new(2, 1, 0));
-    let (g32, g64) = (grads_in(DType::F32, &inputs, f), grads_in(DType::F64, &inputs, f));
+    // the f64 reference gradients on the CPU
+    let (g32, g64) = (grads_in(dev, DType::F32, &inputs, f), grads_in(TestDevice::CPU, DType::F64, &inputs, f));
     for (i, (a, e)) in g32.iter().zip(&g64).enumerate() {
         let err = relative_error(a, e);
-        assert!(err < 1e-5, "conv_transpose2d input {i}: f32 gradient relative error {err:.3e}");
+        assert!(err < dev.tolerance(1e-5), "conv_transpose2d input {i}: f32 gradient relative error {err:.3e}");
     }
 }
 
 // ---- partial gradients and non-contiguous output gradients ----------------------------------------
 
-#[test]
-fn conv_gradients_when_only_one_input_requires_grad_match_the_full_backward() {
+fn conv_gradients_when_only_one_input_requires_grad_match_the_full_backward(dev) {
     let (x, w, b) = (random(&[2, 3, 5, 6], -1.0, 1.0, 91), random(&[4, 3, 3, 3], -1.0, 1.0, 92), random(&[4], -1.0, 1.0, 93));
     let p = Conv2dParams::new(2, 1);
-    let full = grads_in(DType::F64, &[x.clone(), w.clone(), b.clone()], |t| t[0].conv2d(&t[1], Some(&t[2]), p));
+    let full = grads_in(dev, DType::F64, &[x.clone(), w.clone(), b.clone()], |t| t[0].conv2d(&t[1], Some(&t[2]), p));
+    let (x, w, b) = (dev.put(&x), dev.put(&w), dev.put(&b));
     // only x
     let xv = x.variable();
     let y = xv.conv2d(&w, Some(&b), p).unwrap();
-    let r = random(y.shape(), -1.0, 1.0, 999);
+    let r = dev.put(&random(y.shape(), -1.0, 1.0, 999));
     let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(g.get(&xv).unwrap().to_vec_f64(), full[0]);
     // only the weight
@@ -597,29 +591,30 @@ fn conv_gradients_when_only_one_input_requires_grad_match_the_full_backward() {
 
     let (x, w) = (random(&[2, 3, 4, 5], -1.0, 1.0, 94), random(&[3, 2, 4, 4], -1.0, 1.0, 95));
     let p = ConvTranspose2dParams::new(2, 1, 0);
-    let full = grads_in(DType::F64, &[x.clone(), w.clone()], |t| t[0].conv_transpose2d(&t[1], None, p));
+    let full = grads_in(dev, DType::F64, &[x.clone(), w.clone()], |t| t[0].conv_transpose2d(&t[1], None, p));
+    let (x, w) = (dev.put(&x), dev.put(&w));
     let xv = x.variable();
     let y = xv.conv_transpose2d(&w, None, p).unwrap();
-    let r = random(y.shape(), -1.0, 1.0, 999);
+    let r = dev.put(&random(y.shape(), -1.0, 1.0, 999));
     assert_eq!(y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap().get(&xv).unwrap().to_vec_f64(), full[0]);
     let wv = w.variable();
     let y = x.conv_transpose2d(&wv, None, p).unwrap();
     assert_eq!(y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap().get(&wv).unwrap().to_vec_f64(), full[1]);
 }
 
-#[test]
-fn conv_gradcheck_when_the_output_gradient_arrives_non_contiguous() {
+fn conv_gradcheck_when_the_output_gradient_arrives_non_contiguous(dev) {
     // permuting the output makes the gradient that reaches the conv's backward a strided view
     let x = random(&[2, 3, 4, 5], -1.0, 1.0, 96);
     let w = random(&[4, 3, 2, 3], -1.0, 1.0, 97);
     let b = random(&[4], -1.0, 1.0, 98);
-    assert_gradcheck("conv2d, output permuted", |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::new(1, 1))?.permute(&[3, 1, 0, 2]), &[x, w, b]);
+    dev.assert_gradcheck("conv2d, output permuted", |t| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::new(1, 1))?.permute(&[3, 1, 0, 2]), &[x, w, b]);
     let x = random(&[2, 3, 3, 4], -1.0, 1.0, 99);
     let w = random(&[3, 2, 4, 4], -1.0, 1.0, 100);
     let b = random(&[2], -1.0, 1.0, 101);
-    assert_gradcheck(
+    dev.assert_gradcheck(
         "conv_transpose2d, output transposed",
         |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), ConvTranspose2dParams::new(2, 1, 0))?.transpose(1, 3),
         &[x, w, b],
     );
+}
 }

@@ -1,10 +1,14 @@
 //! Movement ops: reshape, flatten_all, permute, transpose, narrow, broadcast_to/expand,
 //! contiguous, unsqueeze/squeeze, cat, pad. Values against naive index loops, which ops are
 //! views (shared storage) and which copy, and gradient checks in f64 (strided inputs included).
+//! Every test but the f16/bf16 one runs on each device of the build (`cpu::…`, `cuda::…`; f32
+//! kernels on a CUDA device, where the references are computed from the f32 values the device
+//! holds, so movement stays bit-exact).
 
-use ember::tensor::testing::{assert_gradcheck, random};
+use ember::tensor::testing::random;
 use ember::tensor::{DType, Tensor};
 
+#[macro_use]
 mod common;
 use common::*;
 
@@ -67,18 +71,19 @@ fn assert_exact(actual: &Tensor, expected: &[f64], shape: &[usize], what: &str) 
 
 const ALL_PERMUTATIONS_OF_3: [[usize; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
 
+per_device! {
 // ---- reshape ---------------------------------------------------------------------------------
 
-#[test]
-fn reshape_of_contiguous_tensor_is_a_storage_sharing_view_in_row_major_order_and_gradient_checks() {
-    let x = random(&[3, 5, 7], -2.0, 2.0, 1);
+fn reshape_of_contiguous_tensor_is_a_storage_sharing_view_in_row_major_order_and_gradient_checks(dev) {
+    let host = random(&[3, 5, 7], -2.0, 2.0, 1);
+    let x = dev.put(&host);
     let values = x.to_vec_f64();
     for shape in [&[7, 15][..], &[105], &[5, 3, 7], &[1, 105, 1], &[3, 35]] {
         let y = x.reshape(shape).unwrap();
         assert!(y.shares_storage_with(&x), "reshape {shape:?} of a contiguous tensor is a view");
         assert!(y.is_contiguous());
         assert_exact(&y, &values, shape, &format!("reshape {shape:?}"));
-        assert_gradcheck(&format!("reshape {shape:?}"), |t| t[0].reshape(shape), std::slice::from_ref(&x));
+        dev.assert_gradcheck(&format!("reshape {shape:?}"), |t| t[0].reshape(shape), std::slice::from_ref(&host));
     }
     // a contiguous narrow (along the first axis) is still reshaped as a view
     let rows = x.narrow(0, 1, 2).unwrap();
@@ -90,9 +95,9 @@ fn reshape_of_contiguous_tensor_is_a_storage_sharing_view_in_row_major_order_and
     assert_exact(&flat, &values, &[105], "flatten_all");
 }
 
-#[test]
-fn reshape_of_non_contiguous_tensor_copies_in_logical_order_and_gradient_checks() {
-    let base = random(&[5, 7], -2.0, 2.0, 2);
+fn reshape_of_non_contiguous_tensor_copies_in_logical_order_and_gradient_checks(dev) {
+    let host = random(&[5, 7], -2.0, 2.0, 2);
+    let base = dev.put(&host);
     let xt = base.transpose(0, 1).unwrap();
     let expected = naive_permute(&base.to_vec_f64(), &[5, 7], &[1, 0]);
     for shape in [&[35][..], &[5, 7], &[7, 5, 1]] {
@@ -100,20 +105,21 @@ fn reshape_of_non_contiguous_tensor_copies_in_logical_order_and_gradient_checks(
         assert!(!y.shares_storage_with(&base), "reshape {shape:?} of a transposed view copies");
         assert!(y.is_contiguous());
         assert_exact(&y, &expected, shape, &format!("reshape {shape:?} of transposed"));
-        assert_gradcheck(&format!("reshape {shape:?} of transposed"), |t| t[0].transpose(0, 1)?.reshape(shape), std::slice::from_ref(&base));
+        dev.assert_gradcheck(&format!("reshape {shape:?} of transposed"), |t| t[0].transpose(0, 1)?.reshape(shape), std::slice::from_ref(&host));
     }
-    let base = random(&[3, 9], -2.0, 2.0, 3);
+    let host = random(&[3, 9], -2.0, 2.0, 3);
+    let base = dev.put(&host);
     let narrowed = base.narrow(1, 2, 5).unwrap();
     let y = narrowed.reshape(&[15]).unwrap();
     assert_exact(&y, &naive_narrow(&base.to_vec_f64(), &[3, 9], 1, 2, 5), &[15], "reshape of narrowed");
-    assert_gradcheck("reshape of narrowed", |t| t[0].narrow(1, 2, 5)?.reshape(&[5, 3]), &[base]);
+    dev.assert_gradcheck("reshape of narrowed", |t| t[0].narrow(1, 2, 5)?.reshape(&[5, 3]), &[host]);
 }
 
 // ---- permute / transpose ---------------------------------------------------------------------
 
-#[test]
-fn permute_is_a_view_matching_reference_for_every_permutation_and_gradient_checks() {
-    let x = random(&[3, 5, 7], -2.0, 2.0, 4);
+fn permute_is_a_view_matching_reference_for_every_permutation_and_gradient_checks(dev) {
+    let host = random(&[3, 5, 7], -2.0, 2.0, 4);
+    let x = dev.put(&host);
     let values = x.to_vec_f64();
     for dims in ALL_PERMUTATIONS_OF_3 {
         let y = x.permute(&dims).unwrap();
@@ -121,40 +127,40 @@ fn permute_is_a_view_matching_reference_for_every_permutation_and_gradient_check
         assert!(y.shares_storage_with(&x));
         assert_eq!(y.is_contiguous(), dims == [0, 1, 2], "{dims:?}");
         assert_exact(&y, &naive_permute(&values, &[3, 5, 7], &dims), &shape, &format!("permute {dims:?}"));
-        assert_gradcheck(&format!("permute {dims:?}"), |t| t[0].permute(&dims), std::slice::from_ref(&x));
+        dev.assert_gradcheck(&format!("permute {dims:?}"), |t| t[0].permute(&dims), std::slice::from_ref(&host));
         // composing with a second permutation
         let z = y.permute(&[2, 0, 1]).unwrap();
         let expected = naive_permute(&naive_permute(&values, &[3, 5, 7], &dims), &shape, &[2, 0, 1]);
         let z_shape = [shape[2], shape[0], shape[1]];
         assert_exact(&z, &expected, &z_shape, &format!("permute {dims:?} then [2,0,1]"));
-        assert_gradcheck(&format!("permute {dims:?} then [2,0,1]"), |t| t[0].permute(&dims)?.permute(&[2, 0, 1]), std::slice::from_ref(&x));
+        dev.assert_gradcheck(&format!("permute {dims:?} then [2,0,1]"), |t| t[0].permute(&dims)?.permute(&[2, 0, 1]), std::slice::from_ref(&host));
     }
     // size-1 axes and a rank-4 tensor
-    let x = random(&[2, 1, 3, 1], -2.0, 2.0, 5);
+    let host = random(&[2, 1, 3, 1], -2.0, 2.0, 5);
+    let x = dev.put(&host);
     let y = x.permute(&[3, 2, 0, 1]).unwrap();
     assert_exact(&y, &naive_permute(&x.to_vec_f64(), &[2, 1, 3, 1], &[3, 2, 0, 1]), &[1, 3, 2, 1], "permute rank 4");
-    assert_gradcheck("permute rank 4", |t| t[0].permute(&[3, 2, 0, 1]), &[x]);
+    dev.assert_gradcheck("permute rank 4", |t| t[0].permute(&[3, 2, 0, 1]), &[host]);
 }
 
-#[test]
-fn transpose_swaps_two_axes_including_negative_ones_as_a_view_and_gradient_checks() {
-    let x = random(&[3, 5, 7], -2.0, 2.0, 6);
+fn transpose_swaps_two_axes_including_negative_ones_as_a_view_and_gradient_checks(dev) {
+    let host = random(&[3, 5, 7], -2.0, 2.0, 6);
+    let x = dev.put(&host);
     let values = x.to_vec_f64();
     for ((a, b), dims) in [((0, 2), [2, 1, 0]), ((-1, -2), [0, 2, 1]), ((1, 0), [1, 0, 2]), ((1, 1), [0, 1, 2]), ((-3, 1), [1, 0, 2])] {
         let y = x.transpose(a, b).unwrap();
         let shape: Vec<usize> = dims.iter().map(|&d| [3, 5, 7][d]).collect();
         assert!(y.shares_storage_with(&x));
         assert_exact(&y, &naive_permute(&values, &[3, 5, 7], &dims), &shape, &format!("transpose({a},{b})"));
-        assert_gradcheck(&format!("transpose({a},{b})"), |t| t[0].transpose(a, b), std::slice::from_ref(&x));
+        dev.assert_gradcheck(&format!("transpose({a},{b})"), |t| t[0].transpose(a, b), std::slice::from_ref(&host));
     }
 }
 
 // ---- narrow ----------------------------------------------------------------------------------
 
-#[test]
-fn narrow_is_a_view_matching_reference_on_every_axis_and_gradient_checks() {
+fn narrow_is_a_view_matching_reference_on_every_axis_and_gradient_checks(dev) {
     let shape = [5, 7, 9];
-    let x = random(&shape, -2.0, 2.0, 7);
+    let x = dev.put(&random(&shape, -2.0, 2.0, 7));
     let values = x.to_vec_f64();
     for (axis, start, len) in [(0isize, 0, 1), (0, 2, 3), (1, 3, 4), (2, 0, 9), (2, 8, 1), (-1, 1, 7), (-2, 6, 1), (1, 7, 0)] {
         let normalized = if axis < 0 { (axis + 3) as usize } else { axis as usize };
@@ -166,7 +172,7 @@ fn narrow_is_a_view_matching_reference_on_every_axis_and_gradient_checks() {
     }
     let small = random(&[3, 5, 7], -2.0, 2.0, 8);
     for (axis, start, len) in [(0isize, 1, 2), (1, 0, 1), (-1, 2, 5), (2, 6, 1)] {
-        assert_gradcheck(&format!("narrow({axis},{start},{len})"), |t| t[0].narrow(axis, start, len), std::slice::from_ref(&small));
+        dev.assert_gradcheck(&format!("narrow({axis},{start},{len})"), |t| t[0].narrow(axis, start, len), std::slice::from_ref(&small));
     }
     // narrow of a narrow, and narrow of a transposed view
     let y = x.narrow(2, 1, 7).unwrap().narrow(2, 2, 3).unwrap().narrow(0, 1, 3).unwrap();
@@ -175,33 +181,34 @@ fn narrow_is_a_view_matching_reference_on_every_axis_and_gradient_checks() {
     let y = x.transpose(0, 2).unwrap().narrow(1, 2, 4).unwrap();
     let expected = naive_narrow(&naive_permute(&values, &shape, &[2, 1, 0]), &[9, 7, 5], 1, 2, 4);
     assert_exact(&y, &expected, &[9, 4, 5], "narrow of transposed");
-    assert_gradcheck("narrow of narrow", |t| t[0].narrow(2, 1, 5)?.narrow(2, 2, 3)?.narrow(0, 1, 1), std::slice::from_ref(&small));
-    assert_gradcheck("narrow of transposed", |t| t[0].transpose(0, 2)?.narrow(1, 2, 2), &[small]);
+    dev.assert_gradcheck("narrow of narrow", |t| t[0].narrow(2, 1, 5)?.narrow(2, 2, 3)?.narrow(0, 1, 1), std::slice::from_ref(&small));
+    dev.assert_gradcheck("narrow of transposed", |t| t[0].transpose(0, 2)?.narrow(1, 2, 2), &[small]);
 }
 
 // ---- broadcast_to / expand -------------------------------------------------------------------
 
-#[test]
-fn broadcast_to_and_expand_are_storage_sharing_views_matching_reference_and_gradient_checks() {
+fn broadcast_to_and_expand_are_storage_sharing_views_matching_reference_and_gradient_checks(dev) {
     let cases: [(&[usize], &[usize]); 7] =
         [(&[3, 1], &[2, 3, 4]), (&[], &[2, 3]), (&[1], &[5]), (&[5], &[3, 5]), (&[1, 7, 1], &[3, 7, 5]), (&[3, 1, 5], &[2, 3, 4, 5]), (&[2, 3], &[2, 3])];
     for (k, (shape, target)) in cases.into_iter().enumerate() {
-        let x = random(shape, -2.0, 2.0, 10 + k as u64);
+        let host = random(shape, -2.0, 2.0, 10 + k as u64);
+        let x = dev.put(&host);
         let expected = naive_broadcast(&x.to_vec_f64(), shape, target);
         let y = x.broadcast_to(target).unwrap();
         assert!(y.shares_storage_with(&x), "broadcast_to {shape:?} -> {target:?} is a view");
         assert_exact(&y, &expected, target, &format!("broadcast_to {shape:?} -> {target:?}"));
         assert_exact(&x.expand(target).unwrap(), &expected, target, &format!("expand {shape:?} -> {target:?}"));
-        assert_gradcheck(&format!("broadcast_to {shape:?} -> {target:?}"), |t| t[0].broadcast_to(target), std::slice::from_ref(&x));
-        assert_gradcheck(&format!("expand {shape:?} -> {target:?}"), |t| t[0].expand(target), std::slice::from_ref(&x));
+        dev.assert_gradcheck(&format!("broadcast_to {shape:?} -> {target:?}"), |t| t[0].broadcast_to(target), std::slice::from_ref(&host));
+        dev.assert_gradcheck(&format!("expand {shape:?} -> {target:?}"), |t| t[0].expand(target), std::slice::from_ref(&host));
     }
     // broadcasting a strided view: [1,3]ᵀ = [3,1] -> [2,3,4]
-    let base = random(&[1, 3], -2.0, 2.0, 20);
+    let host = random(&[1, 3], -2.0, 2.0, 20);
+    let base = dev.put(&host);
     let expected = naive_broadcast(&base.to_vec_f64(), &[3, 1], &[2, 3, 4]);
     assert_exact(&base.transpose(0, 1).unwrap().broadcast_to(&[2, 3, 4]).unwrap(), &expected, &[2, 3, 4], "broadcast of transposed");
-    assert_gradcheck("broadcast of transposed", |t| t[0].transpose(0, 1)?.broadcast_to(&[2, 3, 4]), &[base]);
+    dev.assert_gradcheck("broadcast of transposed", |t| t[0].transpose(0, 1)?.broadcast_to(&[2, 3, 4]), &[host]);
     // a broadcast view fed to a copying op is materialised correctly
-    let x = random(&[3, 1], -2.0, 2.0, 21);
+    let x = dev.put(&random(&[3, 1], -2.0, 2.0, 21));
     let y = x.broadcast_to(&[3, 4]).unwrap().contiguous().unwrap();
     assert!(!y.shares_storage_with(&x));
     assert_exact(&y, &naive_broadcast(&x.to_vec_f64(), &[3, 1], &[3, 4]), &[3, 4], "contiguous of broadcast");
@@ -209,54 +216,54 @@ fn broadcast_to_and_expand_are_storage_sharing_views_matching_reference_and_grad
 
 // ---- contiguous ------------------------------------------------------------------------------
 
-#[test]
-fn contiguous_copies_only_non_contiguous_views_keeps_values_and_gradient_checks() {
-    let x = random(&[3, 5, 7], -2.0, 2.0, 30);
+fn contiguous_copies_only_non_contiguous_views_keeps_values_and_gradient_checks(dev) {
+    let host = random(&[3, 5, 7], -2.0, 2.0, 30);
+    let x = dev.put(&host);
     let same = x.contiguous().unwrap();
     assert!(same.shares_storage_with(&x), "contiguous of a contiguous tensor is itself");
     let view = x.permute(&[2, 0, 1]).unwrap();
     let copy = view.contiguous().unwrap();
     assert!(copy.is_contiguous() && !copy.shares_storage_with(&x));
     assert_exact(&copy, &naive_permute(&x.to_vec_f64(), &[3, 5, 7], &[2, 0, 1]), &[7, 3, 5], "contiguous of permuted");
-    assert_gradcheck("contiguous of permuted", |t| t[0].permute(&[2, 0, 1])?.contiguous(), std::slice::from_ref(&x));
-    assert_gradcheck("contiguous of narrowed", |t| t[0].narrow(2, 1, 3)?.contiguous(), &[x]);
+    dev.assert_gradcheck("contiguous of permuted", |t| t[0].permute(&[2, 0, 1])?.contiguous(), std::slice::from_ref(&host));
+    dev.assert_gradcheck("contiguous of narrowed", |t| t[0].narrow(2, 1, 3)?.contiguous(), &[host]);
 }
 
 // ---- unsqueeze / squeeze ---------------------------------------------------------------------
 
-#[test]
-fn unsqueeze_and_squeeze_insert_and_remove_unit_axes_at_any_position_and_gradient_checks() {
-    let x = random(&[3, 5], -2.0, 2.0, 40);
+fn unsqueeze_and_squeeze_insert_and_remove_unit_axes_at_any_position_and_gradient_checks(dev) {
+    let host = random(&[3, 5], -2.0, 2.0, 40);
+    let x = dev.put(&host);
     let values = x.to_vec_f64();
     for (axis, shape) in [(0isize, [1, 3, 5]), (1, [3, 1, 5]), (2, [3, 5, 1]), (-1, [3, 5, 1]), (-3, [1, 3, 5])] {
         let y = x.unsqueeze(axis).unwrap();
         assert!(y.shares_storage_with(&x));
         assert_exact(&y, &values, &shape, &format!("unsqueeze({axis})"));
-        assert_gradcheck(&format!("unsqueeze({axis})"), |t| t[0].unsqueeze(axis), std::slice::from_ref(&x));
+        dev.assert_gradcheck(&format!("unsqueeze({axis})"), |t| t[0].unsqueeze(axis), std::slice::from_ref(&host));
         let back = y.squeeze(axis).unwrap();
         assert_exact(&back, &values, &[3, 5], &format!("squeeze({axis})"));
-        assert_gradcheck(&format!("squeeze({axis})"), |t| t[0].unsqueeze(axis)?.squeeze(axis), std::slice::from_ref(&x));
+        dev.assert_gradcheck(&format!("squeeze({axis})"), |t| t[0].unsqueeze(axis)?.squeeze(axis), std::slice::from_ref(&host));
     }
-    let y = random(&[1, 7, 1], -2.0, 2.0, 41);
+    let y = dev.put(&random(&[1, 7, 1], -2.0, 2.0, 41));
     assert_exact(&y.squeeze(0).unwrap(), &y.to_vec_f64(), &[7, 1], "squeeze(0)");
     assert_exact(&y.squeeze(-1).unwrap(), &y.to_vec_f64(), &[1, 7], "squeeze(-1)");
     assert_exact(&y.squeeze(0).unwrap().squeeze(-1).unwrap(), &y.to_vec_f64(), &[7], "squeeze both");
     assert!(y.squeeze(1).is_err(), "axis of size 7 cannot be squeezed");
     // of a strided view: values in logical order
-    let base = random(&[5, 3], -2.0, 2.0, 42);
+    let host = random(&[5, 3], -2.0, 2.0, 42);
+    let base = dev.put(&host);
     let expected = naive_permute(&base.to_vec_f64(), &[5, 3], &[1, 0]);
     assert_exact(&base.transpose(0, 1).unwrap().unsqueeze(1).unwrap(), &expected, &[3, 1, 5], "unsqueeze of transposed");
-    assert_gradcheck("unsqueeze of transposed", |t| t[0].transpose(0, 1)?.unsqueeze(1), &[base]);
+    dev.assert_gradcheck("unsqueeze of transposed", |t| t[0].transpose(0, 1)?.unsqueeze(1), &[host]);
     // rank 0 <-> [1]
-    let s = random(&[], -2.0, 2.0, 43);
+    let s = dev.put(&random(&[], -2.0, 2.0, 43));
     assert_exact(&s.unsqueeze(0).unwrap(), &s.to_vec_f64(), &[1], "unsqueeze of rank 0");
     assert_exact(&s.unsqueeze(0).unwrap().squeeze(0).unwrap(), &s.to_vec_f64(), &[], "squeeze to rank 0");
 }
 
 // ---- cat -------------------------------------------------------------------------------------
 
-#[test]
-fn cat_of_three_inputs_along_first_middle_and_last_axis_matches_reference_and_gradient_checks() {
+fn cat_of_three_inputs_along_first_middle_and_last_axis_matches_reference_and_gradient_checks(dev) {
     for (axis, sizes) in [(0isize, [1, 3, 2]), (1, [2, 1, 4]), (2, [3, 2, 1]), (-1, [1, 1, 3]), (-2, [4, 1, 2])] {
         let normalized = if axis < 0 { (axis + 3) as usize } else { axis as usize };
         let inputs: Vec<Tensor> = sizes
@@ -268,38 +275,39 @@ fn cat_of_three_inputs_along_first_middle_and_last_axis_matches_reference_and_gr
                 random(&shape, -2.0, 2.0, 50 + k as u64)
             })
             .collect();
-        let parts: Vec<(Vec<f64>, Vec<usize>)> = inputs.iter().map(|t| (t.to_vec_f64(), t.shape().to_vec())).collect();
+        let on_device: Vec<Tensor> = inputs.iter().map(|t| dev.put(t)).collect();
+        let parts: Vec<(Vec<f64>, Vec<usize>)> = on_device.iter().map(|t| (t.to_vec_f64(), t.shape().to_vec())).collect();
         let (expected, shape) = naive_cat(&parts, normalized);
-        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let refs: Vec<&Tensor> = on_device.iter().collect();
         let out = Tensor::cat(&refs, axis).unwrap();
         assert_exact(&out, &expected, &shape, &format!("cat axis {axis}"));
-        assert_gradcheck(&format!("cat axis {axis}"), |t| Tensor::cat(&[&t[0], &t[1], &t[2]], axis), &inputs);
+        dev.assert_gradcheck(&format!("cat axis {axis}"), |t| Tensor::cat(&[&t[0], &t[1], &t[2]], axis), &inputs);
     }
 }
 
-#[test]
-fn cat_of_strided_and_single_inputs_matches_reference_and_gradient_checks() {
+fn cat_of_strided_and_single_inputs_matches_reference_and_gradient_checks(dev) {
     // a transposed, a narrowed and a contiguous input along axis 1
     let a = random(&[5, 3], -2.0, 2.0, 60); // -> [3,5]ᵀ
     let b = random(&[3, 9], -2.0, 2.0, 61); // -> narrow(1, 2, 4) -> [3,4]
     let c = random(&[3, 1], -2.0, 2.0, 62);
+    let (ad, bd, cd) = (dev.put(&a), dev.put(&b), dev.put(&c));
     let parts = vec![
-        (naive_permute(&a.to_vec_f64(), &[5, 3], &[1, 0]), vec![3, 5]),
-        (naive_narrow(&b.to_vec_f64(), &[3, 9], 1, 2, 4), vec![3, 4]),
-        (c.to_vec_f64(), vec![3, 1]),
+        (naive_permute(&ad.to_vec_f64(), &[5, 3], &[1, 0]), vec![3, 5]),
+        (naive_narrow(&bd.to_vec_f64(), &[3, 9], 1, 2, 4), vec![3, 4]),
+        (cd.to_vec_f64(), vec![3, 1]),
     ];
     let (expected, shape) = naive_cat(&parts, 1);
-    let out = Tensor::cat(&[&a.transpose(0, 1).unwrap(), &b.narrow(1, 2, 4).unwrap(), &c], 1).unwrap();
+    let out = Tensor::cat(&[&ad.transpose(0, 1).unwrap(), &bd.narrow(1, 2, 4).unwrap(), &cd], 1).unwrap();
     assert_exact(&out, &expected, &shape, "cat of strided");
-    assert_gradcheck("cat of strided", |t| Tensor::cat(&[&t[0].transpose(0, 1)?, &t[1].narrow(1, 2, 4)?, &t[2]], 1), &[a.clone(), b, c]);
+    dev.assert_gradcheck("cat of strided", |t| Tensor::cat(&[&t[0].transpose(0, 1)?, &t[1].narrow(1, 2, 4)?, &t[2]], 1), &[a.clone(), b, c]);
     // one input: a copy with the same values; the same tensor twice: gradient sums both slices
-    let single = Tensor::cat(&[&a], 0).unwrap();
-    assert!(!single.shares_storage_with(&a));
-    assert_exact(&single, &a.to_vec_f64(), &[5, 3], "cat of one");
-    assert_gradcheck("cat of the same tensor twice", |t| Tensor::cat(&[&t[0], &t[0]], -1), &[a]);
+    let single = Tensor::cat(&[&ad], 0).unwrap();
+    assert!(!single.shares_storage_with(&ad));
+    assert_exact(&single, &ad.to_vec_f64(), &[5, 3], "cat of one");
+    dev.assert_gradcheck("cat of the same tensor twice", |t| Tensor::cat(&[&t[0], &t[0]], -1), &[a]);
     // f32 values pass through exactly
-    let x = random(&[33, 7], -2.0, 2.0, 63).to_dtype(DType::F32).unwrap();
-    let y = random(&[33, 2], -2.0, 2.0, 64).to_dtype(DType::F32).unwrap();
+    let x = dev.put(&random(&[33, 7], -2.0, 2.0, 63).to_dtype(DType::F32).unwrap());
+    let y = dev.put(&random(&[33, 2], -2.0, 2.0, 64).to_dtype(DType::F32).unwrap());
     let out = Tensor::cat(&[&x, &y], 1).unwrap();
     assert_eq!(out.dtype(), DType::F32);
     let (expected, shape) = naive_cat(&[(x.to_vec_f64(), vec![33, 7]), (y.to_vec_f64(), vec![33, 2])], 1);
@@ -308,31 +316,34 @@ fn cat_of_strided_and_single_inputs_matches_reference_and_gradient_checks() {
 
 // ---- pad -------------------------------------------------------------------------------------
 
-#[test]
-fn pad_with_a_nonzero_value_matches_reference_and_gradient_checks() {
+fn pad_with_a_nonzero_value_matches_reference_and_gradient_checks(dev) {
     type Case<'a> = (&'a [usize], &'a [(usize, usize)], f64);
     let cases: [Case; 4] =
         [(&[3, 5], &[(1, 2), (0, 3)], 0.5), (&[2, 3, 4], &[(0, 0), (2, 1), (1, 1)], -1.25), (&[7], &[(3, 0)], 2.0), (&[1, 1], &[(1, 1), (1, 1)], -3.5)];
     for (k, (shape, paddings, value)) in cases.into_iter().enumerate() {
-        let x = random(shape, -2.0, 2.0, 70 + k as u64);
+        let host = random(shape, -2.0, 2.0, 70 + k as u64);
+        let x = dev.put(&host);
         let (expected, out_shape) = naive_pad(&x.to_vec_f64(), shape, paddings, value);
         let out = x.pad(paddings, value).unwrap();
         assert!(!out.shares_storage_with(&x));
         assert_exact(&out, &expected, &out_shape, &format!("pad {shape:?} {paddings:?}"));
-        assert_gradcheck(&format!("pad {shape:?} {paddings:?}"), |t| t[0].pad(paddings, value), &[x]);
+        dev.assert_gradcheck(&format!("pad {shape:?} {paddings:?}"), |t| t[0].pad(paddings, value), &[host]);
     }
     // a transposed input
-    let base = random(&[5, 3], -2.0, 2.0, 80);
+    let host = random(&[5, 3], -2.0, 2.0, 80);
+    let base = dev.put(&host);
     let (expected, out_shape) = naive_pad(&naive_permute(&base.to_vec_f64(), &[5, 3], &[1, 0]), &[3, 5], &[(2, 1), (1, 2)], 0.75);
     assert_exact(&base.transpose(0, 1).unwrap().pad(&[(2, 1), (1, 2)], 0.75).unwrap(), &expected, &out_shape, "pad of transposed");
-    assert_gradcheck("pad of transposed", |t| t[0].transpose(0, 1)?.pad(&[(2, 1), (1, 2)], 0.75), &[base]);
+    dev.assert_gradcheck("pad of transposed", |t| t[0].transpose(0, 1)?.pad(&[(2, 1), (1, 2)], 0.75), &[host]);
     // a rank-0 tensor pads to itself
-    let s = random(&[], -2.0, 2.0, 81);
+    let s = dev.put(&random(&[], -2.0, 2.0, 81));
     assert_exact(&s.pad(&[], 9.0).unwrap(), &s.to_vec_f64(), &[], "pad of rank 0");
+}
 }
 
 // ---- storage-only dtypes ---------------------------------------------------------------------
 
+// CPU-only: f16 and bf16 are storage-only dtypes on the CPU; a CUDA device holds f32 only
 #[test]
 fn movement_ops_work_on_storage_only_f16_and_bf16_tensors() {
     // quarter-integers are exact in f16 and bf16

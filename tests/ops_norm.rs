@@ -1,9 +1,15 @@
 //! group_norm and layer_norm: forward values against naive f64 references (explicit loops over
 //! groups/rows computing the mean and biased variance), over group counts 1, 2, C and in
 //! between, ranks 2–4, one or two normalized axes, with and without weight/bias, strided inputs,
-//! in f64 and f32; and f64 finite-difference gradient checks for x, weight and bias.
+//! in f64 and f32; and f64 finite-difference gradient checks for x, weight and bias. Every test
+//! but the CPU kernel's own runs on each device of the build (`cpu::…`, `cuda::…`; f32 kernels
+//! on a CUDA device).
 
-use ember::tensor::testing::{assert_gradcheck, random, relative_error};
+#[macro_use]
+mod common;
+
+use common::TestDevice;
+use ember::tensor::testing::{random, relative_error};
 use ember::tensor::{DType, Tensor};
 
 const EPS: f64 = 1e-5;
@@ -86,13 +92,17 @@ fn naive_layer_norm(x: &[f64], row_len: usize, weight: Option<&[f64]>, bias: Opt
     y
 }
 
-fn check_group_norm(x: &Tensor, groups: usize, affine: (bool, bool), dtype: DType, tolerance: f64, seed: u64) {
+/// Group norm of `x` in `dtype` on `dev` against the f64 reference.
+fn check_group_norm(dev: TestDevice, x: &Tensor, groups: usize, affine: (bool, bool), dtype: DType, tolerance: f64, seed: u64) {
+    let (dtype, tolerance) = (dev.dtype(dtype), dev.tolerance(tolerance));
     let c = x.shape()[1];
     let w = random(&[c], 0.5, 1.5, seed);
     let b = random(&[c], -1.0, 1.0, seed + 1);
     let (wv, bv) = (w.to_vec_f64(), b.to_vec_f64());
     let expected = naive_group_norm(&x.to_vec_f64(), x.shape(), groups, affine.0.then_some(&wv[..]), affine.1.then_some(&bv[..]), EPS);
-    let [xd, wd, bd] = [x, &w, &b].map(|t| t.to_dtype(dtype).unwrap());
+    // a view already on the device is used as it is (its strides kept)
+    let xd = if dev.is_cuda() && x.device() == dev.0 { x.clone() } else { dev.put(&x.to_dtype(dtype).unwrap()) };
+    let [wd, bd] = [&w, &b].map(|t| dev.put(&t.to_dtype(dtype).unwrap()));
     let y = xd.group_norm(groups, affine.0.then_some(&wd), affine.1.then_some(&bd), EPS).unwrap();
     let what = format!("group_norm {:?} groups {groups} affine {affine:?} ({dtype:?})", x.shape());
     assert_eq!(y.shape(), x.shape(), "{what}: shape");
@@ -101,13 +111,17 @@ fn check_group_norm(x: &Tensor, groups: usize, affine: (bool, bool), dtype: DTyp
     assert!(err < tolerance, "{what}: relative error {err:.3e}");
 }
 
-fn check_layer_norm(x: &Tensor, normalized: &[usize], affine: (bool, bool), dtype: DType, tolerance: f64, seed: u64) {
+/// Layer norm of `x` in `dtype` on `dev` against the f64 reference.
+fn check_layer_norm(dev: TestDevice, x: &Tensor, normalized: &[usize], affine: (bool, bool), dtype: DType, tolerance: f64, seed: u64) {
+    let (dtype, tolerance) = (dev.dtype(dtype), dev.tolerance(tolerance));
     let w = random(normalized, 0.5, 1.5, seed);
     let b = random(normalized, -1.0, 1.0, seed + 1);
     let (wv, bv) = (w.to_vec_f64(), b.to_vec_f64());
     let row_len: usize = normalized.iter().product();
     let expected = naive_layer_norm(&x.to_vec_f64(), row_len, affine.0.then_some(&wv[..]), affine.1.then_some(&bv[..]), EPS);
-    let [xd, wd, bd] = [x, &w, &b].map(|t| t.to_dtype(dtype).unwrap());
+    // a view already on the device is used as it is (its strides kept)
+    let xd = if dev.is_cuda() && x.device() == dev.0 { x.clone() } else { dev.put(&x.to_dtype(dtype).unwrap()) };
+    let [wd, bd] = [&w, &b].map(|t| dev.put(&t.to_dtype(dtype).unwrap()));
     let y = xd.layer_norm(normalized, affine.0.then_some(&wd), affine.1.then_some(&bd), EPS).unwrap();
     let what = format!("layer_norm {:?} over {normalized:?} affine {affine:?} ({dtype:?})", x.shape());
     assert_eq!(y.shape(), x.shape(), "{what}: shape");
@@ -118,140 +132,142 @@ fn check_layer_norm(x: &Tensor, normalized: &[usize], affine: (bool, bool), dtyp
 
 const AFFINES: [(bool, bool); 4] = [(false, false), (true, true), (true, false), (false, true)];
 
+/// The gradients (of `Σ f(x) ⊙ r` for a fixed random `r`) of every input, in `dtype` on `dev`.
+fn grads_in(dev: TestDevice, dtype: DType, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> ember::tensor::Result<Tensor>) -> Vec<Vec<f64>> {
+    let vars: Vec<Tensor> = inputs.iter().map(|t| dev.put(&t.to_dtype(dtype).unwrap()).variable()).collect();
+    let y = f(&vars).unwrap();
+    let r = dev.put(&random(y.shape(), -1.0, 1.0, 999).to_dtype(dtype).unwrap());
+    let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    vars.iter().map(|v| grads.get(v).expect("gradient").to_vec_f64()).collect()
+}
+
+per_device! {
 // ---- group_norm forward ------------------------------------------------------------------------------
 
-#[test]
-fn group_norm_rank4_f64_matches_reference_for_groups_1_2_3_c_with_and_without_affine() {
+fn group_norm_rank4_f64_matches_reference_for_groups_1_2_3_c_with_and_without_affine(dev) {
     let x = random(&[3, 6, 5, 7], -2.0, 3.0, 1);
     for (i, groups) in [1, 2, 3, 6].into_iter().enumerate() {
         for (j, affine) in AFFINES.into_iter().enumerate() {
-            check_group_norm(&x, groups, affine, DType::F64, 1e-13, 10 * i as u64 + j as u64);
+            check_group_norm(dev, &x, groups, affine, DType::F64, 1e-13, 10 * i as u64 + j as u64);
         }
     }
 }
 
-#[test]
-fn group_norm_rank3_and_rank2_f64_match_reference() {
+fn group_norm_rank3_and_rank2_f64_match_reference(dev) {
     let x = random(&[2, 4, 9], -1.0, 2.0, 2);
     for groups in [1, 2, 4] {
-        check_group_norm(&x, groups, (true, true), DType::F64, 1e-13, 3);
-        check_group_norm(&x, groups, (false, false), DType::F64, 1e-13, 3);
+        check_group_norm(dev, &x, groups, (true, true), DType::F64, 1e-13, 3);
+        check_group_norm(dev, &x, groups, (false, false), DType::F64, 1e-13, 3);
     }
     let x = random(&[5, 6], -1.0, 2.0, 4);
-    check_group_norm(&x, 2, (true, true), DType::F64, 1e-13, 5);
-    check_group_norm(&x, 3, (false, true), DType::F64, 1e-13, 5);
+    check_group_norm(dev, &x, 2, (true, true), DType::F64, 1e-13, 5);
+    check_group_norm(dev, &x, 3, (false, true), DType::F64, 1e-13, 5);
 }
 
-#[test]
-fn group_norm_with_batch_1_and_one_channel_matches_reference() {
+fn group_norm_with_batch_1_and_one_channel_matches_reference(dev) {
     let x = random(&[1, 1, 7, 3], -1.0, 1.0, 6);
-    check_group_norm(&x, 1, (true, true), DType::F64, 1e-13, 7);
+    check_group_norm(dev, &x, 1, (true, true), DType::F64, 1e-13, 7);
     let x = random(&[1, 7, 1, 1], -1.0, 1.0, 8); // groups of 7 channels × 1 position
-    check_group_norm(&x, 1, (true, false), DType::F64, 1e-13, 9);
+    check_group_norm(dev, &x, 1, (true, false), DType::F64, 1e-13, 9);
 }
 
-#[test]
-fn group_norm_f32_on_larger_odd_shapes_matches_reference() {
+fn group_norm_f32_on_larger_odd_shapes_matches_reference(dev) {
     let x = random(&[2, 33, 17, 19], -2.0, 3.0, 10);
     for groups in [1, 3, 11, 33] {
-        check_group_norm(&x, groups, (true, true), DType::F32, 1e-5, 11);
+        check_group_norm(dev, &x, groups, (true, true), DType::F32, 1e-5, 11);
     }
     let x = random(&[3, 64, 9, 7], -2.0, 3.0, 12); // a UNet-like 32 groups of 2 channels
-    check_group_norm(&x, 32, (true, true), DType::F32, 1e-5, 13);
+    check_group_norm(dev, &x, 32, (true, true), DType::F32, 1e-5, 13);
 }
 
-#[test]
-fn group_norm_f32_stays_accurate_when_a_group_varies_little_around_a_large_mean() {
+fn group_norm_f32_stays_accurate_when_a_group_varies_little_around_a_large_mean(dev) {
     // One element per group: x̂ = 0 and y = bias exactly, while x·(rstd·w) is ~1000 (rstd =
     // 1/√eps); computing y as x·scale + (b − μ·scale) cancels those and leaves ~1e-4 of
     // rounding (a GPU's fused multiply-adds found it), (x − μ)·scale + b does not.
     let x = random(&[3, 32, 1, 1], 2.0, 5.0, 50);
-    check_group_norm(&x, 32, (true, true), DType::F32, 1e-6, 51);
+    check_group_norm(dev, &x, 32, (true, true), DType::F32, 1e-6, 51);
 }
 
-#[test]
-fn group_norm_of_a_strided_view_matches_reference_on_its_values() {
-    let base = random(&[2, 5, 4, 6], -1.0, 2.0, 14); // [N, H, C, W]
+fn group_norm_of_a_strided_view_matches_reference_on_its_values(dev) {
+    let base = dev.put(&random(&[2, 5, 4, 6], -1.0, 2.0, 14)); // [N, H, C, W]
     let x = base.permute(&[0, 2, 1, 3]).unwrap(); // [N, C, H, W]
     assert!(!x.is_contiguous());
-    check_group_norm(&x, 2, (true, true), DType::F64, 1e-13, 15);
-    check_group_norm(&x, 4, (false, false), DType::F32, 1e-5, 16);
-    let narrowed = random(&[2, 6, 5, 9], -1.0, 2.0, 17).narrow(3, 2, 5).unwrap();
-    check_group_norm(&narrowed, 3, (true, true), DType::F64, 1e-13, 18);
+    check_group_norm(dev, &x, 2, (true, true), DType::F64, 1e-13, 15);
+    check_group_norm(dev, &x, 4, (false, false), DType::F32, 1e-5, 16);
+    let narrowed = dev.put(&random(&[2, 6, 5, 9], -1.0, 2.0, 17)).narrow(3, 2, 5).unwrap();
+    check_group_norm(dev, &narrowed, 3, (true, true), DType::F64, 1e-13, 18);
 }
 
-#[test]
-fn group_norm_without_affine_gives_zero_mean_unit_variance_groups() {
-    let x = random(&[2, 6, 4, 5], 3.0, 9.0, 19);
+fn group_norm_without_affine_gives_zero_mean_unit_variance_groups(dev) {
+    let x = dev.put(&random(&[2, 6, 4, 5], 3.0, 9.0, 19));
     let y = x.group_norm(3, None, None, 0.0).unwrap().to_vec_f64();
     let group_len = 2 * 4 * 5;
     for group in y.chunks(group_len) {
         let mean = group.iter().sum::<f64>() / group_len as f64;
         let var = group.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / group_len as f64;
-        assert!(mean.abs() < 1e-14, "mean {mean}");
-        assert!((var - 1.0).abs() < 1e-12, "var {var}");
+        assert!(mean.abs() < dev.tolerance(1e-14), "mean {mean}");
+        assert!((var - 1.0).abs() < dev.tolerance(1e-12), "var {var}");
     }
 }
 
 // ---- layer_norm forward ------------------------------------------------------------------------------
 
-#[test]
-fn layer_norm_over_last_axis_f64_matches_reference_with_and_without_weight_bias() {
+fn layer_norm_over_last_axis_f64_matches_reference_with_and_without_weight_bias(dev) {
     let x = random(&[4, 7, 33], -2.0, 3.0, 21);
     for (j, affine) in AFFINES.into_iter().enumerate() {
-        check_layer_norm(&x, &[33], affine, DType::F64, 1e-13, 22 + j as u64);
+        check_layer_norm(dev, &x, &[33], affine, DType::F64, 1e-13, 22 + j as u64);
     }
     let x = random(&[33], -2.0, 3.0, 23); // rank 1: one row
-    check_layer_norm(&x, &[33], (true, true), DType::F64, 1e-13, 24);
+    check_layer_norm(dev, &x, &[33], (true, true), DType::F64, 1e-13, 24);
     let x = random(&[5, 1, 7], -2.0, 3.0, 25);
-    check_layer_norm(&x, &[7], (true, true), DType::F64, 1e-13, 26);
+    check_layer_norm(dev, &x, &[7], (true, true), DType::F64, 1e-13, 26);
 }
 
-#[test]
-fn layer_norm_over_last_two_axes_f64_matches_reference_with_and_without_weight_bias() {
+fn layer_norm_over_last_two_axes_f64_matches_reference_with_and_without_weight_bias(dev) {
     let x = random(&[4, 7, 9], -2.0, 3.0, 31);
     for (j, affine) in AFFINES.into_iter().enumerate() {
-        check_layer_norm(&x, &[7, 9], affine, DType::F64, 1e-13, 32 + j as u64);
+        check_layer_norm(dev, &x, &[7, 9], affine, DType::F64, 1e-13, 32 + j as u64);
     }
     let x = random(&[2, 3, 5, 7], -2.0, 3.0, 33);
-    check_layer_norm(&x, &[5, 7], (true, true), DType::F64, 1e-13, 34);
-    check_layer_norm(&x, &[3, 5, 7], (true, false), DType::F64, 1e-13, 35);
+    check_layer_norm(dev, &x, &[5, 7], (true, true), DType::F64, 1e-13, 34);
+    check_layer_norm(dev, &x, &[3, 5, 7], (true, false), DType::F64, 1e-13, 35);
 }
 
-#[test]
-fn layer_norm_f32_on_larger_odd_shapes_matches_reference() {
+fn layer_norm_f32_on_larger_odd_shapes_matches_reference(dev) {
     let x = random(&[65, 257], -2.0, 3.0, 36);
-    check_layer_norm(&x, &[257], (true, true), DType::F32, 1e-5, 37);
+    check_layer_norm(dev, &x, &[257], (true, true), DType::F32, 1e-5, 37);
     let x = random(&[9, 33, 17], -2.0, 3.0, 38);
-    check_layer_norm(&x, &[33, 17], (true, true), DType::F32, 1e-5, 39);
-    check_layer_norm(&x, &[17], (false, false), DType::F32, 1e-5, 40);
+    check_layer_norm(dev, &x, &[33, 17], (true, true), DType::F32, 1e-5, 39);
+    check_layer_norm(dev, &x, &[17], (false, false), DType::F32, 1e-5, 40);
 }
 
-#[test]
-fn layer_norm_of_a_strided_view_matches_reference_on_its_values() {
-    let x = random(&[7, 5, 3], -1.0, 2.0, 41).transpose(0, 2).unwrap(); // [3, 5, 7]
+fn layer_norm_of_a_strided_view_matches_reference_on_its_values(dev) {
+    let x = dev.put(&random(&[7, 5, 3], -1.0, 2.0, 41)).transpose(0, 2).unwrap(); // [3, 5, 7]
     assert!(!x.is_contiguous());
-    check_layer_norm(&x, &[7], (true, true), DType::F64, 1e-13, 42);
-    check_layer_norm(&x, &[5, 7], (true, true), DType::F64, 1e-13, 43);
-    check_layer_norm(&x, &[5, 7], (false, false), DType::F32, 1e-5, 44);
+    check_layer_norm(dev, &x, &[7], (true, true), DType::F64, 1e-13, 42);
+    check_layer_norm(dev, &x, &[5, 7], (true, true), DType::F64, 1e-13, 43);
+    check_layer_norm(dev, &x, &[5, 7], (false, false), DType::F32, 1e-5, 44);
 }
 
-#[test]
-fn layer_norm_of_rows_with_a_large_common_offset_stays_accurate() {
+fn layer_norm_of_rows_with_a_large_common_offset_stays_accurate(dev) {
     // values 1000 ± 1: the mean is subtracted before squaring, so no catastrophic cancellation
     let x = random(&[5, 33], 999.0, 1001.0, 45);
-    check_layer_norm(&x, &[33], (true, true), DType::F64, 1e-10, 46);
+    // f32 on a CUDA device: 1000 ± 1 holds only ~6e-5 (an ulp of 1000) of each value and the f32
+    // row mean is off by as much, divided by the row's std ≈ 0.58: ~1e-4 of error in any f32
+    // kernel (the CPU's f32 path gives 7.4e-5 here, the CUDA one 1.1e-4); a var computed as
+    // E[x²] − E[x]² in f32 would be off by percents.
+    let tolerance = if dev.is_cuda() { 3e-4 } else { 1e-10 };
+    check_layer_norm(dev, &x, &[33], (true, true), DType::F64, tolerance, 46);
 }
 
 // ---- gradients ----------------------------------------------------------------------------------------
 
-#[test]
-fn group_norm_gradcheck_x_weight_bias_for_groups_1_2_and_c() {
+fn group_norm_gradcheck_x_weight_bias_for_groups_1_2_and_c(dev) {
     let x = random(&[2, 4, 3, 5], -1.0, 2.0, 51);
     let w = random(&[4], 0.5, 1.5, 52);
     let b = random(&[4], -1.0, 1.0, 53);
     for groups in [1, 2, 4] {
-        assert_gradcheck(
+        dev.assert_gradcheck(
             &format!("group_norm groups {groups}"),
             |t| t[0].group_norm(groups, Some(&t[1]), Some(&t[2]), EPS),
             &[x.clone(), w.clone(), b.clone()],
@@ -259,91 +275,96 @@ fn group_norm_gradcheck_x_weight_bias_for_groups_1_2_and_c() {
     }
 }
 
-#[test]
-fn group_norm_gradcheck_without_affine_and_with_weight_only() {
+fn group_norm_gradcheck_without_affine_and_with_weight_only(dev) {
     let x = random(&[3, 6, 7], -1.0, 2.0, 54);
-    assert_gradcheck("group_norm no affine rank 3", |t| t[0].group_norm(3, None, None, EPS), std::slice::from_ref(&x));
+    dev.assert_gradcheck("group_norm no affine rank 3", |t| t[0].group_norm(3, None, None, EPS), std::slice::from_ref(&x));
     let w = random(&[6], 0.5, 1.5, 55);
-    assert_gradcheck("group_norm weight only rank 3", |t| t[0].group_norm(2, Some(&t[1]), None, EPS), &[x, w]);
+    dev.assert_gradcheck("group_norm weight only rank 3", |t| t[0].group_norm(2, Some(&t[1]), None, EPS), &[x, w]);
 }
 
-#[test]
-fn group_norm_gradcheck_rank3_with_odd_sizes() {
+fn group_norm_gradcheck_rank3_with_odd_sizes(dev) {
     let x = random(&[1, 7, 5], -1.0, 2.0, 56);
     let w = random(&[7], 0.5, 1.5, 57);
     let b = random(&[7], -1.0, 1.0, 58);
-    assert_gradcheck("group_norm [1,7,5] groups 7", |t| t[0].group_norm(7, Some(&t[1]), Some(&t[2]), EPS), &[x.clone(), w.clone(), b.clone()]);
-    assert_gradcheck("group_norm [1,7,5] groups 1", |t| t[0].group_norm(1, Some(&t[1]), Some(&t[2]), EPS), &[x, w, b]);
+    dev.assert_gradcheck("group_norm [1,7,5] groups 7", |t| t[0].group_norm(7, Some(&t[1]), Some(&t[2]), EPS), &[x.clone(), w.clone(), b.clone()]);
+    dev.assert_gradcheck("group_norm [1,7,5] groups 1", |t| t[0].group_norm(1, Some(&t[1]), Some(&t[2]), EPS), &[x, w, b]);
 }
 
-#[test]
-fn group_norm_gradcheck_through_a_permuted_input() {
+fn group_norm_gradcheck_through_a_permuted_input(dev) {
     let x = random(&[2, 3, 4, 5], -1.0, 2.0, 59); // [N, H, C, W]
     let w = random(&[4], 0.5, 1.5, 60);
     let b = random(&[4], -1.0, 1.0, 61);
-    assert_gradcheck("group_norm permuted", |t| t[0].permute(&[0, 2, 1, 3])?.group_norm(2, Some(&t[1]), Some(&t[2]), EPS), &[x, w, b]);
+    dev.assert_gradcheck("group_norm permuted", |t| t[0].permute(&[0, 2, 1, 3])?.group_norm(2, Some(&t[1]), Some(&t[2]), EPS), &[x, w, b]);
 }
 
-#[test]
-fn layer_norm_gradcheck_x_weight_bias_over_last_axis() {
+fn layer_norm_gradcheck_x_weight_bias_over_last_axis(dev) {
     let x = random(&[3, 2, 7], -1.0, 2.0, 62);
     let w = random(&[7], 0.5, 1.5, 63);
     let b = random(&[7], -1.0, 1.0, 64);
-    assert_gradcheck("layer_norm [7]", |t| t[0].layer_norm(&[7], Some(&t[1]), Some(&t[2]), EPS), &[x.clone(), w.clone(), b]);
-    assert_gradcheck("layer_norm [7] no affine", |t| t[0].layer_norm(&[7], None, None, EPS), std::slice::from_ref(&x));
-    assert_gradcheck("layer_norm [7] weight only", |t| t[0].layer_norm(&[7], Some(&t[1]), None, EPS), &[x, w]);
+    dev.assert_gradcheck("layer_norm [7]", |t| t[0].layer_norm(&[7], Some(&t[1]), Some(&t[2]), EPS), &[x.clone(), w.clone(), b]);
+    dev.assert_gradcheck("layer_norm [7] no affine", |t| t[0].layer_norm(&[7], None, None, EPS), std::slice::from_ref(&x));
+    dev.assert_gradcheck("layer_norm [7] weight only", |t| t[0].layer_norm(&[7], Some(&t[1]), None, EPS), &[x, w]);
 }
 
-#[test]
-fn layer_norm_gradcheck_x_weight_bias_over_last_two_axes() {
+fn layer_norm_gradcheck_x_weight_bias_over_last_two_axes(dev) {
     let x = random(&[3, 5, 4], -1.0, 2.0, 65);
     let w = random(&[5, 4], 0.5, 1.5, 66);
     let b = random(&[5, 4], -1.0, 1.0, 67);
-    assert_gradcheck("layer_norm [5,4]", |t| t[0].layer_norm(&[5, 4], Some(&t[1]), Some(&t[2]), EPS), &[x.clone(), w, b.clone()]);
-    assert_gradcheck("layer_norm [5,4] bias only", |t| t[0].layer_norm(&[5, 4], None, Some(&t[1]), EPS), &[x, b]);
+    dev.assert_gradcheck("layer_norm [5,4]", |t| t[0].layer_norm(&[5, 4], Some(&t[1]), Some(&t[2]), EPS), &[x.clone(), w, b.clone()]);
+    dev.assert_gradcheck("layer_norm [5,4] bias only", |t| t[0].layer_norm(&[5, 4], None, Some(&t[1]), EPS), &[x, b]);
 }
 
-#[test]
-fn layer_norm_gradcheck_through_strided_input_and_weight() {
+fn layer_norm_gradcheck_through_strided_input_and_weight(dev) {
     let x = random(&[5, 3, 4], -1.0, 2.0, 68); // transposed to [4, 3, 5]
     let w = random(&[5, 2], 0.5, 1.5, 69); // narrowed to [5]
     let b = random(&[5], -1.0, 1.0, 70);
-    assert_gradcheck(
+    dev.assert_gradcheck(
         "layer_norm strided",
         |t| t[0].transpose(0, 2)?.layer_norm(&[5], Some(&t[1].narrow(1, 1, 1)?.reshape(&[5])?), Some(&t[2]), EPS),
         &[x.clone(), w, b],
     );
-    assert_gradcheck("layer_norm strided, two axes", |t| t[0].permute(&[2, 0, 1])?.layer_norm(&[5, 3], None, None, EPS), &[x]);
+    dev.assert_gradcheck("layer_norm strided, two axes", |t| t[0].permute(&[2, 0, 1])?.layer_norm(&[5, 3], None, None, EPS), &[x]);
 }
 
-/// The gradients (of `Σ f(x) ⊙ r` for a fixed random `r`) of every input, in `dtype`.
-fn grads_in(dtype: DType, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> ember::tensor::Result<Tensor>) -> Vec<Vec<f64>> {
-    let vars: Vec<Tensor> = inputs.iter().map(|t| t.to_dtype(dtype).unwrap().variable()).collect();
-    let y = f(&vars).unwrap();
-    let r = random(y.shape(), -1.0, 1.0, 999).to_dtype(dtype).unwrap();
-    let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-    vars.iter().map(|v| grads.get(v).expect("gradient").to_vec_f64()).collect()
-}
-
-#[test]
-fn norm_f32_gradients_match_f64_gradients_on_larger_odd_shapes() {
+fn norm_f32_gradients_match_f64_gradients_on_larger_odd_shapes(dev) {
     let inputs = [random(&[2, 33, 9, 7], -2.0, 3.0, 71), random(&[33], 0.5, 1.5, 72), random(&[33], -1.0, 1.0, 73)];
     let f = |t: &[Tensor]| t[0].group_norm(3, Some(&t[1]), Some(&t[2]), EPS);
-    for (i, (a, e)) in grads_in(DType::F32, &inputs, f).iter().zip(&grads_in(DType::F64, &inputs, f)).enumerate() {
+    // the reference: the f64 gradients on the CPU
+    for (i, (a, e)) in grads_in(dev, DType::F32, &inputs, f).iter().zip(&grads_in(TestDevice::CPU, DType::F64, &inputs, f)).enumerate() {
         let err = relative_error(a, e);
-        assert!(err < 1e-5, "group_norm input {i}: f32 gradient relative error {err:.3e}");
+        assert!(err < dev.tolerance(1e-5), "group_norm input {i}: f32 gradient relative error {err:.3e}");
     }
     let inputs = [random(&[17, 65], -2.0, 3.0, 74), random(&[65], 0.5, 1.5, 75), random(&[65], -1.0, 1.0, 76)];
     let f = |t: &[Tensor]| t[0].layer_norm(&[65], Some(&t[1]), Some(&t[2]), EPS);
-    for (i, (a, e)) in grads_in(DType::F32, &inputs, f).iter().zip(&grads_in(DType::F64, &inputs, f)).enumerate() {
+    // the reference: the f64 gradients on the CPU
+    for (i, (a, e)) in grads_in(dev, DType::F32, &inputs, f).iter().zip(&grads_in(TestDevice::CPU, DType::F64, &inputs, f)).enumerate() {
         let err = relative_error(a, e);
-        assert!(err < 1e-5, "layer_norm input {i}: f32 gradient relative error {err:.3e}");
+        assert!(err < dev.tolerance(1e-5), "layer_norm input {i}: f32 gradient relative error {err:.3e}");
     }
+}
+
+/// The fused op through the public API on each device (the CPU-only test below checks the CPU
+/// kernel functions themselves): the same values as the two ops, and its own gradient check.
+fn group_norm_silu_equals_group_norm_then_silu_and_gradient_checks(dev) {
+    let x = random(&[2, 6, 3, 5], -2.0, 3.0, 94);
+    let (w, b) = (random(&[6], 0.5, 1.5, 95), random(&[6], -1.0, 1.0, 96));
+    let [xd, wd, bd] = [&x, &w, &b].map(|t| dev.put(t));
+    let fused = xd.group_norm_silu(3, Some(&wd), Some(&bd), EPS).unwrap().to_vec_f64();
+    let two_ops = xd.group_norm(3, Some(&wd), Some(&bd), EPS).unwrap().silu().unwrap().to_vec_f64();
+    let err = relative_error(&fused, &two_ops);
+    assert!(err < dev.tolerance(1e-12), "group_norm_silu against group_norm then silu: relative error {err:.3e}");
+    let h = naive_group_norm(&x.to_vec_f64(), x.shape(), 3, Some(&w.to_vec_f64()), Some(&b.to_vec_f64()), EPS);
+    let expected: Vec<f64> = h.iter().map(|h| h / (1.0 + (-h).exp())).collect();
+    let err = relative_error(&fused, &expected);
+    assert!(err < dev.tolerance(1e-13), "group_norm_silu against the f64 reference: relative error {err:.3e}");
+    dev.assert_gradcheck("group_norm_silu", |t| t[0].group_norm_silu(3, Some(&t[1]), Some(&t[2]), EPS), &[x, w, b]);
+}
 }
 
 // ---- the fused group norm + SiLU kernel (the CUDA kernel's reference) ------------------------
 
 /// The fused CPU kernel against the two ops with autograd, forward and backward, in f64.
+// CPU-only: calls the CPU kernel functions (ops::norm::cpu) directly and checks them to 1e-12 in f64.
 #[test]
 fn the_fused_group_norm_silu_kernel_equals_group_norm_then_silu_in_f64() {
     use ember::tensor::ops::norm::GroupNormShape;

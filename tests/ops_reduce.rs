@@ -1,12 +1,14 @@
 //! Reductions (sum, mean, max, var, sum_all, mean_all, sum_to_shape): forward values against
 //! naive f64 loops over every axis set (single, multiple, negative, all), with and without
-//! keepdim, on contiguous and strided inputs, in f64 and f32; gradient checks in f64.
+//! keepdim, on contiguous and strided inputs, in f64 and f32; gradient checks in f64. Every test
+//! runs on each device of the build (`cpu::…`, `cuda::…`; f32 kernels on a CUDA device).
 
-use ember::tensor::testing::{assert_gradcheck, random, relative_error};
-use ember::tensor::{DType, Result, Tensor, TensorError};
-
+#[macro_use]
 mod common;
+
 use common::*;
+use ember::tensor::testing::{random, relative_error};
+use ember::tensor::{DType, Result, Tensor, TensorError};
 
 // ---- naive helpers ---------------------------------------------------------------------------
 
@@ -79,16 +81,16 @@ const AXIS_SETS: [&[isize]; 10] = [&[0], &[1], &[2], &[-1], &[-3], &[0, 2], &[2,
 /// Proves one reduction: f64 forward over every axis set with and without keepdim, on a
 /// contiguous [3,5,7], a permuted view and a narrowed view; the all-axes (empty) form; f32
 /// forward on a bigger odd tensor (contiguous and transposed); gradchecks on contiguous and
-/// strided inputs for several axis sets and both keepdims.
-fn check_reduce(kind: Kind) {
+/// strided inputs for several axis sets and both keepdims; all on `dev`.
+fn check_reduce(dev: TestDevice, kind: Kind) {
     let what = format!("{kind:?}");
     let shape = [3, 5, 7];
-    let x = random(&shape, -2.0, 2.0, 1);
+    let x = dev.put(&random(&shape, -2.0, 2.0, 1));
     let xv = x.to_vec_f64();
     // permuted view: base [7,3,5] -> [5,7,3]; narrowed view: base [3,9,7] -> [3,5,7]
-    let base_p = random(&[7, 3, 5], -2.0, 2.0, 2);
+    let base_p = dev.put(&random(&[7, 3, 5], -2.0, 2.0, 2));
     let (permuted, pv) = (base_p.permute(&[2, 0, 1]).unwrap(), naive_permute(&base_p.to_vec_f64(), &[7, 3, 5], &[2, 0, 1]));
-    let base_n = random(&[3, 9, 7], -2.0, 2.0, 3);
+    let base_n = dev.put(&random(&[3, 9, 7], -2.0, 2.0, 3));
     let (narrowed, nv) = (base_n.narrow(1, 2, 5).unwrap(), naive_narrow(&base_n.to_vec_f64(), &[3, 9, 7], 1, 2, 5));
     assert!(!permuted.is_contiguous() && !narrowed.is_contiguous());
 
@@ -97,13 +99,13 @@ fn check_reduce(kind: Kind) {
             for (input, values, name) in [(&x, &xv, "contiguous"), (&permuted, &pv, "permuted"), (&narrowed, &nv, "narrowed")] {
                 let (expected, out_shape) = naive_reduce(values, input.shape(), axes, keepdim, kind);
                 let out = apply(input, axes, keepdim, kind).unwrap();
-                assert_values(&out, &expected, &out_shape, 1e-12, &format!("{what} {name} axes={axes:?} keepdim={keepdim}"));
+                assert_values(&out, &expected, &out_shape, dev.tolerance(1e-12), &format!("{what} {name} axes={axes:?} keepdim={keepdim}"));
             }
         }
     }
 
     // f32 on an odd size bigger than the SIMD width and with many outputs, contiguous and transposed
-    let big = random(&[33, 7, 129], -1.0, 1.0, 4).to_dtype(DType::F32).unwrap();
+    let big = dev.put(&random(&[33, 7, 129], -1.0, 1.0, 4).to_dtype(DType::F32).unwrap());
     let bv = big.to_vec_f64();
     let big_t = big.transpose(0, 2).unwrap();
     let btv = naive_permute(&bv, &[33, 7, 129], &[2, 1, 0]);
@@ -112,7 +114,7 @@ fn check_reduce(kind: Kind) {
             let (expected, out_shape) = naive_reduce(values, input.shape(), axes, false, kind);
             let out = apply(input, axes, false, kind).unwrap();
             assert_eq!(out.dtype(), DType::F32);
-            assert_values(&out, &expected, &out_shape, 1e-5, &format!("{what} f32 {name} axes={axes:?}"));
+            assert_values(&out, &expected, &out_shape, dev.tolerance(1e-5), &format!("{what} f32 {name} axes={axes:?}"));
         }
     }
 
@@ -120,91 +122,13 @@ fn check_reduce(kind: Kind) {
     let small = random(&[3, 5, 7], -2.0, 2.0, 5);
     for (axes, keepdim) in [(&[1][..], false), (&[-1], true), (&[0, 2], false), (&[2, 0], true), (&[], false), (&[], true)] {
         let case = format!("{what} axes={axes:?} keepdim={keepdim}");
-        assert_gradcheck(&case, |t| apply(&t[0], axes, keepdim, kind), std::slice::from_ref(&small));
+        dev.assert_gradcheck(&case, |t| apply(&t[0], axes, keepdim, kind), std::slice::from_ref(&small));
     }
     let base = random(&[7, 3, 5], -2.0, 2.0, 6);
-    assert_gradcheck(&format!("{what} permuted"), |t| apply(&t[0].permute(&[2, 0, 1])?, &[0, -1], false, kind), &[base]);
+    dev.assert_gradcheck(&format!("{what} permuted"), |t| apply(&t[0].permute(&[2, 0, 1])?, &[0, -1], false, kind), &[base]);
     let base = random(&[3, 9, 5], -2.0, 2.0, 7);
-    assert_gradcheck(&format!("{what} narrowed"), |t| apply(&t[0].narrow(1, 2, 5)?, &[1], true, kind), &[base]);
-    assert_gradcheck(&format!("{what} [7] all"), |t| apply(&t[0], &[0], false, kind), &[random(&[7], -2.0, 2.0, 8)]);
-}
-
-#[test]
-fn sum_matches_reference_over_all_axis_sets_keepdims_and_strided_inputs_and_gradient_checks() {
-    check_reduce(Kind::Sum);
-}
-
-#[test]
-fn mean_matches_reference_over_all_axis_sets_keepdims_and_strided_inputs_and_gradient_checks() {
-    check_reduce(Kind::Mean);
-}
-
-#[test]
-fn max_matches_reference_over_all_axis_sets_keepdims_and_strided_inputs_and_gradient_checks() {
-    check_reduce(Kind::Max);
-}
-
-#[test]
-fn var_population_matches_reference_over_all_axis_sets_keepdims_and_strided_inputs_and_gradient_checks() {
-    check_reduce(Kind::Var(0));
-}
-
-#[test]
-fn var_unbiased_matches_reference_over_all_axis_sets_keepdims_and_strided_inputs_and_gradient_checks() {
-    check_reduce(Kind::Var(1));
-}
-
-#[test]
-fn sum_all_and_mean_all_return_rank0_totals_and_gradient_checks_on_strided_input() {
-    let x = random(&[5, 3, 7], -2.0, 2.0, 10);
-    let values = x.to_vec_f64();
-    let total: f64 = values.iter().sum();
-    let s = x.sum_all().unwrap();
-    assert_values(&s, &[total], &[], 1e-12, "sum_all");
-    assert_values(&x.mean_all().unwrap(), &[total / 105.0], &[], 1e-12, "mean_all");
-    let permuted = x.permute(&[2, 0, 1]).unwrap();
-    assert_values(&permuted.sum_all().unwrap(), &[total], &[], 1e-12, "sum_all permuted");
-    assert_values(&permuted.mean_all().unwrap(), &[total / 105.0], &[], 1e-12, "mean_all permuted");
-    assert_gradcheck("sum_all", |t| t[0].sum_all(), std::slice::from_ref(&x));
-    assert_gradcheck("mean_all", |t| t[0].mean_all(), std::slice::from_ref(&x));
-    assert_gradcheck("sum_all transposed", |t| t[0].transpose(0, 2)?.sum_all(), std::slice::from_ref(&x));
-    assert_gradcheck("mean_all narrowed", |t| t[0].narrow(2, 1, 5)?.mean_all(), &[x]);
-    // rank 0 and size 1
-    let r0 = random(&[], -2.0, 2.0, 11);
-    assert_values(&r0.sum_all().unwrap(), &r0.to_vec_f64(), &[], 0.0 + 1e-15, "sum_all of rank 0");
-    assert_gradcheck("sum of rank 0", |t| t[0].sum(&[], true), &[r0]);
-    let one = random(&[1, 1], -2.0, 2.0, 12);
-    assert_values(&one.mean(&[0], false).unwrap(), &one.to_vec_f64(), &[1], 1e-15, "mean of [1,1] over axis 0");
-}
-
-#[test]
-fn max_splits_the_gradient_equally_between_tied_maxima() {
-    // rows: [1, 3, 3] (tie) and [2, 0.5, -1] (unique)
-    let x = Tensor::from_f64(&[1.0, 3.0, 3.0, 2.0, 0.5, -1.0], &[2, 3], DType::F64).unwrap().variable();
-    let y = x.max(&[1], false).unwrap();
-    assert_eq!(y.to_vec_f64(), vec![3.0, 2.0]);
-    let w = Tensor::from_f64(&[10.0, 7.0], &[2], DType::F64).unwrap();
-    let grads = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-    assert_eq!(grads.get(&x).unwrap().to_vec_f64(), vec![0.0, 5.0, 5.0, 7.0, 0.0, 0.0]);
-}
-
-#[test]
-fn reductions_over_repeated_axes_reduce_each_axis_once() {
-    // [1, -2] both name axis 1 of a rank-3 tensor: the engine dedups instead of erroring.
-    let x = random(&[3, 5, 7], -2.0, 2.0, 13);
-    let (expected, shape) = naive_reduce(&x.to_vec_f64(), &[3, 5, 7], &[1], false, Kind::Sum);
-    assert_values(&x.sum(&[1, -2], false).unwrap(), &expected, &shape, 1e-12, "sum over [1, -2]");
-    let (expected, shape) = naive_reduce(&x.to_vec_f64(), &[3, 5, 7], &[1], true, Kind::Mean);
-    assert_values(&x.mean(&[1, -2], true).unwrap(), &expected, &shape, 1e-12, "mean over [1, -2]");
-}
-
-#[test]
-fn var_needs_more_elements_than_the_correction() {
-    let x = random(&[3, 1], -2.0, 2.0, 14);
-    assert!(matches!(x.var(&[1], false, 1), Err(TensorError::InvalidArgument { .. })));
-    let (expected, shape) = naive_reduce(&x.to_vec_f64(), &[3, 1], &[1], false, Kind::Var(0));
-    assert_values(&x.var(&[1], false, 0).unwrap(), &expected, &shape, 1e-15, "var of one element, correction 0");
-    assert!(expected.iter().all(|&v| v == 0.0));
+    dev.assert_gradcheck(&format!("{what} narrowed"), |t| apply(&t[0].narrow(1, 2, 5)?, &[1], true, kind), &[base]);
+    dev.assert_gradcheck(&format!("{what} [7] all"), |t| apply(&t[0], &[0], false, kind), &[random(&[7], -2.0, 2.0, 8)]);
 }
 
 /// Naive adjoint of broadcasting `target` to `shape`: sum over the repeated positions.
@@ -219,20 +143,94 @@ fn naive_sum_to_shape(values: &[f64], shape: &[usize], target: &[usize]) -> Vec<
     out
 }
 
-#[test]
-fn sum_to_shape_sums_over_broadcast_axes_and_gradient_checks_on_strided_input() {
+per_device! {
+fn sum_matches_reference_over_all_axis_sets_keepdims_and_strided_inputs_and_gradient_checks(dev) {
+    check_reduce(dev, Kind::Sum);
+}
+
+fn mean_matches_reference_over_all_axis_sets_keepdims_and_strided_inputs_and_gradient_checks(dev) {
+    check_reduce(dev, Kind::Mean);
+}
+
+fn max_matches_reference_over_all_axis_sets_keepdims_and_strided_inputs_and_gradient_checks(dev) {
+    check_reduce(dev, Kind::Max);
+}
+
+fn var_population_matches_reference_over_all_axis_sets_keepdims_and_strided_inputs_and_gradient_checks(dev) {
+    check_reduce(dev, Kind::Var(0));
+}
+
+fn var_unbiased_matches_reference_over_all_axis_sets_keepdims_and_strided_inputs_and_gradient_checks(dev) {
+    check_reduce(dev, Kind::Var(1));
+}
+
+fn sum_all_and_mean_all_return_rank0_totals_and_gradient_checks_on_strided_input(dev) {
+    let x = random(&[5, 3, 7], -2.0, 2.0, 10);
+    let values = x.to_vec_f64();
+    let total: f64 = values.iter().sum();
+    let xd = dev.put(&x);
+    let s = xd.sum_all().unwrap();
+    assert_values(&s, &[total], &[], dev.tolerance(1e-12), "sum_all");
+    assert_values(&xd.mean_all().unwrap(), &[total / 105.0], &[], dev.tolerance(1e-12), "mean_all");
+    let permuted = xd.permute(&[2, 0, 1]).unwrap();
+    assert_values(&permuted.sum_all().unwrap(), &[total], &[], dev.tolerance(1e-12), "sum_all permuted");
+    assert_values(&permuted.mean_all().unwrap(), &[total / 105.0], &[], dev.tolerance(1e-12), "mean_all permuted");
+    dev.assert_gradcheck("sum_all", |t| t[0].sum_all(), std::slice::from_ref(&x));
+    dev.assert_gradcheck("mean_all", |t| t[0].mean_all(), std::slice::from_ref(&x));
+    dev.assert_gradcheck("sum_all transposed", |t| t[0].transpose(0, 2)?.sum_all(), std::slice::from_ref(&x));
+    dev.assert_gradcheck("mean_all narrowed", |t| t[0].narrow(2, 1, 5)?.mean_all(), &[x]);
+    // rank 0 and size 1
+    let r0 = random(&[], -2.0, 2.0, 11);
+    assert_values(&dev.put(&r0).sum_all().unwrap(), &r0.to_vec_f64(), &[], dev.tolerance(0.0 + 1e-15), "sum_all of rank 0");
+    dev.assert_gradcheck("sum of rank 0", |t| t[0].sum(&[], true), &[r0]);
+    let one = random(&[1, 1], -2.0, 2.0, 12);
+    assert_values(&dev.put(&one).mean(&[0], false).unwrap(), &one.to_vec_f64(), &[1], dev.tolerance(1e-15), "mean of [1,1] over axis 0");
+}
+
+fn max_splits_the_gradient_equally_between_tied_maxima(dev) {
+    // rows: [1, 3, 3] (tie) and [2, 0.5, -1] (unique)
+    let x = dev.put(&Tensor::from_f64(&[1.0, 3.0, 3.0, 2.0, 0.5, -1.0], &[2, 3], DType::F64).unwrap()).variable();
+    let y = x.max(&[1], false).unwrap();
+    assert_eq!(y.to_vec_f64(), vec![3.0, 2.0]);
+    let w = dev.put(&Tensor::from_f64(&[10.0, 7.0], &[2], DType::F64).unwrap());
+    let grads = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(grads.get(&x).unwrap().to_vec_f64(), vec![0.0, 5.0, 5.0, 7.0, 0.0, 0.0]);
+}
+
+fn reductions_over_repeated_axes_reduce_each_axis_once(dev) {
+    // [1, -2] both name axis 1 of a rank-3 tensor: the engine dedups instead of erroring.
+    let x = random(&[3, 5, 7], -2.0, 2.0, 13);
+    let xd = dev.put(&x);
+    let (expected, shape) = naive_reduce(&x.to_vec_f64(), &[3, 5, 7], &[1], false, Kind::Sum);
+    assert_values(&xd.sum(&[1, -2], false).unwrap(), &expected, &shape, dev.tolerance(1e-12), "sum over [1, -2]");
+    let (expected, shape) = naive_reduce(&x.to_vec_f64(), &[3, 5, 7], &[1], true, Kind::Mean);
+    assert_values(&xd.mean(&[1, -2], true).unwrap(), &expected, &shape, dev.tolerance(1e-12), "mean over [1, -2]");
+}
+
+fn var_needs_more_elements_than_the_correction(dev) {
+    let x = random(&[3, 1], -2.0, 2.0, 14);
+    let xd = dev.put(&x);
+    assert!(matches!(xd.var(&[1], false, 1), Err(TensorError::InvalidArgument { .. })));
+    let (expected, shape) = naive_reduce(&x.to_vec_f64(), &[3, 1], &[1], false, Kind::Var(0));
+    assert_values(&xd.var(&[1], false, 0).unwrap(), &expected, &shape, dev.tolerance(1e-15), "var of one element, correction 0");
+    assert!(expected.iter().all(|&v| v == 0.0));
+}
+
+fn sum_to_shape_sums_over_broadcast_axes_and_gradient_checks_on_strided_input(dev) {
     let shape = [3, 4, 5];
     let x = random(&shape, -2.0, 2.0, 20);
     let base = random(&[5, 4, 3], -2.0, 2.0, 21);
-    let xt = base.permute(&[2, 1, 0]).unwrap();
+    let xd = dev.put(&x);
+    let xt = dev.put(&base).permute(&[2, 1, 0]).unwrap();
     let xtv = naive_permute(&base.to_vec_f64(), &[5, 4, 3], &[2, 1, 0]);
     let targets: [&[usize]; 9] = [&[3, 4, 5], &[4, 1], &[3, 1, 5], &[5], &[1, 5], &[], &[1, 1, 1], &[1], &[4, 5]];
     for target in targets {
         let expected = naive_sum_to_shape(&x.to_vec_f64(), &shape, target);
-        assert_values(&x.sum_to_shape(target).unwrap(), &expected, target, 1e-12, &format!("sum_to_shape {target:?}"));
+        assert_values(&xd.sum_to_shape(target).unwrap(), &expected, target, dev.tolerance(1e-12), &format!("sum_to_shape {target:?}"));
         let expected = naive_sum_to_shape(&xtv, &shape, target);
-        assert_values(&xt.sum_to_shape(target).unwrap(), &expected, target, 1e-12, &format!("sum_to_shape {target:?} strided"));
-        assert_gradcheck(&format!("sum_to_shape {target:?}"), |t| t[0].sum_to_shape(target), std::slice::from_ref(&x));
-        assert_gradcheck(&format!("sum_to_shape {target:?} strided"), |t| t[0].permute(&[2, 1, 0])?.sum_to_shape(target), std::slice::from_ref(&base));
+        assert_values(&xt.sum_to_shape(target).unwrap(), &expected, target, dev.tolerance(1e-12), &format!("sum_to_shape {target:?} strided"));
+        dev.assert_gradcheck(&format!("sum_to_shape {target:?}"), |t| t[0].sum_to_shape(target), std::slice::from_ref(&x));
+        dev.assert_gradcheck(&format!("sum_to_shape {target:?} strided"), |t| t[0].permute(&[2, 1, 0])?.sum_to_shape(target), std::slice::from_ref(&base));
     }
+}
 }
