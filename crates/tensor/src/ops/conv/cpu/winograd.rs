@@ -377,6 +377,21 @@ pub(super) trait WinogradTile {
     /// `m_stride` apart), into `y`: `M·M` rows of `nt`, row `M·a + φ` holding row `a`,
     /// column `φ` of each tile's block.
     fn transform_output<T: FloatElem>(m: &[T], m_stride: usize, nt: usize, bias: T, y: &mut [T]);
+    /// Output row `a` of the blocks of a tile-row, from the rows [`WinogradTile::transform_output`]
+    /// wrote (`nt` apart, the tile-row's tiles from `first` on) into `y_row`.
+    fn scatter_row<T: FloatElem>(ys: &[T], nt: usize, a: usize, first: usize, y_row: &mut [T]);
+}
+
+/// `y_row[M·t + φ] = phases[φ][t]`: the `M` column phases of an output row interleaved.
+#[inline(always)]
+pub(super) fn interleave<T: Copy, const M: usize>(y_row: &mut [T], phases: [&[T]; M]) {
+    let n = y_row.len() / M;
+    let phases = phases.map(|phase| &phase[..n]);
+    for (t, block) in y_row.chunks_exact_mut(M).enumerate() {
+        for (value, phase) in block.iter_mut().zip(&phases) {
+            *value = phase[t];
+        }
+    }
 }
 
 /// F(2×2, 3×3).
@@ -410,6 +425,9 @@ impl WinogradTile for F2x2 {
         };
         let m: [&[T]; XI] = std::array::from_fn(|xi| &m[xi * m_stride..][..nt]);
         simd_steps(nt, &mut OutputTiles { m, bias, y: halves });
+    }
+    fn scatter_row<T: FloatElem>(ys: &[T], nt: usize, a: usize, first: usize, y_row: &mut [T]) {
+        interleave::<T, 2>(y_row, std::array::from_fn(|phase| &ys[(2 * a + phase) * nt + first..]));
     }
 }
 
@@ -458,11 +476,7 @@ pub(super) fn conv<W: WinogradTile, T: FloatElem>(x: &[T], weight: &[T], bias: O
                     // SAFETY: output rows m·th .. m·th + m of (image, ch) belong to this chunk alone
                     let out = unsafe { std::slice::from_raw_parts_mut(y_ptr.ptr().add(((image * o + ch) * ho + m_side * th) * wo), m_side * wo) };
                     for (a, y_row) in out.chunks_exact_mut(wo).enumerate() {
-                        for (phase, source) in ys.chunks_exact(nt).skip(m_side * a).take(m_side).enumerate() {
-                            for (value, &s) in y_row[phase..].iter_mut().step_by(m_side).zip(&source[k * n..][..n]) {
-                                *value = s;
-                            }
-                        }
+                        W::scatter_row(ys, nt, a, k * n, y_row);
                     }
                 }
             }

@@ -28,7 +28,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::padded::ROWS;
-use super::winograd::{Tiles, TransformScratch, WinogradTile, u_panel_len_for, u_xi_stride, xi_rows};
+use super::winograd::{Tiles, TransformScratch, WinogradTile, interleave, u_panel_len_for, u_xi_stride, xi_rows};
 use crate::FloatElem;
 use crate::cpu::pool::Scratch;
 use crate::cpu::simd::{SimdStep, SimdVector, simd_steps};
@@ -243,5 +243,8 @@ impl WinogradTile for F4x4 {
         };
         let m: [&[T]; XI] = std::array::from_fn(|xi| &m[xi * m_stride..][..nt]);
         simd_steps(nt, &mut OutputTiles { m, bias, y: split });
+    }
+    fn scatter_row<T: FloatElem>(ys: &[T], nt: usize, a: usize, first: usize, y_row: &mut [T]) {
+        interleave::<T, M>(y_row, std::array::from_fn(|phase| &ys[(M * a + phase) * nt + first..]));
     }
 }
