@@ -8,19 +8,26 @@
 //! ([`relative_error`]), below [`TOLERANCE`] = 1e-5 for every tensor. Ops run in f32 (the
 //! engine's workhorse); the MLP + optimizer comparison runs in both f32 and f64 (see its test).
 //!
+//! The op tests run per device (`cpu::…`, `cuda::…`: the fixture's f32 tensors moved to the
+//! device, the tolerance at least 2e-5 there); the MLP + optimizer test runs on the CPU.
+//!
 //! Each test also proves it looked at every tensor in its file ([`Fixture::finish`]), and
 //! [`every_fixture_file_is_covered_by_a_test`] proves that every file is looked at, so a new
 //! fixture (or a new tensor in an old one) cannot be silently ignored.
+
+#[macro_use]
+mod common;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
+use common::TestDevice;
 use ember::tensor::io::{SafetensorsFile, load_safetensors};
 use ember::tensor::ops::conv::{Conv2dParams, ConvTranspose2dParams};
 use ember::tensor::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use ember::tensor::testing::relative_error;
-use ember::tensor::{DType, Gradients, Result, Tensor};
+use ember::tensor::{DType, Device, Gradients, Result, Tensor};
 
 const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
 
@@ -52,27 +59,37 @@ struct Fixture {
     name: &'static str,
     file: SafetensorsFile,
     used: RefCell<BTreeSet<String>>,
+    /// Where [`Fixture::tensor`] puts the stored tensors.
+    device: Device,
+    /// The relative error accepted on that device.
+    tolerance: f64,
 }
 
 impl Fixture {
+    /// The fixture file `name`, its tensors handed out on the CPU.
     fn load(name: &'static str) -> Fixture {
+        Fixture::load_on(name, TestDevice::CPU)
+    }
+
+    /// The fixture file `name`, its tensors handed out on `dev`.
+    fn load_on(name: &'static str, dev: TestDevice) -> Fixture {
         let path = format!("{FIXTURE_DIR}{name}.safetensors");
         let file = load_safetensors(&path).unwrap_or_else(|e| panic!("loading {path}: {e}"));
         for (tensor_name, t) in &file.tensors {
             assert_eq!(t.dtype(), DType::F32, "{name}: {tensor_name} is stored as {:?}, expected f32", t.dtype());
         }
-        Fixture { name, file, used: RefCell::new(BTreeSet::new()) }
+        Fixture { name, file, used: RefCell::new(BTreeSet::new()), device: dev.0, tolerance: dev.tolerance(TOLERANCE) }
     }
 
     fn has(&self, tensor: &str) -> bool {
         self.file.tensors.contains_key(tensor)
     }
 
-    /// The stored tensor `tensor` (f32), marked as used.
+    /// The stored tensor `tensor` (f32) on the fixture's device, marked as used.
     fn tensor(&self, tensor: &str) -> Tensor {
         let t = self.file.get(tensor).unwrap_or_else(|e| panic!("{}: {e}", self.name)).clone();
         self.used.borrow_mut().insert(tensor.to_string());
-        t
+        t.to_device(self.device).unwrap_or_else(|e| panic!("{}: {tensor} to {:?}: {e}", self.name, self.device))
     }
 
     /// The stored tensor as a fresh variable (a leaf whose gradient `backward` returns).
@@ -132,7 +149,8 @@ impl Fixture {
     #[track_caller]
     fn check_in(&self, actual: &Tensor, expected: &str, context: &str) {
         let reference = self.tensor(expected);
-        check_close(actual, &reference, &format!("{}: {expected}{context}", self.name));
+        assert_eq!(actual.device(), self.device, "{}: {expected}{context} left the device", self.name);
+        check_close(actual, &reference, self.tolerance, &format!("{}: {expected}{context}", self.name));
     }
 
     /// Compares the gradient of `variable` in `grads` with the stored tensor `expected`.
@@ -151,14 +169,15 @@ impl Fixture {
     }
 }
 
-/// Panics unless `actual` has `expected`'s shape, is finite, and is within [`TOLERANCE`].
+/// Panics unless `actual` has `expected`'s shape, is finite, and is within `tolerance`
+/// ([`TOLERANCE`] on the CPU).
 #[track_caller]
-fn check_close(actual: &Tensor, expected: &Tensor, what: &str) {
+fn check_close(actual: &Tensor, expected: &Tensor, tolerance: f64, what: &str) {
     assert_eq!(actual.shape(), expected.shape(), "{what}: shapes differ");
     let (a, e) = (actual.to_vec_f64(), expected.to_vec_f64());
     assert!(a.iter().all(|v| v.is_finite()), "{what}: non-finite values");
     let err = relative_error(&a, &e);
-    assert!(err < TOLERANCE, "{what}: relative error {err:.3e} ≥ {TOLERANCE:.0e}\n got {a:?}\nwant {e:?}");
+    assert!(err < tolerance, "{what}: relative error {err:.3e} ≥ {tolerance:.0e}\n got {a:?}\nwant {e:?}");
 }
 
 fn unwrap<T>(result: Result<T>, what: &str) -> T {
@@ -185,23 +204,9 @@ fn every_fixture_file_is_covered_by_a_test() {
 
 // ---- ops -------------------------------------------------------------------------------------
 
-#[test]
-fn matmul_with_broadcast_batch_matches_pytorch_output_and_gradients() {
-    let f = Fixture::load("matmul");
-    f.expect_meta("op", "matmul");
-    f.expect_meta("broadcast", "batch");
-    let (a, b) = (f.variable("a"), f.variable("b"));
-    let out = unwrap(a.matmul(&b), "matmul");
-    f.check(&out, "out");
-    let grads = unwrap(out.backward_with(&f.tensor("grad_out")), "backward");
-    f.check_grad(&grads, &a, "grad_a");
-    f.check_grad(&grads, &b, "grad_b");
-    f.finish();
-}
-
 /// conv2d with stride, padding and dilation from the metadata, bias included.
-fn check_conv2d_fixture(name: &'static str) {
-    let f = Fixture::load(name);
+fn check_conv2d_fixture(dev: TestDevice, name: &'static str) {
+    let f = Fixture::load_on(name, dev);
     f.expect_meta("op", "conv2d");
     f.expect_meta("groups", "1");
     let params = Conv2dParams { stride: f.meta_pair("stride"), padding: f.meta_pair("padding"), dilation: f.meta_pair("dilation") };
@@ -215,19 +220,9 @@ fn check_conv2d_fixture(name: &'static str) {
     f.finish();
 }
 
-#[test]
-fn conv2d_stride2_pad1_matches_pytorch_output_and_gradients() {
-    check_conv2d_fixture("conv2d_stride2_pad1");
-}
-
-#[test]
-fn conv2d_dilation2_pad2_matches_pytorch_output_and_gradients() {
-    check_conv2d_fixture("conv2d_dilation2_pad2");
-}
-
 /// conv_transpose2d (weight `[in, out, kh, kw]`, PyTorch's layout) from the metadata.
-fn check_conv_transpose2d_fixture(name: &'static str) {
-    let f = Fixture::load(name);
+fn check_conv_transpose2d_fixture(dev: TestDevice, name: &'static str) {
+    let f = Fixture::load_on(name, dev);
     f.expect_meta("op", "conv_transpose2d");
     f.expect_meta("groups", "1");
     f.expect_meta("weight_layout", "in,out,kh,kw");
@@ -247,19 +242,38 @@ fn check_conv_transpose2d_fixture(name: &'static str) {
     f.finish();
 }
 
-#[test]
-fn conv_transpose2d_k4s2p1_matches_pytorch_output_and_gradients() {
-    check_conv_transpose2d_fixture("conv_transpose2d_k4s2p1");
+per_device! {
+fn matmul_with_broadcast_batch_matches_pytorch_output_and_gradients(dev) {
+    let f = Fixture::load_on("matmul", dev);
+    f.expect_meta("op", "matmul");
+    f.expect_meta("broadcast", "batch");
+    let (a, b) = (f.variable("a"), f.variable("b"));
+    let out = unwrap(a.matmul(&b), "matmul");
+    f.check(&out, "out");
+    let grads = unwrap(out.backward_with(&f.tensor("grad_out")), "backward");
+    f.check_grad(&grads, &a, "grad_a");
+    f.check_grad(&grads, &b, "grad_b");
+    f.finish();
 }
 
-#[test]
-fn conv_transpose2d_k3s2p1_output_padding1_matches_pytorch_output_and_gradients() {
-    check_conv_transpose2d_fixture("conv_transpose2d_k3s2p1op1");
+fn conv2d_stride2_pad1_matches_pytorch_output_and_gradients(dev) {
+    check_conv2d_fixture(dev, "conv2d_stride2_pad1");
 }
 
-#[test]
-fn group_norm_matches_pytorch_output_and_gradients() {
-    let f = Fixture::load("group_norm");
+fn conv2d_dilation2_pad2_matches_pytorch_output_and_gradients(dev) {
+    check_conv2d_fixture(dev, "conv2d_dilation2_pad2");
+}
+
+fn conv_transpose2d_k4s2p1_matches_pytorch_output_and_gradients(dev) {
+    check_conv_transpose2d_fixture(dev, "conv_transpose2d_k4s2p1");
+}
+
+fn conv_transpose2d_k3s2p1_output_padding1_matches_pytorch_output_and_gradients(dev) {
+    check_conv_transpose2d_fixture(dev, "conv_transpose2d_k3s2p1op1");
+}
+
+fn group_norm_matches_pytorch_output_and_gradients(dev) {
+    let f = Fixture::load_on("group_norm", dev);
     f.expect_meta("op", "group_norm");
     let (groups, eps) = (f.meta_parse::<usize>("num_groups"), f.meta_parse::<f64>("eps"));
     let (x, w, b) = (f.variable("x"), f.variable("weight"), f.variable("bias"));
@@ -272,9 +286,8 @@ fn group_norm_matches_pytorch_output_and_gradients() {
     f.finish();
 }
 
-#[test]
-fn layer_norm_matches_pytorch_output_and_gradients() {
-    let f = Fixture::load("layer_norm");
+fn layer_norm_matches_pytorch_output_and_gradients(dev) {
+    let f = Fixture::load_on("layer_norm", dev);
     f.expect_meta("op", "layer_norm");
     let (shape, eps) = (f.meta_list("normalized_shape"), f.meta_parse::<f64>("eps"));
     let (x, w, b) = (f.variable("x"), f.variable("weight"), f.variable("bias"));
@@ -287,9 +300,8 @@ fn layer_norm_matches_pytorch_output_and_gradients() {
     f.finish();
 }
 
-#[test]
-fn softmax_and_log_softmax_on_last_and_middle_axes_match_pytorch_outputs_and_gradients() {
-    let f = Fixture::load("softmax");
+fn softmax_and_log_softmax_on_last_and_middle_axes_match_pytorch_outputs_and_gradients(dev) {
+    let f = Fixture::load_on("softmax", dev);
     f.expect_meta("op", "softmax");
     for name in ["softmax_dim2", "softmax_dim1", "log_softmax_dim2"] {
         // metadata like "dim=2 (-1)": the axis is the integer after "dim="
@@ -309,9 +321,8 @@ fn softmax_and_log_softmax_on_last_and_middle_axes_match_pytorch_outputs_and_gra
     f.finish();
 }
 
-#[test]
-fn scaled_dot_product_attention_matches_pytorch_output_and_gradients() {
-    let f = Fixture::load("attention");
+fn scaled_dot_product_attention_matches_pytorch_output_and_gradients(dev) {
+    let f = Fixture::load_on("attention", dev);
     f.expect_meta("op", "scaled_dot_product_attention");
     f.expect_meta("mask", "none");
     assert!(!f.meta_bool("is_causal"), "attention: the fixture is causal; ember's attention has no mask");
@@ -322,7 +333,7 @@ fn scaled_dot_product_attention_matches_pytorch_output_and_gradients() {
     f.check(&out, "out");
     // the default scale is the same 1/√d
     let default_scale = unwrap(Tensor::scaled_dot_product_attention(&q, &k, &v, None), "attention");
-    check_close(&default_scale, &f.tensor("out"), "attention: out with the default scale");
+    check_close(&default_scale, &f.tensor("out"), f.tolerance, "attention: out with the default scale");
     let grads = unwrap(out.backward_with(&f.tensor("grad_out")), "backward");
     f.check_grad(&grads, &q, "grad_q");
     f.check_grad(&grads, &k, "grad_k");
@@ -330,9 +341,8 @@ fn scaled_dot_product_attention_matches_pytorch_output_and_gradients() {
     f.finish();
 }
 
-#[test]
-fn elementwise_functions_match_pytorch_outputs_and_each_gradient() {
-    let f = Fixture::load("elementwise");
+fn elementwise_functions_match_pytorch_outputs_and_each_gradient(dev) {
+    let f = Fixture::load_on("elementwise", dev);
     f.expect_meta("op", "elementwise");
     f.expect_meta("gelu_approximate", "none");
     f.expect_meta("inputs", "x: gelu,silu,sigmoid,tanh,exp,sin,cos; xp: log,sqrt,pow");
@@ -361,9 +371,8 @@ fn elementwise_functions_match_pytorch_outputs_and_each_gradient() {
     f.finish();
 }
 
-#[test]
-fn reductions_var_mean_amax_sum_match_pytorch() {
-    let f = Fixture::load("reductions");
+fn reductions_var_mean_amax_sum_match_pytorch(dev) {
+    let f = Fixture::load_on("reductions", dev);
     f.expect_meta("op", "reductions");
     // The metadata holds the PyTorch expressions; make sure they are the ones rebuilt here.
     f.expect_meta("var_dim1_unbiased", "x.var(dim=1, unbiased=True, keepdim=True)");
@@ -394,9 +403,8 @@ fn reductions_var_mean_amax_sum_match_pytorch() {
     f.finish();
 }
 
-#[test]
-fn upsample_nearest2d_matches_pytorch_output_and_gradient() {
-    let f = Fixture::load("upsample_nearest2d");
+fn upsample_nearest2d_matches_pytorch_output_and_gradient(dev) {
+    let f = Fixture::load_on("upsample_nearest2d", dev);
     f.expect_meta("op", "upsample_nearest2d");
     f.expect_meta("mode", "nearest");
     let scale: usize = f.meta_parse("scale_factor");
@@ -406,6 +414,7 @@ fn upsample_nearest2d_matches_pytorch_output_and_gradient() {
     let grads = unwrap(out.backward_with(&f.tensor("grad_out")), "backward");
     f.check_grad(&grads, &x, "grad_x");
     f.finish();
+}
 }
 
 // ---- MLP and optimizers ----------------------------------------------------------------------

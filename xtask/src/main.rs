@@ -140,11 +140,15 @@ fn ci(args: &[String]) -> Result {
         return Err(format!("`ci` takes no arguments (got {args:?})"));
     }
     let root = repo_root();
-    println!("xtask ci: 1/3 tests");
+    println!("xtask ci: 1/5 rustfmt");
+    run(Command::new(cargo()).current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
+    println!("xtask ci: 2/5 clippy");
+    run(Command::new(cargo()).current_dir(&root).args(["clippy", "--workspace", "--all-targets", "--features", "cuda,cuda-emu", "--", "-D", "warnings"]))?;
+    println!("xtask ci: 3/5 tests");
     run(Command::new(cargo()).current_dir(&root).args(["test", "--workspace", "--release", "--features", "cuda,cuda-emu"]))?;
-    println!("xtask ci: 2/3 NVRTC kernel check");
+    println!("xtask ci: 4/5 NVRTC kernel check");
     kernels(&[])?;
-    println!("xtask ci: 3/3 benchmark build");
+    println!("xtask ci: 5/5 benchmark build");
     run(Command::new(cargo()).current_dir(&root).args(["bench", "--workspace", "--no-run"]))?;
     println!("xtask ci: all green");
     Ok(())
