@@ -450,3 +450,156 @@ fn real_fashion_mnist_train_split_when_installed() {
     let test = load_fashion_mnist(dir, Split::Test).unwrap();
     assert_eq!(test.len(), 10000);
 }
+
+// ---- labels ---------------------------------------------------------------------------------
+
+/// An IDX1 labels file: header (magic, count) + one byte per label.
+fn idx_labels(magic: u32, count: usize, labels: &[u8]) -> Vec<u8> {
+    let mut bytes: Vec<u8> = [magic, count as u32].iter().flat_map(|w| w.to_be_bytes()).collect();
+    bytes.extend(labels);
+    bytes
+}
+
+#[test]
+fn idx_labels_load_beside_the_images_and_their_errors_name_the_file() {
+    let tmp = TempDir::new("idx-labels");
+    std::fs::write(tmp.join("t10k-images-idx3-ubyte"), idx_images(0x0803, 3, 28, 28, mnist_pixel)).unwrap();
+    // no labels file: the images load, unlabelled, and the name says so
+    let unlabelled = load_fashion_mnist(&tmp.0, Split::Test).unwrap();
+    assert!(unlabelled.labels().is_none() && unlabelled.class_names().is_empty());
+    assert!(unlabelled.name().contains("no labels file"), "{}", unlabelled.name());
+    assert_eq!(unlabelled.batch_labels(&[0, 2]).unwrap(), None);
+
+    // gzipped labels, Fashion-MNIST's class names
+    let labels_path = tmp.join("t10k-labels-idx1-ubyte.gz");
+    std::fs::write(&labels_path, gzip_stored(&idx_labels(0x0801, 3, &[7, 0, 9]))).unwrap();
+    let test = load_fashion_mnist(&tmp.0, Split::Test).unwrap();
+    let labels = test.labels().expect("labels");
+    assert_eq!(labels.classes(), &[7, 0, 9]);
+    assert_eq!(test.class_names()[7], "sneaker");
+    assert_eq!(test.class_names().len(), 10);
+    assert_eq!(test.batch_labels(&[2, 2, 0]).unwrap(), Some(vec![9, 9, 7]));
+    assert!(test.batch_labels(&[3]).is_err(), "an index past the images");
+    check_padded(&test, 1);
+    // MNIST names its classes by digit
+    let mnist = load_mnist(&tmp.0, Split::Test).unwrap();
+    assert_eq!(mnist.class_names()[7], "7");
+
+    // each broken labels file is an error naming it and the problem
+    let plain = tmp.join("t10k-labels-idx1-ubyte"); // the plain file is read first
+    for (bytes, words) in [
+        (idx_labels(0x0801, 2, &[1, 2]), vec!["2 labels for 3 images"]),
+        (idx_labels(0x0801, 3, &[1, 10, 2]), vec!["image 1", "label 10", "10 classes"]),
+        (idx_labels(0x0803, 3, &[1, 2, 3]), vec!["bad magic number"]),
+        (idx_labels(0x0801, 4, &[1, 2, 3]), vec!["header says 4 labels", "holds 3"]),
+        (vec![0, 0, 8], vec!["truncated"]),
+    ] {
+        std::fs::write(&plain, bytes).unwrap();
+        let error = load_fashion_mnist(&tmp.0, Split::Test).unwrap_err();
+        assert!(matches!(error, DataError::Format { .. }), "{error:?}");
+        assert_mentions(&error, &plain, &words);
+    }
+}
+
+#[test]
+fn cifar10_labels_come_from_the_records_and_a_bad_label_names_the_file() {
+    let tmp = TempDir::new("cifar10-labels");
+    let mut batch = cifar_batch(0, 3);
+    batch[3073] = 2; // the second record's label byte
+    std::fs::write(tmp.join("test_batch.bin"), &batch).unwrap();
+    let test = load_cifar10(&tmp.0, Split::Test).unwrap();
+    assert_eq!(test.labels().expect("labels").classes(), &[7, 2, 7]);
+    assert_eq!(test.class_names()[7], "horse");
+    batch[2 * 3073] = 10;
+    std::fs::write(tmp.join("test_batch.bin"), &batch).unwrap();
+    let error = load_cifar10(&tmp.0, Split::Test).unwrap_err();
+    assert_mentions(&error, &tmp.join("test_batch.bin"), &["record 2", "label 10"]);
+}
+
+#[test]
+fn png_class_subfolders_label_their_images_and_loose_images_beside_them_are_refused() {
+    let tmp = TempDir::new("png-classes");
+    let dir = tmp.sub("garments");
+    let (sneakers, bags) = (tmp.sub("garments/sneaker"), tmp.sub("garments/bag"));
+    let plain: Vec<u8> = (0..16).map(|k| (k * 3) as u8).collect();
+    write_png(sneakers.join("b.png"), 4, 4, 1, &plain).unwrap();
+    write_png(sneakers.join("a.png"), 4, 4, 1, &[255; 16]).unwrap();
+    write_png(bags.join("only.png"), 4, 4, 1, &[0; 16]).unwrap();
+    tmp.sub("garments/empty-folder"); // a folder without images is no class
+    let data = Dataset::from_name(&format!("png:{}", dir.display()), Split::Train, 1).unwrap();
+    assert_eq!(data.len(), 3);
+    assert_eq!(data.class_names(), &["bag".to_string(), "sneaker".to_string()], "classes in folder-name order");
+    assert_eq!(data.labels().unwrap().classes(), &[0, 1, 1]);
+    assert_eq!(data.image(0), &[-1.0f32; 16][..], "bag/only.png first");
+    assert_eq!(data.image(1), &[1.0f32; 16][..], "then sneaker/a.png");
+
+    write_png(dir.join("loose.png"), 4, 4, 1, &plain).unwrap();
+    let error = load_png_folder(&dir, 4, 1).unwrap_err();
+    assert_mentions(&error, &dir, &["class subfolders", "loose"]);
+}
+
+/// The CRC-32 of PNG chunks (and gzip), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn a_png_announcing_a_huge_image_is_an_error_naming_it_not_an_abort() {
+    let tmp = TempDir::new("png-bomb");
+    let dir = tmp.sub("images");
+    let path = dir.join("bomb.png");
+    write_png(&path, 1, 1, 1, &[0]).unwrap();
+    // IHDR: 8 signature bytes, then length (4), "IHDR" (4), width (4), height (4), …, CRC
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[12..16], b"IHDR");
+    bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let error = read_png(&path).unwrap_err();
+    assert_mentions(&error, &path, &["100000x100000"]);
+    let error = Dataset::from_name(&format!("png:{}", dir.display()), Split::Train, 1).unwrap_err();
+    assert_mentions(&error, &path, &["100000x100000"]);
+}
+
+#[test]
+fn procedural_images_are_labelled_by_their_shape() {
+    let data = procedural(40, 1, 16, 3).unwrap();
+    let labels = data.labels().expect("labels");
+    assert_eq!(data.class_names(), &["disc".to_string(), "square".to_string(), "stripes".to_string()]);
+    for class in 0..3 {
+        assert!(labels.classes().contains(&class), "40 images hold every shape");
+    }
+    // the labels are as deterministic as the images, and a longer dataset extends a shorter one
+    let longer = procedural(50, 1, 16, 3).unwrap();
+    assert_eq!(&longer.labels().unwrap().classes()[..40], labels.classes());
+    // a stripes image holds background and shape in every row or every column; a disc never
+    // reaches all four edges of the image
+    for i in 0..data.len() {
+        let image = data.image(i);
+        let background = image.iter().copied().fold(f32::INFINITY, f32::min);
+        let edges = [&image[..16], &image[240..]];
+        if labels.classes()[i] == 0 {
+            assert!(edges.iter().any(|edge| edge.iter().all(|&v| v == background)), "disc image {i} fills a whole edge");
+        }
+    }
+}
+
+#[test]
+fn labels_are_checked_when_attached() {
+    assert!(Labels::new(vec![0, 1, 2], vec!["a".into(), "b".into()]).is_err(), "label 2 of 2 classes");
+    assert!(Labels::new(vec![0], vec![]).is_err(), "no classes");
+    assert!(Labels::new(vec![0], vec!["a".into(), "a".into()]).is_err(), "a name twice");
+    let labels = Labels::new(vec![0, 1], vec!["a".into(), "b".into()]).unwrap();
+    let data = procedural(3, 1, 8, 0).unwrap();
+    let error = data.with_labels(labels).unwrap_err();
+    assert!(error.to_string().contains("2 labels for the 3 images"), "{error}");
+}

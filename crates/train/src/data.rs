@@ -1,12 +1,16 @@
 //! Datasets for the DDPM trainer: images held in memory as f32 values in [-1, 1] (the DDPM
 //! convention, `pixel / 127.5 − 1`), batched into `[B, C, H, W]` tensors with optional random
-//! horizontal flips.
+//! horizontal flips, and, when the data has them, the images' class labels ([`Labels`]: one
+//! class index per image and the classes' names), checked when loaded.
 //!
 //! Loaders (each error names the file and what is wrong with it):
 //! - [`load_fashion_mnist`] / [`load_mnist`]: IDX files, gzipped or not (detected by the gzip
-//!   magic bytes `1f 8b`, not by the name), 28×28 padded with the background to 32×32;
-//! - [`load_cifar10`]: the CIFAR-10 binary batches (`data_batch_N.bin`, `test_batch.bin`);
-//! - [`load_png_folder`]: every `.png` in a folder, in file-name order, no resizing;
+//!   magic bytes `1f 8b`, not by the name), 28×28 padded with the background to 32×32; the
+//!   labels from the IDX labels file beside them when it is there;
+//! - [`load_cifar10`]: the CIFAR-10 binary batches (`data_batch_N.bin`, `test_batch.bin`),
+//!   labels included;
+//! - [`load_png_folder`]: every `.png` in a folder, in file-name order, no resizing; or, when
+//!   the folder holds one subfolder per class, their images labelled by subfolder;
 //! - [`procedural`]: simple shapes drawn from a seed, for tests and machines without data.
 //!
 //! [`Dataset::from_name`] turns a spec such as `"fashion-mnist"` or `"png:DIR"` into a dataset.
@@ -79,7 +83,53 @@ pub fn scale_pixel(pixel: u8) -> f32 {
     pixel as f32 / 127.5 - 1.0
 }
 
-/// N square images of C channels, stored image after image in CHW order as f32 in [-1, 1].
+/// The class names of Fashion-MNIST's labels 0–9 (one word each, so that they can be typed
+/// on a command line: `--class sneaker`).
+pub const FASHION_MNIST_CLASSES: [&str; 10] = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"];
+/// The class names of MNIST's labels: the digits.
+pub const MNIST_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+/// The class names of [`procedural`] images: their shape.
+pub const PROCEDURAL_CLASSES: [&str; 3] = ["disc", "square", "stripes"];
+/// The class names of CIFAR-10's labels 0–9.
+pub const CIFAR10_CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+
+/// The class of each image of a dataset and the classes' names: `classes[i] < names.len()`
+/// for every image `i` (checked by [`Labels::new`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Labels {
+    classes: Vec<usize>,
+    names: Vec<String>,
+}
+
+impl Labels {
+    /// Labels from one class index per image and the names of the classes. Errors: no class,
+    /// two classes of one name, or a label outside `0..names.len()` (naming its image).
+    pub fn new(classes: Vec<usize>, names: Vec<String>) -> Result<Labels> {
+        if names.is_empty() {
+            return invalid("Labels::new", "no class names");
+        }
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return invalid("Labels::new", format!("class name {name:?} appears twice"));
+            }
+        }
+        if let Some((image, &class)) = classes.iter().enumerate().find(|(_, c)| **c >= names.len()) {
+            return invalid("Labels::new", format!("image {image} has label {class}, but there are {} classes (0..{})", names.len(), names.len()));
+        }
+        Ok(Labels { classes, names })
+    }
+    /// One class index per image.
+    pub fn classes(&self) -> &[usize] {
+        &self.classes
+    }
+    /// The classes' names, by index.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// N square images of C channels, stored image after image in CHW order as f32 in [-1, 1], and
+/// their labels when the data has them.
 #[derive(Clone)]
 pub struct Dataset {
     name: String,
@@ -87,11 +137,16 @@ pub struct Dataset {
     len: usize,
     channels: usize,
     size: usize,
+    labels: Option<Labels>,
 }
 
 impl std::fmt::Debug for Dataset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Dataset({:?}: {} images of {}x{}x{})", self.name, self.len, self.channels, self.size, self.size)
+        write!(f, "Dataset({:?}: {} images of {}x{}x{}", self.name, self.len, self.channels, self.size, self.size)?;
+        match &self.labels {
+            Some(labels) => write!(f, ", {} classes)", labels.names.len()),
+            None => write!(f, ", unlabelled)"),
+        }
     }
 }
 
@@ -110,7 +165,34 @@ impl Dataset {
         if let Some(bad) = values.iter().position(|v| !(-1.0..=1.0).contains(v)) {
             return invalid("Dataset::from_values", format!("value {} at index {bad} is outside [-1, 1]", values[bad]));
         }
-        Ok(Dataset { name: name.into(), len, values, channels, size })
+        Ok(Dataset { name: name.into(), len, values, channels, size, labels: None })
+    }
+
+    /// The same images labelled by `labels` (one class per image; see [`Labels::new`]).
+    pub fn with_labels(self, labels: Labels) -> Result<Dataset> {
+        if labels.classes.len() != self.len {
+            return invalid("Dataset::with_labels", format!("{} labels for the {} images of {}", labels.classes.len(), self.len, self.name));
+        }
+        Ok(Dataset { labels: Some(labels), ..self })
+    }
+
+    /// The labels, if the data has them.
+    pub fn labels(&self) -> Option<&Labels> {
+        self.labels.as_ref()
+    }
+
+    /// The classes' names (empty for unlabelled data).
+    pub fn class_names(&self) -> &[String] {
+        self.labels.as_ref().map_or(&[], |l| &l.names)
+    }
+
+    /// The classes of the images `indices` (one per index), or `None` for unlabelled data.
+    pub fn batch_labels(&self, indices: &[usize]) -> Result<Option<Vec<usize>>> {
+        let Some(labels) = &self.labels else { return Ok(None) };
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.len) {
+            return invalid("Dataset::batch_labels", format!("index {bad} is out of range for {} ({} images)", self.name, self.len));
+        }
+        Ok(Some(indices.iter().map(|&i| labels.classes[i]).collect()))
     }
 
     /// A dataset from 8-bit pixels laid out `[N, C, size, size]`, scaled with [`scale_pixel`].
@@ -125,7 +207,7 @@ impl Dataset {
     /// | `fashion-mnist` | [`load_fashion_mnist`] from [`FASHION_MNIST_DEBIAN_DIR`] |
     /// | `fashion-mnist:DIR`, `mnist:DIR` | [`load_fashion_mnist`] / [`load_mnist`] from `DIR` |
     /// | `cifar10:DIR` | [`load_cifar10`] |
-    /// | `png:DIR` | [`load_png_folder`], the size taken from the first image (`split` is ignored) |
+    /// | `png:DIR` | [`load_png_folder`] (one subfolder per class for labels), the size taken from the first image (`split` is ignored) |
     /// | `procedural`, `procedural:N`, `procedural:N:SIZE` | [`procedural`]: N images (default 1000), SIZE×SIZE (default 32) |
     ///
     /// Procedural data uses seed 0 for the train split and 1 for the test split.
@@ -151,7 +233,7 @@ impl Dataset {
             "cifar10" => load_cifar10(&need_dir(arg)?, split)?,
             "png" => {
                 let dir = need_dir(arg)?;
-                let image = read_png(&png_files(&dir)?[0])?; // png_files returns at least one
+                let image = read_png(&png_layout(&dir)?.0[0])?; // at least one image, or an error
                 load_png_folder(&dir, image.width as usize, channels)?
             }
             "procedural" => {
@@ -261,9 +343,17 @@ impl Dataset {
     /// (`u < ½`). The uniforms have 24 bits, so for datasets far beyond 2²⁴ images some indices
     /// would be unreachable; every dataset here is much smaller.
     pub fn sample_batch(&self, batch_size: usize, rng: &mut Rng, random_flip: bool) -> Result<Tensor> {
+        let (indices, flips) = self.sample_indices(batch_size, rng, random_flip);
+        self.batch(&indices, &flips)
+    }
+
+    /// The draws of [`Dataset::sample_batch`] (the same, from `rng` in the same order): the
+    /// images' indices and their flip flags (empty without `random_flip`), so that a caller can
+    /// take the batch and its labels ([`Dataset::batch_labels`]).
+    pub fn sample_indices(&self, batch_size: usize, rng: &mut Rng, random_flip: bool) -> (Vec<usize>, Vec<bool>) {
         let indices: Vec<usize> = rng.uniform_values(batch_size).into_iter().map(|u| ((u * self.len as f64) as usize).min(self.len - 1)).collect();
         let flips: Vec<bool> = if random_flip { rng.uniform_values(batch_size).into_iter().map(|u| u < 0.5).collect() } else { vec![] };
-        self.batch(&indices, &flips)
+        (indices, flips)
     }
 }
 
@@ -338,8 +428,47 @@ fn find_idx_images(dir: &Path, split: Split, hint: &str) -> Result<PathBuf> {
         .ok_or_else(|| DataError::Missing { path: gzipped.clone(), hint: format!("looked for {} and {}; {hint}", plain.display(), gzipped.display()) })
 }
 
-/// 28×28 IDX images padded by 2 pixels of background (pixel 0, i.e. −1) on each side to 32×32.
-fn load_idx_28(dir: &Path, split: Split, dataset: &str, hint: &str) -> Result<Dataset> {
+/// The magic number of an IDX file of unsigned bytes with 1 dimension (the labels).
+const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
+
+/// The IDX labels file of `split` in `dir`, plain or `.gz`, if there is one.
+fn find_idx_labels(dir: &Path, split: Split) -> Option<PathBuf> {
+    let stem = match split {
+        Split::Train => "train-labels-idx1-ubyte",
+        Split::Test => "t10k-labels-idx1-ubyte",
+    };
+    [dir.join(stem), dir.join(format!("{stem}.gz"))].into_iter().find(|p| p.is_file())
+}
+
+/// Parses an IDX labels file: one byte per image after an 8-byte header (magic, count).
+/// Checks the magic number, that the count matches both the file's length and `images` (the
+/// images file's count), and that every label is below `classes`.
+fn parse_idx_labels(path: &Path, bytes: &[u8], images: usize, classes: usize) -> Result<Vec<usize>> {
+    if bytes.len() < 8 {
+        return Err(format_error(path, format!("truncated: {} bytes, but an IDX labels file starts with an 8-byte header", bytes.len())));
+    }
+    let word = |k: usize| u32::from_be_bytes([bytes[4 * k], bytes[4 * k + 1], bytes[4 * k + 2], bytes[4 * k + 3]]);
+    let magic = word(0);
+    if magic != IDX_LABELS_MAGIC {
+        return Err(format_error(path, format!("bad magic number 0x{magic:08x}, expected 0x{IDX_LABELS_MAGIC:08x} (IDX unsigned bytes, 1 dimension)")));
+    }
+    let count = word(1) as usize;
+    if count != bytes.len() - 8 {
+        return Err(format_error(path, format!("the header says {count} labels, the file holds {}", bytes.len() - 8)));
+    }
+    if count != images {
+        return Err(format_error(path, format!("{count} labels for {images} images (the images file beside it)")));
+    }
+    let labels: Vec<usize> = bytes[8..].iter().map(|&b| b as usize).collect();
+    if let Some((image, &label)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
+        return Err(format_error(path, format!("image {image} has label {label}, but there are {classes} classes (0..{classes})")));
+    }
+    Ok(labels)
+}
+
+/// 28×28 IDX images padded by 2 pixels of background (pixel 0, i.e. −1) on each side to 32×32,
+/// labelled by the labels file of the split when it is there (`classes` names them).
+fn load_idx_28(dir: &Path, split: Split, dataset: &str, hint: &str, class_names: &[&str]) -> Result<Dataset> {
     let path = find_idx_images(dir, split, hint)?;
     let (n, rows, cols, pixels) = parse_idx_images(&path, &read_maybe_gzipped(&path)?)?;
     if (rows, cols) != (28, 28) {
@@ -356,25 +485,35 @@ fn load_idx_28(dir: &Path, split: Split, dataset: &str, hint: &str) -> Result<Da
         }
     }
     let split_name = if split == Split::Train { "train" } else { "test" };
-    Ok(Dataset { name: format!("{dataset} {split_name} ({})", dir.display()), values, len: n, channels: 1, size })
+    let labels = match find_idx_labels(dir, split) {
+        Some(labels_path) => {
+            let classes = parse_idx_labels(&labels_path, &read_maybe_gzipped(&labels_path)?, n, class_names.len())?;
+            Some(Labels { classes, names: class_names.iter().map(|name| name.to_string()).collect() })
+        }
+        None => None,
+    };
+    let unlabelled = if labels.is_none() { ", no labels file" } else { "" };
+    Ok(Dataset { name: format!("{dataset} {split_name} ({}{unlabelled})", dir.display()), values, len: n, channels: 1, size, labels })
 }
 
 /// Fashion-MNIST (60,000 train / 10,000 test images, 1 channel) from `dir`, which holds
 /// `train-images-idx3-ubyte[.gz]` / `t10k-images-idx3-ubyte[.gz]`, as 32×32 images (the 28×28
-/// originals centered, padded by 2 pixels of background on each side). The labels are not read.
+/// originals centered, padded by 2 pixels of background on each side), labelled
+/// ([`FASHION_MNIST_CLASSES`]) from `train-labels-idx1-ubyte[.gz]` / `t10k-labels-idx1-ubyte[.gz]`
+/// when that file is there (its count and every label checked against the images).
 pub fn load_fashion_mnist(dir: &Path, split: Split) -> Result<Dataset> {
     let hint = format!(
         "install Debian's package (`apt-get install dataset-fashion-mnist`, files in {FASHION_MNIST_DEBIAN_DIR}), or download \
          train-images-idx3-ubyte.gz and t10k-images-idx3-ubyte.gz from https://github.com/zalandoresearch/fashion-mnist into {}",
         dir.display()
     );
-    load_idx_28(dir, split, "fashion-mnist", &hint)
+    load_idx_28(dir, split, "fashion-mnist", &hint, &FASHION_MNIST_CLASSES)
 }
 
 /// MNIST from `dir`, exactly as [`load_fashion_mnist`] (the same file names and format).
 pub fn load_mnist(dir: &Path, split: Split) -> Result<Dataset> {
     let hint = format!("download the MNIST IDX files train-images-idx3-ubyte.gz and t10k-images-idx3-ubyte.gz into {}", dir.display());
-    load_idx_28(dir, split, "mnist", &hint)
+    load_idx_28(dir, split, "mnist", &hint, &MNIST_CLASSES)
 }
 
 // ---- CIFAR-10 -------------------------------------------------------------------------------
@@ -384,7 +523,8 @@ const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
 
 /// CIFAR-10 (50,000 train / 10,000 test images of 3×32×32) from the binary version's files in
 /// `dir` (`data_batch_1.bin` … `data_batch_5.bin`, `test_batch.bin`); `dir` may also be the
-/// folder that holds the extracted `cifar-10-batches-bin`. The labels are not kept.
+/// folder that holds the extracted `cifar-10-batches-bin`. Labelled ([`CIFAR10_CLASSES`]) by
+/// each record's label byte (checked below 10).
 pub fn load_cifar10(dir: &Path, split: Split) -> Result<Dataset> {
     let names: Vec<String> = match split {
         Split::Train => (1..=5).map(|k| format!("data_batch_{k}.bin")).collect(),
@@ -392,7 +532,7 @@ pub fn load_cifar10(dir: &Path, split: Split) -> Result<Dataset> {
     };
     let nested = dir.join("cifar-10-batches-bin");
     let dir = if !dir.join(&names[0]).is_file() && nested.is_dir() { nested } else { dir.to_path_buf() };
-    let mut pixels = Vec::new();
+    let (mut pixels, mut classes) = (Vec::new(), Vec::new());
     for name in names {
         let path = dir.join(name);
         if !path.is_file() {
@@ -410,10 +550,17 @@ pub fn load_cifar10(dir: &Path, split: Split) -> Result<Dataset> {
                 format!("{} bytes is not a whole number of {CIFAR_RECORD}-byte records (1 label byte + 3x32x32 pixels)", bytes.len()),
             ));
         }
-        pixels.extend(bytes.chunks_exact(CIFAR_RECORD).flat_map(|record| &record[1..]));
+        for (record, bytes) in bytes.chunks_exact(CIFAR_RECORD).enumerate() {
+            if bytes[0] as usize >= CIFAR10_CLASSES.len() {
+                return Err(format_error(&path, format!("record {record} has label {}, but CIFAR-10 has 10 classes (0..10)", bytes[0])));
+            }
+            classes.push(bytes[0] as usize);
+            pixels.extend_from_slice(&bytes[1..]);
+        }
     }
     let split_name = if split == Split::Train { "train" } else { "test" };
-    Dataset::from_pixels(format!("cifar10 {split_name} ({})", dir.display()), &pixels, 3, 32)
+    let dataset = Dataset::from_pixels(format!("cifar10 {split_name} ({})", dir.display()), &pixels, 3, 32)?;
+    dataset.with_labels(Labels { classes, names: CIFAR10_CLASSES.iter().map(|name| name.to_string()).collect() })
 }
 
 // ---- PNG folders ----------------------------------------------------------------------------
@@ -428,6 +575,10 @@ pub struct PngImage {
     pub pixels: Vec<u8>,
 }
 
+/// The most pixels [`read_png`] decodes from one file (2²⁶, e.g. 8192×8192): a PNG's header can
+/// announce any size in a few bytes.
+pub const MAX_PNG_PIXELS: u64 = 1 << 26;
+
 /// Decodes a PNG file to 8 bits per sample: palettes and low-bit gray are expanded (and a tRNS
 /// chunk becomes alpha), 16-bit samples are cut to their high byte.
 pub fn read_png(path: &Path) -> Result<PngImage> {
@@ -436,6 +587,12 @@ pub fn read_png(path: &Path) -> Result<PngImage> {
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let not_png = |e: png::DecodingError| format_error(path, format!("cannot decode PNG: {e}"));
     let mut reader = decoder.read_info().map_err(not_png)?;
+    // the header's size is checked before anything the size of the image is allocated, so a
+    // small file announcing a huge image is an error, not an abort
+    let (width, height) = (reader.info().width, reader.info().height);
+    if width as u64 * height as u64 > MAX_PNG_PIXELS {
+        return Err(format_error(path, format!("image is {width}x{height}, more than the {MAX_PNG_PIXELS} pixels ember reads from one PNG")));
+    }
     let size = reader.output_buffer_size().ok_or_else(|| format_error(path, "PNG too large to decode"))?;
     let mut pixels = vec![0u8; size];
     let info = reader.next_frame(&mut pixels).map_err(not_png)?;
@@ -473,15 +630,16 @@ fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Every `.png` in `dir` (sorted by file name, so the order is the same on every machine), each
-/// of which must be `size`×`size` (no resizing), converted to `channels` (1 or 3): gray → RGB
+/// Every `.png` in `dir` (sorted by file name, so the order is the same on every machine), or
+/// with one subfolder per class, every `.png` of each, labelled by its subfolder (see
+/// [`png_layout`]); each must be `size`×`size` (no resizing), converted to `channels` (1 or 3): gray → RGB
 /// repeats the gray value, RGB → gray is the luminance `0.299 R + 0.587 G + 0.114 B` (not
 /// rounded), alpha is dropped (not composited).
 pub fn load_png_folder(dir: &Path, size: usize, channels: usize) -> Result<Dataset> {
     if channels != 1 && channels != 3 {
         return invalid("load_png_folder", format!("channels must be 1 or 3, not {channels}"));
     }
-    let files = png_files(dir)?;
+    let (files, labels) = png_layout(dir)?;
     let plane = size * size;
     let mut values = Vec::with_capacity(files.len() * channels * plane);
     for path in &files {
@@ -499,7 +657,43 @@ pub fn load_png_folder(dir: &Path, size: usize, channels: usize) -> Result<Datas
             }));
         }
     }
-    Ok(Dataset { name: format!("png ({})", dir.display()), len: files.len(), values, channels, size })
+    Ok(Dataset { name: format!("png ({})", dir.display()), len: files.len(), values, channels, size, labels })
+}
+
+/// The images of a PNG folder and their labels: `dir`'s own `.png` files (unlabelled), or, when
+/// `dir` holds subfolders with `.png` files in them, one class per subfolder (classes in the
+/// order of the subfolders' names, named after them; images in file-name order within each).
+/// A folder with both loose images and class subfolders is an error (which class would the
+/// loose ones be?).
+fn png_layout(dir: &Path) -> Result<(Vec<PathBuf>, Option<Labels>)> {
+    let entries = std::fs::read_dir(dir).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => DataError::Missing { path: dir.to_path_buf(), hint: "expected a folder of .png images".into() },
+        _ => DataError::Io { path: dir.to_path_buf(), source },
+    })?;
+    let mut folders = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|source| DataError::Io { path: dir.to_path_buf(), source })?.path();
+        if path.is_dir() && png_files(&path).is_ok() {
+            folders.push(path);
+        }
+    }
+    if folders.is_empty() {
+        return Ok((png_files(dir)?, None));
+    }
+    if let Ok(loose) = png_files(dir) {
+        let msg =
+            format!("holds both class subfolders and {} loose .png files (e.g. {}); put every image in its class's folder", loose.len(), loose[0].display());
+        return Err(format_error(dir, msg));
+    }
+    folders.sort();
+    let (mut files, mut classes, mut names) = (Vec::new(), Vec::new(), Vec::new());
+    for (class, folder) in folders.iter().enumerate() {
+        let images = png_files(folder)?;
+        classes.extend(std::iter::repeat_n(class, images.len()));
+        files.extend(images);
+        names.push(folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    }
+    Ok((files, Some(Labels::new(classes, names)?)))
 }
 
 // ---- procedural -----------------------------------------------------------------------------
@@ -512,17 +706,21 @@ const PROCEDURAL_BLOCKS: u64 = 8;
 /// a dark background (−1 to −0.7) with one shape of a random bright color (0.2 to 1 per
 /// channel): a filled disc or square (center in the middle half, radius 12–30 % of the side),
 /// or stripes across the image (period 4–8 pixels, horizontal or vertical, random phase).
-/// Easy for a small UNet to learn, varied enough that it is not a constant.
+/// Easy for a small UNet to learn, varied enough that it is not a constant. Labelled by the
+/// shape ([`PROCEDURAL_CLASSES`]), so that class-conditional models can train without a
+/// download.
 pub fn procedural(n: usize, channels: usize, size: usize, seed: u64) -> Result<Dataset> {
     if n == 0 || size < 4 || !(channels == 1 || channels == 3) {
         return invalid("procedural", format!("need n ≥ 1, size ≥ 4 and 1 or 3 channels (got n={n}, size={size}, channels={channels})"));
     }
     let plane = size * size;
     let mut values = Vec::with_capacity(n * channels * plane);
+    let mut classes = Vec::with_capacity(n);
     for i in 0..n {
         let u = Rng { seed, offset: i as u64 * PROCEDURAL_BLOCKS }.uniform_values(4 * PROCEDURAL_BLOCKS as usize);
         let side = size as f64;
         let kind = ((u[0] * 3.0) as usize).min(2);
+        classes.push(kind);
         let background = -1.0 + 0.3 * u[1];
         let (cx, cy) = (side * (0.25 + 0.5 * u[5]), side * (0.25 + 0.5 * u[6]));
         let radius = side * (0.12 + 0.18 * u[7]);
@@ -541,5 +739,6 @@ pub fn procedural(n: usize, channels: usize, size: usize, seed: u64) -> Result<D
             values.extend((0..plane).map(|p| if inside(p % size, p / size) { color } else { background } as f32));
         }
     }
-    Ok(Dataset { name: format!("procedural (n={n}, seed={seed})"), len: n, values, channels, size })
+    let labels = Labels { classes, names: PROCEDURAL_CLASSES.iter().map(|name| name.to_string()).collect() };
+    Ok(Dataset { name: format!("procedural (n={n}, seed={seed})"), len: n, values, channels, size, labels: Some(labels) })
 }
