@@ -14,6 +14,12 @@ Files:
       norm weights: 1 + 0.1 u;  biases: 0.1 u;  other weights: u * sqrt(3 / fan_in), fan_in = numel / s[0]
   rounded to float32; the same formula is in crates/unet/src/testing.rs. Stores `x`,
   `timesteps`, `out`.
+- unet_class_cond_<kind>_io.safetensors (`--only class_cond`): a small class-conditional
+  UNet2DModel (two levels, attention at the second) with diffusers' random init, `kind`
+  `table` (class_embed_type None, num_class_embeds 10: nn.Embedding) or `timestep`
+  (class_embed_type "timestep": the labels' sinusoidal embedding through a TimestepEmbedding).
+  Stores the weights (`weight.<name>`), `x_t`, `timesteps`, `class_labels`, the output
+  (`eps_pred`), `noise`, the loss mse(eps_pred, noise) and every gradient (`grad.<name>`).
 All math runs in float64 (model.double()); tensors are stored as float32 unless noted.
 """
 import argparse
@@ -128,13 +134,58 @@ def make_ddpm_cifar10(out):
     print(f"ddpm-cifar10: {count} parameters")
 
 
+CLASS_COND = dict(
+    sample_size=16, in_channels=1, out_channels=1,
+    block_out_channels=(16, 32),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    layers_per_block=1, attention_head_dim=None, norm_num_groups=4, norm_eps=1e-6,
+    dropout=0.0, flip_sin_to_cos=False, freq_shift=1, downsample_padding=0,
+    act_fn="silu", time_embedding_type="positional",
+)
+
+
+def make_class_cond(out):
+    for kind, extra in [("table", dict(num_class_embeds=10)), ("timestep", dict(class_embed_type="timestep"))]:
+        config = dict(CLASS_COND, **extra)
+        torch.manual_seed(3)
+        model = UNet2DModel(**config).double()
+        with torch.no_grad():  # weights representable in float32, as the file stores them
+            for p in model.parameters():
+                p.copy_(p.float().double())
+        model.eval()
+        if kind == "timestep":
+            # diffusers casts the timesteps' float32 sinusoid to the model's dtype but not the
+            # labels' (its float64 models fail there): cast it the same way
+            model.class_embedding.register_forward_pre_hook(lambda module, args: (args[0].to(torch.float64),))
+        g = torch.Generator().manual_seed(4)
+        x_t = torch.randn(3, 1, 16, 16, generator=g, dtype=torch.float64).float().double()
+        noise = torch.randn(3, 1, 16, 16, generator=g, dtype=torch.float64).float().double()
+        timesteps = torch.tensor([5.0, 300.0, 999.0], dtype=torch.float64)
+        class_labels = torch.tensor([7, 0, 3])
+        eps_pred = model(x_t, timesteps, class_labels=class_labels).sample
+        loss = torch.nn.functional.mse_loss(eps_pred, noise)
+        model.zero_grad()
+        loss.backward()
+        tensors = {"x_t": x_t, "noise": noise, "timesteps": timesteps, "class_labels": class_labels.double(),
+                   "eps_pred": eps_pred, "loss": loss.reshape(1)}
+        for n, p in model.named_parameters():
+            tensors["weight." + n] = p.detach()
+            tensors["grad." + n] = p.grad
+        tensors = {k: v.detach().float().contiguous() for k, v in tensors.items()}
+        save_file(tensors, os.path.join(out, f"unet_class_cond_{kind}_io.safetensors"), metadata(config, mode="eval"))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="tests/fixtures/unet")
+    parser.add_argument("--only", choices=["tiny", "ddpm_cifar10", "class_cond"], help="make one set only")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    make_tiny(args.out)
-    make_ddpm_cifar10(args.out)
+    makers = dict(tiny=make_tiny, ddpm_cifar10=make_ddpm_cifar10, class_cond=make_class_cond)
+    for name, make in makers.items():
+        if args.only in (None, name):
+            make(args.out)
 
 
 if __name__ == "__main__":

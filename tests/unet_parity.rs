@@ -155,5 +155,110 @@ fn every_unet_fixture_is_used() {
     let mut files: Vec<String> =
         std::fs::read_dir(FIXTURES).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".safetensors")).collect();
     files.sort();
-    assert_eq!(files, ["unet_ddpm_cifar10_io.safetensors", "unet_tiny_io.safetensors", "unet_tiny_weights.safetensors"]);
+    assert_eq!(
+        files,
+        [
+            "unet_class_cond_table_io.safetensors",
+            "unet_class_cond_timestep_io.safetensors",
+            "unet_ddpm_cifar10_io.safetensors",
+            "unet_tiny_io.safetensors",
+            "unet_tiny_weights.safetensors"
+        ]
+    );
+}
+
+/// A class-conditional `UNet2DModel` of diffusers (fixture `unet_class_cond_<kind>_io`: its
+/// random init, 3 images with labels 7, 0, 3) rebuilt from the fixture's config and weights:
+/// the output, the loss and every parameter's gradient in f64 and f32, on the CPU; and the
+/// same step on the CUDA device of the build (f32) against the CPU's.
+fn check_class_conditional(kind: &str) {
+    let io = fixture(&format!("unet_class_cond_{kind}_io"));
+    let config = UNetConfig::from_json(&io.metadata["config"]).unwrap();
+    let ts = timesteps(&io, "timesteps");
+    let labels: Vec<usize> = io.get("class_labels").unwrap().to_vec_f64().iter().map(|&l| l as usize).collect();
+    assert_eq!(labels, [7, 0, 3]);
+    let weights: BTreeMap<String, Tensor> =
+        io.tensors.iter().filter_map(|(name, t)| name.strip_prefix("weight.").map(|n| (n.to_string(), t.clone()))).collect();
+    let mut cpu_f32_grads = BTreeMap::new();
+    for dtype in [DType::F64, DType::F32] {
+        let model = UNet::new(&config, dtype, &mut Rng::new(0)).unwrap();
+        assert!(model.class_embedding.is_some(), "{kind}: a class-conditional model");
+        load_weights(&model, &weights).unwrap();
+        let x_t = io.get("x_t").unwrap().to_dtype(dtype).unwrap();
+        let noise = io.get("noise").unwrap().to_dtype(dtype).unwrap();
+        let mut rng = Rng::new(0);
+        let prediction = model.forward_with_classes(&x_t, &ts, Some(&labels), &mut eval_context(&mut rng)).unwrap();
+        assert_matches(&prediction, io.get("eps_pred").unwrap(), &format!("{kind} {dtype:?} eps_pred"));
+        let loss = prediction.mse_loss(&noise).unwrap();
+        assert_matches(&loss.reshape(&[1]).unwrap(), io.get("loss").unwrap(), &format!("{kind} {dtype:?} loss"));
+        let grads = loss.backward().unwrap();
+        let params = named_parameters(&model);
+        assert_eq!(params.len(), weights.len(), "{kind}: every diffusers parameter, no other");
+        for (name, p) in &params {
+            let grad = grads.get(p).unwrap_or_else(|| panic!("no gradient for {name}"));
+            if name.ends_with("to_k.bias") {
+                // zero in exact arithmetic (see the tiny model's test): only rounding noise
+                assert!(grad.to_vec_f64().iter().all(|v| v.abs() < 1e-5), "{kind} {dtype:?} grad.{name} is not ~0");
+                continue;
+            }
+            assert_matches(grad, io.get(&format!("grad.{name}")).unwrap(), &format!("{kind} {dtype:?} grad.{name}"));
+            if dtype == DType::F32 {
+                cpu_f32_grads.insert(name.clone(), grad.to_vec_f64());
+            }
+        }
+        // the class embedding is learned: its gradient reaches the rows of the labels used
+        if let Some(ember::unet::ClassEmbedding::Table(table)) = &model.class_embedding {
+            let rows = grads.get(table).unwrap().to_vec_f64();
+            let row_norm = |r: usize| rows[r * table.shape()[1]..][..table.shape()[1]].iter().map(|v| v.abs()).sum::<f64>();
+            assert!([7, 0, 3].iter().all(|&r| row_norm(r) > 0.0) && row_norm(1) == 0.0, "{kind}: rows of the labels only");
+        }
+    }
+    // the same f32 step on the CUDA device of the build
+    if let Ok(_backend) = ember::tensor::cuda::device(0) {
+        let device = ember::tensor::Device::Cuda(0);
+        let model = UNet::new(&config, DType::F32, &mut Rng::new(0)).unwrap();
+        load_weights(&model, &weights).unwrap();
+        ember::unet::module::to_device(&model, device).unwrap();
+        let x_t = io.get("x_t").unwrap().to_device(device).unwrap();
+        let noise = io.get("noise").unwrap().to_device(device).unwrap();
+        let mut rng = Rng::new(0);
+        let prediction = model.forward_with_classes(&x_t, &ts, Some(&labels), &mut eval_context(&mut rng)).unwrap();
+        assert_eq!(prediction.device(), device);
+        assert_matches(&prediction, io.get("eps_pred").unwrap(), &format!("{kind} on {device:?}: eps_pred"));
+        let grads = prediction.mse_loss(&noise).unwrap().backward().unwrap();
+        for (name, p) in named_parameters(&model) {
+            if let Some(cpu) = cpu_f32_grads.get(&name) {
+                let err = relative_error(&grads.get(&p).unwrap().to_vec_f64(), cpu);
+                assert!(err < TOLERANCE, "{kind} on {device:?}: grad.{name} against the CPU's, relative error {err:.2e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn class_conditional_unet_with_a_table_of_class_embeddings_matches_diffusers() {
+    check_class_conditional("table");
+}
+
+#[test]
+fn class_conditional_unet_with_timestep_class_embeddings_matches_diffusers() {
+    check_class_conditional("timestep");
+}
+
+#[test]
+fn class_labels_are_required_exactly_by_class_conditional_models_and_checked() {
+    let io = fixture("unet_class_cond_table_io");
+    let config = UNetConfig::from_json(&io.metadata["config"]).unwrap();
+    let model = UNet::new(&config, DType::F32, &mut Rng::new(0)).unwrap();
+    assert_eq!(model.num_classes(), Some(10));
+    let x = Tensor::zeros(&[2, 1, 16, 16], DType::F32);
+    let mut rng = Rng::new(0);
+    let mut ctx = eval_context(&mut rng);
+    let message = |r: ember::unet::Result<Tensor>| r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message(model.forward(&x, &[1.0, 2.0], &mut ctx)).contains("class-conditional"));
+    assert!(message(model.forward_with_classes(&x, &[1.0, 2.0], Some(&[1]), &mut ctx)).contains("1 class labels for a batch of 2"));
+    assert!(message(model.forward_with_classes(&x, &[1.0, 2.0], Some(&[1, 10]), &mut ctx)).contains("out of range"));
+    let unconditional = UNet::new(&UNetConfig { class_embed_type: None, num_class_embeds: None, ..config }, DType::F32, &mut Rng::new(0)).unwrap();
+    assert_eq!(unconditional.num_classes(), None);
+    assert!(message(unconditional.forward_with_classes(&x, &[1.0, 2.0], Some(&[1, 2]), &mut ctx)).contains("without a class embedding"));
 }

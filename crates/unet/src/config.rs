@@ -210,11 +210,15 @@ impl UNetConfig {
         if self.mid_block_scale_factor != 1.0 || self.center_input_sample {
             return fail("mid_block_scale_factor ≠ 1 and center_input_sample are not supported".into());
         }
+        match (self.class_embed_type.as_deref(), self.num_class_embeds) {
+            (None, Some(0)) => return fail("num_class_embeds must be at least 1".into()),
+            (None, _) | (Some("timestep"), _) => {}
+            (Some(other), _) => return fail(format!("class_embed_type {other:?}: only null (with num_class_embeds) and \"timestep\" are supported")),
+        }
         let unsupported = [
             (self.attn_norm_num_groups.is_some_and(|g| g != self.norm_num_groups), "attn_norm_num_groups ≠ norm_num_groups"),
             (self.resnet_time_scale_shift != "default", "resnet_time_scale_shift other than \"default\""),
             (!self.add_attention, "add_attention = false"),
-            (self.class_embed_type.is_some() || self.num_class_embeds.is_some(), "class conditioning"),
             (self.time_embedding_dim.is_some_and(|d| d != 4 * self.block_out_channels[0]), "time_embedding_dim ≠ 4 × block_out_channels[0]"),
             (self.downsample_type != "conv", "downsample_type other than \"conv\""),
             (self.mid_block_type != "UNetMidBlock2D", "mid_block_type other than \"UNetMidBlock2D\""),
@@ -254,7 +258,8 @@ mod tests {
         for (key, value) in [
             ("attn_norm_num_groups", "8"),
             ("resnet_time_scale_shift", "\"scale_shift\""),
-            ("class_embed_type", "\"timestep\""),
+            ("class_embed_type", "\"identity\""),
+            ("num_class_embeds", "0"),
             ("act_fn", "\"gelu\""),
             ("down_block_types", "[\"CrossAttnDownBlock2D\", \"DownBlock2D\", \"DownBlock2D\", \"DownBlock2D\"]"),
             ("norm_num_groups", "7"),

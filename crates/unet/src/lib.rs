@@ -18,7 +18,7 @@ pub mod unet;
 pub use config::UNetConfig;
 pub use error::{Result, UNetError};
 pub use module::{ForwardContext, Module};
-pub use unet::UNet;
+pub use unet::{ClassEmbedding, UNet};
 
 #[cfg(test)]
 mod tests {

@@ -33,11 +33,24 @@ pub fn timestep_embedding(timesteps: &[f64], dim: usize, flip_sin_to_cos: bool, 
     Ok(Tensor::from_f64(&values, &[timesteps.len(), dim], dtype)?)
 }
 
+/// How a class label enters a class-conditional UNet: as an embedding added to the time
+/// embedding (diffusers `UNet2DModel`'s `class_embedding`, chosen by `class_embed_type`).
+pub enum ClassEmbedding {
+    /// `class_embed_type` null with `num_class_embeds`: a learned row per class,
+    /// `class_embedding.weight` `[num_class_embeds, 4·c0]` (`nn.Embedding`, init N(0, 1)).
+    Table(Tensor),
+    /// `class_embed_type` "timestep": the label's sinusoidal embedding (as a timestep's) through
+    /// `class_embedding.linear_1` → SiLU → `class_embedding.linear_2` (a `TimestepEmbedding`).
+    Timestep(Linear, Linear),
+}
+
 pub struct UNet {
     pub config: UNetConfig,
     pub dtype: DType,
     pub time_linear_1: Linear,
     pub time_linear_2: Linear,
+    /// Present in class-conditional models.
+    pub class_embedding: Option<ClassEmbedding>,
     pub conv_in: Conv2d,
     pub down_blocks: Vec<DownBlock>,
     pub mid_block: MidBlock,
@@ -106,11 +119,21 @@ impl UNet {
             up_blocks.push(UpBlock { resnets, attentions, upsampler });
         }
 
+        let time_linear_1 = Linear::new(c0, temb_channels, dtype, rng)?;
+        let time_linear_2 = Linear::new(temb_channels, temb_channels, dtype, rng)?;
+        let class_embedding = match (config.class_embed_type.as_deref(), config.num_class_embeds) {
+            (Some("timestep"), _) => {
+                Some(ClassEmbedding::Timestep(Linear::new(c0, temb_channels, dtype, rng)?, Linear::new(temb_channels, temb_channels, dtype, rng)?))
+            }
+            (None, Some(classes)) => Some(ClassEmbedding::Table(Tensor::randn(&[classes, temb_channels], 0.0, 1.0, dtype, rng).variable())),
+            _ => None,
+        };
         Ok(UNet {
             config: config.clone(),
             dtype,
-            time_linear_1: Linear::new(c0, temb_channels, dtype, rng)?,
-            time_linear_2: Linear::new(temb_channels, temb_channels, dtype, rng)?,
+            time_linear_1,
+            time_linear_2,
+            class_embedding,
             conv_in: Conv2d::new(config.in_channels, c0, 3, same, dtype, rng)?,
             down_blocks,
             mid_block,
@@ -120,8 +143,25 @@ impl UNet {
         })
     }
 
-    /// Predicts the noise in `x [B, in_channels, H, W]` at `timesteps` (one per image).
+    /// Predicts the noise in `x [B, in_channels, H, W]` at `timesteps` (one per image), for an
+    /// unconditional model ([`UNet::forward_with_classes`] for a class-conditional one).
     pub fn forward(&self, x: &Tensor, timesteps: &[f64], ctx: &mut ForwardContext) -> Result<Tensor> {
+        self.forward_with_classes(x, timesteps, None, ctx)
+    }
+
+    /// The number of classes a class-conditional model with a table of class embeddings takes
+    /// (`None` for other models: unconditional, or "timestep" embeddings, which take any label).
+    pub fn num_classes(&self) -> Option<usize> {
+        match &self.class_embedding {
+            Some(ClassEmbedding::Table(table)) => Some(table.shape()[0]),
+            _ => None,
+        }
+    }
+
+    /// [`UNet::forward`] with one class label per image (`classes`, required exactly when the
+    /// model is class-conditional): the label's embedding is added to the time embedding that
+    /// every residual block receives, as in diffusers' `UNet2DModel(class_labels=…)`.
+    pub fn forward_with_classes(&self, x: &Tensor, timesteps: &[f64], classes: Option<&[usize]>, ctx: &mut ForwardContext) -> Result<Tensor> {
         let c = &self.config;
         let shape = x.shape();
         let factor = 1 << (c.block_out_channels.len() - 1);
@@ -136,7 +176,33 @@ impl UNet {
             return Err(TensorError::InvalidArgument { op: "UNet::forward", msg: format!("{} timesteps for a batch of {}", timesteps.len(), shape[0]) }.into());
         }
         let t_emb = timestep_embedding(timesteps, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift, x.dtype())?.to_device(x.device())?;
-        let temb = self.time_linear_2.forward(&self.time_linear_1.forward(&t_emb)?.silu()?)?;
+        let mut temb = self.time_linear_2.forward(&self.time_linear_1.forward(&t_emb)?.silu()?)?;
+        let invalid = |msg: String| -> crate::UNetError { TensorError::InvalidArgument { op: "UNet::forward", msg }.into() };
+        match (&self.class_embedding, classes) {
+            (None, None) => {}
+            (None, Some(_)) => return Err(invalid("class labels given to a model without a class embedding (num_class_embeds / class_embed_type)".into())),
+            (Some(_), None) => return Err(invalid("this model is class-conditional: give one class label per image".into())),
+            (Some(embedding), Some(classes)) => {
+                if classes.len() != shape[0] {
+                    return Err(invalid(format!("{} class labels for a batch of {}", classes.len(), shape[0])));
+                }
+                let class_emb = match embedding {
+                    ClassEmbedding::Table(table) => {
+                        if let Some(&bad) = classes.iter().find(|&&c| c >= table.shape()[0]) {
+                            return Err(invalid(format!("class label {bad} is out of range for {} classes", table.shape()[0])));
+                        }
+                        table.embedding(classes)?
+                    }
+                    ClassEmbedding::Timestep(linear_1, linear_2) => {
+                        let labels: Vec<f64> = classes.iter().map(|&c| c as f64).collect();
+                        let sinusoid =
+                            timestep_embedding(&labels, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift, x.dtype())?.to_device(x.device())?;
+                        linear_2.forward(&linear_1.forward(&sinusoid)?.silu()?)?
+                    }
+                };
+                temb = temb.add(&class_emb)?;
+            }
+        }
 
         let mut h = self.conv_in.forward(x)?;
         let mut skips = vec![h.clone()];
@@ -156,6 +222,14 @@ impl Module for UNet {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
         self.time_linear_1.visit(&join(prefix, "time_embedding.linear_1"), f);
         self.time_linear_2.visit(&join(prefix, "time_embedding.linear_2"), f);
+        match &self.class_embedding {
+            Some(ClassEmbedding::Table(table)) => f(join(prefix, "class_embedding.weight"), table),
+            Some(ClassEmbedding::Timestep(linear_1, linear_2)) => {
+                linear_1.visit(&join(prefix, "class_embedding.linear_1"), f);
+                linear_2.visit(&join(prefix, "class_embedding.linear_2"), f);
+            }
+            None => {}
+        }
         self.conv_in.visit(&join(prefix, "conv_in"), f);
         visit_list(&self.down_blocks, &join(prefix, "down_blocks"), f);
         self.mid_block.visit(&join(prefix, "mid_block"), f);
