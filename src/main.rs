@@ -106,6 +106,10 @@ struct TrainArgs {
     /// DDIM steps for the sample grids written during training
     #[arg(long, default_value_t = 50)]
     sample_steps: usize,
+    /// Class-conditional models: the probability that a label is dropped to the null class
+    /// during training (for classifier-free guidance)
+    #[arg(long, default_value_t = 0.1)]
+    cond_drop: f64,
     /// No random horizontal flips
     #[arg(long)]
     no_flip: bool,
@@ -294,6 +298,8 @@ fn run_train(args: TrainArgs) -> Result<()> {
         sample_every: args.sample_every,
         sample_count: args.sample_count,
         sample_steps: args.sample_steps,
+        cond_drop: args.cond_drop,
+        class_names: Vec::new(),
     };
     let dir = RunDir::new(&args.out);
     let resume = if args.resume { Some(dir.checkpoint()) } else { args.resume_from.clone() };

@@ -181,3 +181,82 @@ fn an_f16_export_samples_like_the_checkpoint_and_cannot_be_resumed() {
     assert!(matches!(exported.into_trainer(dataset), Err(TrainError::Checkpoint { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `small_config` with a class-conditional UNet for the procedural data's 3 shapes (+ null).
+fn conditional_config(steps: u64) -> TrainConfig {
+    TrainConfig { unet: UNetConfig { num_class_embeds: Some(4), ..small_unet() }, cond_drop: 0.5, ..small_config(steps) }
+}
+
+#[test]
+fn a_class_conditional_run_trains_on_labels_keeps_the_class_names_and_resumes_exactly() {
+    let mut uninterrupted = trainer(conditional_config(6));
+    assert_eq!(uninterrupted.config.class_names, ["disc", "square", "stripes"]);
+    assert_eq!(uninterrupted.config.null_class(), 3);
+    let expected: Vec<f64> = (0..6).map(|_| uninterrupted.train_step().unwrap().loss).collect();
+    assert!(expected.iter().all(|l| l.is_finite()));
+
+    let mut first_half = trainer(conditional_config(6));
+    let mut losses: Vec<f64> = (0..3).map(|_| first_half.train_step().unwrap().loss).collect();
+    let path = temp_dir("resume-conditional").join("checkpoint.safetensors");
+    save_checkpoint(&first_half, &path).unwrap();
+    let checkpoint = Checkpoint::load(&path).unwrap();
+    assert_eq!(checkpoint.config.class_names, ["disc", "square", "stripes"], "the class names travel in the checkpoint");
+    let dataset = Dataset::from_name(&checkpoint.config.data, Split::Train, 1).unwrap();
+    let mut resumed = checkpoint.into_trainer(dataset).unwrap();
+    losses.extend((0..3).map(|_| resumed.train_step().unwrap().loss));
+    assert_eq!(losses, expected, "bit-for-bit the same losses, label drops included");
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+
+    // the labels reach the model: the same run without them (an unconditional model) differs
+    let mut unconditional = trainer(small_config(1));
+    assert_ne!(unconditional.train_step().unwrap().loss, expected[0]);
+}
+
+#[test]
+fn a_class_conditional_model_needs_labelled_data_and_a_null_class() {
+    let data = Dataset::from_name("procedural:64:16", Split::Train, 1).unwrap();
+    let three = TrainConfig { unet: UNetConfig { num_class_embeds: Some(3), ..small_unet() }, ..small_config(1) };
+    let error = Trainer::new(three, data.clone()).err().unwrap().to_string();
+    assert!(error.contains("3 class embeddings") && error.contains("needs 4"), "{error}");
+    let unlabelled = Dataset::from_values("unlabelled", data.image(0).to_vec(), 1, 16).unwrap();
+    let error = Trainer::new(conditional_config(1), unlabelled).err().unwrap().to_string();
+    assert!(error.contains("has no labels"), "{error}");
+    let mut resumed_elsewhere = conditional_config(1);
+    resumed_elsewhere.class_names = vec!["a".into(), "b".into(), "c".into()];
+    let error = Trainer::new(resumed_elsewhere, data).err().unwrap().to_string();
+    assert!(error.contains("the run's classes"), "{error}");
+}
+
+#[test]
+fn classifier_free_guidance_is_diffusers_formula_in_one_batched_forward() {
+    use ember::diffusion::ddim_sample;
+    use ember::train::sampling::{ClassGuidance, Sampler, guided_noise, sample_images_guided};
+    // the formula on fixed predictions: ε_u + w·(ε_c − ε_u)
+    let (eps_c, eps_u) = (Tensor::from_f64(&[3.0, -2.0], &[2], DType::F64).unwrap(), Tensor::from_f64(&[1.0, 2.0], &[2], DType::F64).unwrap());
+    assert_eq!(guided_noise(&eps_c, &eps_u, 3.0).unwrap().to_vec_f64(), [7.0, -10.0]);
+    assert_eq!(guided_noise(&eps_c, &eps_u, 0.0).unwrap().to_vec_f64(), [1.0, 2.0]);
+
+    // end to end on a random class-conditional model, DDIM with 3 steps
+    let config = UNetConfig { num_class_embeds: Some(4), ..small_unet() };
+    let model = UNet::new(&config, DType::F32, &mut Rng::new(5)).unwrap();
+    let schedule = NoiseSchedule::linear(1000, 1e-4, 0.02).unwrap();
+    let sampler = Sampler::Ddim { steps: 3, eta: 0.0 };
+    let draw = |classes: Vec<usize>, scale: f64| {
+        let guidance = ClassGuidance { classes, null_class: 3, scale };
+        sample_images_guided(&model, &schedule, &guidance, sampler, false, &mut Rng::new(9), &mut |_, _| {}).unwrap().to_vec_f64()
+    };
+    // scale 1 is the conditional model alone: the same as DDIM on forward_with_classes
+    let classes = vec![0, 2];
+    let mut direct = |x: &Tensor, t: &[f64]| model.forward_with_classes(x, t, Some(&classes), &mut ForwardContext { training: false, rng: &mut Rng::new(0) });
+    let expected = ddim_sample(&mut direct, &schedule, &[2, 1, 16, 16], DType::F32, 3, 0.0, &mut Rng::new(9), &mut |_, _| {}).unwrap().to_vec_f64();
+    let conditional = draw(vec![0, 2], 1.0);
+    let err = ember::tensor::testing::relative_error(&conditional, &expected);
+    assert!(err < 1e-5, "scale 1 against the conditional model: {err:e}");
+    // scale 0 is the null class alone, whatever the classes asked for
+    let unconditional = draw(vec![0, 2], 0.0);
+    let err = ember::tensor::testing::relative_error(&unconditional, &draw(vec![3, 3], 1.0));
+    assert!(err < 1e-5, "scale 0 against the null class: {err:e}");
+    // and the classes matter
+    assert!(ember::tensor::testing::relative_error(&conditional, &unconditional) > 1e-3);
+    assert!(ember::tensor::testing::relative_error(&draw(vec![0, 2], 3.0), &conditional) > 1e-3);
+}

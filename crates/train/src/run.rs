@@ -17,7 +17,10 @@ use crate::checkpoint::{Checkpoint, save_checkpoint};
 use crate::data::{Dataset, Split};
 use crate::error::{Result, io_error};
 use crate::images::{write_grid_png, write_loss_curve_png};
-use crate::sampling::{Sampler, sample_images};
+use crate::sampling::{ClassGuidance, Sampler, sample_images, sample_images_guided};
+
+/// The guidance scale of a class-conditional run's preview grids (the classes in turn).
+pub const PREVIEW_GUIDANCE: f64 = 3.0;
 use crate::trainer::{StepStats, TrainConfig, Trainer};
 
 /// What the loop reports, for progress bars and logs.
@@ -124,7 +127,14 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
         }
         if last || (c.sample_every > 0 && stats.step % c.sample_every == 0) {
             let sampler = Sampler::Ddim { steps: c.sample_steps, eta: 0.0 };
-            let images = sample_images(&trainer.ema, &trainer.schedule, c.sample_count, sampler, true, &mut Rng::new(c.seed), &mut |_, _| {})?;
+            let images = if c.is_class_conditional() {
+                // the classes in turn, under classifier-free guidance
+                let classes = (0..c.sample_count).map(|i| i % c.class_names.len()).collect();
+                let guidance = ClassGuidance { classes, null_class: c.null_class(), scale: PREVIEW_GUIDANCE };
+                sample_images_guided(&trainer.ema, &trainer.schedule, &guidance, sampler, true, &mut Rng::new(c.seed), &mut |_, _| {})?
+            } else {
+                sample_images(&trainer.ema, &trainer.schedule, c.sample_count, sampler, true, &mut Rng::new(c.seed), &mut |_, _| {})?
+            };
             let path = dir.samples(stats.step);
             write_grid_png(&path, &images, (c.sample_count as f64).sqrt().ceil() as usize)?;
             observer.note(&format!("samples: {}", path.display()));

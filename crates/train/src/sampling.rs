@@ -32,6 +32,24 @@ fn clipped_noise(schedule: &NoiseSchedule, x_t: &Tensor, t: &[f64], eps: &Tensor
     x_t.sub(&x0.mul_scalar(s)?)?.div_scalar(r)
 }
 
+/// Classifier-free guidance (Ho & Salimans 2022) for a class-conditional model: image `i` is
+/// drawn for class `classes[i]` with the noise prediction `ε = ε_u + scale·(ε_c − ε_u)`, `ε_c`
+/// the prediction for its class and `ε_u` for `null_class` (the label the model was trained on
+/// when the condition was dropped). `scale` 1 is the conditional model alone, 0 the
+/// unconditional one, above 1 stronger adherence to the class.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassGuidance {
+    pub classes: Vec<usize>,
+    pub null_class: usize,
+    pub scale: f64,
+}
+
+/// `ε_u + scale·(ε_c − ε_u)`: diffusers' guidance formula (`noise_pred_uncond + guidance_scale
+/// * (noise_pred_text - noise_pred_uncond)`).
+pub fn guided_noise(eps_conditional: &Tensor, eps_unconditional: &Tensor, scale: f64) -> ember_tensor::Result<Tensor> {
+    eps_unconditional.add(&eps_conditional.sub(eps_unconditional)?.mul_scalar(scale)?)
+}
+
 /// `n` images `[n, C, H, W]` in about [-1, 1] from `model` (run in inference mode, dropout
 /// off), with the predicted clean image clipped at each step when `clip_denoised` (as the
 /// paper's code and diffusers do by default). The same `rng` state gives the same images.
@@ -44,14 +62,56 @@ pub fn sample_images(
     rng: &mut Rng,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor> {
+    sample(model, schedule, n, None, sampler, clip_denoised, rng, progress)
+}
+
+/// [`sample_images`] from a class-conditional model under classifier-free guidance: one image
+/// per entry of `guidance.classes`. Each step runs the conditional and the unconditional
+/// prediction as one batched forward of `2n` images.
+pub fn sample_images_guided(
+    model: &UNet,
+    schedule: &NoiseSchedule,
+    guidance: &ClassGuidance,
+    sampler: Sampler,
+    clip_denoised: bool,
+    rng: &mut Rng,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Tensor> {
+    sample(model, schedule, guidance.classes.len(), Some(guidance), sampler, clip_denoised, rng, progress)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sample(
+    model: &UNet,
+    schedule: &NoiseSchedule,
+    n: usize,
+    guidance: Option<&ClassGuidance>,
+    sampler: Sampler,
+    clip_denoised: bool,
+    rng: &mut Rng,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Tensor> {
     let c = &model.config;
     let shape = [n, c.in_channels, c.sample_size, c.sample_size];
     let mut unused = Rng::new(0);
     // The sampler's images stay on the CPU; the model runs where its parameters are.
     let device = ember_unet::module::named_parameters(model).first().map_or(ember_tensor::Device::Cpu, |(_, p)| p.device());
+    // with guidance: the batch twice, the classes then the null class, in one forward
+    let labels: Option<Vec<usize>> = guidance.map(|g| g.classes.iter().copied().chain(std::iter::repeat_n(g.null_class, n)).collect());
     let mut predict_noise = |x: &Tensor, t: &[f64]| -> std::result::Result<Tensor, ember_unet::UNetError> {
         let on_device = x.to_device(device)?;
-        let eps = model.forward(&on_device, t, &mut ForwardContext { training: false, rng: &mut unused })?.to_device(x.device())?;
+        let mut ctx = ForwardContext { training: false, rng: &mut unused };
+        let eps = match (guidance, &labels) {
+            (Some(g), Some(labels)) => {
+                let doubled = Tensor::cat(&[&on_device, &on_device], 0)?;
+                let t2: Vec<f64> = t.iter().chain(t).copied().collect();
+                let both = model.forward_with_classes(&doubled, &t2, Some(labels), &mut ctx)?;
+                let (conditional, unconditional) = (both.narrow(0, 0, n)?, both.narrow(0, n, n)?);
+                guided_noise(&conditional, &unconditional, g.scale)?
+            }
+            _ => model.forward(&on_device, t, &mut ctx)?,
+        }
+        .to_device(x.device())?;
         if clip_denoised { Ok(clipped_noise(schedule, x, t, &eps)?) } else { Ok(eps) }
     };
     let images = match sampler {

@@ -43,6 +43,14 @@ pub struct TrainConfig {
     pub sample_count: usize,
     /// DDIM steps for the preview grids.
     pub sample_steps: usize,
+    /// For a class-conditional model: the probability that a training image's label is
+    /// replaced by the null class (the unconditional case classifier-free guidance needs; Ho &
+    /// Salimans use 0.1–0.2).
+    pub cond_drop: f64,
+    /// For a class-conditional model: the data's class names, in label order (taken from the
+    /// data by [`Trainer::new`], kept in every checkpoint). The model's null class is index
+    /// `class_names.len()`.
+    pub class_names: Vec<String>,
 }
 
 impl Default for TrainConfig {
@@ -64,6 +72,8 @@ impl Default for TrainConfig {
             sample_every: 500,
             sample_count: 16,
             sample_steps: 50,
+            cond_drop: 0.1,
+            class_names: Vec::new(),
         }
     }
 }
@@ -87,7 +97,20 @@ impl TrainConfig {
         if self.sample_steps == 0 || self.sample_steps > self.num_timesteps {
             return fail("sample_steps must be in 1..=num_timesteps");
         }
+        if !(0.0..1.0).contains(&self.cond_drop) {
+            return fail("cond_drop must be in [0, 1)");
+        }
         Ok(())
+    }
+
+    /// Whether the model takes class labels.
+    pub fn is_class_conditional(&self) -> bool {
+        self.unet.num_class_embeds.is_some() || self.unet.class_embed_type.is_some()
+    }
+
+    /// The label of the null class (no condition): one past the data's classes.
+    pub fn null_class(&self) -> usize {
+        self.class_names.len()
     }
 
     /// The learning rate at `step` (0-based): linear warmup, then constant.
@@ -145,9 +168,10 @@ pub struct Trainer {
 
 impl Trainer {
     /// A new run: model initialized from the seed, EMA equal to the model.
-    pub fn new(config: TrainConfig, dataset: Dataset) -> Result<Trainer> {
+    pub fn new(mut config: TrainConfig, dataset: Dataset) -> Result<Trainer> {
         config.validate()?;
         check_dataset_fits(&config, &dataset)?;
+        check_classes_fit(&mut config, &dataset)?;
         let mut init_rng = Rng::new(config.seed);
         let model = UNet::new(&config.unet, DType::F32, &mut init_rng)?;
         let ema = UNet::new(&config.unet, DType::F32, &mut Rng::new(0))?;
@@ -176,10 +200,22 @@ impl Trainer {
     /// [`TrainError::NonFinite`] is returned.
     pub fn train_step(&mut self) -> Result<StepStats> {
         let step = self.step;
-        let x0 = self.dataset.sample_batch(self.config.batch_size, &mut self.rngs.data, self.config.random_flip)?.to_device(self.device)?;
+        let (indices, flips) = self.dataset.sample_indices(self.config.batch_size, &mut self.rngs.data, self.config.random_flip);
+        let x0 = self.dataset.batch(&indices, &flips)?.to_device(self.device)?;
+        // a class-conditional model gets each image's label, or with probability cond_drop
+        // the null class (drawn after the batch, from the same stream)
+        let classes = match self.dataset.batch_labels(&indices)? {
+            Some(labels) if self.config.is_class_conditional() => {
+                let drops = self.rngs.data.uniform_values(labels.len());
+                let null = self.config.null_class();
+                Some(labels.into_iter().zip(drops).map(|(label, u)| if u < self.config.cond_drop { null } else { label }).collect::<Vec<_>>())
+            }
+            _ => None,
+        };
         let model = &self.model;
         let dropout_rng = &mut self.rngs.dropout;
-        let mut predict_noise = |x: &Tensor, t: &[f64]| model.forward(x, t, &mut ForwardContext { training: true, rng: dropout_rng });
+        let mut predict_noise =
+            |x: &Tensor, t: &[f64]| model.forward_with_classes(x, t, classes.as_deref(), &mut ForwardContext { training: true, rng: dropout_rng });
         let loss = epsilon_loss(&mut predict_noise, &self.schedule, &x0, &mut self.rngs.noise)?;
         let loss_value = loss.item()?;
         if !loss_value.is_finite() {
@@ -223,5 +259,32 @@ fn check_dataset_fits(config: &TrainConfig, dataset: &Dataset) -> Result<()> {
             u.sample_size
         )));
     }
+    Ok(())
+}
+
+/// For a class-conditional model: the data must be labelled, the model must have one class
+/// embedding per class plus the null class, and a run's class names (a resumed run's) must be
+/// the data's. Fills in `config.class_names` from the data.
+fn check_classes_fit(config: &mut TrainConfig, dataset: &Dataset) -> Result<()> {
+    if !config.is_class_conditional() {
+        return Ok(());
+    }
+    let names = dataset.class_names();
+    if names.is_empty() {
+        return Err(TrainError::Config(format!("the model is class-conditional, but {} has no labels", dataset.name())));
+    }
+    if let Some(embeddings) = config.unet.num_class_embeds
+        && embeddings != names.len() + 1
+    {
+        return Err(TrainError::Config(format!(
+            "the model has {embeddings} class embeddings; the data has {} classes, so it needs {} (one more for the null class of classifier-free guidance)",
+            names.len(),
+            names.len() + 1
+        )));
+    }
+    if !config.class_names.is_empty() && config.class_names != names {
+        return Err(TrainError::Config(format!("the run's classes are {:?}, the data's {:?}", config.class_names, names)));
+    }
+    config.class_names = names.to_vec();
     Ok(())
 }
