@@ -16,7 +16,7 @@ use ember::train::checkpoint::Checkpoint;
 use ember::train::data::{Dataset, Split};
 use ember::train::images::write_grid_png;
 use ember::train::run::{Observer, RunDir, train};
-use ember::train::sampling::{Sampler, sample_images};
+use ember::train::sampling::{ClassGuidance, Sampler, sample_images, sample_images_guided};
 use ember::train::trainer::StepStats;
 use ember::unet::module::{Module, named_parameters, parameter_count};
 use ember::unet::{UNet, UNetConfig};
@@ -44,7 +44,7 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// Architecture preset: tiny, labml, ddpm-cifar10
+    /// Architecture preset: tiny, tiny-cond (tiny with class conditioning), labml, ddpm-cifar10
     #[arg(long, default_value = "tiny")]
     preset: String,
     /// Image channels for the tiny and labml presets (1 = grayscale, 3 = RGB)
@@ -177,6 +177,14 @@ struct SampleArgs {
     /// cpu, or cuda / cuda:N (see `ember train --help`)
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Class-conditional models: the class to draw, by name or index, or `all` (the default)
+    /// for one row of --n images per class
+    #[arg(long)]
+    class: Option<String>,
+    /// Class-conditional models: the classifier-free guidance scale w in
+    /// eps_u + w (eps_c - eps_u); 0 ignores the class, 1 is the conditional model alone
+    #[arg(long, default_value_t = 3.0)]
+    guidance: f64,
 }
 
 #[derive(Args)]
@@ -279,8 +287,14 @@ impl Observer for BarObserver {
 
 fn run_train(args: TrainArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let unet = args.model.config()?;
+    let mut unet = args.model.config()?;
     let data = args.data.clone().unwrap_or_else(|| default_data(&unet));
+    if args.model.unet_config.is_none() && unet.num_class_embeds.is_some() && !args.resume && args.resume_from.is_none() {
+        // a class-conditional preset: one class embedding per class of the data, and the null class
+        let classes = Dataset::from_name(&data, Split::Train, unet.in_channels)?.class_names().len();
+        anyhow::ensure!(classes > 0, "--preset {} is class-conditional, but the data {data:?} has no labels", args.model.preset);
+        unet.num_class_embeds = Some(classes + 1);
+    }
     let config = TrainConfig {
         unet,
         data,
@@ -352,10 +366,31 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let images = sample_images(&model, &schedule, args.n, sampler, !args.no_clip, &mut Rng::new(args.seed), &mut progress)?;
+    let config = &checkpoint.config;
+    let (images, columns, what) = if config.is_class_conditional() {
+        let names = &config.class_names;
+        let wanted = args.class.as_deref().unwrap_or("all");
+        let (classes, columns, what) = if wanted == "all" {
+            let classes: Vec<usize> = (0..names.len()).flat_map(|c| std::iter::repeat_n(c, args.n)).collect();
+            (classes, args.n, format!("one row of {} per class", args.n))
+        } else {
+            let class = names.iter().position(|name| name == wanted).or_else(|| wanted.parse::<usize>().ok().filter(|&i| i < names.len()));
+            let class = class.ok_or_else(|| anyhow::anyhow!("--class {wanted:?}: not a class of this model; its classes are {}, or all", names.join(", ")))?;
+            (vec![class; args.n], (args.n as f64).sqrt().ceil() as usize, format!("class {}", names[class]))
+        };
+        let guidance = ClassGuidance { classes, null_class: config.null_class(), scale: args.guidance };
+        let images = sample_images_guided(&model, &schedule, &guidance, sampler, !args.no_clip, &mut Rng::new(args.seed), &mut progress)?;
+        (images, columns, format!("{what}, guidance {}", args.guidance))
+    } else {
+        if let Some(class) = &args.class {
+            anyhow::bail!("--class {class:?}: this model is not class-conditional");
+        }
+        let images = sample_images(&model, &schedule, args.n, sampler, !args.no_clip, &mut Rng::new(args.seed), &mut progress)?;
+        (images, (args.n as f64).sqrt().ceil() as usize, "unconditional".to_string())
+    };
     bar.finish_and_clear();
-    write_grid_png(&args.out, &images, (args.n as f64).sqrt().ceil() as usize)?;
-    println!("wrote {} ({} images, step {} of {})", args.out.display(), args.n, checkpoint.step, path.display());
+    write_grid_png(&args.out, &images, columns)?;
+    println!("wrote {} ({} images, {what}, step {} of {})", args.out.display(), images.shape()[0], checkpoint.step, path.display());
     Ok(())
 }
 
@@ -429,9 +464,17 @@ fn run_info(args: InfoArgs) -> Result<()> {
         config.block_out_channels[0],
         4 * config.block_out_channels[0]
     );
+    let conditioning = match (config.class_embed_type.as_deref(), config.num_class_embeds) {
+        (Some("timestep"), _) => "class labels through a timestep embedding (class_embed_type \"timestep\")".to_string(),
+        (_, Some(n)) => format!("{n} class embeddings (num_class_embeds; with classifier-free guidance, the last is the null class)"),
+        _ => "none (unconditional)".to_string(),
+    };
+    println!("  conditioning: {conditioning}");
     println!("parameters by part:");
-    let parts: [(&str, &dyn Module); 7] = [
+    let class_parts = ClassEmbeddingPart(model.class_embedding.as_ref());
+    let parts: [(&str, &dyn Module); 8] = [
         ("time_embedding", &ModuleGroup(vec![&model.time_linear_1, &model.time_linear_2])),
+        ("class_embedding", &class_parts),
         ("conv_in", &model.conv_in),
         ("down_blocks", &ModuleGroup(model.down_blocks.iter().map(|b| b as &dyn Module).collect())),
         ("mid_block", &model.mid_block),
@@ -450,6 +493,22 @@ fn run_info(args: InfoArgs) -> Result<()> {
         total as f64 * 4.0 / 1e6
     );
     Ok(())
+}
+
+/// A UNet's class embedding (none for an unconditional model), for counting its parameters.
+struct ClassEmbeddingPart<'a>(Option<&'a ember::unet::ClassEmbedding>);
+
+impl Module for ClassEmbeddingPart<'_> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &ember::tensor::Tensor)) {
+        match self.0 {
+            Some(ember::unet::ClassEmbedding::Table(table)) => f(format!("{prefix}weight"), table),
+            Some(ember::unet::ClassEmbedding::Timestep(linear_1, linear_2)) => {
+                linear_1.visit(&format!("{prefix}linear_1"), f);
+                linear_2.visit(&format!("{prefix}linear_2"), f);
+            }
+            None => {}
+        }
+    }
 }
 
 /// Several modules counted together.

@@ -89,3 +89,51 @@ fn sample_on_a_cuda_device_draws_the_cpu_image() {
     let (ok, text) = ember(&[&args[..], &[gpu.to_str().unwrap(), "--device", "tpu"]].concat());
     assert!(!ok && text.contains("use cpu, cuda or cuda:N"), "{text}");
 }
+
+#[test]
+fn a_class_conditional_run_trains_from_labels_and_samples_by_class_with_guidance() {
+    let dir = temp_dir("conditional");
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let (ok, text) = ember(&[
+        "train",
+        "--preset",
+        "tiny-cond",
+        "--data",
+        "procedural:16",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--out",
+        run_s,
+        "--checkpoint-every",
+        "0",
+        "--sample-every",
+        "0",
+        "--sample-count",
+        "3",
+        "--sample-steps",
+        "2",
+    ]);
+    assert!(ok, "{text}");
+    // the table was sized to the data's 3 shapes and the null class
+    let config = std::fs::read_to_string(run.join("config.json")).unwrap();
+    assert!(config.contains("\"num_class_embeds\": 4") && config.contains("\"stripes\""), "{config}");
+    let checkpoint = run.join("checkpoint.safetensors");
+    let checkpoint_s = checkpoint.to_str().unwrap();
+    let out = dir.join("square.png");
+    let (ok, text) =
+        ember(&["sample", "--checkpoint", checkpoint_s, "--class", "square", "--guidance", "2", "--n", "2", "--steps", "2", "--out", out.to_str().unwrap()]);
+    assert!(ok && text.contains("class square, guidance 2") && out.exists(), "{text}");
+    let (ok, text) = ember(&["sample", "--checkpoint", checkpoint_s, "--class", "all", "--n", "1", "--steps", "2", "--out", out.to_str().unwrap()]);
+    assert!(ok && text.contains("3 images, one row of 1 per class"), "{text}");
+    let (ok, text) = ember(&["sample", "--checkpoint", checkpoint_s, "--class", "sneaker", "--n", "1", "--steps", "2", "--out", out.to_str().unwrap()]);
+    assert!(!ok && text.contains("disc, square, stripes"), "{text}");
+    let (ok, text) = ember(&["info", "--preset", "tiny-cond"]);
+    assert!(ok && text.contains("11 class embeddings"), "{text}");
+    // the shipped unconditional model refuses a class
+    let (ok, text) = ember(&["sample", "--class", "square", "--n", "1", "--steps", "1", "--out", out.to_str().unwrap()]);
+    assert!(!ok && text.contains("not class-conditional"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -130,7 +130,10 @@ impl UNetConfig {
             "tiny" => Ok(UNetConfig::tiny(channels)),
             "labml" => Ok(UNetConfig::labml(channels)),
             "ddpm-cifar10" => Ok(UNetConfig::ddpm_cifar10()),
-            other => Err(UNetError::Config(format!("unknown preset {other:?} (known: tiny, labml, ddpm-cifar10)"))),
+            // 10 classes (Fashion-MNIST's) and the null class of classifier-free guidance;
+            // `ember train` sizes the table to the data's classes
+            "tiny-cond" => Ok(UNetConfig { num_class_embeds: Some(11), ..UNetConfig::tiny(channels) }),
+            other => Err(UNetError::Config(format!("unknown preset {other:?} (known: tiny, tiny-cond, labml, ddpm-cifar10)"))),
         }
     }
 
