@@ -411,10 +411,18 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     for start in (0..n).step_by(args.batch_size.max(1)) {
         let indices: Vec<usize> = (start..(start + args.batch_size).min(n)).collect();
         let x0 = dataset.batch(&indices, &vec![false; indices.len()])?;
+        // a class-conditional model is evaluated on the images' own labels (the conditional bound)
+        let classes = if config.is_class_conditional() {
+            let labels = dataset.batch_labels(&indices)?;
+            Some(labels.ok_or_else(|| anyhow::anyhow!("the model is class-conditional, but {data:?} has no labels"))?)
+        } else {
+            None
+        };
         let mut unused = Rng::new(0);
         // The data and the bound's arithmetic stay on the CPU; the model runs on `device`.
         let mut predict = |x: &ember::tensor::Tensor, t: &[f64]| -> std::result::Result<ember::tensor::Tensor, ember::unet::UNetError> {
-            let eps = model.forward(&x.to_device(device)?, t, &mut ember::unet::ForwardContext { training: false, rng: &mut unused })?;
+            let mut ctx = ember::unet::ForwardContext { training: false, rng: &mut unused };
+            let eps = model.forward_with_classes(&x.to_device(device)?, t, classes.as_deref(), &mut ctx)?;
             Ok(eps.to_device(x.device())?)
         };
         let loss = ember::diffusion::epsilon_loss(&mut predict, &schedule, &x0, &mut rng)?;

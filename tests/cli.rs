@@ -130,6 +130,9 @@ fn a_class_conditional_run_trains_from_labels_and_samples_by_class_with_guidance
     assert!(ok && text.contains("3 images, one row of 1 per class"), "{text}");
     let (ok, text) = ember(&["sample", "--checkpoint", checkpoint_s, "--class", "sneaker", "--n", "1", "--steps", "2", "--out", out.to_str().unwrap()]);
     assert!(!ok && text.contains("disc, square, stripes"), "{text}");
+    // eval gives the conditional bound, on the test images' own labels
+    let (ok, text) = ember(&["eval", "--checkpoint", checkpoint_s, "--n", "1", "--batch-size", "1"]);
+    assert!(ok && text.contains("bits/dim"), "{text}");
     let (ok, text) = ember(&["info", "--preset", "tiny-cond"]);
     assert!(ok && text.contains("11 class embeddings"), "{text}");
     // the shipped unconditional model refuses a class
