@@ -262,3 +262,25 @@ fn class_labels_are_required_exactly_by_class_conditional_models_and_checked() {
     assert_eq!(unconditional.num_classes(), None);
     assert!(message(unconditional.forward_with_classes(&x, &[1.0, 2.0], Some(&[1, 2]), &mut ctx)).contains("without a class embedding"));
 }
+
+#[test]
+fn weights_under_diffusers_deprecated_attention_names_load_as_diffusers_renames_them() {
+    let weights = fixture("unet_tiny_weights");
+    let old_names: BTreeMap<String, Tensor> = weights
+        .tensors
+        .iter()
+        .map(|(name, t)| {
+            let old = name.replace(".to_q.", ".query.").replace(".to_k.", ".key.").replace(".to_v.", ".value.").replace(".to_out.0.", ".proj_attn.");
+            (old, t.clone())
+        })
+        .collect();
+    assert!(old_names.keys().any(|k| k.ends_with("attentions.0.proj_attn.weight")), "the fixture has attention blocks");
+    assert_eq!(ember::unet::module::current_attention_name("mid_block.attentions.0.query.bias").as_deref(), Some("mid_block.attentions.0.to_q.bias"));
+    assert_eq!(ember::unet::module::current_attention_name("down_blocks.0.resnets.0.conv1.weight"), None);
+    let model = UNet::new(&UNetConfig::tiny(1), DType::F32, &mut Rng::new(1)).unwrap();
+    load_weights(&model, &old_names).unwrap();
+    let reference = tiny_model(DType::F32);
+    for ((name, a), (_, b)) in named_parameters(&model).iter().zip(named_parameters(&reference).iter()) {
+        assert_eq!(a.to_vec_f64(), b.to_vec_f64(), "{name}");
+    }
+}

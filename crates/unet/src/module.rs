@@ -49,10 +49,37 @@ pub fn parameter_count(module: &dyn Module) -> usize {
     named_parameters(module).iter().map(|(_, t)| t.numel()).sum()
 }
 
+/// The current name of a parameter named the deprecated way of diffusers' attention blocks
+/// (`query`, `key`, `value`, `proj_attn`: google/ddpm-cifar10-32 and other early checkpoints),
+/// as diffusers renames them on load (`to_q`, `to_k`, `to_v`, `to_out.0`); `None` for any other
+/// name.
+pub fn current_attention_name(name: &str) -> Option<String> {
+    if !name.contains("attentions.") {
+        return None;
+    }
+    [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")]
+        .iter()
+        .find_map(|(old, new)| name.find(old).map(|at| format!("{}{new}{}", &name[..at], &name[at + old.len()..])))
+}
+
 /// Overwrites the module's parameters with `weights` (converted to each parameter's dtype).
 /// Every missing, unexpected or mis-shaped tensor is reported by name, and nothing is written
-/// unless all fit.
+/// unless all fit. Attention weights under diffusers' deprecated names are taken under their
+/// current ones ([`current_attention_name`]), as diffusers does.
 pub fn load_weights(module: &dyn Module, weights: &BTreeMap<String, Tensor>) -> Result<()> {
+    let renamed: BTreeMap<String, Tensor>;
+    let weights = if weights.keys().any(|k| current_attention_name(k).is_some_and(|new| !weights.contains_key(&new))) {
+        renamed = weights
+            .iter()
+            .map(|(k, t)| match current_attention_name(k).filter(|new| !weights.contains_key(new)) {
+                Some(new) => (new, t.clone()),
+                None => (k.clone(), t.clone()),
+            })
+            .collect();
+        &renamed
+    } else {
+        weights
+    };
     let params = named_parameters(module);
     let (mut missing, mut mis_shaped) = (Vec::new(), Vec::new());
     for (name, p) in &params {
