@@ -86,6 +86,16 @@ pub fn save_safetensors(path: impl AsRef<Path>, tensors: &[(&str, &Tensor)], met
 pub struct SafetensorsFile {
     pub tensors: BTreeMap<String, Tensor>,
     pub metadata: BTreeMap<String, String>,
+    /// The file's integer and boolean tensors (labels, step counters…), which ember's tensors
+    /// do not hold: their values as i64 (booleans as 0 and 1), with their shapes.
+    pub integer_tensors: BTreeMap<String, IntegerTensor>,
+}
+
+/// An integer (or boolean) tensor of a safetensors file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntegerTensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<i64>,
 }
 
 impl SafetensorsFile {
@@ -105,20 +115,56 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<SafetensorsFile> {
     let file = SafeTensors::deserialize(&bytes).map_err(|e| file_error(path, format!("not a valid safetensors file: {e}")))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| file_error(path, e.to_string()))?;
     let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
-    let mut tensors = BTreeMap::new();
+    let (mut tensors, mut integer_tensors) = (BTreeMap::new(), BTreeMap::new());
     for (name, view) in file.tensors() {
         let data = view.data();
+        let integers = |values: Vec<i64>| IntegerTensor { shape: view.shape().to_vec(), values };
         let storage = match view.dtype() {
             Dtype::F32 => CpuStorage::F32(bytemuck::pod_collect_to_vec(data)),
             Dtype::F64 => CpuStorage::F64(bytemuck::pod_collect_to_vec(data)),
             Dtype::F16 => CpuStorage::F16(bytemuck::pod_collect_to_vec(data)),
             Dtype::BF16 => CpuStorage::BF16(bytemuck::pod_collect_to_vec(data)),
+            Dtype::I64 => {
+                integer_tensors.insert(name, integers(bytemuck::pod_collect_to_vec(data)));
+                continue;
+            }
+            Dtype::I32 => {
+                integer_tensors.insert(name, integers(bytemuck::pod_collect_to_vec::<u8, i32>(data).into_iter().map(i64::from).collect()));
+                continue;
+            }
+            Dtype::I16 => {
+                integer_tensors.insert(name, integers(bytemuck::pod_collect_to_vec::<u8, i16>(data).into_iter().map(i64::from).collect()));
+                continue;
+            }
+            Dtype::I8 => {
+                integer_tensors.insert(name, integers(data.iter().map(|&b| b as i8 as i64).collect()));
+                continue;
+            }
+            Dtype::U8 | Dtype::BOOL => {
+                integer_tensors.insert(name, integers(data.iter().map(|&b| b as i64).collect()));
+                continue;
+            }
+            Dtype::U16 => {
+                integer_tensors.insert(name, integers(bytemuck::pod_collect_to_vec::<u8, u16>(data).into_iter().map(i64::from).collect()));
+                continue;
+            }
+            Dtype::U32 => {
+                integer_tensors.insert(name, integers(bytemuck::pod_collect_to_vec::<u8, u32>(data).into_iter().map(i64::from).collect()));
+                continue;
+            }
+            Dtype::U64 => {
+                let values: Vec<u64> = bytemuck::pod_collect_to_vec(data);
+                let values = values.into_iter().map(i64::try_from).collect::<std::result::Result<Vec<i64>, _>>();
+                let values = values.map_err(|_| file_error(path, format!("tensor {name:?} holds a u64 above i64's range")))?;
+                integer_tensors.insert(name, integers(values));
+                continue;
+            }
             other => return Err(file_error(path, format!("tensor {name:?} has dtype {other:?}, which ember does not read"))),
         };
         let tensor = Tensor::from_storage(crate::storage::Storage::Cpu(storage), Layout::contiguous(view.shape()));
         tensors.insert(name, tensor);
     }
-    Ok(SafetensorsFile { tensors, metadata })
+    Ok(SafetensorsFile { tensors, metadata, integer_tensors })
 }
 
 #[cfg(test)]
@@ -141,6 +187,22 @@ mod tests {
         assert_eq!((lb.shape(), lb.dtype()), (&[3usize, 2][..], DType::BF16));
         assert_eq!(lb.to_vec_f64(), b.to_vec_f64());
         assert!(loaded.get("c").is_err());
+        // integer and boolean tensors (a checkpoint's step counter, labels) load beside the others
+        let (labels, step, flags) = ([3i64, -1, 7], [9u32], [1u8, 0]);
+        let f = [0.5f32, 2.0];
+        let views = [
+            ("labels", safetensors::tensor::TensorView::new(Dtype::I64, vec![3], bytemuck::cast_slice(&labels)).unwrap()),
+            ("step", safetensors::tensor::TensorView::new(Dtype::U32, vec![1], bytemuck::cast_slice(&step)).unwrap()),
+            ("flags", safetensors::tensor::TensorView::new(Dtype::BOOL, vec![2], &flags).unwrap()),
+            ("weight", safetensors::tensor::TensorView::new(Dtype::F32, vec![2], bytemuck::cast_slice(&f)).unwrap()),
+        ];
+        std::fs::write(&path, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
+        let loaded = load_safetensors(&path).unwrap();
+        assert_eq!(loaded.get("weight").unwrap().to_vec_f64(), [0.5, 2.0]);
+        assert_eq!(loaded.integer_tensors["labels"], IntegerTensor { shape: vec![3], values: vec![3, -1, 7] });
+        assert_eq!(loaded.integer_tensors["step"].values, [9]);
+        assert_eq!(loaded.integer_tensors["flags"].values, [1, 0]);
+        assert!(loaded.get("labels").is_err(), "not a float tensor");
         std::fs::write(&path, b"garbage").unwrap();
         assert!(matches!(load_safetensors(&path), Err(TensorError::File { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
