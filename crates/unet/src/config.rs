@@ -55,9 +55,11 @@ pub struct UNetConfig {
     pub mid_block_type: String,
 }
 
+/// diffusers' own defaults ([`UNetConfig::diffusers_defaults`]): the values a `config.json`'s
+/// missing keys take, so that a config reads as the model diffusers would build from it.
 impl Default for UNetConfig {
     fn default() -> Self {
-        UNetConfig::ddpm_cifar10()
+        UNetConfig::diffusers_defaults()
     }
 }
 
@@ -93,6 +95,27 @@ impl UNetConfig {
             time_embedding_dim: None,
             downsample_type: "conv".into(),
             mid_block_type: "UNetMidBlock2D".into(),
+        }
+    }
+
+    /// The defaults of diffusers' `UNet2DModel.__init__` (diffusers 0.42): four levels
+    /// (224, 448, 672, 896) with attention on the last three, heads of 8 channels,
+    /// `flip_sin_to_cos` true, `freq_shift` 0, `downsample_padding` 1, `norm_eps` 1e-5, no
+    /// dropout. diffusers has no default `sample_size` (any size); ember needs one, so it is 0
+    /// here and [`UNetConfig::validate`] asks for it.
+    pub fn diffusers_defaults() -> UNetConfig {
+        UNetConfig {
+            sample_size: 0,
+            block_out_channels: vec![224, 448, 672, 896],
+            down_block_types: [DOWN_BLOCK, ATTN_DOWN_BLOCK, ATTN_DOWN_BLOCK, ATTN_DOWN_BLOCK].map(String::from).to_vec(),
+            up_block_types: [ATTN_UP_BLOCK, ATTN_UP_BLOCK, ATTN_UP_BLOCK, UP_BLOCK].map(String::from).to_vec(),
+            attention_head_dim: Some(8),
+            norm_eps: 1e-5,
+            dropout: 0.0,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            downsample_padding: 1,
+            ..UNetConfig::ddpm_cifar10()
         }
     }
 
@@ -139,7 +162,8 @@ impl UNetConfig {
 
     /// Parses a diffusers-style `config.json`. Keys ember does not know (such as `_class_name`)
     /// are ignored; known options it does not implement are refused by [`Self::validate`];
-    /// missing keys take the `ddpm-cifar10` values (not diffusers' defaults).
+    /// missing keys take diffusers' defaults ([`Self::diffusers_defaults`]), so that the config
+    /// means the model diffusers builds from it.
     pub fn from_json(text: &str) -> Result<UNetConfig> {
         let config: UNetConfig = serde_json::from_str(text).map_err(|e| UNetError::Config(e.to_string()))?;
         config.validate()?;
@@ -156,6 +180,9 @@ impl UNetConfig {
         let levels = self.block_out_channels.len();
         if levels == 0 {
             return fail("block_out_channels is empty".into());
+        }
+        if self.sample_size == 0 {
+            return fail("sample_size is missing or 0: ember needs the image size the model is for".into());
         }
         if self.down_block_types.len() != levels || self.up_block_types.len() != levels {
             return fail(format!(
@@ -257,7 +284,25 @@ mod tests {
             "out_channels": 3, "sample_size": 32, "time_embedding_type": "positional",
             "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"]}"#;
         let config = UNetConfig::from_json(diffusers).unwrap();
-        assert_eq!(config, UNetConfig::ddpm_cifar10());
+        // google/ddpm-cifar10-32's config.json has no "dropout": diffusers builds the model
+        // with its default, 0 (dropout matters only to training)
+        assert_eq!(config, UNetConfig { dropout: 0.0, ..UNetConfig::ddpm_cifar10() });
+        // a minimal config: the missing keys take diffusers' defaults, not a preset's
+        let minimal = UNetConfig::from_json(
+            r#"{"sample_size": 32, "block_out_channels": [32, 64], "norm_num_groups": 8,
+            "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}"#,
+        )
+        .unwrap();
+        let defaults = UNetConfig::diffusers_defaults();
+        assert_eq!((minimal.flip_sin_to_cos, minimal.freq_shift, minimal.downsample_padding), (true, 0.0, 1));
+        assert_eq!((minimal.norm_eps, minimal.dropout, minimal.attention_head_dim), (1e-5, 0.0, Some(8)));
+        assert_eq!((minimal.in_channels, minimal.layers_per_block), (defaults.in_channels, defaults.layers_per_block));
+        let err = UNetConfig::from_json(
+            r#"{"block_out_channels": [32, 64], "norm_num_groups": 8,
+            "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sample_size"), "{err}");
         for (key, value) in [
             ("attn_norm_num_groups", "8"),
             ("resnet_time_scale_shift", "\"scale_shift\""),
