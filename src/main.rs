@@ -263,9 +263,23 @@ fn progress_bar(len: u64, template: &str) -> ProgressBar {
     bar
 }
 
+/// The training progress: a progress bar on a terminal; elsewhere (a pipe, a log file, CI),
+/// where the bar stays hidden, a plain line every 5% of the run and the notes, so that a log
+/// shows the run as it goes.
 struct BarObserver {
     bar: ProgressBar,
     smoothed: Option<f64>,
+    /// Write plain lines (stderr is not a terminal).
+    plain: bool,
+    total: u64,
+    started_at: std::time::Instant,
+}
+
+impl BarObserver {
+    fn new(bar: ProgressBar) -> BarObserver {
+        use std::io::IsTerminal;
+        BarObserver { bar, smoothed: None, plain: !std::io::stderr().is_terminal(), total: 0, started_at: std::time::Instant::now() }
+    }
 }
 
 impl Observer for BarObserver {
@@ -273,15 +287,27 @@ impl Observer for BarObserver {
         self.bar.set_length(total);
         self.bar.set_position(first_step);
         self.bar.reset_eta();
+        (self.total, self.started_at) = (total, std::time::Instant::now());
+        if self.plain {
+            eprintln!("training from step {first_step} to {total}");
+        }
     }
     fn step(&mut self, stats: &StepStats) {
         let s = self.smoothed.map_or(stats.loss, |m| 0.98 * m + 0.02 * stats.loss);
         self.smoothed = Some(s);
+        let message = format!("loss {:.4} (avg {s:.4}) lr {:.1e}", stats.loss, stats.lr);
+        if self.plain && (stats.step.is_multiple_of(self.total.div_ceil(20).max(1)) || stats.step == self.total) {
+            eprintln!("step {}/{} {message} ({:.1} s)", stats.step, self.total, self.started_at.elapsed().as_secs_f64());
+        }
         self.bar.set_position(stats.step);
-        self.bar.set_message(format!("loss {:.4} (avg {s:.4}) lr {:.1e}", stats.loss, stats.lr));
+        self.bar.set_message(message);
     }
     fn note(&mut self, message: &str) {
-        self.bar.println(message);
+        if self.plain {
+            eprintln!("{message}");
+        } else {
+            self.bar.println(message);
+        }
     }
 }
 
@@ -318,7 +344,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let dir = RunDir::new(&args.out);
     let resume = if args.resume { Some(dir.checkpoint()) } else { args.resume_from.clone() };
     let bar = progress_bar(args.steps, "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}");
-    let mut observer = BarObserver { bar, smoothed: None };
+    let mut observer = BarObserver::new(bar);
     let trainer = train(Some(config), resume.as_deref(), &dir, device, &mut observer)?;
     observer.bar.finish();
     println!("trained {} steps; run folder {} (checkpoint.safetensors, loss.csv, loss.png, samples/)", trainer.step, args.out.display());

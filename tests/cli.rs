@@ -117,6 +117,8 @@ fn a_class_conditional_run_trains_from_labels_and_samples_by_class_with_guidance
         "2",
     ]);
     assert!(ok, "{text}");
+    // not a terminal: the progress comes as plain lines, not a hidden bar
+    assert!(text.contains("training from step 0 to 2") && text.contains("step 2/2 loss"), "{text}");
     // the table was sized to the data's 3 shapes and the null class
     let config = std::fs::read_to_string(run.join("config.json")).unwrap();
     assert!(config.contains("\"num_class_embeds\": 4") && config.contains("\"stripes\""), "{config}");
