@@ -298,18 +298,6 @@ fn check_adjoint(dev: TestDevice, xs: [usize; 4], c_out: usize, k: [usize; 2], s
     assert!((lhs - rhs).abs() <= dev.tolerance(1e-10) * lhs.abs().max(1.0), "<conv2d(x,w), y> = {lhs} but <x, conv_transpose2d(y,w)> = {rhs}");
 }
 
-// ---- gradients in a dtype on a device ----------------------------------------------------------
-
-/// The gradients (of `Σ f(x) ⊙ r` for a fixed random `r`) of every input, in `dtype` on `dev`
-/// (in `dev.dtype(dtype)`: f32 on a CUDA device).
-fn grads_in(dev: TestDevice, dtype: DType, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> ember::tensor::Result<Tensor>) -> Vec<Vec<f64>> {
-    let vars: Vec<Tensor> = inputs.iter().map(|t| dev.put(&t.to_dtype(dtype).unwrap()).variable()).collect();
-    let y = f(&vars).unwrap();
-    let r = dev.put(&random(y.shape(), -1.0, 1.0, 999).to_dtype(dtype).unwrap());
-    let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-    vars.iter().map(|v| grads.get(v).expect("gradient").to_vec_f64()).collect()
-}
-
 per_device! {
 // ---- conv2d forward ----------------------------------------------------------------------------
 
@@ -551,7 +539,7 @@ fn conv2d_f32_gradients_match_f64_gradients_on_large_odd_sizes(dev) {
     let inputs = [random(&[2, 33, 17, 19], -1.0, 1.0, 81), random(&[65, 33, 3, 3], -1.0, 1.0, 82), random(&[65], -1.0, 1.0, 83)];
     let f = |t: &[Tensor]| t[0].conv2d(&t[1], Some(&t[2]), Conv2dParams::new(1, 1));
     // the f64 reference gradients on the CPU
-    let (g32, g64) = (grads_in(dev, DType::F32, &inputs, f), grads_in(TestDevice::CPU, DType::F64, &inputs, f));
+    let (g32, g64) = (dev.grads_in(DType::F32, &inputs, f), TestDevice::CPU.grads_in(DType::F64, &inputs, f));
     for (i, (a, e)) in g32.iter().zip(&g64).enumerate() {
         let err = relative_error(a, e);
         assert!(err < dev.tolerance(1e-5), "conv2d input {i}: f32 gradient relative error {err:.3e}");
@@ -562,7 +550,7 @@ fn conv_transpose2d_f32_gradients_match_f64_gradients_on_large_odd_sizes(dev) {
     let inputs = [random(&[2, 33, 9, 11], -1.0, 1.0, 84), random(&[33, 17, 4, 4], -1.0, 1.0, 85), random(&[17], -1.0, 1.0, 86)];
     let f = |t: &[Tensor]| t[0].conv_transpose2d(&t[1], Some(&t[2]), ConvTranspose2dParams::new(2, 1, 0));
     // the f64 reference gradients on the CPU
-    let (g32, g64) = (grads_in(dev, DType::F32, &inputs, f), grads_in(TestDevice::CPU, DType::F64, &inputs, f));
+    let (g32, g64) = (dev.grads_in(DType::F32, &inputs, f), TestDevice::CPU.grads_in(DType::F64, &inputs, f));
     for (i, (a, e)) in g32.iter().zip(&g64).enumerate() {
         let err = relative_error(a, e);
         assert!(err < dev.tolerance(1e-5), "conv_transpose2d input {i}: f32 gradient relative error {err:.3e}");
@@ -574,7 +562,7 @@ fn conv_transpose2d_f32_gradients_match_f64_gradients_on_large_odd_sizes(dev) {
 fn conv_gradients_when_only_one_input_requires_grad_match_the_full_backward(dev) {
     let (x, w, b) = (random(&[2, 3, 5, 6], -1.0, 1.0, 91), random(&[4, 3, 3, 3], -1.0, 1.0, 92), random(&[4], -1.0, 1.0, 93));
     let p = Conv2dParams::new(2, 1);
-    let full = grads_in(dev, DType::F64, &[x.clone(), w.clone(), b.clone()], |t| t[0].conv2d(&t[1], Some(&t[2]), p));
+    let full = dev.grads_in(DType::F64, &[x.clone(), w.clone(), b.clone()], |t| t[0].conv2d(&t[1], Some(&t[2]), p));
     let (x, w, b) = (dev.put(&x), dev.put(&w), dev.put(&b));
     // only x
     let xv = x.variable();
@@ -591,7 +579,7 @@ fn conv_gradients_when_only_one_input_requires_grad_match_the_full_backward(dev)
 
     let (x, w) = (random(&[2, 3, 4, 5], -1.0, 1.0, 94), random(&[3, 2, 4, 4], -1.0, 1.0, 95));
     let p = ConvTranspose2dParams::new(2, 1, 0);
-    let full = grads_in(dev, DType::F64, &[x.clone(), w.clone()], |t| t[0].conv_transpose2d(&t[1], None, p));
+    let full = dev.grads_in(DType::F64, &[x.clone(), w.clone()], |t| t[0].conv_transpose2d(&t[1], None, p));
     let (x, w) = (dev.put(&x), dev.put(&w));
     let xv = x.variable();
     let y = xv.conv_transpose2d(&w, None, p).unwrap();

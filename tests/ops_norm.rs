@@ -132,15 +132,6 @@ fn check_layer_norm(dev: TestDevice, x: &Tensor, normalized: &[usize], affine: (
 
 const AFFINES: [(bool, bool); 4] = [(false, false), (true, true), (true, false), (false, true)];
 
-/// The gradients (of `Σ f(x) ⊙ r` for a fixed random `r`) of every input, in `dtype` on `dev`.
-fn grads_in(dev: TestDevice, dtype: DType, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> ember::tensor::Result<Tensor>) -> Vec<Vec<f64>> {
-    let vars: Vec<Tensor> = inputs.iter().map(|t| dev.put(&t.to_dtype(dtype).unwrap()).variable()).collect();
-    let y = f(&vars).unwrap();
-    let r = dev.put(&random(y.shape(), -1.0, 1.0, 999).to_dtype(dtype).unwrap());
-    let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-    vars.iter().map(|v| grads.get(v).expect("gradient").to_vec_f64()).collect()
-}
-
 per_device! {
 // ---- group_norm forward ------------------------------------------------------------------------------
 
@@ -330,14 +321,14 @@ fn norm_f32_gradients_match_f64_gradients_on_larger_odd_shapes(dev) {
     let inputs = [random(&[2, 33, 9, 7], -2.0, 3.0, 71), random(&[33], 0.5, 1.5, 72), random(&[33], -1.0, 1.0, 73)];
     let f = |t: &[Tensor]| t[0].group_norm(3, Some(&t[1]), Some(&t[2]), EPS);
     // the reference: the f64 gradients on the CPU
-    for (i, (a, e)) in grads_in(dev, DType::F32, &inputs, f).iter().zip(&grads_in(TestDevice::CPU, DType::F64, &inputs, f)).enumerate() {
+    for (i, (a, e)) in dev.grads_in(DType::F32, &inputs, f).iter().zip(&TestDevice::CPU.grads_in(DType::F64, &inputs, f)).enumerate() {
         let err = relative_error(a, e);
         assert!(err < dev.tolerance(1e-5), "group_norm input {i}: f32 gradient relative error {err:.3e}");
     }
     let inputs = [random(&[17, 65], -2.0, 3.0, 74), random(&[65], 0.5, 1.5, 75), random(&[65], -1.0, 1.0, 76)];
     let f = |t: &[Tensor]| t[0].layer_norm(&[65], Some(&t[1]), Some(&t[2]), EPS);
     // the reference: the f64 gradients on the CPU
-    for (i, (a, e)) in grads_in(dev, DType::F32, &inputs, f).iter().zip(&grads_in(TestDevice::CPU, DType::F64, &inputs, f)).enumerate() {
+    for (i, (a, e)) in dev.grads_in(DType::F32, &inputs, f).iter().zip(&TestDevice::CPU.grads_in(DType::F64, &inputs, f)).enumerate() {
         let err = relative_error(a, e);
         assert!(err < dev.tolerance(1e-5), "layer_norm input {i}: f32 gradient relative error {err:.3e}");
     }

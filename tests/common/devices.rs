@@ -50,6 +50,16 @@ impl TestDevice {
         t.to_dtype(self.dtype(t.dtype())).unwrap().to_device(self.0).unwrap()
     }
 
+    /// The gradients (of `Σ f(x) ⊙ r` for a fixed random `r`) of every input, computed in
+    /// `self.dtype(dtype)` here: to compare a backward's gradients across dtypes and devices.
+    pub fn grads_in(self, dtype: DType, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) -> Vec<Vec<f64>> {
+        let vars: Vec<Tensor> = inputs.iter().map(|t| self.put(&t.to_dtype(dtype).unwrap()).variable()).collect();
+        let y = f(&vars).unwrap();
+        let r = self.put(&random(y.shape(), -1.0, 1.0, 999).to_dtype(dtype).unwrap());
+        let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        vars.iter().map(|v| grads.get(v).expect("gradient").to_vec_f64()).collect()
+    }
+
     /// The gradient check of `testing::assert_gradcheck` with the analytic gradients computed
     /// on this device: on the CPU, f64 against f64 central differences to 1e-6; on a CUDA
     /// device, the f32 gradients its backward kernels give against the same f64 central
