@@ -40,6 +40,8 @@ enum Command {
     Info(InfoArgs),
     /// Write a small sampling-only checkpoint (the EMA weights, f16 by default)
     Export(ExportArgs),
+    /// Train the image classifier that `ember eval --class-accuracy` reads samples with
+    TrainClassifier(TrainClassifierArgs),
 }
 
 #[derive(Args, Clone)]
@@ -194,17 +196,69 @@ struct EvalArgs {
     /// Dataset (default: the checkpoint's), test split
     #[arg(long)]
     data: Option<String>,
-    /// Test images to evaluate
+    /// Test images to evaluate (bits/dim), or images drawn per class (--class-accuracy)
     #[arg(long, default_value_t = 64)]
     n: usize,
+    /// Images per batch (for --class-accuracy, images drawn at once; each step runs twice
+    /// as many through the model)
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    /// Instead of bits/dim: draw --n images per class of a class-conditional model and report
+    /// the share that a classifier reads as the class they were drawn for
+    #[arg(long)]
+    class_accuracy: bool,
+    /// The classifier for --class-accuracy (default: the shipped one for the checkpoint's
+    /// data, checkpoints/classifier-<data>-f16.safetensors)
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Guidance scales for --class-accuracy, e.g. 0,1,3
+    #[arg(long, value_delimiter = ',', default_value = "3")]
+    guidance: Vec<f64>,
+    /// DDIM steps for --class-accuracy
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
     #[arg(long, value_enum, default_value = "posterior")]
     variance: VarianceName,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long)]
     no_ema: bool,
+    /// cpu, or cuda / cuda:N (see `ember train --help`)
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct TrainClassifierArgs {
+    /// A labelled dataset (see `ember train --help`)
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    /// Image channels (1 = grayscale, 3 = RGB)
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// The classifier file to write (default: checkpoints/classifier-<data>-f16.safetensors)
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Channels of each level of the CNN, e.g. 32,64,128
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
+    widths: Vec<usize>,
+    #[arg(long, default_value_t = 6)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Peak learning rate (Adam), after a linear warmup, then a cosine decay to 0
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    /// No random horizontal flips
+    #[arg(long)]
+    no_flip: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Weights' dtype in the file: f16, bf16 or f32
+    #[arg(long, default_value = "f16")]
+    dtype: String,
     /// cpu, or cuda / cuda:N (see `ember train --help`)
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -235,6 +289,7 @@ fn main() {
         Command::Eval(args) => run_eval(args),
         Command::Info(args) => run_info(args),
         Command::Export(args) => run_export(args),
+        Command::TrainClassifier(args) => run_train_classifier(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -427,6 +482,9 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     ember::unet::module::to_device(&model, device)?;
     let config = &checkpoint.config;
     let schedule = ember::diffusion::NoiseSchedule::from_name(&config.schedule, config.num_timesteps)?;
+    if args.class_accuracy {
+        return run_class_accuracy(&args, &checkpoint, &model, &schedule, device);
+    }
     let data = args.data.clone().unwrap_or_else(|| config.data.clone());
     let dataset = Dataset::from_name(&data, Split::Test, config.unet.in_channels)?;
     let n = args.n.min(dataset.len());
@@ -464,13 +522,144 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_export(args: ExportArgs) -> Result<()> {
-    let dtype = match args.dtype.as_str() {
+/// The classifier shipped for a dataset spec (`fashion-mnist`, `fashion-mnist:DIR`, ...).
+fn shipped_classifier(data: &str) -> PathBuf {
+    let name = data.split(':').next().unwrap_or(data);
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints").join(format!("classifier-{name}-f16.safetensors"))
+}
+
+/// `ember eval --class-accuracy`: per guidance scale, --n images per class read by the classifier.
+fn run_class_accuracy(args: &EvalArgs, checkpoint: &Checkpoint, model: &UNet, schedule: &ember::diffusion::NoiseSchedule, device: Device) -> Result<()> {
+    let config = &checkpoint.config;
+    anyhow::ensure!(config.is_class_conditional(), "--class-accuracy needs a class-conditional model; {} is unconditional", args.checkpoint.display());
+    let path = args.classifier.clone().unwrap_or_else(|| shipped_classifier(&config.data));
+    anyhow::ensure!(
+        path.exists(),
+        "no classifier at {} for the data {:?}: train one with `ember train-classifier --data {}` and pass it with --classifier",
+        path.display(),
+        config.data,
+        config.data
+    );
+    let loaded = ember::train::classifier::Classifier::load(&path)?;
+    ember::unet::module::to_device(&loaded.classifier, device)?;
+    let accuracy_note = loaded.test_accuracy.map_or(String::new(), |a| format!(", {:.2}% on its test split", 100.0 * a));
+    println!("classifier {} (trained on {}{accuracy_note})", path.display(), loaded.data);
+    let sampler = Sampler::Ddim { steps: args.steps, eta: 0.0 };
+    for &scale in &args.guidance {
+        let total = args.n * config.class_names.len();
+        let bar = progress_bar(total as u64, "{spinner} guidance {msg} [{bar:30}] {pos}/{len} images ETA {eta}");
+        bar.set_message(format!("{scale}"));
+        let started = std::time::Instant::now();
+        let accuracy = ember::train::classifier::sampled_class_accuracy(
+            model,
+            &config.class_names,
+            config.null_class(),
+            schedule,
+            &loaded.classifier,
+            args.n,
+            scale,
+            sampler,
+            args.batch_size,
+            &mut Rng::new(args.seed),
+            &mut |done, _| bar.set_position(done as u64),
+        )?;
+        bar.finish_and_clear();
+        println!(
+            "guidance {scale}: {} images per class, DDIM {} steps, seed {} ({:.0} s): {:.2}% read as their class",
+            args.n,
+            args.steps,
+            args.seed,
+            started.elapsed().as_secs_f64(),
+            100.0 * accuracy.overall()
+        );
+        print!("{}", accuracy.table());
+    }
+    Ok(())
+}
+
+fn run_train_classifier(args: TrainClassifierArgs) -> Result<()> {
+    use ember::train::classifier::{Classifier, ClassifierConfig, ClassifierEvent, ClassifierTraining, train_classifier};
+    let dtype = parse_dtype(&args.dtype)?;
+    let device = parse_device(&args.device)?;
+    let train_set = Dataset::from_name(&args.data, Split::Train, args.channels)?;
+    let test_set = Dataset::from_name(&args.data, Split::Test, args.channels)?;
+    let names = train_set.class_names().to_vec();
+    anyhow::ensure!(!names.is_empty(), "the data {:?} has no labels to train a classifier on", args.data);
+    let config = ClassifierConfig { block_out_channels: args.widths.clone(), ..ClassifierConfig::small(args.channels, train_set.size(), names) };
+    let classifier = Classifier::new(&config, &mut Rng::new(args.seed))?;
+    let training = ClassifierTraining {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        warmup_steps: args.warmup,
+        random_flip: !args.no_flip,
+        seed: args.seed,
+    };
+    println!(
+        "classifier: {} parameters, levels {:?}; {} training and {} test images of {} ({} classes)",
+        thousands(parameter_count(&classifier)),
+        config.block_out_channels,
+        train_set.len(),
+        test_set.len(),
+        args.data,
+        config.class_names.len()
+    );
+    let bar = progress_bar(1, "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}");
+    let mut observer = BarObserver::new(bar);
+    let started = std::time::Instant::now();
+    let accuracy = train_classifier(&classifier, &train_set, Some(&test_set), &training, device, &mut |event| match event {
+        ClassifierEvent::Step { step, total, loss, lr } => {
+            if step == 1 {
+                observer.started(0, total);
+            }
+            observer.step(&StepStats { step, loss, grad_norm: f64::NAN, lr });
+        }
+        ClassifierEvent::Epoch { epoch, accuracy } => {
+            if let Some(accuracy) = accuracy {
+                observer.note(&format!("epoch {epoch}: test accuracy {:.2}% ({:.0} s)", 100.0 * accuracy.overall(), started.elapsed().as_secs_f64()));
+            }
+        }
+    })?;
+    observer.bar.finish_and_clear();
+    // the accuracy of the weights as the file stores them (rounded to --dtype)
+    let accuracy = match (dtype, accuracy) {
+        (DType::F32, accuracy) | (_, accuracy @ None) => accuracy,
+        (_, Some(trained)) => {
+            for (_, p) in named_parameters(&classifier) {
+                p.assign(&p.to_dtype(dtype)?.to_dtype(DType::F32)?)?;
+            }
+            let rounded = ember::train::classifier::dataset_accuracy(&classifier, &test_set, 256)?;
+            println!("test accuracy {:.2}% in f32, {:.2}% with the weights rounded to {dtype:?}", 100.0 * trained.overall(), 100.0 * rounded.overall());
+            Some(rounded)
+        }
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("checkpoints").join(format!("classifier-{}-f16.safetensors", args.data.split(':').next().unwrap_or(&args.data))));
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let test_accuracy = accuracy.as_ref().map(|a| a.overall());
+    classifier.save(&out, dtype, &args.data, test_accuracy)?;
+    if let Some(accuracy) = &accuracy {
+        println!("test accuracy per class ({} images):\n{}", test_set.len(), accuracy.table().trim_end());
+    }
+    println!("wrote {} ({:?}, {:.0} s of training)", out.display(), dtype, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn parse_dtype(name: &str) -> Result<DType> {
+    Ok(match name {
         "f16" => DType::F16,
         "bf16" => DType::BF16,
         "f32" => DType::F32,
         other => bail!("--dtype {other:?}: f16, bf16 or f32"),
-    };
+    })
+}
+
+fn run_export(args: ExportArgs) -> Result<()> {
+    let dtype = parse_dtype(&args.dtype)?;
     let checkpoint = Checkpoint::load(&args.checkpoint)?;
     checkpoint.export_ema(&args.out, dtype)?;
     println!("wrote {} (EMA weights of step {}, {:?})", args.out.display(), checkpoint.step, dtype);

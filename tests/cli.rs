@@ -67,7 +67,7 @@ fn train_sample_resume_and_refuse_to_overwrite() {
 
 #[test]
 fn every_command_has_help() {
-    for command in ["train", "sample", "eval", "info", "export"] {
+    for command in ["train", "sample", "eval", "info", "export", "train-classifier"] {
         let (ok, text) = ember(&[command, "--help"]);
         assert!(ok && text.contains("Usage"), "{command} --help: {text}");
     }
@@ -135,6 +135,18 @@ fn a_class_conditional_run_trains_from_labels_and_samples_by_class_with_guidance
     // eval gives the conditional bound, on the test images' own labels
     let (ok, text) = ember(&["eval", "--checkpoint", checkpoint_s, "--n", "1", "--batch-size", "1"]);
     assert!(ok && text.contains("bits/dim"), "{text}");
+    // guidance measured: a classifier of the shapes, then the share of samples it reads right
+    let (ok, text) = ember(&["eval", "--checkpoint", checkpoint_s, "--class-accuracy", "--n", "1", "--steps", "2"]);
+    assert!(!ok && text.contains("ember train-classifier --data procedural:16"), "no classifier ships for procedural data: {text}");
+    let classifier = dir.join("classifier.safetensors");
+    let classifier_s = classifier.to_str().unwrap();
+    let (ok, text) =
+        ember(&["train-classifier", "--data", "procedural:64", "--widths", "8", "--epochs", "1", "--batch-size", "16", "--warmup", "2", "--out", classifier_s]);
+    assert!(ok && text.contains("test accuracy per class (64 images)") && text.contains("with the weights rounded to F16") && classifier.exists(), "{text}");
+    let (ok, text) =
+        ember(&["eval", "--checkpoint", checkpoint_s, "--class-accuracy", "--classifier", classifier_s, "--guidance", "0,3", "--n", "2", "--steps", "2"]);
+    assert!(ok && text.contains("guidance 0: 2 images per class") && text.contains("guidance 3: 2 images per class"), "{text}");
+    assert!(text.matches("/2 ").count() >= 6 && text.matches("overall").count() == 2, "a row per class and guidance: {text}");
     let (ok, text) = ember(&["info", "--preset", "tiny-cond"]);
     assert!(ok && text.contains("11 class embeddings"), "{text}");
     // the shipped unconditional model refuses a class

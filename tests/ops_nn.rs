@@ -1,5 +1,5 @@
 //! Neural-network helpers: dropout (identity when off, reproducible seeded masks, inverted
-//! scaling, drop rate), mse_loss, index_select / embedding (repeated indices accumulate their
+//! scaling, drop rate), mse_loss, cross_entropy, index_select / embedding (repeated indices accumulate their
 //! gradients), and upsample_nearest2d — forward values against naive f64 references written
 //! here, f32 runs on larger odd sizes, and f64 finite-difference gradient checks for every input,
 //! including strided inputs. Every test runs on each device of the build (`cpu::…`, `cuda::…`;
@@ -20,6 +20,18 @@ fn naive_mse(a: &[f64], b: &[f64]) -> f64 {
         s += (a[i] - b[i]) * (a[i] - b[i]);
     }
     s / a.len() as f64
+}
+
+/// `−(1/n) Σᵢ (xᵢ[yᵢ] − ln Σⱼ exp(xᵢⱼ))`, with the row maximum taken out for stability.
+fn naive_cross_entropy(logits: &[f64], classes: usize, targets: &[usize]) -> f64 {
+    let mut total = 0.0;
+    for (i, &target) in targets.iter().enumerate() {
+        let row = &logits[i * classes..(i + 1) * classes];
+        let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let log_sum = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        total += log_sum - row[target];
+    }
+    total / targets.len() as f64
 }
 
 /// `out[.., k, ..] = x[.., indices[k], ..]` along `axis` of row-major `x` of `shape`.
@@ -200,6 +212,50 @@ fn mse_loss_gradcheck_prediction_and_target(dev) {
     let c = random(&[1], -2.0, 2.0, 21);
     let d = random(&[1], -2.0, 2.0, 22);
     dev.assert_gradcheck("mse_loss one element", |t| t[0].mse_loss(&t[1]), &[c, d]);
+}
+
+// ---- cross_entropy -----------------------------------------------------------------------------------
+
+fn cross_entropy_matches_reference_in_f64_and_f32(dev) {
+    for (n, classes, seed) in [(1, 1, 23), (1, 10, 24), (7, 3, 25), (33, 10, 26)] {
+        // large logits too: a naive exp would overflow in f32 at ±90
+        let logits = random(&[n, classes], -90.0, 90.0, seed);
+        let targets: Vec<usize> = (0..n).map(|i| (i * 7 + 3) % classes).collect();
+        let values = logits.to_vec_f64();
+        let expected = naive_cross_entropy(&values, classes, &targets);
+        let loss = dev.put(&logits).cross_entropy(&targets).unwrap();
+        assert!(loss.shape().is_empty(), "a scalar, got {:?}", loss.shape());
+        assert!((loss.item().unwrap() - expected).abs() <= dev.tolerance(1e-12) * expected.abs().max(1.0), "{n}x{classes}");
+        let loss32 = dev.put(&logits.to_dtype(DType::F32).unwrap()).cross_entropy(&targets).unwrap();
+        assert!((loss32.item().unwrap() - expected).abs() <= 1e-4 * expected.abs().max(1.0), "{n}x{classes} f32: {} vs {expected}", loss32.item().unwrap());
+    }
+}
+
+fn cross_entropy_rejects_bad_targets_and_shapes(dev) {
+    let logits = dev.put(&random(&[3, 4], -1.0, 1.0, 27));
+    assert!(logits.cross_entropy(&[0, 1]).is_err(), "fewer targets than rows");
+    let error = logits.cross_entropy(&[0, 4, 1]).unwrap_err().to_string();
+    assert!(error.contains("target 1 is class 4") && error.contains("4 classes"), "{error}");
+    assert!(dev.put(&random(&[12], -1.0, 1.0, 28)).cross_entropy(&[0; 12]).is_err(), "rank 1 logits");
+}
+
+fn cross_entropy_gradcheck(dev) {
+    let logits = random(&[5, 4], -3.0, 3.0, 29);
+    dev.assert_gradcheck("cross_entropy", |t| t[0].cross_entropy(&[3, 0, 0, 2, 1]), std::slice::from_ref(&logits));
+    dev.assert_gradcheck("cross_entropy of a transposed view", |t| t[0].transpose(0, 1)?.cross_entropy(&[1, 0, 3, 2]), &[random(&[4, 4], -3.0, 3.0, 31)]);
+    // the gradient is (softmax − one_hot)/n
+    let x = dev.put(&logits).variable();
+    let grads = x.cross_entropy(&[3, 0, 0, 2, 1]).unwrap().backward().unwrap();
+    let g = grads.get(&x).unwrap().to_vec_f64();
+    let values = logits.to_vec_f64();
+    for (i, target) in [3, 0, 0, 2, 1].into_iter().enumerate() {
+        let row = &values[i * 4..i * 4 + 4];
+        let total: f64 = row.iter().map(|v| v.exp()).sum();
+        for j in 0..4 {
+            let want = (row[j].exp() / total - if j == target { 1.0 } else { 0.0 }) / 5.0;
+            assert!((g[i * 4 + j] - want).abs() < dev.tolerance(1e-12), "row {i} class {j}: {} vs {want}", g[i * 4 + j]);
+        }
+    }
 }
 
 // ---- index_select / embedding -------------------------------------------------------------------------

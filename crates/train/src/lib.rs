@@ -2,6 +2,7 @@
 //! NaN/Inf detection), atomic checkpoints with exact resume, sampling, and image output.
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod data;
 pub mod error;
 pub mod images;

@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod binary;
 pub mod conv;
+pub mod cross_entropy;
 pub mod dropout;
 pub mod index_select;
 pub mod matmul;
