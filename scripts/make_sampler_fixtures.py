@@ -41,6 +41,10 @@ Contents (`{s}` is `linear` or `cosine`):
   "model" eps(x, t) = 0.1 x + sin(t / 100) c, from `chain.x_T`: `chain.eta0.trajectory`
   [10, ...] (x after each step; eta = 0) and `chain.eta100.trajectory` (eta = 1, with
   `chain.eta100.noise[i]` as step i's variance_noise).
+- `guided.*`: classifier-free guidance as diffusers' pipelines compute it, through a 10-step
+  DDIM chain (eta 0) from `guided.x_T`, with the toy conditional prediction
+  0.1 x + sin(t / 100) `guided.c_text` and unconditional 0.05 x - cos(t / 100) `guided.c_uncond`:
+  `guided.w{0,1,3,7_5}.x_0`, the final sample at guidance scale 0, 1, 3 and 7.5.
 - `vlb.*`: the variational bound terms, by a float64 NumPy transcription of Ho et al.'s
   `GaussianDiffusion2._vb_terms_bpd` / `_prior_bpd` (diffusion_tf/diffusion_utils_2.py, with
   `normal_kl`, `approx_standard_normal_cdf`, `discretized_gaussian_log_likelihood` from
@@ -200,6 +204,33 @@ def ddim_chain(out, gen):
         out[f"chain.{label}.trajectory"] = torch.stack(trajectory)
 
 
+def guided_chain(out, gen):
+    """Classifier-free guidance the way diffusers' pipelines apply it (StableDiffusionPipeline:
+    the latents doubled into one batch, the output chunked into the unconditional and the
+    conditional halves, `noise_pred_uncond + guidance_scale * (noise_pred_text -
+    noise_pred_uncond)`), through a 10-step DDIM chain (eta 0)."""
+    c_text, c_uncond, x_T = randn(gen, *SHAPE), randn(gen, *SHAPE), randn(gen, *SHAPE)
+    out["guided.c_text"], out["guided.c_uncond"], out["guided.x_T"] = c_text, c_uncond, x_T
+
+    def unet(batch, t):
+        # the batch is [unconditional; conditional], as the pipeline builds it
+        x_uncond, x_text = batch.chunk(2)
+        return torch.cat([0.05 * x_uncond - math.cos(t / 100) * c_uncond, 0.1 * x_text + math.sin(t / 100) * c_text])
+
+    for label, guidance_scale in GUIDANCE_SCALES.items():
+        scheduler = ddim_scheduler("linear", 10)
+        x = x_T
+        for t in scheduler.timesteps.tolist():
+            noise_pred = unet(torch.cat([x] * 2), t)
+            noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+            noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+            x = scheduler.step(noise_pred, t, x, eta=0.0).prev_sample
+        out[f"guided.{label}.x_0"] = x
+
+
+GUIDANCE_SCALES = {"w0": 0.0, "w1": 1.0, "w3": 3.0, "w7_5": 7.5}
+
+
 # --- Ho et al.'s variational bound, transcribed to NumPy float64 -------------------------------
 
 def normal_kl(mean1, logvar1, mean2, logvar2):
@@ -321,6 +352,7 @@ def main():
     ddim_timesteps(out)
     ddim_chain(out, gen)
     vlb(out, gen)
+    guided_chain(out, gen)
     out = {k: v.contiguous() for k, v in out.items()}
     metadata = {
         "generator": "scripts/make_sampler_fixtures.py",

@@ -251,6 +251,24 @@ fn a_ten_step_ddim_chain_matches_diffusers() {
     }
 }
 
+#[test]
+fn guidance_in_a_ddim_chain_matches_diffusers_pipeline_formula() {
+    let f = Fixture::load();
+    let s = schedule("linear");
+    let (c_text, c_uncond, x_big_t) = (f.get("guided.c_text"), f.get("guided.c_uncond"), f.get("guided.x_T"));
+    let timesteps = ddim_timesteps(T, 10, TimestepSpacing::Leading).unwrap();
+    for (label, scale) in [("w0", 0.0), ("w1", 1.0), ("w3", 3.0), ("w7_5", 7.5)] {
+        // the fixture's toy predictions, combined by ember's guidance formula
+        let mut guided = |x: &Tensor, t: &[f64]| -> Result<Tensor, TensorError> {
+            let conditional = x.mul_scalar(0.1)?.add(&c_text.mul_scalar((t[0] / 100.0).sin())?)?;
+            let unconditional = x.mul_scalar(0.05)?.sub(&c_uncond.mul_scalar((t[0] / 100.0).cos())?)?;
+            ember::train::sampling::guided_noise(&conditional, &unconditional, scale)
+        };
+        let x0 = ddim_sample_from(&mut guided, &s, x_big_t.clone(), &timesteps, 0.0, &mut Rng::new(0), &mut no_progress()).unwrap();
+        assert_matches(&x0, &f.get(&format!("guided.{label}.x_0")), &format!("guidance {scale}"));
+    }
+}
+
 // ---- the samplers ------------------------------------------------------------------------------
 
 /// The exact noise predictor for data x_0 ~ N(m, v·I): E[ε | x_t] = √(1 − ᾱ_t)(x_t − √ᾱ_t m)/(ᾱ_t v + 1 − ᾱ_t).
