@@ -178,6 +178,26 @@ def layer_norm():
     return t, {"op": "layer_norm", "normalized_shape": shape, "eps": eps}
 
 
+@fixture("geglu")
+def geglu():
+    # diffusers' GEGLU after its projection: hidden_states, gate = proj(x).chunk(2, dim=-1)
+    x = randn(3, 4, 12, grad=True)
+    hidden_states, gate = x.chunk(2, dim=-1)
+    out = hidden_states * F.gelu(gate)
+    t = with_grads({"x": x}, out, {"x": x})
+    return t, {"op": "geglu", "gelu": "exact (erf)"}
+
+
+@fixture("cross_entropy")
+def cross_entropy():
+    targets = [3, 0, 9, 9, 5, 1, 7]
+    logits = randn(len(targets), 10, grad=True)
+    # a scalar, stored with shape [1] (the upstream gradient needs a shape)
+    out = F.cross_entropy(logits, torch.tensor(targets), reduction="mean").reshape(1)
+    t = with_grads({"logits": logits}, out, {"logits": logits})
+    return t, {"op": "cross_entropy", "targets": ",".join(map(str, targets)), "reduction": "mean"}
+
+
 @fixture("softmax")
 def softmax():
     x = randn(4, 7, 9, grad=True)

@@ -276,6 +276,23 @@ fn silu_forward_matches_reference_and_gradient_checks_on_odd_and_strided_inputs(
     check_unary(dev, stringify!(silu_forward_matches_reference_and_gradient_checks_on_odd_and_strided_inputs), |t| t.silu(), |x| x * sigmoid_ref(x), Domain::Any);
 }
 
+fn geglu_is_the_first_half_times_gelu_of_the_second_and_gradient_checks(dev) {
+    let x = random(&[3, 5, 8], -2.5, 2.5, 70);
+    let y = dev.put(&x).geglu().unwrap();
+    assert_eq!(y.shape(), &[3, 5, 4]);
+    let (v, got) = (x.to_vec_f64(), y.to_vec_f64());
+    for row in 0..15 {
+        for j in 0..4 {
+            let (h, g) = (v[row * 8 + j], v[row * 8 + 4 + j]);
+            let want = h * 0.5 * g * (1.0 + erf(g / std::f64::consts::SQRT_2));
+            assert!((got[row * 4 + j] - want).abs() <= dev.tolerance(1e-13) * want.abs().max(1.0), "row {row} column {j}: {} vs {want}", got[row * 4 + j]);
+        }
+    }
+    dev.assert_gradcheck("geglu", |t| t[0].geglu(), &[x]);
+    dev.assert_gradcheck("geglu of a transposed view", |t| t[0].transpose(1, 2)?.geglu(), &[random(&[2, 6, 3], -2.5, 2.5, 71)]);
+    assert!(dev.put(&random(&[2, 5], -1.0, 1.0, 72)).geglu().is_err(), "an odd last axis has no halves");
+}
+
 fn gelu_erf_forward_matches_reference_and_gradient_checks_on_odd_and_strided_inputs(dev) {
     check_unary(dev, stringify!(gelu_erf_forward_matches_reference_and_gradient_checks_on_odd_and_strided_inputs), |t| t.gelu(), |x| 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)), Domain::Any);
 }

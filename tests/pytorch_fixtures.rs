@@ -41,7 +41,9 @@ const COVERED: &[&str] = &[
     "conv2d_stride2_pad1",
     "conv_transpose2d_k3s2p1op1",
     "conv_transpose2d_k4s2p1",
+    "cross_entropy",
     "elementwise",
+    "geglu",
     "group_norm",
     "layer_norm",
     "matmul",
@@ -283,6 +285,32 @@ fn group_norm_matches_pytorch_output_and_gradients(dev) {
     f.check_grad(&grads, &x, "grad_x");
     f.check_grad(&grads, &w, "grad_weight");
     f.check_grad(&grads, &b, "grad_bias");
+    f.finish();
+}
+
+fn geglu_matches_pytorch_output_and_gradient(dev) {
+    let f = Fixture::load_on("geglu", dev);
+    f.expect_meta("op", "geglu");
+    f.expect_meta("gelu", "exact (erf)");
+    let x = f.variable("x");
+    let out = unwrap(x.geglu(), "geglu");
+    f.check(&out, "out");
+    let grads = unwrap(out.backward_with(&f.tensor("grad_out")), "backward");
+    f.check_grad(&grads, &x, "grad_x");
+    f.finish();
+}
+
+fn cross_entropy_matches_pytorch_loss_and_gradient(dev) {
+    let f = Fixture::load_on("cross_entropy", dev);
+    f.expect_meta("op", "cross_entropy");
+    f.expect_meta("reduction", "mean");
+    let targets = f.meta_list("targets");
+    let logits = f.variable("logits");
+    // PyTorch's scalar is stored with shape [1]
+    let out = unwrap(logits.cross_entropy(&targets).and_then(|l| l.reshape(&[1])), "cross_entropy");
+    f.check(&out, "out");
+    let grads = unwrap(out.backward_with(&f.tensor("grad_out")), "backward");
+    f.check_grad(&grads, &logits, "grad_logits");
     f.finish();
 }
 

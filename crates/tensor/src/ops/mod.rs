@@ -9,6 +9,7 @@ pub mod binary;
 pub mod conv;
 pub mod cross_entropy;
 pub mod dropout;
+pub mod geglu;
 pub mod index_select;
 pub mod matmul;
 pub mod movement;
