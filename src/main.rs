@@ -165,6 +165,10 @@ struct SampleArgs {
     /// Number of images
     #[arg(long, default_value_t = 16)]
     n: usize,
+    /// Images drawn at once (the rest follow in further batches from the same random stream;
+    /// with DDIM at eta 0 the images do not depend on it)
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use the trained weights instead of their EMA
@@ -442,11 +446,21 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         SamplerName::Ddpm => Sampler::Ddpm { variance: variance(args.variance) },
         SamplerName::Ddim => Sampler::Ddim { steps: args.steps, eta: args.eta },
     };
-    let bar = progress_bar(1, "{spinner} sampling [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}");
+    anyhow::ensure!(args.n > 0 && args.batch_size > 0, "--n and --batch-size must be at least 1");
+    let batches = args.n.div_ceil(args.batch_size);
+    let bar = progress_bar(1, "{spinner} sampling [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} {msg}");
+    let mut batch = 0;
     let mut progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
+        if done == total {
+            batch += 1;
+        }
+        if batches > 1 {
+            bar.set_message(format!("batch {} of {batches}", (batch + 1).min(batches)));
+        }
     };
+    let mut rng = Rng::new(args.seed);
     let config = &checkpoint.config;
     let (images, columns, what) = if config.is_class_conditional() {
         let names = &config.class_names;
@@ -459,15 +473,22 @@ fn run_sample(args: SampleArgs) -> Result<()> {
             let class = class.ok_or_else(|| anyhow::anyhow!("--class {wanted:?}: not a class of this model; its classes are {}, or all", names.join(", ")))?;
             (vec![class; args.n], (args.n as f64).sqrt().ceil() as usize, format!("class {}", names[class]))
         };
-        let guidance = ClassGuidance { classes, null_class: config.null_class(), scale: args.guidance };
-        let images = sample_images_guided(&model, &schedule, &guidance, sampler, !args.no_clip, &mut Rng::new(args.seed), &mut progress)?;
-        (images, columns, format!("{what}, guidance {}", args.guidance))
+        let mut images = Vec::new();
+        for chunk in classes.chunks(args.batch_size) {
+            let guidance = ClassGuidance { classes: chunk.to_vec(), null_class: config.null_class(), scale: args.guidance };
+            images.push(sample_images_guided(&model, &schedule, &guidance, sampler, !args.no_clip, &mut rng, &mut progress)?);
+        }
+        (ember::tensor::Tensor::cat(&images.iter().collect::<Vec<_>>(), 0)?, columns, format!("{what}, guidance {}", args.guidance))
     } else {
         if let Some(class) = &args.class {
             anyhow::bail!("--class {class:?}: this model is not class-conditional");
         }
-        let images = sample_images(&model, &schedule, args.n, sampler, !args.no_clip, &mut Rng::new(args.seed), &mut progress)?;
-        (images, (args.n as f64).sqrt().ceil() as usize, "unconditional".to_string())
+        let mut images = Vec::new();
+        for start in (0..args.n).step_by(args.batch_size) {
+            let count = args.batch_size.min(args.n - start);
+            images.push(sample_images(&model, &schedule, count, sampler, !args.no_clip, &mut rng, &mut progress)?);
+        }
+        (ember::tensor::Tensor::cat(&images.iter().collect::<Vec<_>>(), 0)?, (args.n as f64).sqrt().ceil() as usize, "unconditional".to_string())
     };
     bar.finish_and_clear();
     write_grid_png(&args.out, &images, columns)?;
@@ -666,19 +687,38 @@ fn run_export(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// `writeln!` into a `String` (which cannot fail).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        writeln!($out, $($arg)*).expect("writing to a String");
+    }};
+}
+
+/// Writes `text` to stdout; a reader that went away (`ember info | head`) is not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn run_info(args: InfoArgs) -> Result<()> {
     let config = args.model.config()?;
     let model = UNet::new(&config, DType::F32, &mut Rng::new(0))?;
     let total = parameter_count(&model);
-    println!("UNet ({}x{}x{} → {} channels)", config.in_channels, config.sample_size, config.sample_size, config.out_channels);
+    let mut out = String::new();
+    outln!(out, "UNet ({}x{}x{} → {} channels)", config.in_channels, config.sample_size, config.sample_size, config.out_channels);
     let mut size = config.sample_size;
     for (i, (c, kind)) in config.block_out_channels.iter().zip(&config.down_block_types).enumerate() {
-        println!("  level {i}: {size}x{size}x{c}  {kind} x{}", config.layers_per_block);
+        outln!(out, "  level {i}: {size}x{size}x{c}  {kind} x{}", config.layers_per_block);
         if i + 1 < config.block_out_channels.len() {
             size /= 2;
         }
     }
-    println!(
+    outln!(
+        out,
         "  groups {} (eps {}), dropout {}, heads: {}, time embedding {} → {}",
         config.norm_num_groups,
         config.norm_eps,
@@ -692,8 +732,8 @@ fn run_info(args: InfoArgs) -> Result<()> {
         (_, Some(n)) => format!("{n} class embeddings (num_class_embeds; with classifier-free guidance, the last is the null class)"),
         _ => "none (unconditional)".to_string(),
     };
-    println!("  conditioning: {conditioning}");
-    println!("parameters by part:");
+    outln!(out, "  conditioning: {conditioning}");
+    outln!(out, "parameters by part:");
     let class_parts = ClassEmbeddingPart(model.class_embedding.as_ref());
     let parts: [(&str, &dyn Module); 8] = [
         ("time_embedding", &ModuleGroup(vec![&model.time_linear_1, &model.time_linear_2])),
@@ -706,16 +746,17 @@ fn run_info(args: InfoArgs) -> Result<()> {
         ("conv_out", &model.conv_out),
     ];
     for (name, part) in parts {
-        println!("  {name:<15} {:>12}", thousands(parameter_count(part)));
+        outln!(out, "  {name:<15} {:>12}", thousands(parameter_count(part)));
     }
-    println!(
+    outln!(
+        out,
         "total parameters: {} ({:.1}M; {} tensors, {:.1} MB in f32)",
         thousands(total),
         total as f64 / 1e6,
         named_parameters(&model).len(),
         total as f64 * 4.0 / 1e6
     );
-    Ok(())
+    write_stdout(&out)
 }
 
 /// A UNet's class embedding (none for an unconditional model), for counting its parameters.

@@ -73,6 +73,24 @@ fn every_command_has_help() {
     }
 }
 
+/// `ember sample --batch-size`: --n images drawn a batch at a time.
+#[test]
+fn sampling_in_batches_draws_the_images_of_one_batch_with_ddim() {
+    let dir = temp_dir("batches");
+    let png = |name: &str, batch: &str, eta: &str| {
+        let out = dir.join(name);
+        let (ok, text) = ember(&["sample", "--n", "3", "--batch-size", batch, "--steps", "2", "--eta", eta, "--out", out.to_str().unwrap()]);
+        assert!(ok && text.contains("3 images"), "{text}");
+        std::fs::read(out).unwrap()
+    };
+    // DDIM at eta 0 draws only x_T, from one stream: batches of 2 + 1 continue where the first stopped
+    assert_eq!(png("a.png", "2", "0"), png("b.png", "3", "0"));
+    // at eta 1 each step's noise comes between the batches' draws, so the images differ
+    assert_ne!(png("c.png", "1", "1"), png("d.png", "3", "1"));
+    let (ok, text) = ember(&["sample", "--n", "3", "--batch-size", "0", "--out", dir.join("e.png").to_str().unwrap()]);
+    assert!(!ok && text.contains("--batch-size must be at least 1"), "{text}");
+}
+
 /// `--device cuda` runs the shipped model on a CUDA device (the emulator when there is no
 /// GPU) and draws the same image; an unknown device is refused with the spellings.
 #[cfg(feature = "cuda-emu")]
