@@ -73,6 +73,20 @@ fn every_command_has_help() {
     }
 }
 
+/// The shipped class-conditional model (docs/fashion-mnist-cond/) samples by class name, and
+/// `eval --class-accuracy` finds the shipped Fashion-MNIST classifier on its own.
+#[test]
+fn the_shipped_conditional_model_samples_a_class_and_is_read_by_the_shipped_classifier() {
+    let dir = temp_dir("shipped-cond");
+    let checkpoint = concat!(env!("CARGO_MANIFEST_DIR"), "/checkpoints/tiny-cond-fashion-mnist-f16.safetensors");
+    let out = dir.join("sneakers.png");
+    let (ok, text) = ember(&["sample", "--checkpoint", checkpoint, "--class", "sneaker", "--n", "2", "--steps", "2", "--out", out.to_str().unwrap()]);
+    assert!(ok && text.contains("2 images, class sneaker, guidance 3") && text.contains("step 5000"), "{text}");
+    let (ok, text) = ember(&["eval", "--checkpoint", checkpoint, "--class-accuracy", "--n", "1", "--steps", "2", "--batch-size", "10"]);
+    assert!(ok && text.contains("classifier-fashion-mnist-f16.safetensors (trained on fashion-mnist, 92.08% on its test split)"), "{text}");
+    assert!(text.contains("ankle-boot") && text.contains("guidance 3: 1 images per class"), "{text}");
+}
+
 /// `ember sample --batch-size`: --n images drawn a batch at a time.
 #[test]
 fn sampling_in_batches_draws_the_images_of_one_batch_with_ddim() {
