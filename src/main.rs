@@ -17,7 +17,7 @@ use ember::train::data::{Dataset, Split};
 use ember::train::images::write_grid_png;
 use ember::train::run::{Observer, RunDir, train};
 use ember::train::sampling::{ClassGuidance, Sampler, sample_images, sample_images_guided};
-use ember::train::trainer::StepStats;
+use ember::train::trainer::{LrDecay, StepStats};
 use ember::unet::module::{Module, named_parameters, parameter_count};
 use ember::unet::{UNet, UNetConfig};
 
@@ -89,6 +89,13 @@ struct TrainArgs {
     /// Linear learning-rate warmup steps
     #[arg(long, default_value_t = 100)]
     warmup: u64,
+    /// After the warmup the learning rate stays (constant, the paper) or decays to 0 at
+    /// --steps (linear, cosine)
+    #[arg(long, value_enum, default_value = "constant")]
+    lr_decay: LrDecayName,
+    /// Decoupled weight decay (AdamW); 0 is Adam, as in the paper
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
     /// Clip the global gradient norm (0: off)
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
@@ -126,6 +133,13 @@ struct TrainArgs {
     /// for checking only)
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LrDecayName {
+    Constant,
+    Linear,
+    Cosine,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -387,6 +401,12 @@ fn run_train(args: TrainArgs) -> Result<()> {
         steps: args.steps,
         lr: args.lr,
         warmup_steps: args.warmup,
+        lr_decay: match args.lr_decay {
+            LrDecayName::Constant => LrDecay::Constant,
+            LrDecayName::Linear => LrDecay::Linear,
+            LrDecayName::Cosine => LrDecay::Cosine,
+        },
+        weight_decay: args.weight_decay,
         grad_clip: args.grad_clip,
         ema_decay: args.ema_decay,
         random_flip: !args.no_flip,

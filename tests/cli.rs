@@ -147,6 +147,10 @@ fn a_class_conditional_run_trains_from_labels_and_samples_by_class_with_guidance
         "3",
         "--sample-steps",
         "2",
+        "--lr-decay",
+        "cosine",
+        "--weight-decay",
+        "0.01",
     ]);
     assert!(ok, "{text}");
     // not a terminal: the progress comes as plain lines, not a hidden bar
@@ -154,6 +158,7 @@ fn a_class_conditional_run_trains_from_labels_and_samples_by_class_with_guidance
     // the table was sized to the data's 3 shapes and the null class
     let config = std::fs::read_to_string(run.join("config.json")).unwrap();
     assert!(config.contains("\"num_class_embeds\": 4") && config.contains("\"stripes\""), "{config}");
+    assert!(config.contains("\"lr_decay\": \"cosine\"") && config.contains("\"weight_decay\": 0.01"), "{config}");
     let checkpoint = run.join("checkpoint.safetensors");
     let checkpoint_s = checkpoint.to_str().unwrap();
     let out = dir.join("square.png");

@@ -111,6 +111,61 @@ fn a_resumed_run_reproduces_the_uninterrupted_runs_losses_exactly() {
 }
 
 #[test]
+fn the_learning_rate_warms_up_then_holds_or_decays_to_zero() {
+    use ember::train::trainer::{LrDecay, scheduled_lr};
+    let lr = |decay, step| scheduled_lr(1e-3, 10, decay, step, 110);
+    for decay in [LrDecay::Constant, LrDecay::Linear, LrDecay::Cosine] {
+        assert!((lr(decay, 0) - 1e-4).abs() < 1e-15 && (lr(decay, 9) - 1e-3).abs() < 1e-15 && (lr(decay, 10) - 1e-3).abs() < 1e-15);
+    }
+    assert_eq!(lr(LrDecay::Constant, 109), 1e-3);
+    assert!((lr(LrDecay::Linear, 60) - 0.5e-3).abs() < 1e-15 && (lr(LrDecay::Linear, 85) - 0.25e-3).abs() < 1e-15);
+    assert!((lr(LrDecay::Cosine, 60) - 0.5e-3).abs() < 1e-15 && (lr(LrDecay::Cosine, 35) - 0.5e-3 * (1.0 + (std::f64::consts::PI / 4.0).cos())).abs() < 1e-15);
+    assert_eq!((lr(LrDecay::Linear, 110), lr(LrDecay::Cosine, 500)), (0.0, 0.0), "past the end: 0");
+    assert_eq!(scheduled_lr(1e-3, 0, LrDecay::Linear, 0, 4), 1e-3, "no warmup starts at the peak");
+}
+
+#[test]
+fn lr_decay_and_weight_decay_train_resume_exactly_and_old_configs_read_as_adam() {
+    use ember::train::trainer::LrDecay;
+    let config = TrainConfig { lr_decay: LrDecay::Cosine, weight_decay: 0.5, warmup_steps: 2, ..small_config(6) };
+    let mut uninterrupted = trainer(config.clone());
+    let stats: Vec<_> = (0..6).map(|_| uninterrupted.train_step().unwrap()).collect();
+    for (step, s) in stats.iter().enumerate() {
+        assert_eq!(s.lr, config.lr_at(step as u64), "step {step}");
+    }
+    assert!(stats[5].lr < 0.2 * config.lr, "decayed by the last step: {}", stats[5].lr);
+    // weight decay shrinks the weights: the same run without it ends elsewhere
+    let mut plain = trainer(TrainConfig { weight_decay: 0.0, ..config.clone() });
+    for _ in 0..6 {
+        plain.train_step().unwrap();
+    }
+    let norm = |t: &Trainer| named_parameters(&t.model).iter().map(|(_, p)| p.sqr().unwrap().sum_all().unwrap().item().unwrap()).sum::<f64>();
+    assert!(norm(&uninterrupted) < norm(&plain), "AdamW's weights are smaller: {} vs {}", norm(&uninterrupted), norm(&plain));
+
+    let mut first_half = trainer(config.clone());
+    for _ in 0..3 {
+        first_half.train_step().unwrap();
+    }
+    let path = temp_dir("decay").join("checkpoint.safetensors");
+    save_checkpoint(&first_half, &path).unwrap();
+    let checkpoint = Checkpoint::load(&path).unwrap();
+    assert_eq!((checkpoint.config.lr_decay, checkpoint.config.weight_decay), (LrDecay::Cosine, 0.5));
+    let dataset = Dataset::from_name(&checkpoint.config.data, Split::Train, 1).unwrap();
+    let mut resumed = checkpoint.into_trainer(dataset).unwrap();
+    let losses: Vec<f64> = (0..3).map(|_| resumed.train_step().unwrap().loss).collect();
+    assert_eq!(losses, stats[3..].iter().map(|s| s.loss).collect::<Vec<_>>(), "bit-for-bit");
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+
+    // a config written before these settings existed reads as constant-rate Adam
+    let mut json: serde_json::Value = serde_json::to_value(small_config(6)).unwrap();
+    let fields = json.as_object_mut().unwrap();
+    assert!(fields.remove("lr_decay").is_some() && fields.remove("weight_decay").is_some());
+    let old: TrainConfig = serde_json::from_value(json).unwrap();
+    assert_eq!((old.lr_decay, old.weight_decay), (LrDecay::Constant, 0.0));
+    assert!(TrainConfig { weight_decay: -1.0, ..small_config(6) }.validate().is_err());
+}
+
+#[test]
 fn a_nan_stops_the_step_and_leaves_the_weights_and_checkpoint_alone() {
     let mut t = trainer(small_config(10));
     t.train_step().unwrap();

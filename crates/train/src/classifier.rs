@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Dataset;
 use crate::error::{Result, TrainError};
 use crate::sampling::{ClassGuidance, Sampler, sample_images_guided};
+use crate::trainer::{LrDecay, scheduled_lr};
 
 pub const FORMAT: &str = "ember-classifier-1";
 
@@ -357,11 +358,7 @@ pub struct ClassifierTraining {
 impl ClassifierTraining {
     /// The learning rate of step `step` (from 0) of `total`.
     pub fn lr_at(&self, step: u64, total: u64) -> f64 {
-        if step < self.warmup_steps {
-            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
-        }
-        let progress = (step - self.warmup_steps) as f64 / (total.saturating_sub(self.warmup_steps)).max(1) as f64;
-        self.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+        scheduled_lr(self.lr, self.warmup_steps, LrDecay::Cosine, step, total)
     }
 }
 

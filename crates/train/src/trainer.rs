@@ -14,6 +14,35 @@ use serde::{Deserialize, Serialize};
 use crate::data::Dataset;
 use crate::error::{Result, TrainError};
 
+/// What the learning rate does after the warmup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrDecay {
+    /// Stays at the peak (the DDPM paper).
+    #[default]
+    Constant,
+    /// Falls linearly to 0 at the last step.
+    Linear,
+    /// Falls along a half cosine to 0 at the last step.
+    Cosine,
+}
+
+/// The learning rate of step `step` (0-based) of `total`: `peak·(step + 1)/warmup` during the
+/// `warmup` steps, then, with `p` = (step − warmup)/(total − warmup) the progress through the
+/// rest, `peak` (constant), `peak·(1 − p)` (linear) or `peak·½(1 + cos πp)` (cosine). Past
+/// `total` (a run extended on resume) the decayed rates stay at 0.
+pub fn scheduled_lr(peak: f64, warmup: u64, decay: LrDecay, step: u64, total: u64) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let progress = ((step - warmup) as f64 / total.saturating_sub(warmup).max(1) as f64).min(1.0);
+    match decay {
+        LrDecay::Constant => peak,
+        LrDecay::Linear => peak * (1.0 - progress),
+        LrDecay::Cosine => peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+    }
+}
+
 /// Everything that defines a training run (saved as `config.json` in the run folder and in
 /// every checkpoint).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +57,11 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Linear warmup from 0 to `lr` over this many steps (the paper: 5000).
     pub warmup_steps: u64,
+    /// After the warmup: constant (the paper), or a linear or cosine decay to 0 at `steps`.
+    pub lr_decay: LrDecay,
+    /// Decoupled weight decay (AdamW, Loshchilov & Hutter): each step multiplies the weights
+    /// by `1 − lr·weight_decay` before Adam's update. 0 (the default, the paper) is Adam.
+    pub weight_decay: f64,
     /// Clip the global gradient norm to this (the paper: 1.0); 0 turns clipping off.
     pub grad_clip: f64,
     /// EMA decay (the paper: 0.9999), ramped up as `min(decay, (1 + n)/(10 + n))` so that
@@ -62,6 +96,8 @@ impl Default for TrainConfig {
             steps: 1000,
             lr: 2e-4,
             warmup_steps: 100,
+            lr_decay: LrDecay::Constant,
+            weight_decay: 0.0,
             grad_clip: 1.0,
             ema_decay: 0.9999,
             random_flip: true,
@@ -91,6 +127,9 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.ema_decay) {
             return fail("ema_decay must be in [0, 1)");
         }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return fail("weight_decay must be ≥ 0");
+        }
         if self.grad_clip < 0.0 {
             return fail("grad_clip must be ≥ 0");
         }
@@ -113,9 +152,9 @@ impl TrainConfig {
         self.class_names.len()
     }
 
-    /// The learning rate at `step` (0-based): linear warmup, then constant.
+    /// The learning rate at `step` (0-based): linear warmup, then `lr_decay` ([`scheduled_lr`]).
     pub fn lr_at(&self, step: u64) -> f64 {
-        if self.warmup_steps == 0 { self.lr } else { self.lr * ((step + 1) as f64 / self.warmup_steps as f64).min(1.0) }
+        scheduled_lr(self.lr, self.warmup_steps, self.lr_decay, step, self.steps)
     }
 
     /// The EMA decay used after `updates` previous updates.
@@ -179,7 +218,7 @@ impl Trainer {
             e.assign(p)?;
         }
         let params = named_parameters(&model).into_iter().map(|(_, p)| p).collect();
-        let adam = Adam::new(params, AdamConfig::adam(config.lr))?;
+        let adam = Adam::new(params, AdamConfig::adamw(config.lr, config.weight_decay))?;
         let schedule = NoiseSchedule::from_name(&config.schedule, config.num_timesteps)?;
         let rngs = TrainRngs::new(config.seed);
         Ok(Trainer { config, model, ema, adam, schedule, dataset, step: 0, rngs, device: Device::Cpu })
