@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use ember::diffusion::DdpmVariance;
+use ember::diffusion::{DdpmVariance, TimestepSpacing};
 use ember::tensor::rng::Rng;
 use ember::tensor::{DType, Device};
 use ember::train::TrainConfig;
@@ -143,6 +143,12 @@ enum LrDecayName {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum SpacingName {
+    Leading,
+    Trailing,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum SamplerName {
     Ddpm,
     Ddim,
@@ -173,6 +179,10 @@ struct SampleArgs {
     /// DDIM's eta: 0 deterministic, 1 DDPM-like
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
+    /// DDIM's timesteps: leading (the paper's: (S-1)k, ..., k, 0 with k = T/S) or trailing
+    /// (diffusers' "trailing": from T-1 down in steps of T/S)
+    #[arg(long, value_enum, default_value = "leading")]
+    spacing: SpacingName,
     /// DDPM's variance choice
     #[arg(long, value_enum, default_value = "beta")]
     variance: VarianceName,
@@ -464,7 +474,14 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     let schedule = ember::diffusion::NoiseSchedule::from_name(&checkpoint.config.schedule, checkpoint.config.num_timesteps)?;
     let sampler = match args.sampler {
         SamplerName::Ddpm => Sampler::Ddpm { variance: variance(args.variance) },
-        SamplerName::Ddim => Sampler::Ddim { steps: args.steps, eta: args.eta },
+        SamplerName::Ddim => Sampler::Ddim {
+            steps: args.steps,
+            eta: args.eta,
+            spacing: match args.spacing {
+                SpacingName::Leading => TimestepSpacing::Leading,
+                SpacingName::Trailing => TimestepSpacing::Trailing,
+            },
+        },
     };
     anyhow::ensure!(args.n > 0 && args.batch_size > 0, "--n and --batch-size must be at least 1");
     let batches = args.n.div_ceil(args.batch_size);
@@ -585,7 +602,7 @@ fn run_class_accuracy(args: &EvalArgs, checkpoint: &Checkpoint, model: &UNet, sc
     ember::unet::module::to_device(&loaded.classifier, device)?;
     let accuracy_note = loaded.test_accuracy.map_or(String::new(), |a| format!(", {:.2}% on its test split", 100.0 * a));
     println!("classifier {} (trained on {}{accuracy_note})", path.display(), loaded.data);
-    let sampler = Sampler::Ddim { steps: args.steps, eta: 0.0 };
+    let sampler = Sampler::Ddim { steps: args.steps, eta: 0.0, spacing: TimestepSpacing::Leading };
     for &scale in &args.guidance {
         let total = args.n * config.class_names.len();
         let bar = progress_bar(total as u64, "{spinner} guidance {msg} [{bar:30}] {pos}/{len} images ETA {eta}");

@@ -129,7 +129,7 @@ fn sampled_class_accuracy_counts_each_class_and_refuses_other_classes() {
     let schedule = NoiseSchedule::linear(1000, 1e-4, 0.02).unwrap();
     let classifier =
         Classifier::new(&ClassifierConfig { block_out_channels: vec![8], ..ClassifierConfig::small(1, 16, procedural_names()) }, &mut Rng::new(1)).unwrap();
-    let sampler = Sampler::Ddim { steps: 2, eta: 0.0 };
+    let sampler = Sampler::Ddim { steps: 2, eta: 0.0, spacing: ember::diffusion::TimestepSpacing::Leading };
     let run = |seed| {
         let mut calls = Vec::new();
         let accuracy =

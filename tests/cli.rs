@@ -101,6 +101,11 @@ fn sampling_in_batches_draws_the_images_of_one_batch_with_ddim() {
     assert_eq!(png("a.png", "2", "0"), png("b.png", "3", "0"));
     // at eta 1 each step's noise comes between the batches' draws, so the images differ
     assert_ne!(png("c.png", "1", "1"), png("d.png", "3", "1"));
+    // diffusers' trailing spacing starts at T - 1: other timesteps, other images
+    let trailing = dir.join("trailing.png");
+    let (ok, text) = ember(&["sample", "--n", "3", "--steps", "2", "--spacing", "trailing", "--out", trailing.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert_ne!(std::fs::read(trailing).unwrap(), png("f.png", "3", "0"));
     let (ok, text) = ember(&["sample", "--n", "3", "--batch-size", "0", "--out", dir.join("e.png").to_str().unwrap()]);
     assert!(!ok && text.contains("--batch-size must be at least 1"), "{text}");
 }

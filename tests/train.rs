@@ -295,7 +295,7 @@ fn classifier_free_guidance_is_diffusers_formula_in_one_batched_forward() {
     let config = UNetConfig { num_class_embeds: Some(4), ..small_unet() };
     let model = UNet::new(&config, DType::F32, &mut Rng::new(5)).unwrap();
     let schedule = NoiseSchedule::linear(1000, 1e-4, 0.02).unwrap();
-    let sampler = Sampler::Ddim { steps: 3, eta: 0.0 };
+    let sampler = Sampler::Ddim { steps: 3, eta: 0.0, spacing: ember::diffusion::TimestepSpacing::Leading };
     let draw = |classes: Vec<usize>, scale: f64| {
         let guidance = ClassGuidance { classes, null_class: 3, scale };
         sample_images_guided(&model, &schedule, &guidance, sampler, false, &mut Rng::new(9), &mut |_, _| {}).unwrap().to_vec_f64()

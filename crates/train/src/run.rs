@@ -126,7 +126,7 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
             write_loss_curve_png(dir.loss_png(), &losses, 800, 400)?;
         }
         if last || (c.sample_every > 0 && stats.step % c.sample_every == 0) {
-            let sampler = Sampler::Ddim { steps: c.sample_steps, eta: 0.0 };
+            let sampler = Sampler::Ddim { steps: c.sample_steps, eta: 0.0, spacing: ember_diffusion::TimestepSpacing::Leading };
             let images = if c.is_class_conditional() {
                 // the classes in turn, under classifier-free guidance
                 let classes = (0..c.sample_count).map(|i| i % c.class_names.len()).collect();

@@ -1,6 +1,6 @@
 //! Drawing images from a trained model with DDPM or DDIM.
 
-use ember_diffusion::{DdpmVariance, NoiseSchedule, ddim_sample, ddpm_sample};
+use ember_diffusion::{DdpmVariance, NoiseSchedule, TimestepSpacing, ddim_sample_from, ddim_timesteps, ddpm_sample};
 use ember_tensor::rng::Rng;
 use ember_tensor::{DType, Tensor};
 use ember_unet::{ForwardContext, UNet};
@@ -12,8 +12,9 @@ use crate::error::Result;
 pub enum Sampler {
     /// Ancestral sampling over all T steps (Ho et al., Algorithm 2).
     Ddpm { variance: DdpmVariance },
-    /// DDIM over `steps` evenly spaced timesteps; `eta` 0 is deterministic, 1 is DDPM-like.
-    Ddim { steps: usize, eta: f64 },
+    /// DDIM over `steps` timesteps spread by `spacing` (the paper's `Leading`, or `Trailing`,
+    /// which starts at T − 1); `eta` 0 is deterministic, 1 is DDPM-like.
+    Ddim { steps: usize, eta: f64, spacing: TimestepSpacing },
 }
 
 /// The noise prediction with the implied clean image clipped to the data range: from
@@ -116,7 +117,12 @@ fn sample(
     };
     let images = match sampler {
         Sampler::Ddpm { variance } => ddpm_sample(&mut predict_noise, schedule, &shape, DType::F32, variance, rng, progress)?,
-        Sampler::Ddim { steps, eta } => ddim_sample(&mut predict_noise, schedule, &shape, DType::F32, steps, eta, rng, progress)?,
+        Sampler::Ddim { steps, eta, spacing } => {
+            // as ddim_sample: x_T first from `rng`, then the steps
+            let timesteps = ddim_timesteps(schedule.num_steps(), steps, spacing)?;
+            let x_t = Tensor::randn(&shape, 0.0, 1.0, DType::F32, rng);
+            ddim_sample_from(&mut predict_noise, schedule, x_t, &timesteps, eta, rng, progress)?
+        }
     };
     Ok(images)
 }
