@@ -235,7 +235,13 @@ struct EvalArgs {
     /// the share that a classifier reads as the class they were drawn for
     #[arg(long)]
     class_accuracy: bool,
-    /// The classifier for --class-accuracy (default: the shipped one for the checkpoint's
+    /// Instead of bits/dim: draw --n images (a class-conditional model: the classes in turn, at
+    /// the first --guidance) and compare them with --n test images in the classifier's
+    /// features: FID's and KID's formulas (not Inception features), with the same numbers for
+    /// --n training images as the floor
+    #[arg(long, conflicts_with = "class_accuracy")]
+    fid: bool,
+    /// The classifier for --class-accuracy and --fid (default: the shipped one for the checkpoint's
     /// data, checkpoints/classifier-<data>-f16.safetensors)
     #[arg(long)]
     classifier: Option<PathBuf>,
@@ -543,6 +549,9 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if args.class_accuracy {
         return run_class_accuracy(&args, &checkpoint, &model, &schedule, device);
     }
+    if args.fid {
+        return run_fid(&args, &checkpoint, &model, &schedule, device);
+    }
     let data = args.data.clone().unwrap_or_else(|| config.data.clone());
     let dataset = Dataset::from_name(&data, Split::Test, config.unet.in_channels)?;
     let n = args.n.min(dataset.len());
@@ -590,18 +599,7 @@ fn shipped_classifier(data: &str) -> PathBuf {
 fn run_class_accuracy(args: &EvalArgs, checkpoint: &Checkpoint, model: &UNet, schedule: &ember::diffusion::NoiseSchedule, device: Device) -> Result<()> {
     let config = &checkpoint.config;
     anyhow::ensure!(config.is_class_conditional(), "--class-accuracy needs a class-conditional model; {} is unconditional", args.checkpoint.display());
-    let path = args.classifier.clone().unwrap_or_else(|| shipped_classifier(&config.data));
-    anyhow::ensure!(
-        path.exists(),
-        "no classifier at {} for the data {:?}: train one with `ember train-classifier --data {}` and pass it with --classifier",
-        path.display(),
-        config.data,
-        config.data
-    );
-    let loaded = ember::train::classifier::Classifier::load(&path)?;
-    ember::unet::module::to_device(&loaded.classifier, device)?;
-    let accuracy_note = loaded.test_accuracy.map_or(String::new(), |a| format!(", {:.2}% on its test split", 100.0 * a));
-    println!("classifier {} (trained on {}{accuracy_note})", path.display(), loaded.data);
+    let loaded = eval_classifier(args, config, device)?;
     let sampler = Sampler::Ddim { steps: args.steps, eta: 0.0, spacing: TimestepSpacing::Leading };
     for &scale in &args.guidance {
         let total = args.n * config.class_names.len();
@@ -632,6 +630,75 @@ fn run_class_accuracy(args: &EvalArgs, checkpoint: &Checkpoint, model: &UNet, sc
         );
         print!("{}", accuracy.table());
     }
+    Ok(())
+}
+
+/// The classifier named by --classifier, or the one shipped for the checkpoint's data.
+fn eval_classifier(args: &EvalArgs, config: &TrainConfig, device: Device) -> Result<ember::train::classifier::LoadedClassifier> {
+    let path = args.classifier.clone().unwrap_or_else(|| shipped_classifier(&config.data));
+    anyhow::ensure!(
+        path.exists(),
+        "no classifier at {} for the data {:?}: train one with `ember train-classifier --data {}` and pass it with --classifier",
+        path.display(),
+        config.data,
+        config.data
+    );
+    let loaded = ember::train::classifier::Classifier::load(&path)?;
+    ember::unet::module::to_device(&loaded.classifier, device)?;
+    let accuracy_note = loaded.test_accuracy.map_or(String::new(), |a| format!(", {:.2}% on its test split", 100.0 * a));
+    println!("classifier {} (trained on {}{accuracy_note})", path.display(), loaded.data);
+    Ok(loaded)
+}
+
+/// `ember eval --fid`: FID and KID of --n samples against --n test images, in the classifier's
+/// features, beside the same for --n training images (the floor).
+fn run_fid(args: &EvalArgs, checkpoint: &Checkpoint, model: &UNet, schedule: &ember::diffusion::NoiseSchedule, device: Device) -> Result<()> {
+    use ember::train::metrics::{FeatureStats, frechet_distance, kernel_distance};
+    let config = &checkpoint.config;
+    let loaded = eval_classifier(args, config, device)?;
+    let classifier = &loaded.classifier;
+    let data = args.data.clone().unwrap_or_else(|| config.data.clone());
+    let (test, train) = (Dataset::from_name(&data, Split::Test, config.unet.in_channels)?, Dataset::from_name(&data, Split::Train, config.unet.in_channels)?);
+    let n = args.n.min(test.len()).min(train.len());
+    anyhow::ensure!(n >= 2, "--fid needs --n of at least 2 images");
+    let sampler = Sampler::Ddim { steps: args.steps, eta: 0.0, spacing: TimestepSpacing::Leading };
+    let mut rng = Rng::new(args.seed);
+    let bar = progress_bar(n as u64, "{spinner} sampling [{bar:30}] {pos}/{len} images ETA {eta}");
+    let started = std::time::Instant::now();
+    let mut images = Vec::new();
+    for start in (0..n).step_by(args.batch_size.max(1)) {
+        let count = args.batch_size.max(1).min(n - start);
+        images.push(if config.is_class_conditional() {
+            let classes = (start..start + count).map(|i| i % config.class_names.len()).collect();
+            let scale = args.guidance.first().copied().unwrap_or(1.0);
+            sample_images_guided(model, schedule, &ClassGuidance { classes, null_class: config.null_class(), scale }, sampler, true, &mut rng, &mut |_, _| {})?
+        } else {
+            sample_images(model, schedule, count, sampler, true, &mut rng, &mut |_, _| {})?
+        });
+        bar.inc(count as u64);
+    }
+    bar.finish_and_clear();
+    let samples = ember::tensor::Tensor::cat(&images.iter().collect::<Vec<_>>(), 0)?;
+    let first = |set: &Dataset| set.batch(&(0..n).collect::<Vec<_>>(), &vec![false; n]);
+    let dim = *classifier.config.block_out_channels.last().expect("a validated config has levels");
+    let features = |x: &ember::tensor::Tensor| classifier.features_of(x, 256);
+    let (f_samples, f_test, f_train) = (features(&samples)?, features(&first(&test)?)?, features(&first(&train)?)?);
+    let test_stats = FeatureStats::from_features(&f_test, dim)?;
+    // KID's subsets: half the images (so that they differ), at most 1000 as in the KID paper
+    let subset = (n / 2).clamp(2, 1000);
+    let report = |what: &str, f: &[f64]| -> Result<()> {
+        let fid = frechet_distance(&FeatureStats::from_features(f, dim)?, &test_stats)?;
+        let (kid, kid_sd) = kernel_distance(f, &f_test, dim, 10, subset, &mut Rng::new(args.seed))?;
+        println!("  {what:<26} FID {fid:>9.4}   KID {kid:>9.5} ± {kid_sd:.5}");
+        Ok(())
+    };
+    println!(
+        "{n} images each, against the first {n} test images of {data}, in the classifier's {dim} features (FID/KID formulas, not Inception features; DDIM {} steps, {:.0} s):",
+        args.steps,
+        started.elapsed().as_secs_f64()
+    );
+    report("samples", &f_samples)?;
+    report("training images (floor)", &f_train)?;
     Ok(())
 }
 

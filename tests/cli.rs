@@ -189,6 +189,10 @@ fn a_class_conditional_run_trains_from_labels_and_samples_by_class_with_guidance
         ember(&["eval", "--checkpoint", checkpoint_s, "--class-accuracy", "--classifier", classifier_s, "--guidance", "0,3", "--n", "2", "--steps", "2"]);
     assert!(ok && text.contains("guidance 0: 2 images per class") && text.contains("guidance 3: 2 images per class"), "{text}");
     assert!(text.matches("/2 ").count() >= 6 && text.matches("overall").count() == 2, "a row per class and guidance: {text}");
+    // FID/KID in the classifier's features, beside the training images' floor
+    let (ok, text) = ember(&["eval", "--checkpoint", checkpoint_s, "--fid", "--classifier", classifier_s, "--n", "6", "--steps", "2", "--batch-size", "4"]);
+    assert!(ok && text.contains("6 images each") && text.contains("in the classifier's 8 features"), "{text}");
+    assert!(text.contains("samples") && text.contains("training images (floor)") && text.matches("FID").count() >= 3, "{text}");
     let (ok, text) = ember(&["info", "--preset", "tiny-cond"]);
     assert!(ok && text.contains("11 class embeddings"), "{text}");
     // the shipped unconditional model refuses a class

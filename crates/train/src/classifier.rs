@@ -182,6 +182,19 @@ impl Classifier {
         Ok(predictions)
     }
 
+    /// [`Classifier::features`] of images `x [n, C, S, S]` (no gradients), computed in batches
+    /// of `batch_size` on the classifier's device: row-major `[n, block_out_channels.last()]`.
+    pub fn features_of(&self, x: &Tensor, batch_size: usize) -> Result<Vec<f64>> {
+        let _guard = no_grad();
+        let n = x.shape().first().copied().unwrap_or(0);
+        let mut features = Vec::new();
+        for start in (0..n).step_by(batch_size.max(1)) {
+            let chunk = x.narrow(0, start, batch_size.max(1).min(n - start))?.to_device(self.device())?;
+            features.extend(self.features(&chunk)?.to_vec_f64());
+        }
+        Ok(features)
+    }
+
     /// Writes the weights (converted to `dtype`) and the config, atomically.
     pub fn save(&self, path: &Path, dtype: DType, data: &str, test_accuracy: Option<f64>) -> Result<()> {
         let mut metadata = BTreeMap::from([

@@ -6,6 +6,7 @@ pub mod classifier;
 pub mod data;
 pub mod error;
 pub mod images;
+pub mod metrics;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
