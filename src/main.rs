@@ -589,10 +589,15 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The classifier shipped for a dataset spec (`fashion-mnist`, `fashion-mnist:DIR`, ...).
+/// The file name of the classifier for a dataset spec (`fashion-mnist`, `fashion-mnist:DIR`,
+/// ...): `classifier-<dataset>-f16.safetensors`.
+fn classifier_file_name(data: &str) -> String {
+    format!("classifier-{}-f16.safetensors", data.split(':').next().unwrap_or(data))
+}
+
+/// The classifier shipped for a dataset spec, in the repository's checkpoints/.
 fn shipped_classifier(data: &str) -> PathBuf {
-    let name = data.split(':').next().unwrap_or(data);
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints").join(format!("classifier-{name}-f16.safetensors"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints").join(classifier_file_name(data))
 }
 
 /// `ember eval --class-accuracy`: per guidance scale, --n images per class read by the classifier.
@@ -758,10 +763,7 @@ fn run_train_classifier(args: TrainClassifierArgs) -> Result<()> {
             Some(rounded)
         }
     };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("checkpoints").join(format!("classifier-{}-f16.safetensors", args.data.split(':').next().unwrap_or(&args.data))));
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("checkpoints").join(classifier_file_name(&args.data)));
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -170,29 +170,27 @@ impl Classifier {
     /// The most likely class of each image (no gradients), computed in batches of `batch_size`
     /// on the classifier's device.
     pub fn predict(&self, x: &Tensor, batch_size: usize) -> Result<Vec<usize>> {
-        let _guard = no_grad();
-        let n = x.shape().first().copied().unwrap_or(0);
-        let mut predictions = Vec::with_capacity(n);
-        let mut unused = Rng::new(0);
-        for start in (0..n).step_by(batch_size.max(1)) {
-            let chunk = x.narrow(0, start, batch_size.max(1).min(n - start))?.to_device(self.device())?;
-            let logits = self.forward(&chunk, &mut ForwardContext { training: false, rng: &mut unused })?;
-            predictions.extend(argmax_rows(&logits.to_vec_f64(), self.config.class_names.len()));
-        }
-        Ok(predictions)
+        let classes = self.config.class_names.len();
+        let logits = self.in_batches(x, batch_size, |chunk| self.forward(chunk, &mut ForwardContext { training: false, rng: &mut Rng::new(0) }))?;
+        Ok(argmax_rows(&logits, classes))
     }
 
     /// [`Classifier::features`] of images `x [n, C, S, S]` (no gradients), computed in batches
     /// of `batch_size` on the classifier's device: row-major `[n, block_out_channels.last()]`.
     pub fn features_of(&self, x: &Tensor, batch_size: usize) -> Result<Vec<f64>> {
+        self.in_batches(x, batch_size, |chunk| self.features(chunk))
+    }
+
+    /// `f` of `x` in batches of `batch_size` images moved to the classifier's device, without
+    /// gradients; the outputs' values concatenated.
+    fn in_batches(&self, x: &Tensor, batch_size: usize, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Vec<f64>> {
         let _guard = no_grad();
-        let n = x.shape().first().copied().unwrap_or(0);
-        let mut features = Vec::new();
-        for start in (0..n).step_by(batch_size.max(1)) {
-            let chunk = x.narrow(0, start, batch_size.max(1).min(n - start))?.to_device(self.device())?;
-            features.extend(self.features(&chunk)?.to_vec_f64());
+        let (n, batch_size) = (x.shape().first().copied().unwrap_or(0), batch_size.max(1));
+        let mut values = Vec::new();
+        for start in (0..n).step_by(batch_size) {
+            values.extend(f(&x.narrow(0, start, batch_size.min(n - start))?.to_device(self.device())?)?.to_vec_f64());
         }
-        Ok(features)
+        Ok(values)
     }
 
     /// Writes the weights (converted to `dtype`) and the config, atomically.
