@@ -380,6 +380,37 @@ fn group_norm_forward_and_backward_match_the_cpu() {
 }
 
 #[test]
+fn layer_norm_forward_and_backward_match_the_cpu() {
+    // (rows, cols): one element, rows shorter and longer than a warp, partial warps of rows in a
+    // block, partial tiles of 32 columns, several and partial chunks of rows in dweight/dbias
+    let cases = [(1, 1), (5, 7), (300, 33), (1, 1280), (5, 320), (8192, 7), (37, 1280), (300, 320), (70, 1)];
+    for device in devices() {
+        for (case, &(rows, cols)) in cases.iter().enumerate() {
+            let seed = 200 + 10 * case as u64;
+            // A mean far from zero tests the two-pass variance.
+            let x = values(rows * cols, 2.0, 5.0, seed);
+            let (w, b) = (values(cols, 0.5, 1.5, seed + 1), values(cols, -1.0, 1.0, seed + 2));
+            let dy = values(rows * cols, -1.0, 1.0, seed + 3);
+            let (y, mean, rstd) = cpu_norm::layer_norm_forward(&x, &w, &b, rows, cols, 1e-5);
+            let (xb, wb, bb, dyb) = (upload(&device, &x), upload(&device, &w), upload(&device, &b), upload(&device, &dy));
+            let (gy, gmean, grstd) = norm_cuda::layer_norm_forward(&xb, &wb, &bb, rows, cols, 1e-5).unwrap();
+            let what = format!("layer norm {rows}×{cols}");
+            assert_close(&download(&gy), &y, 1e-5, &what);
+            assert_close(&download(&gmean), &mean, 1e-5, &format!("{what} mean"));
+            assert_close(&download(&grstd), &rstd, 1e-5, &format!("{what} rstd"));
+            let (dx, dw, db) = cpu_norm::layer_norm_backward(&x, &dy, &w, &mean, &rstd, rows, cols);
+            let (gdx, gdw, gdb) = norm_cuda::layer_norm_backward(&xb, &dyb, &wb, &gmean, &grstd, rows, cols).unwrap();
+            assert_close(&download(&gdx), &dx, 1e-5, &format!("{what} dx"));
+            assert_close(&download(&gdw), &dw, 1e-5, &format!("{what} dweight"));
+            assert_close(&download(&gdb), &db, 1e-5, &format!("{what} dbias"));
+            // no atomics: the same bits again
+            let (_, again_dw, again_db) = norm_cuda::layer_norm_backward(&xb, &dyb, &wb, &gmean, &grstd, rows, cols).unwrap();
+            assert!(download(&again_dw) == download(&gdw) && download(&again_db) == download(&gdb), "{what}: dweight or dbias changed between runs");
+        }
+    }
+}
+
+#[test]
 fn flash_attention_forward_and_backward_match_the_cpu() {
     let cases = [
         AttentionShape { bh: 2, sq: 64, sk: 64, d: 32, dv: 32 }, // the UNet's 8×8 attention

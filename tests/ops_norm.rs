@@ -1,8 +1,10 @@
 //! group_norm and layer_norm: forward values against naive f64 references (explicit loops over
 //! groups/rows computing the mean and biased variance), over group counts 1, 2, C and in
-//! between, ranks 2–4, one or two normalized axes, with and without weight/bias, strided inputs,
-//! in f64 and f32; and f64 finite-difference gradient checks for x, weight and bias. Every test
-//! but the CPU kernel's own runs on each device of the build (`cpu::…`, `cuda::…`; f32 kernels
+//! between, ranks 1–4, one to three normalized axes, with and without weight/bias, strided
+//! inputs, in f64 and f32; f64 finite-difference gradient checks for x, weight and bias (rows of
+//! one element too), f32 gradients against f64 ones, layer_norm against its composition of
+//! primitive ops, and the CPU kernels' dweight/dbias independent of the thread count. Every test
+//! but the CPU kernels' own runs on each device of the build (`cpu::…`, `cuda::…`; f32 kernels
 //! on a CUDA device).
 
 #[macro_use]
@@ -334,6 +336,55 @@ fn norm_f32_gradients_match_f64_gradients_on_larger_odd_shapes(dev) {
     }
 }
 
+fn layer_norm_gradcheck_over_three_axes_of_one_row_and_of_one_element_rows(dev) {
+    let x = random(&[2, 3, 2, 4], -1.0, 2.0, 77);
+    let w = random(&[3, 2, 4], 0.5, 1.5, 78);
+    let b = random(&[3, 2, 4], -1.0, 1.0, 79);
+    dev.assert_gradcheck("layer_norm [3,2,4]", |t| t[0].layer_norm(&[3, 2, 4], Some(&t[1]), Some(&t[2]), EPS), &[x, w, b]);
+    let x = random(&[9], -1.0, 2.0, 80); // rank 1: one row
+    let w = random(&[9], 0.5, 1.5, 81);
+    let b = random(&[9], -1.0, 1.0, 82);
+    dev.assert_gradcheck("layer_norm one row", |t| t[0].layer_norm(&[9], Some(&t[1]), Some(&t[2]), EPS), &[x, w, b]);
+    // rows of one element: x̂ = 0 and y = bias whatever x, so dx and dweight are exactly 0
+    // (g − mean(g) must cancel exactly: rstd = 1/√eps would magnify any rounding)
+    let x = random(&[4, 1], -1.0, 2.0, 83);
+    let w = random(&[1], 0.5, 1.5, 84);
+    let b = random(&[1], -1.0, 1.0, 85);
+    dev.assert_gradcheck("layer_norm rows of one", |t| t[0].layer_norm(&[1], Some(&t[1]), Some(&t[2]), EPS), &[x, w, b]);
+}
+
+fn layer_norm_f32_gradients_match_f64_over_many_rows_and_a_transposed_input(dev) {
+    // 300 rows of 96: several chunks of rows in the dweight and dbias sums, the last one short
+    let inputs = [random(&[2, 96, 150], -2.0, 3.0, 86), random(&[96], 0.5, 1.5, 87), random(&[96], -1.0, 1.0, 88)];
+    let f = |t: &[Tensor]| t[0].transpose(1, 2)?.layer_norm(&[96], Some(&t[1]), Some(&t[2]), EPS);
+    for (i, (a, e)) in dev.grads_in(DType::F32, &inputs, f).iter().zip(&TestDevice::CPU.grads_in(DType::F64, &inputs, f)).enumerate() {
+        let err = relative_error(a, e);
+        assert!(err < dev.tolerance(1e-5), "layer_norm input {i}: f32 gradient relative error {err:.3e}");
+    }
+}
+
+/// The fused kernels against layer norm composed of primitive ops (mean, sub, sqr, powf, mul,
+/// add), which autograd differentiates part by part: values and gradients.
+fn layer_norm_equals_its_composition_of_primitive_ops_forward_and_backward(dev) {
+    let x = random(&[3, 4, 5, 6], -2.0, 3.0, 89);
+    let (w, b) = (random(&[5, 6], 0.5, 1.5, 97), random(&[5, 6], -1.0, 1.0, 98));
+    let composed = |t: &[Tensor]| {
+        let centered = t[0].sub(&t[0].mean(&[-2, -1], true)?)?;
+        let rstd = centered.sqr()?.mean(&[-2, -1], true)?.add_scalar(EPS)?.powf(-0.5)?;
+        centered.mul(&rstd)?.mul(&t[1])?.add(&t[2])
+    };
+    let fused = |t: &[Tensor]| t[0].layer_norm(&[5, 6], Some(&t[1]), Some(&t[2]), EPS);
+    let dtype = dev.dtype(DType::F64);
+    let vars: Vec<Tensor> = [&x, &w, &b].iter().map(|t| dev.put(t)).collect();
+    let err = relative_error(&fused(&vars).unwrap().to_vec_f64(), &composed(&vars).unwrap().to_vec_f64());
+    assert!(err < dev.tolerance(1e-13), "layer_norm against its composition: relative error {err:.3e}");
+    let inputs = [x, w, b];
+    for (i, (a, e)) in dev.grads_in(dtype, &inputs, fused).iter().zip(&dev.grads_in(dtype, &inputs, composed)).enumerate() {
+        let err = relative_error(a, e);
+        assert!(err < dev.tolerance(1e-12), "layer_norm input {i}: gradient against the composition's, relative error {err:.3e}");
+    }
+}
+
 /// The fused op through the public API on each device (the CPU-only test below checks the CPU
 /// kernel functions themselves): the same values as the two ops, and its own gradient check.
 fn group_norm_silu_equals_group_norm_then_silu_and_gradient_checks(dev) {
@@ -379,5 +430,30 @@ fn the_fused_group_norm_silu_kernel_equals_group_norm_then_silu_in_f64() {
     ] {
         let error = relative_error(&fused, &reference);
         assert!(error < 1e-12, "{what}: relative error {error:e}");
+    }
+}
+
+// ---- the layer norm's CPU kernels ----------------------------------------------------------------
+
+/// dweight and dbias are sums over the rows; the kernel adds per-chunk partial sums in a fixed
+/// order, so one thread and many give the same bits.
+// CPU-only: runs the CPU kernel functions (ops::norm::cpu) in rayon pools of different sizes.
+#[test]
+fn the_layer_norm_cpu_backward_gives_the_same_bits_on_one_thread_and_four() {
+    use ember::tensor::ops::norm::cpu::{layer_norm_backward, layer_norm_forward};
+    let (rows, cols) = (1000, 33);
+    let [x, dy] = [1, 2].map(|seed| random(&[rows, cols], -2.0, 3.0, 100 + seed).to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap());
+    let [w, b] = [3, 4].map(|seed| random(&[cols], 0.5, 1.5, 100 + seed).to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap());
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let (y, mean, rstd) = layer_norm_forward(&x, &w, &b, rows, cols, EPS);
+            let (dx, dw, db) = layer_norm_backward(&x, &dy, &w, &mean, &rstd, rows, cols);
+            [y, mean, rstd, dx, dw, db].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+        })
+    };
+    let (one, four) = (run(1), run(4));
+    for (what, (a, b)) in ["y", "mean", "rstd", "dx", "dweight", "dbias"].iter().zip(one.iter().zip(&four)) {
+        assert!(a == b, "{what} differs between one thread and four");
     }
 }
