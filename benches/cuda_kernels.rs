@@ -160,14 +160,14 @@ impl Op {
             Op::AttentionForward(s) => {
                 let (q, k, v) = (input(s.bh * s.sq * s.d, 6)?, input(s.bh * s.sk * s.d, 7)?, input(s.bh * s.sk * s.dv, 8)?);
                 let scale = 1.0 / (s.d as f64).sqrt();
-                Box::new(move || attention_cuda::attention_forward(&q, &k, &v, &s, scale).map(drop))
+                Box::new(move || attention_cuda::attention_forward(&q, &k, &v, None, &s, scale).map(drop))
             }
             Op::AttentionBackward(s) => {
                 let (q, k, v) = (input(s.bh * s.sq * s.d, 6)?, input(s.bh * s.sk * s.d, 7)?, input(s.bh * s.sk * s.dv, 8)?);
                 let d_out = input(s.bh * s.sq * s.dv, 9)?;
                 let scale = 1.0 / (s.d as f64).sqrt();
-                let (out, lse) = attention_cuda::attention_forward(&q, &k, &v, &s, scale)?;
-                Box::new(move || attention_cuda::attention_backward(&q, &k, &v, &out, &lse, &d_out, &s, scale).map(drop))
+                let (out, lse) = attention_cuda::attention_forward(&q, &k, &v, None, &s, scale)?;
+                Box::new(move || attention_cuda::attention_backward(&q, &k, &v, None, &out, &lse, &d_out, &s, scale).map(drop))
             }
             Op::GroupNormForward(s) => {
                 let (x, w, b) = (input(s.n * s.channels * s.positions, 10)?, input(s.channels, 11)?, input(s.channels, 12)?);

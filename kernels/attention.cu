@@ -3,13 +3,18 @@
 // matrix S = scale·QKᵀ and P = softmax(S) never reach global memory: they exist one 32×32
 // tile at a time in shared memory. The CPU reference is ops/attention/cpu.rs.
 //
+// The optional key-padding mask key_mask [bh / heads, sk] (null: none) sets S = −inf where it
+// holds 0; slice bh reads its row bh / heads. A row whose keys are all masked has out = 0 and
+// lse = +inf (so that the backward's P = exp(S − lse) is 0 there, as on the CPU).
+//
 // Forward (grid: query tiles × bh; 256 threads): the block keeps its 32 query rows, their
 // output accumulator and the online-softmax state (running max m, running sum l) in shared
 // memory, and walks the keys 32 at a time: S tile (each thread 4 dot products), then warp w
 // takes rows w, w+8, w+16, w+24 with lane j holding key j: the new max and sum by warp
 // shuffles, P = exp(S − m_new), the accumulator rescaled by exp(m_old − m_new) and P·V added
 // (each thread a strided set of (row, column) entries). At the end out = acc / l and
-// lse = m + ln l.
+// lse = m + ln l. While a row has seen no key that is not masked, its running max is −inf; it
+// then subtracts 0 instead, so that p = exp(−inf) = 0 rather than exp(−inf − (−inf)) = NaN.
 //
 // Backward recomputes P = exp(S − lse) from the saved lse (no P stored). With
 // delta_i = Σ_c dO_ic·O_ic (attention_delta_f32) and dS = scale·P ⊙ (dO·Vᵀ − delta):
@@ -35,6 +40,16 @@ __device__ __forceinline__ void load_rows(float* tile, int ld, const float* sour
     }
 }
 
+// Whether key `key` of the mask row `mask_row` (null: no mask) is attended to.
+__device__ __forceinline__ bool key_attended(const float* mask_row, int key) {
+    return mask_row == nullptr || mask_row[key] != 0.0f;
+}
+
+// The mask row of (batch, head) slice bh, or null with no mask.
+__device__ __forceinline__ const float* mask_row_of(const float* key_mask, int bh, int heads, int sk) {
+    return key_mask == nullptr ? nullptr : key_mask + (long long)(bh / heads) * sk;
+}
+
 // dot(a row of A, a row of B) over n columns.
 __device__ __forceinline__ float row_dot(const float* a, const float* b, int n) {
     float acc = 0.0f;
@@ -44,7 +59,8 @@ __device__ __forceinline__ float row_dot(const float* a, const float* b, int n) 
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 attention_forward_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                      float* __restrict__ out, float* __restrict__ lse, int sq, int sk, int d, int dv, float scale) {
+                      const float* __restrict__ key_mask, float* __restrict__ out, float* __restrict__ lse, int sq,
+                      int sk, int d, int dv, float scale, int heads) {
     EMBER_DYNAMIC_SHARED(float, shared);
     float* q_tile = shared;                        // [32][d + 1]
     float* k_tile = q_tile + ATT_TILE * (d + 1);   // [32][d + 1]
@@ -60,6 +76,7 @@ attention_forward_f32(const float* __restrict__ q, const float* __restrict__ k, 
     const float* qb = q + (long long)bh * sq * d;
     const float* kb = k + (long long)bh * sk * d;
     const float* vb = v + (long long)bh * sk * dv;
+    const float* mask_row = mask_row_of(key_mask, bh, heads, sk);
 
     load_rows(q_tile, d + 1, qb, row0, sq, d);
     for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) acc[e] = 0.0f;
@@ -73,19 +90,21 @@ attention_forward_f32(const float* __restrict__ q, const float* __restrict__ k, 
         __syncthreads();
         for (int e = threadIdx.x; e < ATT_TILE * ATT_TILE; e += ATT_THREADS) {
             int i = e / ATT_TILE, j = e % ATT_TILE;
-            s_tile[i * ATT_LD + j] = key0 + j < sk ? scale * row_dot(&q_tile[i * (d + 1)], &k_tile[j * (d + 1)], d)
-                                                    : ember_negative_infinity();
+            bool attended = key0 + j < sk && key_attended(mask_row, key0 + j);
+            s_tile[i * ATT_LD + j] = attended ? scale * row_dot(&q_tile[i * (d + 1)], &k_tile[j * (d + 1)], d)
+                                              : ember_negative_infinity();
         }
         __syncthreads();
         for (int i = warp; i < ATT_TILE; i += ATT_WARPS) {
             float s = s_tile[i * ATT_LD + lane];
             float m_old = m[i];
             float m_new = fmaxf(m_old, ember_warp_max(s));
-            float p = expf(s - m_new);  // 0 for masked keys (s = −inf)
+            float shift = m_new == ember_negative_infinity() ? 0.0f : m_new;  // no key yet: see the top
+            float p = expf(s - shift);  // 0 for masked keys (s = −inf)
             float p_sum = ember_warp_sum(p);
             s_tile[i * ATT_LD + lane] = p;
             if (lane == 0) {
-                float rescale = expf(m_old - m_new);  // 0 on the first tile (m_old = −inf)
+                float rescale = expf(m_old - shift);  // 0 until the row's first key (m_old = −inf)
                 alpha[i] = rescale;
                 l[i] = l[i] * rescale + p_sum;
                 m[i] = m_new;
@@ -103,10 +122,13 @@ attention_forward_f32(const float* __restrict__ q, const float* __restrict__ k, 
     float* ob = out + (long long)bh * sq * dv;
     for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) {
         int i = e / dv, c = e % dv;
-        if (row0 + i < sq) ob[(long long)(row0 + i) * dv + c] = acc[e] / l[i];
+        if (row0 + i < sq) ob[(long long)(row0 + i) * dv + c] = l[i] > 0.0f ? acc[e] / l[i] : 0.0f;
     }
-    if (threadIdx.x < ATT_TILE && row0 + (int)threadIdx.x < sq)
-        lse[(long long)bh * sq + row0 + threadIdx.x] = m[threadIdx.x] + logf(l[threadIdx.x]);
+    if (threadIdx.x < ATT_TILE && row0 + (int)threadIdx.x < sq) {
+        float row_l = l[threadIdx.x];  // 0: every key masked
+        lse[(long long)bh * sq + row0 + threadIdx.x] =
+            row_l > 0.0f ? m[threadIdx.x] + logf(row_l) : -ember_negative_infinity();
+    }
 }
 
 // delta[r] = Σ_c out[r, c]·d_out[r, c] for the `rows` rows of [rows, dv]; one warp per row.
@@ -123,15 +145,15 @@ extern "C" __global__ void attention_delta_f32(const float* __restrict__ out, co
 
 // Recomputes, for query rows [row0, row0 + 32) and key rows [key0, key0 + 32), P (into p_tile,
 // if not null) and dS = scale·P ⊙ (dO·Vᵀ − delta) (into ds_tile), both [query][key] with row
-// stride 33; zero outside the matrices.
+// stride 33; zero outside the matrices and for masked keys (mask_row null: none masked).
 __device__ __forceinline__ void recompute_tiles(const float* q_tile, const float* k_tile, const float* do_tile,
                                                 const float* v_tile, const float* lse_rows, const float* delta_rows,
-                                                float* p_tile, float* ds_tile, int row0, int key0, int sq, int sk,
-                                                int d, int dv, float scale) {
+                                                const float* mask_row, float* p_tile, float* ds_tile, int row0,
+                                                int key0, int sq, int sk, int d, int dv, float scale) {
     for (int e = threadIdx.x; e < ATT_TILE * ATT_TILE; e += ATT_THREADS) {
         int i = e / ATT_TILE, j = e % ATT_TILE;
         float p = 0.0f, ds = 0.0f;
-        if (row0 + i < sq && key0 + j < sk) {
+        if (row0 + i < sq && key0 + j < sk && key_attended(mask_row, key0 + j)) {
             p = expf(scale * row_dot(&q_tile[i * (d + 1)], &k_tile[j * (d + 1)], d) - lse_rows[i]);
             float dp = row_dot(&do_tile[i * (dv + 1)], &v_tile[j * (dv + 1)], dv);
             ds = scale * p * (dp - delta_rows[i]);
@@ -153,9 +175,10 @@ __device__ __forceinline__ void load_row_stats(float* lse_rows, float* delta_row
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 attention_backward_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                            const float* __restrict__ lse, const float* __restrict__ delta,
-                            const float* __restrict__ d_out, float* __restrict__ dk, float* __restrict__ dv_out,
-                            int sq, int sk, int d, int dv, float scale) {
+                            const float* __restrict__ key_mask, const float* __restrict__ lse,
+                            const float* __restrict__ delta, const float* __restrict__ d_out,
+                            float* __restrict__ dk, float* __restrict__ dv_out, int sq, int sk, int d, int dv,
+                            float scale, int heads) {
     EMBER_DYNAMIC_SHARED(float, shared);
     float* k_tile = shared;                          // [32][d + 1]
     float* v_tile = k_tile + ATT_TILE * (d + 1);     // [32][dv + 1]
@@ -171,6 +194,7 @@ attention_backward_dkdv_f32(const float* __restrict__ q, const float* __restrict
     int bh = blockIdx.y, key0 = blockIdx.x * ATT_TILE;
     const float* qb = q + (long long)bh * sq * d;
     const float* dob = d_out + (long long)bh * sq * dv;
+    const float* mask_row = mask_row_of(key_mask, bh, heads, sk);
     load_rows(k_tile, d + 1, k + (long long)bh * sk * d, key0, sk, d);
     load_rows(v_tile, dv + 1, v + (long long)bh * sk * dv, key0, sk, dv);
     for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) dk_acc[e] = 0.0f;
@@ -180,8 +204,8 @@ attention_backward_dkdv_f32(const float* __restrict__ q, const float* __restrict
         load_rows(do_tile, dv + 1, dob, row0, sq, dv);
         load_row_stats(lse_rows, delta_rows, lse + (long long)bh * sq, delta + (long long)bh * sq, row0, sq);
         __syncthreads();
-        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, p_tile, ds_tile, row0, key0, sq, sk, d,
-                        dv, scale);
+        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, p_tile, ds_tile, row0, key0,
+                        sq, sk, d, dv, scale);
         __syncthreads();
         for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) {  // dV[j] += Σ_i P[i][j]·dO[i]
             int j = e / dv, c = e % dv;
@@ -209,9 +233,9 @@ attention_backward_dkdv_f32(const float* __restrict__ q, const float* __restrict
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 attention_backward_dq_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                          const float* __restrict__ lse, const float* __restrict__ delta,
-                          const float* __restrict__ d_out, float* __restrict__ dq, int sq, int sk, int d, int dv,
-                          float scale) {
+                          const float* __restrict__ key_mask, const float* __restrict__ lse,
+                          const float* __restrict__ delta, const float* __restrict__ d_out, float* __restrict__ dq,
+                          int sq, int sk, int d, int dv, float scale, int heads) {
     EMBER_DYNAMIC_SHARED(float, shared);
     float* q_tile = shared;                          // [32][d + 1]
     float* do_tile = q_tile + ATT_TILE * (d + 1);    // [32][dv + 1]
@@ -225,6 +249,7 @@ attention_backward_dq_f32(const float* __restrict__ q, const float* __restrict__
     int bh = blockIdx.y, row0 = blockIdx.x * ATT_TILE;
     const float* kb = k + (long long)bh * sk * d;
     const float* vb = v + (long long)bh * sk * dv;
+    const float* mask_row = mask_row_of(key_mask, bh, heads, sk);
     load_rows(q_tile, d + 1, q + (long long)bh * sq * d, row0, sq, d);
     load_rows(do_tile, dv + 1, d_out + (long long)bh * sq * dv, row0, sq, dv);
     load_row_stats(lse_rows, delta_rows, lse + (long long)bh * sq, delta + (long long)bh * sq, row0, sq);
@@ -233,8 +258,8 @@ attention_backward_dq_f32(const float* __restrict__ q, const float* __restrict__
         load_rows(k_tile, d + 1, kb, key0, sk, d);
         load_rows(v_tile, dv + 1, vb, key0, sk, dv);
         __syncthreads();
-        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, nullptr, ds_tile, row0, key0, sq, sk, d,
-                        dv, scale);
+        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, nullptr, ds_tile, row0, key0,
+                        sq, sk, d, dv, scale);
         __syncthreads();
         for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) {  // dQ[i] += Σ_j dS[i][j]·K[j]
             int i = e / d, c = e % d;

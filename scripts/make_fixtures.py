@@ -226,7 +226,27 @@ def attention():
     ref = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1) @ v
     assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
     t = with_grads({"q": q, "k": k, "v": v}, out, {"q": q, "k": k, "v": v})
-    return t, {"op": "scaled_dot_product_attention", "scale": scale, "mask": "none", "is_causal": "false", "dropout_p": 0.0}
+    # The masked case, drawn after the unmasked one (whose tensors stay as they were): a
+    # key-padding mask [B, Sk] (1 attend, 0 ignore), given to PyTorch as a boolean attn_mask
+    # broadcast from [B, 1, 1, Sk]. Every batch row ignores at least one key and keeps at least
+    # one (a fully masked row is NaN in PyTorch; ember gives 0 there).
+    mq = randn(3, 2, 5, 8, grad=True)
+    mk = randn(3, 2, 7, 8, grad=True)
+    mv = randn(3, 2, 7, 4, grad=True)
+    key_mask = torch.ones(3, 7, dtype=F64)
+    key_mask[0, [1, 5]] = 0.0
+    key_mask[1, 4:] = 0.0  # padding at the end, as for a padded context
+    key_mask[2, 0] = 0.0
+    attend = key_mask[:, None, None, :] != 0
+    masked_out = F.scaled_dot_product_attention(mq, mk, mv, attn_mask=attend, dropout_p=0.0, is_causal=False)
+    scores = ((mq @ mk.transpose(-2, -1)) * scale).masked_fill(~attend, float("-inf"))
+    assert torch.allclose(masked_out, torch.softmax(scores, dim=-1) @ mv, rtol=1e-12, atol=1e-12)
+    masked = with_grads({"q": mq, "k": mk, "v": mv}, masked_out, {"q": mq, "k": mk, "v": mv})
+    t.update({f"masked_{name}": tensor for name, tensor in masked.items()})
+    t["masked_key_mask"] = key_mask
+    meta = {"op": "scaled_dot_product_attention", "scale": scale, "mask": "none", "is_causal": "false", "dropout_p": 0.0}
+    meta["masked_mask"] = "masked_key_mask [B, Sk] as a boolean attn_mask [B, 1, 1, Sk] (nonzero: attend)"
+    return t, meta
 
 
 @fixture("elementwise")

@@ -426,14 +426,14 @@ fn flash_attention_forward_and_backward_match_the_cpu() {
             let v = values(s.bh * s.sk * s.dv, -1.0, 1.0, 102 + case as u64);
             let d_out = values(s.bh * s.sq * s.dv, -1.0, 1.0, 103 + case as u64);
             let scale = 1.0 / (s.d as f32).sqrt();
-            let (out, lse) = cpu_attention::attention_forward(&q, &k, &v, s, scale);
+            let (out, lse) = cpu_attention::attention_forward(&q, &k, &v, None, s, scale);
             let (qb, kb, vb) = (upload(&device, &q), upload(&device, &k), upload(&device, &v));
-            let (gout, glse) = attention_cuda::attention_forward(&qb, &kb, &vb, s, scale as f64).unwrap();
+            let (gout, glse) = attention_cuda::attention_forward(&qb, &kb, &vb, None, s, scale as f64).unwrap();
             let what = format!("attention {s:?}");
             assert_close(&download(&gout), &out, 1e-5, &what);
             assert_close(&download(&glse), &lse, 1e-5, &format!("{what} lse"));
-            let (dq, dk, dv) = cpu_attention::attention_backward(&q, &k, &v, &out, &lse, &d_out, s, scale);
-            let (gdq, gdk, gdv) = attention_cuda::attention_backward(&qb, &kb, &vb, &gout, &glse, &upload(&device, &d_out), s, scale as f64).unwrap();
+            let (dq, dk, dv) = cpu_attention::attention_backward(&q, &k, &v, None, &out, &lse, &d_out, s, scale);
+            let (gdq, gdk, gdv) = attention_cuda::attention_backward(&qb, &kb, &vb, None, &gout, &glse, &upload(&device, &d_out), s, scale as f64).unwrap();
             assert_close(&download(&gdq), &dq, 1e-5, &format!("{what} dq"));
             assert_close(&download(&gdk), &dk, 1e-5, &format!("{what} dk"));
             assert_close(&download(&gdv), &dv, 1e-5, &format!("{what} dv"));

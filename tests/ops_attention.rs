@@ -2,24 +2,33 @@
 //! scores, a max-subtracted softmax, the weighted sum — index loops written here), with explicit
 //! and default (1/√d) scales, Sq ≠ Sk, Dv ≠ D, ranks 2, 3 and 4, sizes of 1 and odd sizes; f32 on
 //! a larger case; f64 finite-difference gradient checks for q, k and v, including the strided
-//! q/k/v a UNet passes (a [B, S, H, D] tensor transposed to [B, H, S, D]). Every test runs on
-//! each device of the build (`cpu::…`, `cuda::…`; f32 kernels on a CUDA device).
+//! q/k/v a UNet passes (a [B, S, H, D] tensor transposed to [B, H, S, D]). With a key-padding
+//! mask: forward values against the same reference (ranks 3, 4 and 5, several heads, masks
+//! across the CUDA kernels' 32-key tiles, a first tile all masked, fully masked queries giving
+//! exact zeros), equal to dropping the masked keys, equal to no mask when nothing is masked;
+//! f64 finite-difference gradient checks with a mask (a fully masked query passes exactly zero
+//! gradient, the mask none); the errors for a wrong mask. Every test runs on each device of the
+//! build (`cpu::…`, `cuda::…`; f32 kernels on a CUDA device); the CUDA kernels are also checked
+//! against the CPU kernels directly with masks (`kernels::…`).
 
 #[macro_use]
 mod common;
 
 use common::TestDevice;
 use ember::tensor::testing::{random, relative_error};
-use ember::tensor::{DType, Result, Tensor};
+use ember::tensor::{DType, Device, Result, Tensor, TensorError};
 
 // ---- naive reference -----------------------------------------------------------------------------
 
-/// `softmax(scale · q·kᵀ) · v` for row-major `q [bh, sq, d]`, `k [bh, sk, d]`, `v [bh, sk, dv]`.
-/// `dims` = `[bh, sq, sk, d, dv]`.
-fn naive_attention(q: &[f64], k: &[f64], v: &[f64], dims: [usize; 5], scale: f64) -> Vec<f64> {
+/// `softmax(scale · q·kᵀ + M) · v` for row-major `q [bh, sq, d]`, `k [bh, sk, d]`, `v [bh, sk, dv]`,
+/// with `key_mask = (values [bh / heads, sk], heads)`: slice b ignores key j (`M = −∞`) where
+/// `values[b / heads][j]` is 0, and a query with every key ignored gives 0. `dims` =
+/// `[bh, sq, sk, d, dv]`.
+fn naive_attention(q: &[f64], k: &[f64], v: &[f64], key_mask: Option<(&[f64], usize)>, dims: [usize; 5], scale: f64) -> Vec<f64> {
     let [bh, sq, sk, d, dv] = dims;
     let mut out = vec![0.0; bh * sq * dv];
     for b in 0..bh {
+        let attended = |j: usize| key_mask.is_none_or(|(values, heads)| values[b / heads * sk + j] != 0.0);
         for i in 0..sq {
             let mut scores = vec![0.0; sk];
             for (j, s) in scores.iter_mut().enumerate() {
@@ -27,9 +36,12 @@ fn naive_attention(q: &[f64], k: &[f64], v: &[f64], dims: [usize; 5], scale: f64
                 for e in 0..d {
                     acc += q[(b * sq + i) * d + e] * k[(b * sk + j) * d + e];
                 }
-                *s = scale * acc;
+                *s = if attended(j) { scale * acc } else { f64::NEG_INFINITY };
             }
             let max = scores.iter().fold(f64::NEG_INFINITY, |m, &s| m.max(s));
+            if max == f64::NEG_INFINITY {
+                continue; // every key ignored: the output row stays 0
+            }
             let mut sum = 0.0;
             for s in scores.iter_mut() {
                 *s = (*s - max).exp();
@@ -49,6 +61,20 @@ fn naive_attention(q: &[f64], k: &[f64], v: &[f64], dims: [usize; 5], scale: f64
 /// Checks the op on q, k, v (any rank ≥ 2, any layout) against the reference, in `dtype` on `dev`.
 #[allow(clippy::too_many_arguments)] // the check's own parameters plus the device
 fn check_attention(dev: TestDevice, q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f64>, dtype: DType, tolerance: f64, what: &str) {
+    check_masked_attention(dev, [q, k, v], None, scale, dtype, tolerance, what);
+}
+
+/// [`check_attention`] with a key mask (`[B, Sk]`, any layout); returns the output's values.
+#[allow(clippy::too_many_arguments)] // as check_attention
+fn check_masked_attention(
+    dev: TestDevice,
+    [q, k, v]: [&Tensor; 3],
+    key_mask: Option<&Tensor>,
+    scale: Option<f64>,
+    dtype: DType,
+    tolerance: f64,
+    what: &str,
+) -> Vec<f64> {
     let (dtype, tolerance) = (dev.dtype(dtype), dev.tolerance(tolerance));
     let rank = q.rank();
     let lead = &q.shape()[..rank - 2];
@@ -56,10 +82,14 @@ fn check_attention(dev: TestDevice, q: &Tensor, k: &Tensor, v: &Tensor, scale: O
     let (sq, d) = (q.shape()[rank - 2], q.shape()[rank - 1]);
     let (sk, dv) = (k.shape()[rank - 2], v.shape()[rank - 1]);
     let effective_scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
-    let expected = naive_attention(&q.to_vec_f64(), &k.to_vec_f64(), &v.to_vec_f64(), [bh, sq, sk, d, dv], effective_scale);
+    let mask_values = key_mask.map(|m| m.to_vec_f64());
+    let mask = mask_values.as_deref().map(|values| (values, bh / q.shape()[0]));
+    let expected = naive_attention(&q.to_vec_f64(), &k.to_vec_f64(), &v.to_vec_f64(), mask, [bh, sq, sk, d, dv], effective_scale);
     // a view already on the device is used as it is (its strides kept)
-    let [qd, kd, vd] = [q, k, v].map(|t| if dev.is_cuda() && t.device() == dev.0 { t.clone() } else { dev.put(&t.to_dtype(dtype).unwrap()) });
-    let out = Tensor::scaled_dot_product_attention(&qd, &kd, &vd, scale).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let on_device = |t: &Tensor| if dev.is_cuda() && t.device() == dev.0 { t.clone() } else { dev.put(&t.to_dtype(dtype).unwrap()) };
+    let [qd, kd, vd] = [q, k, v].map(on_device);
+    let maskd = key_mask.map(on_device);
+    let out = Tensor::scaled_dot_product_attention_masked(&qd, &kd, &vd, maskd.as_ref(), scale).unwrap_or_else(|e| panic!("{what}: {e}"));
     let mut expected_shape = lead.to_vec();
     expected_shape.extend([sq, dv]);
     assert_eq!(out.shape(), expected_shape, "{what}: output shape");
@@ -68,16 +98,29 @@ fn check_attention(dev: TestDevice, q: &Tensor, k: &Tensor, v: &Tensor, scale: O
     assert!(values.iter().all(|v| v.is_finite()), "{what}: non-finite output");
     let err = relative_error(&values, &expected);
     assert!(err < tolerance, "{what} ({dtype:?}): relative error {err:.3e}");
+    values
 }
 
 fn sdpa(t: &[Tensor], scale: Option<f64>) -> Result<Tensor> {
     Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], scale)
 }
 
+/// The op on `t = [q, k, v]` with `key_mask` (moved to q's dtype and device).
+fn sdpa_masked(t: &[Tensor], key_mask: Option<&Tensor>, scale: Option<f64>) -> Result<Tensor> {
+    let mask = key_mask.map(|m| m.to_dtype(t[0].dtype())?.to_device(t[0].device())).transpose()?;
+    Tensor::scaled_dot_product_attention_masked(&t[0], &t[1], &t[2], mask.as_ref(), scale)
+}
+
+/// A `[batch, sk]` f64 key mask: 1 where `attend(row, key)`, else 0.
+fn key_mask(batch: usize, sk: usize, attend: impl Fn(usize, usize) -> bool) -> Tensor {
+    let values = (0..batch * sk).map(|e| if attend(e / sk, e % sk) { 1.0 } else { 0.0 }).collect();
+    Tensor::from_vec::<f64>(values, &[batch, sk], Device::Cpu).unwrap()
+}
+
 /// The gradients (of `Σ out ⊙ r` for a fixed random `r`) of q, k, v, in `dtype` on `dev`.
-fn attention_grads(dev: TestDevice, dtype: DType, inputs: &[Tensor], scale: Option<f64>) -> Vec<Vec<f64>> {
+fn attention_grads(dev: TestDevice, dtype: DType, inputs: &[Tensor], key_mask: Option<&Tensor>, scale: Option<f64>) -> Vec<Vec<f64>> {
     let vars: Vec<Tensor> = inputs.iter().map(|t| dev.put(&t.to_dtype(dtype).unwrap()).variable()).collect();
-    let out = sdpa(&vars, scale).unwrap();
+    let out = sdpa_masked(&vars, key_mask, scale).unwrap();
     let r = dev.put(&random(out.shape(), -1.0, 1.0, 999).to_dtype(dtype).unwrap());
     let grads = out.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
     vars.iter().map(|v| grads.get(v).expect("gradient").to_vec_f64()).collect()
@@ -269,7 +312,7 @@ fn attention_gradcheck_when_q_k_v_are_views_of_one_tensor(dev) {
 fn attention_f32_gradients_match_f64_gradients_on_the_larger_case(dev) {
     // the reference: the f64 gradients on the CPU, proven by the finite-difference checks above
     let inputs = [random(&[2, 2, 65, 24], -1.0, 1.0, 63), random(&[2, 2, 33, 24], -1.0, 1.0, 64), random(&[2, 2, 33, 40], -1.0, 1.0, 65)];
-    let (g32, g64) = (attention_grads(dev, DType::F32, &inputs, None), attention_grads(TestDevice::CPU, DType::F64, &inputs, None));
+    let (g32, g64) = (attention_grads(dev, DType::F32, &inputs, None, None), attention_grads(TestDevice::CPU, DType::F64, &inputs, None, None));
     for (name, (a, e)) in ["dq", "dk", "dv"].iter().zip(g32.iter().zip(&g64)) {
         let err = relative_error(a, e);
         assert!(err < dev.tolerance(1e-5), "{name}: f32 gradient relative error {err:.3e}");
@@ -280,7 +323,7 @@ fn attention_gradient_of_q_alone_matches_the_full_backward(dev) {
     // k, v constants (no gradient wanted): only dq comes back, equal to the all-variable dq
     let inputs = [random(&[2, 5, 3], -1.0, 1.0, 66), random(&[2, 4, 3], -1.0, 1.0, 67), random(&[2, 4, 6], -1.0, 1.0, 68)];
     // (the full backward on the same device, so that the two must agree exactly)
-    let full = attention_grads(dev, DType::F64, &inputs, None);
+    let full = attention_grads(dev, DType::F64, &inputs, None, None);
     let inputs = inputs.map(|t| dev.put(&t));
     let q = inputs[0].variable();
     let out = Tensor::scaled_dot_product_attention(&q, &inputs[1], &inputs[2], None).unwrap();
@@ -294,4 +337,252 @@ fn attention_gradient_of_q_alone_matches_the_full_backward(dev) {
     let grads = out.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(grads.get(&v).unwrap().to_vec_f64(), full[2]);
 }
+
+// ---- key mask: forward --------------------------------------------------------------------------------
+
+fn attention_with_key_mask_rank3_matches_reference_and_fully_masked_queries_give_exact_zeros(dev) {
+    let q = random(&[3, 5, 7], -1.0, 1.0, 70);
+    let k = random(&[3, 9, 7], -1.0, 1.0, 71);
+    let v = random(&[3, 9, 11], -1.0, 1.0, 72);
+    // batch 0 ignores keys 0, 4, 8; batch 1 every key; batch 2 only key 3
+    let mask = key_mask(3, 9, |b, j| match b {
+        0 => j % 4 != 0,
+        1 => false,
+        _ => j != 3,
+    });
+    for scale in [None, Some(0.3)] {
+        let out = check_masked_attention(dev, [&q, &k, &v], Some(&mask), scale, DType::F64, 1e-13, "rank 3 masked");
+        assert!(out[5 * 11..2 * 5 * 11].iter().all(|&x| x == 0.0), "batch 1 has no key: its output must be exactly 0");
+        check_masked_attention(dev, [&q, &k, &v], Some(&mask), scale, DType::F32, 1e-5, "rank 3 masked (f32)");
+    }
+    // the mask must matter
+    let [qd, kd, vd] = [&q, &k, &v].map(|t| dev.put(t));
+    let masked = sdpa_masked(&[qd.clone(), kd.clone(), vd.clone()], Some(&mask), None).unwrap().narrow(0, 0, 1).unwrap().to_vec_f64();
+    let unmasked = sdpa(&[qd, kd, vd], None).unwrap().narrow(0, 0, 1).unwrap().to_vec_f64();
+    assert!(relative_error(&masked, &unmasked) > 1e-3, "masking keys must change the output");
+    // any nonzero entry attends, and a strided mask (a transposed [Sk, B] tensor) reads the same
+    let mask_t = dev.put(&mask.mul_scalar(-2.5).unwrap().transpose(0, 1).unwrap().contiguous().unwrap()).transpose(0, 1).unwrap();
+    assert!(!mask_t.is_contiguous());
+    check_masked_attention(dev, [&q, &k, &v], Some(&mask_t), None, DType::F64, 1e-13, "transposed mask of −2.5 and 0");
+}
+
+fn attention_with_key_mask_rank4_and_rank5_reads_row_batch_over_heads(dev) {
+    // [B, H, S, D]: slice (b, h) reads mask row b; rows differ, so another row order fails
+    let q = random(&[2, 3, 7, 5], -1.0, 1.0, 73);
+    let k = random(&[2, 3, 4, 5], -1.0, 1.0, 74);
+    let v = random(&[2, 3, 4, 9], -1.0, 1.0, 75);
+    let mask = key_mask(2, 4, |b, j| if b == 0 { j != 1 } else { j == 1 || j == 2 });
+    check_masked_attention(dev, [&q, &k, &v], Some(&mask), None, DType::F64, 1e-13, "rank 4 masked");
+    check_masked_attention(dev, [&q, &k, &v], Some(&mask), Some(0.7), DType::F64, 1e-13, "rank 4 masked scale 0.7");
+    // q, k, v as the transposes of [B, S, H, D] tensors, as the UNet passes them
+    let [qt, kt, vt] = [&q, &k, &v].map(|t| dev.put(&t.transpose(1, 2).unwrap().contiguous().unwrap()).transpose(1, 2).unwrap());
+    check_masked_attention(dev, [&qt, &kt, &vt], Some(&mask), None, DType::F64, 1e-13, "rank 4 masked, transposed q, k, v");
+    // [B, H1, H2, S, D]: 6 slices per mask row
+    let q = random(&[2, 2, 3, 3, 4], -1.0, 1.0, 76);
+    let k = random(&[2, 2, 3, 6, 4], -1.0, 1.0, 77);
+    let v = random(&[2, 2, 3, 6, 2], -1.0, 1.0, 78);
+    let mask = key_mask(2, 6, |b, j| (b + j) % 3 != 0);
+    check_masked_attention(dev, [&q, &k, &v], Some(&mask), None, DType::F64, 1e-13, "rank 5 masked");
+}
+
+fn attention_with_key_mask_f32_across_key_tiles_matches_reference(dev) {
+    // Sk = 70: three of the CUDA kernels' 32-key tiles. Batch 0 ignores keys at the tile edges;
+    // batch 1 attends only key 40, so its first tile is all masked (the online softmax starts
+    // from a running max of −∞ there); batch 2 only key 0; batch 3 none.
+    let q = random(&[4, 2, 65, 24], -1.0, 1.0, 79);
+    let k = random(&[4, 2, 70, 24], -1.0, 1.0, 80);
+    let v = random(&[4, 2, 70, 40], -1.0, 1.0, 81);
+    let mask = key_mask(4, 70, |b, j| match b {
+        0 => ![0, 31, 32, 33, 63, 64, 69].contains(&j),
+        1 => j == 40,
+        2 => j == 0,
+        _ => false,
+    });
+    let out = check_masked_attention(dev, [&q, &k, &v], Some(&mask), None, DType::F32, 1e-5, "[4,2,65,24] Sk 70 masked");
+    let per_batch = 2 * 65 * 40;
+    assert!(out[3 * per_batch..].iter().all(|&x| x == 0.0), "batch 3 has no key: its output must be exactly 0");
+    // one attended key: every query's output is that key's value row
+    let vv = v.to_vec_f64();
+    for h in 0..2 {
+        for i in 0..65 {
+            for c in 0..40 {
+                let (got, want) = (out[per_batch + (h * 65 + i) * 40 + c], vv[((2 + h) * 70 + 40) * 40 + c]);
+                assert!((got - want).abs() < dev.tolerance(1e-6), "batch 1, head {h}, query {i}: {got} vs {want}");
+            }
+        }
+    }
+    // a masked key with by far the largest score is ignored all the same
+    let q = random(&[2, 5, 24], -10.0, 10.0, 82);
+    let k = random(&[2, 7, 24], -10.0, 10.0, 83);
+    let v = random(&[2, 7, 3], -1.0, 1.0, 84);
+    let mask = key_mask(2, 7, |b, j| j != 2 + b);
+    check_masked_attention(dev, [&q, &k, &v], Some(&mask), Some(1.0), DType::F64, 1e-12, "large scores masked");
+    check_masked_attention(dev, [&q, &k, &v], Some(&mask), Some(1.0), DType::F32, 1e-4, "large scores masked (f32)");
+}
+
+fn attention_key_mask_equals_dropping_the_masked_keys_and_a_full_mask_equals_none(dev) {
+    // masking the last keys of every batch row = attending to the keys before them
+    for (sk, kept) in [(10, 7), (40, 33)] {
+        let inputs = [random(&[2, 6, 4], -1.0, 1.0, 85), random(&[2, sk, 4], -1.0, 1.0, 86), random(&[2, sk, 3], -1.0, 1.0, 87)].map(|t| dev.put(&t));
+        let mask = key_mask(2, sk, |_, j| j < kept);
+        let masked = sdpa_masked(&inputs, Some(&mask), None).unwrap().to_vec_f64();
+        let [k, v] = [&inputs[1], &inputs[2]].map(|t| t.narrow(1, 0, kept).unwrap());
+        let dropped = sdpa(&[inputs[0].clone(), k, v], None).unwrap().to_vec_f64();
+        let err = relative_error(&masked, &dropped);
+        assert!(err < dev.tolerance(1e-14), "Sk {sk}, {kept} kept: masked vs dropped keys, relative error {err:.3e}");
+    }
+    // no entry 0 (any nonzero value attends): the same numbers as no mask at all
+    let inputs = [random(&[2, 3, 5, 4], -1.0, 1.0, 88), random(&[2, 3, 6, 4], -1.0, 1.0, 89), random(&[2, 3, 6, 2], -1.0, 1.0, 90)].map(|t| dev.put(&t));
+    let nonzero = random(&[2, 6], 0.5, 2.0, 91);
+    assert_eq!(sdpa_masked(&inputs, Some(&nonzero), None).unwrap().to_vec_f64(), sdpa(&inputs, None).unwrap().to_vec_f64());
+}
+
+// ---- key mask: gradients ------------------------------------------------------------------------------
+
+fn attention_gradcheck_with_key_mask_rank3_sq_ne_sk(dev) {
+    let q = random(&[2, 3, 4], -1.0, 1.0, 92);
+    let k = random(&[2, 5, 4], -1.0, 1.0, 93);
+    let v = random(&[2, 5, 3], -1.0, 1.0, 94);
+    let mask = key_mask(2, 5, |b, j| if b == 0 { j != 1 && j != 4 } else { j != 0 });
+    dev.assert_gradcheck("sdpa masked rank 3", |t| sdpa_masked(t, Some(&mask), None), &[q, k, v]);
+}
+
+fn attention_gradcheck_with_key_mask_heads_and_a_fully_masked_batch_row_passes_zero_gradient(dev) {
+    let q = random(&[2, 2, 3, 4], -1.0, 1.0, 95);
+    let k = random(&[2, 2, 5, 4], -1.0, 1.0, 96);
+    let v = random(&[2, 2, 5, 3], -1.0, 1.0, 97);
+    // batch 0: no key; batch 1: keys 0, 2, 4
+    let mask = key_mask(2, 5, |b, j| b == 1 && j % 2 == 0);
+    dev.assert_gradcheck("sdpa masked rank 4, a fully masked row", |t| sdpa_masked(t, Some(&mask), Some(0.9)), &[q.clone(), k.clone(), v.clone()]);
+    // exactly zero: the gradients of batch 0, and of batch 1's masked keys; the mask gets none
+    let vars = [&q, &k, &v].map(|t| dev.put(t).variable());
+    let mask_var = dev.put(&mask).variable();
+    let out = Tensor::scaled_dot_product_attention_masked(&vars[0], &vars[1], &vars[2], Some(&mask_var), None).unwrap();
+    assert!(out.narrow(0, 0, 1).unwrap().to_vec_f64().iter().all(|&x| x == 0.0));
+    let r = dev.put(&random(out.shape(), -1.0, 1.0, 999));
+    let grads = out.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&mask_var).is_none(), "the mask gets no gradient");
+    for (name, var) in [("dq", &vars[0]), ("dk", &vars[1]), ("dv", &vars[2])] {
+        let g = grads.get(var).expect("gradient");
+        let batch0 = g.narrow(0, 0, 1).unwrap().to_vec_f64();
+        assert!(batch0.iter().all(|&x| x == 0.0), "{name} of the fully masked batch: {batch0:?}");
+        assert!(g.narrow(0, 1, 1).unwrap().to_vec_f64().iter().any(|&x| x != 0.0), "{name} of batch 1 must not vanish");
+        if name != "dq" {
+            for j in [1, 3] {
+                let masked_key = g.narrow(0, 1, 1).unwrap().narrow(2, j, 1).unwrap().to_vec_f64();
+                assert!(masked_key.iter().all(|&x| x == 0.0), "{name} of masked key {j}: {masked_key:?}");
+            }
+        }
+    }
+}
+
+fn attention_f32_masked_gradients_match_f64_gradients_on_the_larger_case(dev) {
+    let inputs = [random(&[2, 2, 65, 24], -1.0, 1.0, 98), random(&[2, 2, 70, 24], -1.0, 1.0, 99), random(&[2, 2, 70, 40], -1.0, 1.0, 100)];
+    let mask = key_mask(2, 70, |b, j| if b == 0 { j % 5 != 2 && j != 32 } else { j >= 35 });
+    let g32 = attention_grads(dev, DType::F32, &inputs, Some(&mask), None);
+    let g64 = attention_grads(TestDevice::CPU, DType::F64, &inputs, Some(&mask), None);
+    for (name, (a, e)) in ["dq", "dk", "dv"].iter().zip(g32.iter().zip(&g64)) {
+        let err = relative_error(a, e);
+        assert!(err < dev.tolerance(1e-5), "{name}: f32 masked gradient relative error {err:.3e}");
+    }
+}
+
+// ---- key mask: errors ---------------------------------------------------------------------------------
+
+fn attention_rejects_a_key_mask_of_wrong_rank_shape_dtype_or_device(dev) {
+    let [q, k, v] = [random(&[2, 3, 5, 4], -1.0, 1.0, 101), random(&[2, 3, 6, 4], -1.0, 1.0, 102), random(&[2, 3, 6, 2], -1.0, 1.0, 103)].map(|t| dev.put(&t));
+    let sdpa = |mask: &Tensor| Tensor::scaled_dot_product_attention_masked(&q, &k, &v, Some(mask), None);
+    let mask = |shape: &[usize]| dev.put(&Tensor::ones(shape, DType::F64));
+    assert!(sdpa(&mask(&[2, 6])).is_ok());
+    for shape in [&[2, 5][..], &[3, 6], &[6, 6], &[2, 1, 6], &[6], &[2, 3, 6]] {
+        assert!(matches!(sdpa(&mask(shape)), Err(TensorError::ShapeMismatch { .. })), "mask {shape:?}");
+    }
+    // rank 2: no batch axis to index the mask with
+    let [q2, k2, v2] = [&q, &k, &v].map(|t| t.reshape(&[t.shape()[0] * t.shape()[1] * t.shape()[2], t.shape()[3]]).unwrap().narrow(0, 0, 6).unwrap());
+    let invalid = Tensor::scaled_dot_product_attention_masked(&q2, &k2, &v2, Some(&mask(&[6, 6])), None);
+    assert!(matches!(invalid, Err(TensorError::InvalidArgument { .. })), "rank 2 with a mask: {invalid:?}");
+    if !dev.is_cuda() {
+        // (a CUDA device holds only f32)
+        let f32_mask = mask(&[2, 6]).to_dtype(DType::F32).unwrap();
+        assert!(matches!(sdpa(&f32_mask), Err(TensorError::DTypeMismatch { .. })), "dtype");
+    }
+    let other_device = if dev.is_cuda() { Some(Device::Cpu) } else { TestDevice::cuda().map(|d| d.0) };
+    if let Some(other) = other_device {
+        let elsewhere = Tensor::ones(&[2, 6], q.dtype()).to_device(other).unwrap();
+        assert!(matches!(sdpa(&elsewhere), Err(TensorError::DeviceMismatch { .. })), "device");
+    }
+}
+}
+
+// ---- the CUDA kernels against the CPU kernels, with masks ------------------------------------------------
+
+#[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+mod kernels {
+    use ember::tensor::cuda::DeviceBuffer;
+    use ember::tensor::ops::attention::{AttentionShape, KeyMask, cpu, cuda};
+    use ember::tensor::testing::random;
+
+    /// f32 values of a seeded uniform draw in [low, high).
+    fn values(n: usize, low: f64, high: f64, seed: u64) -> Vec<f32> {
+        random(&[n], low, high, seed).to_vec_f64().iter().map(|&x| x as f32).collect()
+    }
+
+    /// Equal infinities at the same places, no NaN (the emulator's outputs start as NaN, so an
+    /// entry no thread wrote shows), and the finite entries within `tolerance` of the largest.
+    fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str) {
+        assert_eq!(actual.len(), expected.len(), "{what}: length");
+        let scale = expected.iter().filter(|x| x.is_finite()).fold(1e-30f32, |m, x| m.max(x.abs()));
+        for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+            let close = if e.is_finite() { (a - e).abs() <= tolerance * scale } else { a == e };
+            assert!(close, "{what}: element {i} is {a}, expected {e}");
+        }
+    }
+
+    #[test]
+    fn masked_flash_attention_forward_and_backward_match_the_cpu_kernels() {
+        let Ok(device) = ember::tensor::cuda::device(0) else {
+            eprintln!("no CUDA device in this build: the masked kernel check did not run");
+            return;
+        };
+        // (shape, heads, mask row b attends key j)
+        type Attend = fn(usize, usize) -> bool;
+        let cases: [(AttentionShape, usize, Attend); 4] = [
+            // batch 0 skips the first key tile; batch 1 has no key
+            (AttentionShape { bh: 6, sq: 37, sk: 45, d: 17, dv: 9 }, 3, |b, j| b == 0 && j >= 32 && j != 40),
+            (AttentionShape { bh: 2, sq: 64, sk: 64, d: 32, dv: 32 }, 1, |b, j| (j * 7 + b) % 3 != 0),
+            // one key, the last, in batch 0
+            (AttentionShape { bh: 4, sq: 5, sk: 100, d: 64, dv: 64 }, 2, |b, j| if b == 0 { j == 99 } else { j % 2 == 1 }),
+            (AttentionShape { bh: 3, sq: 1, sk: 1, d: 1, dv: 1 }, 1, |b, _| b != 1),
+        ];
+        for (case, (s, heads, attend)) in cases.into_iter().enumerate() {
+            let seed = 200 + 10 * case as u64;
+            let q = values(s.bh * s.sq * s.d, -2.0, 2.0, seed);
+            let k = values(s.bh * s.sk * s.d, -2.0, 2.0, seed + 1);
+            let v = values(s.bh * s.sk * s.dv, -1.0, 1.0, seed + 2);
+            let d_out = values(s.bh * s.sq * s.dv, -1.0, 1.0, seed + 3);
+            let mask: Vec<f32> = (0..s.bh / heads * s.sk).map(|e| if attend(e / s.sk, e % s.sk) { 1.0 } else { 0.0 }).collect();
+            let scale = 1.0 / (s.d as f32).sqrt();
+            let cpu_mask = Some(KeyMask { values: &mask[..], heads });
+            let (out, lse) = cpu::attention_forward(&q, &k, &v, cpu_mask, &s, scale);
+            let (dq, dk, dv) = cpu::attention_backward(&q, &k, &v, cpu_mask, &out, &lse, &d_out, &s, scale);
+
+            let upload = |data: &[f32]| DeviceBuffer::from_slice(&device, data).unwrap();
+            let download = |buffer: &DeviceBuffer| buffer.to_vec::<f32>().unwrap();
+            let (qb, kb, vb, mb) = (upload(&q), upload(&k), upload(&v), upload(&mask));
+            let gpu_mask = Some(KeyMask { values: &mb, heads });
+            let (gout, glse) = cuda::attention_forward(&qb, &kb, &vb, gpu_mask, &s, scale as f64).unwrap();
+            let (gdq, gdk, gdv) = cuda::attention_backward(&qb, &kb, &vb, gpu_mask, &gout, &glse, &upload(&d_out), &s, scale as f64).unwrap();
+            let what = format!("masked attention {s:?}, {heads} heads");
+            assert_close(&download(&gout), &out, 1e-5, &what);
+            assert_close(&download(&glse), &lse, 1e-5, &format!("{what} lse"));
+            assert_close(&download(&gdq), &dq, 1e-5, &format!("{what} dq"));
+            assert_close(&download(&gdk), &dk, 1e-5, &format!("{what} dk"));
+            assert_close(&download(&gdv), &dv, 1e-5, &format!("{what} dv"));
+            // the fully masked rows: out 0 and lse +∞ on both
+            for b in (0..s.bh).filter(|b| (0..s.sk).all(|j| !attend(b / heads, j))) {
+                assert!(out[b * s.sq * s.dv..(b + 1) * s.sq * s.dv].iter().all(|&x| x == 0.0), "{what}: slice {b} out");
+                assert!(lse[b * s.sq..(b + 1) * s.sq].iter().all(|&x| x == f32::INFINITY), "{what}: slice {b} lse");
+            }
+        }
+    }
 }

@@ -353,7 +353,7 @@ fn scaled_dot_product_attention_matches_pytorch_output_and_gradients(dev) {
     let f = Fixture::load_on("attention", dev);
     f.expect_meta("op", "scaled_dot_product_attention");
     f.expect_meta("mask", "none");
-    assert!(!f.meta_bool("is_causal"), "attention: the fixture is causal; ember's attention has no mask");
+    assert!(!f.meta_bool("is_causal"), "attention: the fixture is causal; ember's attention has no causal mask");
     assert_eq!(f.meta_parse::<f64>("dropout_p"), 0.0, "attention: dropout");
     let scale: f64 = f.meta_parse("scale");
     let (q, k, v) = (f.variable("q"), f.variable("k"), f.variable("v"));
@@ -366,6 +366,16 @@ fn scaled_dot_product_attention_matches_pytorch_output_and_gradients(dev) {
     f.check_grad(&grads, &q, "grad_q");
     f.check_grad(&grads, &k, "grad_k");
     f.check_grad(&grads, &v, "grad_v");
+    // the masked case: a key-padding mask [B, Sk], in PyTorch a boolean attn_mask [B, 1, 1, Sk]
+    assert!(f.meta("masked_mask").contains("nonzero: attend"), "attention: the masked case's mask convention");
+    let (q, k, v) = (f.variable("masked_q"), f.variable("masked_k"), f.variable("masked_v"));
+    let key_mask = f.tensor("masked_key_mask");
+    let out = unwrap(Tensor::scaled_dot_product_attention_masked(&q, &k, &v, Some(&key_mask), Some(scale)), "masked attention");
+    f.check(&out, "masked_out");
+    let grads = unwrap(out.backward_with(&f.tensor("masked_grad_out")), "masked backward");
+    f.check_grad(&grads, &q, "masked_grad_q");
+    f.check_grad(&grads, &k, "masked_grad_k");
+    f.check_grad(&grads, &v, "masked_grad_v");
     f.finish();
 }
 

@@ -1,12 +1,13 @@
 //! Scaled dot-product attention for one (batch, head) slice at a time, fused: the scores
-//! `S = scale·QKᵀ` and probabilities `P = softmax(S)` live only in a per-thread scratch buffer.
-//! The forward saves the row log-sum-exp `lse = ln Σⱼ exp(Sᵢⱼ)`; the backward recomputes
-//! `P = exp(S − lse)` from it instead of storing P (FlashAttention's trade: S·S floats of
-//! memory for one more GEMM).
+//! `S = scale·QKᵀ` (−∞ where the key mask is 0) and probabilities `P = softmax(S)` live only in
+//! a per-thread scratch buffer. The forward saves the row log-sum-exp `lse = ln Σⱼ exp(Sᵢⱼ)`;
+//! the backward recomputes `P = exp(S − lse)` from it instead of storing P (FlashAttention's
+//! trade: S·S floats of memory for one more GEMM). A row whose keys are all masked outputs 0
+//! and saves `lse = +∞`, so that its recomputed P is 0 as well.
 
 use rayon::prelude::*;
 
-use super::{AttentionKernels, AttentionShape};
+use super::{AttentionKernels, AttentionShape, KeyMask};
 use crate::cpu::gemm::{MatRef, gemm};
 use crate::cpu::pool::Scratch;
 use crate::dispatch::Cpu;
@@ -16,19 +17,37 @@ use crate::{FloatElem, Result, Tensor};
 const OP: &str = "scaled_dot_product_attention";
 
 impl AttentionKernels for Cpu {
-    fn attention_forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, shape: &AttentionShape, scale: f64, out_shape: &[usize]) -> Result<[Tensor; 2]> {
-        let (out, lse) = with_host_elements!(OP, [q => qs, k => ks, v => vs], {
-            let (out, lse) = attention_forward(qs, ks, vs, shape, FloatElem::from_f64(scale));
+    fn attention_forward(
+        &self,
+        [q, k, v]: [&Tensor; 3],
+        key_mask: Option<KeyMask<&Tensor>>,
+        shape: &AttentionShape,
+        scale: f64,
+        out_shape: &[usize],
+    ) -> Result<[Tensor; 2]> {
+        // (q stands in for the mask when there is none, so that the macro binds a slice either way)
+        let mask_tensor = key_mask.map_or(q, |m| m.values);
+        let (out, lse) = with_host_elements!(OP, [q => qs, k => ks, v => vs, mask_tensor => ms], {
+            let (out, lse) = attention_forward(qs, ks, vs, key_mask.map(|m| m.with_values(ms)), shape, FloatElem::from_f64(scale));
             (wrap(out), wrap(lse))
         });
         Ok([host_tensor(out, out_shape), host_tensor(lse, &[shape.bh, shape.sq])])
     }
 
-    fn attention_backward(&self, saved: [&Tensor; 5], d_out: &Tensor, shape: &AttentionShape, scale: f64) -> Result<[Tensor; 3]> {
+    fn attention_backward(
+        &self,
+        saved: [&Tensor; 5],
+        key_mask: Option<KeyMask<&Tensor>>,
+        d_out: &Tensor,
+        shape: &AttentionShape,
+        scale: f64,
+    ) -> Result<[Tensor; 3]> {
         let [q, k, v, out, lse] = saved;
         let d_out = d_out.contiguous()?;
-        let (dq, dk, dv) = with_host_elements!(OP, [q => qs, k => ks, v => vs, out => os, lse => ls, &d_out => ds], {
-            let (dq, dk, dv) = attention_backward(qs, ks, vs, os, ls, ds, shape, FloatElem::from_f64(scale));
+        let mask_tensor = key_mask.map_or(q, |m| m.values);
+        let (dq, dk, dv) = with_host_elements!(OP, [q => qs, k => ks, v => vs, out => os, lse => ls, &d_out => ds, mask_tensor => ms], {
+            let mask = key_mask.map(|m| m.with_values(ms));
+            let (dq, dk, dv) = attention_backward(qs, ks, vs, mask, os, ls, ds, shape, FloatElem::from_f64(scale));
             (wrap(dq), wrap(dk), wrap(dv))
         });
         Ok([host_tensor(dq, q.shape()), host_tensor(dk, k.shape()), host_tensor(dv, v.shape())])
@@ -42,23 +61,40 @@ fn rows_transposed<T>(data: &[T], row_len: usize) -> MatRef<'_, T> {
     MatRef { data, row_stride: 1, col_stride: row_len }
 }
 
-/// `scores = scale · q · kᵀ` (`[sq, sk]`).
-fn scores<T: FloatElem>(q: &[T], k: &[T], s: &AttentionShape, scale: T, out: &mut [T]) {
-    gemm(s.sq, s.sk, s.d, rows(q, s.d), rows_transposed(k, s.d), out, s.sk, false);
-    out.iter_mut().for_each(|v| *v *= scale);
+/// The mask row (`[sk]`) of (batch, head) slice `b`, if there is a mask.
+fn mask_row<'a, T>(key_mask: Option<KeyMask<&'a [T]>>, b: usize, s: &AttentionShape) -> Option<&'a [T]> {
+    key_mask.map(|m| &m.values[b / m.heads * s.sk..][..s.sk])
 }
 
-/// Returns `out [bh, sq, dv]` and `lse [bh, sq]`.
-pub fn attention_forward<T: FloatElem>(q: &[T], k: &[T], v: &[T], s: &AttentionShape, scale: T) -> (Vec<T>, Vec<T>) {
+/// `scores = scale · q · kᵀ` (`[sq, sk]`), −∞ in the columns of the keys that `mask` (`[sk]`)
+/// holds 0 for.
+fn scores<T: FloatElem>(q: &[T], k: &[T], mask: Option<&[T]>, s: &AttentionShape, scale: T, out: &mut [T]) {
+    gemm(s.sq, s.sk, s.d, rows(q, s.d), rows_transposed(k, s.d), out, s.sk, false);
+    out.iter_mut().for_each(|v| *v *= scale);
+    if let Some(mask) = mask {
+        for row in out.chunks_exact_mut(s.sk) {
+            row.iter_mut().zip(mask).filter(|(_, m)| m.is_zero()).for_each(|(x, _)| *x = T::neg_infinity());
+        }
+    }
+}
+
+/// Returns `out [bh, sq, dv]` and `lse [bh, sq]` (0 and +∞ on rows whose keys are all masked).
+pub fn attention_forward<T: FloatElem>(q: &[T], k: &[T], v: &[T], key_mask: Option<KeyMask<&[T]>>, s: &AttentionShape, scale: T) -> (Vec<T>, Vec<T>) {
     let mut out = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sq * s.dv);
     let mut lse = crate::cpu::pool::for_overwrite::<T>(s.bh * s.sq);
     out.par_chunks_mut(s.sq * s.dv).zip(lse.par_chunks_mut(s.sq)).enumerate().for_each_init(
         || Scratch::<T>::for_overwrite(s.sq * s.sk),
         |p, (b, (out, lse))| {
             let (q, k, v) = (&q[b * s.sq * s.d..], &k[b * s.sk * s.d..], &v[b * s.sk * s.dv..]);
-            scores(q, k, s, scale, p);
+            scores(q, k, mask_row(key_mask, b, s), s, scale, p);
             for (row, lse) in p.chunks_exact_mut(s.sk).zip(lse.iter_mut()) {
                 let max = row.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
+                if max == T::neg_infinity() {
+                    // every key masked: P = 0, so out = 0 and the backward's exp(S − lse) = 0
+                    row.fill(T::zero());
+                    *lse = T::infinity();
+                    continue;
+                }
                 let mut sum = T::zero();
                 for x in row.iter_mut() {
                     *x = (*x - max).exp();
@@ -74,7 +110,7 @@ pub fn attention_forward<T: FloatElem>(q: &[T], k: &[T], v: &[T], s: &AttentionS
     (out, lse)
 }
 
-/// Gradients `(dq, dk, dv)` given the forward's inputs, output, `lse` and `d_out`:
+/// Gradients `(dq, dk, dv)` given the forward's inputs, its mask, output, `lse` and `d_out`:
 /// `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − rowsum(dO ⊙ O))`, `dQ = scale·dS·K`,
 /// `dK = scale·dSᵀ·Q`.
 #[allow(clippy::too_many_arguments)]
@@ -82,6 +118,7 @@ pub fn attention_backward<T: FloatElem>(
     q: &[T],
     k: &[T],
     v: &[T],
+    key_mask: Option<KeyMask<&[T]>>,
     out: &[T],
     lse: &[T],
     d_out: &[T],
@@ -97,8 +134,9 @@ pub fn attention_backward<T: FloatElem>(
             let (q, k, v) = (&q[b * s.sq * s.d..], &k[b * s.sk * s.d..], &v[b * s.sk * s.dv..]);
             let (o, d_o) = (&out[b * s.sq * s.dv..][..s.sq * s.dv], &d_out[b * s.sq * s.dv..][..s.sq * s.dv]);
             let lse = &lse[b * s.sq..][..s.sq];
-            scores(q, k, s, scale, p);
+            scores(q, k, mask_row(key_mask, b, s), s, scale, p);
             for (row, &l) in p.chunks_exact_mut(s.sk).zip(lse) {
+                // masked: exp(−∞ − l) = 0; a fully masked row: exp(S − ∞) = 0
                 row.iter_mut().for_each(|x| *x = (*x - l).exp());
             }
             gemm(s.sk, s.dv, s.sq, rows_transposed(p, s.sk), rows(d_o, s.dv), dv, s.dv, false);

@@ -1,6 +1,6 @@
 //! The host side of attention's CUDA kernels (kernels/attention.cu).
 
-use super::{AttentionKernels, AttentionShape};
+use super::{AttentionKernels, AttentionShape, KeyMask};
 use crate::cuda::launch::{F32, THREADS, check_len, invalid, kernel, output, to_i32};
 use crate::cuda::{DeviceBuffer, KernelArg, LaunchConfig};
 use crate::dispatch::Cuda;
@@ -9,19 +9,39 @@ use crate::ops::dense;
 use crate::{Result, Tensor};
 
 impl AttentionKernels for Cuda {
-    fn attention_forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, shape: &AttentionShape, scale: f64, out_shape: &[usize]) -> Result<[Tensor; 2]> {
+    fn attention_forward(
+        &self,
+        [q, k, v]: [&Tensor; 3],
+        key_mask: Option<KeyMask<&Tensor>>,
+        shape: &AttentionShape,
+        scale: f64,
+        out_shape: &[usize],
+    ) -> Result<[Tensor; 2]> {
         let (q, k, v) = (dense(q)?, dense(k)?, dense(v)?);
-        let (out, lse) = with_device_buffers("scaled_dot_product_attention", [&q, &k, &v], |[qs, ks, vs]| attention_forward(qs, ks, vs, shape, scale))?;
+        // (q stands in for the mask when there is none, so that one buffer list serves both)
+        let mask_tensor = key_mask.map_or(Ok(q.clone()), |m| dense(m.values))?;
+        let (out, lse) = with_device_buffers("scaled_dot_product_attention", [&q, &k, &v, &mask_tensor], |[qs, ks, vs, ms]| {
+            attention_forward(qs, ks, vs, key_mask.map(|m| m.with_values(ms)), shape, scale)
+        })?;
         let device = q.device();
         Ok([device_tensor(out, device, out_shape), device_tensor(lse, device, &[shape.bh, shape.sq])])
     }
 
-    fn attention_backward(&self, saved: [&Tensor; 5], d_out: &Tensor, shape: &AttentionShape, scale: f64) -> Result<[Tensor; 3]> {
+    fn attention_backward(
+        &self,
+        saved: [&Tensor; 5],
+        key_mask: Option<KeyMask<&Tensor>>,
+        d_out: &Tensor,
+        shape: &AttentionShape,
+        scale: f64,
+    ) -> Result<[Tensor; 3]> {
         let [q, k, v, out, lse] = saved.map(dense);
         let (q, k, v, out, lse, d_out) = (q?, k?, v?, out?, lse?, dense(d_out)?);
-        let (dq, dk, dv) = with_device_buffers("scaled_dot_product_attention", [&q, &k, &v, &out, &lse, &d_out], |[qs, ks, vs, os, ls, ds]| {
-            attention_backward(qs, ks, vs, os, ls, ds, shape, scale)
-        })?;
+        let mask_tensor = key_mask.map_or(Ok(q.clone()), |m| dense(m.values))?;
+        let (dq, dk, dv) =
+            with_device_buffers("scaled_dot_product_attention", [&q, &k, &v, &mask_tensor, &out, &lse, &d_out], |[qs, ks, vs, ms, os, ls, ds]| {
+                attention_backward(qs, ks, vs, key_mask.map(|m| m.with_values(ms)), os, ls, ds, shape, scale)
+            })?;
         let device = q.device();
         Ok([device_tensor(dq, device, q.shape()), device_tensor(dk, device, k.shape()), device_tensor(dv, device, v.shape())])
     }
@@ -39,40 +59,66 @@ fn attention_launch(op: &'static str, tiles: usize, bh: usize, floats: usize) ->
     Ok(LaunchConfig { grid: [tiles as u32, bh as u32, 1], block: [256, 1, 1], shared_bytes: (floats * F32) as u32 })
 }
 
-fn attention_sizes(op: &'static str, s: &AttentionShape, scale: f64) -> Result<[KernelArg; 5]> {
+/// The kernels' arguments after their buffers: the sizes, the scale and the mask's heads (1
+/// with no mask).
+fn attention_sizes(op: &'static str, s: &AttentionShape, scale: f64, heads: usize) -> Result<[KernelArg; 6]> {
     Ok([
         KernelArg::I32(to_i32(op, "sq", s.sq)?),
         KernelArg::I32(to_i32(op, "sk", s.sk)?),
         KernelArg::I32(to_i32(op, "d", s.d)?),
         KernelArg::I32(to_i32(op, "dv", s.dv)?),
         KernelArg::F32(scale as f32),
+        KernelArg::I32(to_i32(op, "heads", heads)?),
     ])
 }
 
-/// `(out, lse)` of `softmax(scale·q·kᵀ)·v`, q `[bh, sq, d]`, k `[bh, sk, d]`, v `[bh, sk, dv]`
-/// contiguous, as the CPU kernel (`cpu.rs`) (kernels/attention.cu).
-pub fn attention_forward(q: &DeviceBuffer, k: &DeviceBuffer, v: &DeviceBuffer, s: &AttentionShape, scale: f64) -> Result<(DeviceBuffer, DeviceBuffer)> {
+/// The mask's pointer argument (null with no mask) and its heads, after checking its size.
+fn mask_arg(op: &'static str, key_mask: Option<KeyMask<&DeviceBuffer>>, s: &AttentionShape) -> Result<(KernelArg, usize)> {
+    match key_mask {
+        None => Ok((KernelArg::Ptr(0), 1)),
+        Some(mask) => {
+            if mask.heads == 0 || !s.bh.is_multiple_of(mask.heads) {
+                return Err(invalid(op, format!("{} slices are not a whole number of batches of {} heads", s.bh, mask.heads)));
+            }
+            check_len(op, "key_mask", mask.values, s.bh / mask.heads * s.sk)?;
+            Ok((mask.values.arg(), mask.heads))
+        }
+    }
+}
+
+/// `(out, lse)` of `softmax(scale·q·kᵀ + mask)·v`, q `[bh, sq, d]`, k `[bh, sk, d]`,
+/// v `[bh, sk, dv]` contiguous, as the CPU kernel (`cpu.rs`) (kernels/attention.cu).
+pub fn attention_forward(
+    q: &DeviceBuffer,
+    k: &DeviceBuffer,
+    v: &DeviceBuffer,
+    key_mask: Option<KeyMask<&DeviceBuffer>>,
+    s: &AttentionShape,
+    scale: f64,
+) -> Result<(DeviceBuffer, DeviceBuffer)> {
     let op = "scaled_dot_product_attention";
     check_len(op, "q", q, s.bh * s.sq * s.d)?;
     check_len(op, "k", k, s.bh * s.sk * s.d)?;
     check_len(op, "v", v, s.bh * s.sk * s.dv)?;
+    let (mask, heads) = mask_arg(op, key_mask, s)?;
     let (out, lse) = (output(q.backend(), s.bh * s.sq * s.dv)?, output(q.backend(), s.bh * s.sq)?);
     let t = ATTENTION_TILE;
     let floats = 2 * t * (s.d + 1) + 2 * t * s.dv + t * (t + 1) + 3 * t;
     let config = attention_launch(op, s.sq.div_ceil(t), s.bh, floats)?;
-    let mut args = vec![q.arg(), k.arg(), v.arg(), out.arg(), lse.arg()];
-    args.extend(attention_sizes(op, s, scale)?);
+    let mut args = vec![q.arg(), k.arg(), v.arg(), mask, out.arg(), lse.arg()];
+    args.extend(attention_sizes(op, s, scale, heads)?);
     q.backend().launch(kernel("attention.cu", "attention_forward_f32"), &config, &args)?;
     Ok((out, lse))
 }
 
-/// `(dq, dk, dv)` of attention from the forward's inputs, output, lse and `d_out`, as
+/// `(dq, dk, dv)` of attention from the forward's inputs, mask, output, lse and `d_out`, as
 /// the CPU kernel (`cpu.rs`) (kernels/attention.cu).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     q: &DeviceBuffer,
     k: &DeviceBuffer,
     v: &DeviceBuffer,
+    key_mask: Option<KeyMask<&DeviceBuffer>>,
     out: &DeviceBuffer,
     lse: &DeviceBuffer,
     d_out: &DeviceBuffer,
@@ -86,6 +132,7 @@ pub fn attention_backward(
     check_len(op, "out", out, s.bh * s.sq * s.dv)?;
     check_len(op, "d_out", d_out, s.bh * s.sq * s.dv)?;
     check_len(op, "lse", lse, s.bh * s.sq)?;
+    let (mask, heads) = mask_arg(op, key_mask, s)?;
     let backend = q.backend();
     let rows = s.bh * s.sq;
     let delta = output(backend, rows)?;
@@ -97,12 +144,12 @@ pub fn attention_backward(
     let t = ATTENTION_TILE;
     let tiles = 2 * t * (s.d + 1) + 2 * t * (s.dv + 1);
     let dkdv_floats = tiles + t * s.d + t * s.dv + 2 * t * (t + 1) + 2 * t;
-    let mut args = vec![q.arg(), k.arg(), v.arg(), lse.arg(), delta.arg(), d_out.arg(), dk.arg(), dv.arg()];
-    args.extend(attention_sizes(op, s, scale)?);
+    let mut args = vec![q.arg(), k.arg(), v.arg(), mask, lse.arg(), delta.arg(), d_out.arg(), dk.arg(), dv.arg()];
+    args.extend(attention_sizes(op, s, scale, heads)?);
     backend.launch(kernel("attention.cu", "attention_backward_dkdv_f32"), &attention_launch(op, s.sk.div_ceil(t), s.bh, dkdv_floats)?, &args)?;
     let dq_floats = tiles + t * s.d + t * (t + 1) + 2 * t;
-    let mut args = vec![q.arg(), k.arg(), v.arg(), lse.arg(), delta.arg(), d_out.arg(), dq.arg()];
-    args.extend(attention_sizes(op, s, scale)?);
+    let mut args = vec![q.arg(), k.arg(), v.arg(), mask, lse.arg(), delta.arg(), d_out.arg(), dq.arg()];
+    args.extend(attention_sizes(op, s, scale, heads)?);
     backend.launch(kernel("attention.cu", "attention_backward_dq_f32"), &attention_launch(op, s.sq.div_ceil(t), s.bh, dq_floats)?, &args)?;
     Ok((dq, dk, dv))
 }

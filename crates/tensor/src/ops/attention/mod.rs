@@ -18,24 +18,85 @@ pub struct AttentionShape {
     pub dv: usize,
 }
 
+/// A key-padding mask as the kernels take it: `values` holds `[bh / heads, sk]` numbers (a
+/// `&[T]` on the CPU, a device buffer on CUDA), nonzero where the key is attended to, and slice
+/// `i` of the `bh` (batch, head) slices reads row `i / heads`.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyMask<M> {
+    pub values: M,
+    pub heads: usize,
+}
+
+impl<M> KeyMask<M> {
+    /// The same mask over other values (the tensor's host slice or device buffer).
+    pub fn with_values<N>(&self, values: N) -> KeyMask<N> {
+        KeyMask { values, heads: self.heads }
+    }
+}
+
+impl KeyMask<Tensor> {
+    fn by_ref(&self) -> KeyMask<&Tensor> {
+        self.with_values(&self.values)
+    }
+}
+
 /// The attention kernels, one implementation per device (`cpu.rs`, `cuda.rs`). Inputs are
-/// contiguous `q [bh, sq, d]`, `k [bh, sk, d]`, `v [bh, sk, dv]`.
+/// contiguous `q [bh, sq, d]`, `k [bh, sk, d]`, `v [bh, sk, dv]`, and the mask's values a
+/// contiguous `[bh / heads, sk]` tensor of q's dtype.
 pub(crate) trait AttentionKernels {
-    /// `[out, lse]`: `out = softmax(scale·q·kᵀ)·v` as a tensor of `out_shape`, and the row
-    /// log-sum-exp of the scores `[bh, sq]`.
-    fn attention_forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, shape: &AttentionShape, scale: f64, out_shape: &[usize]) -> Result<[Tensor; 2]>;
+    /// `[out, lse]` from `inputs = [q, k, v]`: `out = softmax(scale·q·kᵀ + mask)·v` as a tensor
+    /// of `out_shape`, and the row log-sum-exp of the scores `[bh, sq]` (+∞ for a row whose keys
+    /// are all masked).
+    fn attention_forward(
+        &self,
+        inputs: [&Tensor; 3],
+        key_mask: Option<KeyMask<&Tensor>>,
+        shape: &AttentionShape,
+        scale: f64,
+        out_shape: &[usize],
+    ) -> Result<[Tensor; 2]>;
     /// `[dq, dk, dv]` (in the shapes of q, k, v) from `saved = [q, k, v, out, lse]` and `d_out`.
-    fn attention_backward(&self, saved: [&Tensor; 5], d_out: &Tensor, shape: &AttentionShape, scale: f64) -> Result<[Tensor; 3]>;
+    fn attention_backward(
+        &self,
+        saved: [&Tensor; 5],
+        key_mask: Option<KeyMask<&Tensor>>,
+        d_out: &Tensor,
+        shape: &AttentionShape,
+        scale: f64,
+    ) -> Result<[Tensor; 3]>;
 }
 
 impl Tensor {
-    /// `softmax(scale · Q·Kᵀ) · V` over the last two axes, with `scale` defaulting to `1/√d`.
+    /// `softmax(scale · Q·Kᵀ) · V` over the last two axes, with `scale` defaulting to `1/√d`:
+    /// [`Tensor::scaled_dot_product_attention_masked`] with no mask.
+    pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f64>) -> Result<Tensor> {
+        Tensor::scaled_dot_product_attention_masked(q, k, v, None, scale)
+    }
+
+    /// `O = softmax(S) · V` with `S = scale · Q·Kᵀ + M` over the last two axes, `scale`
+    /// defaulting to `1/√d`, and `M` the key-padding mask: `Mᵢⱼ = 0` where key j is attended to,
+    /// `−∞` where it is masked out (no mask: `M = 0`).
     ///
     /// Shapes: `q [..., Sq, D]`, `k [..., Sk, D]`, `v [..., Sk, Dv]` with equal leading (batch,
-    /// head) axes → `[..., Sq, Dv]`. Backward (with `P` recomputed from the saved row
-    /// log-sum-exp): `dV = Pᵀ·dO`, `dS = P ⊙ (dO·Vᵀ − rowsum(dO ⊙ O))`, `dQ = scale·dS·K`,
-    /// `dK = scale·dSᵀ·Q`.
-    pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f64>) -> Result<Tensor> {
+    /// head) axes → `[..., Sq, Dv]`. `key_mask` is `[B, Sk]` with `B = q.shape()[0]` (so q has
+    /// rank ≥ 3), of q's dtype and device: a nonzero entry attends to the key, 0 ignores it. The
+    /// leading axes are read as `[B, heads, ...]`: the `bh` (batch × head) slices of q, in
+    /// order, use mask row `i / heads` with `heads = bh / B`.
+    ///
+    /// A query whose keys are all masked out has no distribution to attend with; its output row
+    /// is 0 and it passes no gradient to q, k or v. (PyTorch gives NaN there, and an additive
+    /// −10000 mask, as in diffusers, a uniform average over the keys; we choose 0.)
+    ///
+    /// Backward, with `P = softmax(S)` recomputed from the saved row log-sum-exp
+    /// `lse = ln Σⱼ exp(Sᵢⱼ)` (masked entries have `Pᵢⱼ = 0`; a fully masked row keeps
+    /// `lse = +∞`, so its recomputed row of P is 0 too): `dV = Pᵀ·dO`,
+    /// `dS = P ⊙ (dO·Vᵀ − rowsum(dO ⊙ O))`, `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`. The mask gets
+    /// no gradient.
+    ///
+    /// Errors: `InvalidArgument` for a rank below 2 (below 3 with a mask), `Sk = 0` or an empty
+    /// q or v; `ShapeMismatch` for k, v or the mask not fitting q; `DTypeMismatch` /
+    /// `DeviceMismatch` for inputs (the mask included) of another dtype or device.
+    pub fn scaled_dot_product_attention_masked(q: &Tensor, k: &Tensor, v: &Tensor, key_mask: Option<&Tensor>, scale: Option<f64>) -> Result<Tensor> {
         let op = "scaled_dot_product_attention";
         check_same(op, &[q, k, v])?;
         let rank = q.rank();
@@ -57,13 +118,28 @@ impl Tensor {
         if shape.bh * shape.sq * shape.dv == 0 || d == 0 {
             return invalid(op, format!("empty attention: q {:?}, v {:?}", q.shape(), v.shape()));
         }
+        let key_mask = match key_mask {
+            None => None,
+            Some(mask) => {
+                if rank < 3 {
+                    return invalid(op, format!("a key mask needs q of rank ≥ 3 ([B, ..., Sq, D]), got {:?}", q.shape()));
+                }
+                check_same(op, &[q, mask])?;
+                let batch = q.shape()[0];
+                if mask.shape() != [batch, shape.sk] {
+                    return Err(TensorError::ShapeMismatch { op, lhs: vec![batch, shape.sk], rhs: mask.shape().to_vec() });
+                }
+                Some(KeyMask { values: mask.detach().contiguous()?, heads: shape.bh / batch })
+            }
+        };
         let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
         let (qc, kc, vc) = (q.detach().contiguous()?, k.detach().contiguous()?, v.detach().contiguous()?);
         let out_shape: Vec<usize> = lead.iter().copied().chain([shape.sq, shape.dv]).collect();
-        let [out, lse] = kernels(q).attention_forward(&qc, &kc, &vc, &shape, scale, &out_shape)?;
+        let [out, lse] = kernels(q).attention_forward([&qc, &kc, &vc], key_mask.as_ref().map(KeyMask::by_ref), &shape, scale, &out_shape)?;
         let saved_out = out.detach();
         Ok(out.with_backward(op, &[q, k, v], move |d_out| {
-            let [dq, dk, dv] = kernels(&qc).attention_backward([&qc, &kc, &vc, &saved_out, &lse], d_out, &shape, scale)?;
+            let saved = [&qc, &kc, &vc, &saved_out, &lse];
+            let [dq, dk, dv] = kernels(&qc).attention_backward(saved, key_mask.as_ref().map(KeyMask::by_ref), d_out, &shape, scale)?;
             // the kernels' gradients have q, k, v's shapes (as contiguous copies)
             Ok(vec![Some(dq), Some(dk), Some(dv)])
         }))
