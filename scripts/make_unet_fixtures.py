@@ -20,6 +20,17 @@ Files:
   (class_embed_type "timestep": the labels' sinusoidal embedding through a TimestepEmbedding).
   Stores the weights (`weight.<name>`), `x_t`, `timesteps`, `class_labels`, the output
   (`eps_pred`), `noise`, the loss mse(eps_pred, noise) and every gradient (`grad.<name>`).
+- unet_cross_attn_<kind>_io.safetensors (`--only cross_attn`): a small UNet2DConditionModel
+  (Stable Diffusion's UNet: two levels, cross-attention transformers at both and in the
+  middle, 2 heads, a context of 7 tokens x 32 dims with a padding mask) with diffusers' random
+  init, `kind` `conv` (proj_in/proj_out 1x1 convs, one transformer block) or `linear`
+  (use_linear_projection, two transformer blocks). The metadata's `config` is the config.json
+  diffusers writes for it (every key). Stores the weights (`weight.<name>`), `x_t`,
+  `timesteps`, `encoder_hidden_states`, `encoder_attention_mask` (1 attend, 0 padding), the
+  output (`eps_pred`), `noise`, the loss mse(eps_pred, noise), every parameter's gradient
+  (`grad.<name>`) and the context's (`grad_encoder_hidden_states`); for `conv` also a guided
+  4-step DDIM chain from `x_t` as StableDiffusionPipeline samples (see guided_ddim_chain).
+- diffusers_defaults.json (`--only defaults`): the keyword defaults of both model classes.
 All math runs in float64 (model.double()); tensors are stored as float32 unless noted.
 """
 import argparse
@@ -29,7 +40,7 @@ import os
 
 import numpy as np
 import torch
-from diffusers import UNet2DModel
+from diffusers import UNet2DConditionModel, UNet2DModel
 from safetensors.torch import save_file
 
 LINEAR_SCHEDULE = dict(beta_start=1e-4, beta_end=0.02, steps=1000)
@@ -176,13 +187,105 @@ def make_class_cond(out):
         save_file(tensors, os.path.join(out, f"unet_class_cond_{kind}_io.safetensors"), metadata(config, mode="eval"))
 
 
+CROSS_ATTN = dict(
+    sample_size=8, in_channels=2, out_channels=2,
+    block_out_channels=(16, 32),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    mid_block_type="UNetMidBlock2DCrossAttn",
+    layers_per_block=1, attention_head_dim=2, norm_num_groups=4, cross_attention_dim=32,
+)
+
+
+def guided_ddim_chain(model, x_T, context, mask, steps=4, guidance_scale=3.0):
+    """Sampling as StableDiffusionPipeline does it, in float64: DDIM (linear betas 1e-4..0.02,
+    T = 1000, `steps` leading-spaced timesteps, eta 0, no clipping, final alpha 1) from `x_T`,
+    each step one batched forward of [unconditional; conditional] (the unconditional context
+    all zeros, unmasked), then noise_pred_uncond + guidance_scale * (noise_pred_text -
+    noise_pred_uncond). Stores `ddim.uncond_hidden_states`, `ddim.timesteps` and `ddim.x_0`."""
+    from diffusers import DDIMScheduler
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False,
+                              set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading")
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    scheduler.betas, scheduler.alphas = betas, 1.0 - betas
+    scheduler.alphas_cumprod = torch.cumprod(scheduler.alphas, dim=0)
+    scheduler.final_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64)
+    scheduler.set_timesteps(steps)
+    uncond = torch.zeros_like(context)
+    both_context = torch.cat([uncond, context])
+    both_mask = torch.cat([torch.ones_like(mask), mask])
+    x = x_T
+    with torch.no_grad():
+        for t in scheduler.timesteps.tolist():
+            both = model(torch.cat([x] * 2), torch.full((2 * x.shape[0],), float(t), dtype=torch.float64),
+                         encoder_hidden_states=both_context, encoder_attention_mask=both_mask).sample
+            noise_pred_uncond, noise_pred_text = both.chunk(2)
+            noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+            x = scheduler.step(noise_pred, t, x, eta=0.0).prev_sample
+    return {"ddim.uncond_hidden_states": uncond, "ddim.timesteps": scheduler.timesteps.double(), "ddim.x_0": x}
+
+
+def make_cross_attn(out):
+    import tempfile
+    for kind, extra in [("conv", {}), ("linear", dict(use_linear_projection=True, transformer_layers_per_block=2))]:
+        torch.manual_seed(5)
+        model = UNet2DConditionModel(**CROSS_ATTN, **extra).double()
+        with torch.no_grad():  # weights representable in float32, as the file stores them
+            for p in model.parameters():
+                p.copy_(p.float().double())
+        model.eval()
+        with tempfile.TemporaryDirectory() as folder:
+            model.save_config(folder)
+            with open(os.path.join(folder, "config.json")) as f:
+                config_json = f.read()
+        g = torch.Generator().manual_seed(6)
+        x_t = torch.randn(2, 2, 8, 8, generator=g, dtype=torch.float64).float().double()
+        noise = torch.randn(2, 2, 8, 8, generator=g, dtype=torch.float64).float().double()
+        timesteps = torch.tensor([42.0, 901.0], dtype=torch.float64)
+        context = torch.randn(2, 7, 32, generator=g, dtype=torch.float64).float().double().requires_grad_()
+        mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]], dtype=torch.float64)
+        eps_pred = model(x_t, timesteps, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+        loss = torch.nn.functional.mse_loss(eps_pred, noise)
+        model.zero_grad()
+        loss.backward()
+        tensors = {"x_t": x_t, "noise": noise, "timesteps": timesteps, "encoder_hidden_states": context,
+                   "encoder_attention_mask": mask, "eps_pred": eps_pred, "loss": loss.reshape(1),
+                   "grad_encoder_hidden_states": context.grad}
+        for n, p in model.named_parameters():
+            tensors["weight." + n] = p.detach()
+            tensors["grad." + n] = p.grad
+        if kind == "conv":
+            tensors.update(guided_ddim_chain(model, x_t, context.detach(), mask))
+        tensors = {k: v.detach().float().contiguous() for k, v in tensors.items()}
+        meta = metadata(dict(CROSS_ATTN, **extra), mode="eval")
+        meta["config"] = config_json
+        save_file(tensors, os.path.join(out, f"unet_cross_attn_{kind}_io.safetensors"), meta)
+        print(f"cross_attn {kind}: {sum(p.numel() for p in model.parameters())} parameters")
+
+
+def make_defaults(out):
+    """diffusers_defaults.json: the keyword defaults of `UNet2DModel.__init__` and
+    `UNet2DConditionModel.__init__`, by class name (read from the signatures, no model built):
+    what a config.json's missing keys mean to diffusers."""
+    import inspect
+    defaults = {}
+    for cls in (UNet2DModel, UNet2DConditionModel):
+        params = inspect.signature(cls.__init__).parameters.items()
+        defaults[cls.__name__] = {k: p.default for k, p in params if k != "self" and p.default is not inspect.Parameter.empty}
+    import diffusers
+    defaults["_diffusers_version"] = diffusers.__version__
+    with open(os.path.join(out, "diffusers_defaults.json"), "w") as f:
+        json.dump(defaults, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="tests/fixtures/unet")
-    parser.add_argument("--only", choices=["tiny", "ddpm_cifar10", "class_cond"], help="make one set only")
+    parser.add_argument("--only", choices=["tiny", "ddpm_cifar10", "class_cond", "cross_attn", "defaults"], help="make one set only")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    makers = dict(tiny=make_tiny, ddpm_cifar10=make_ddpm_cifar10, class_cond=make_class_cond)
+    makers = dict(tiny=make_tiny, ddpm_cifar10=make_ddpm_cifar10, class_cond=make_class_cond, cross_attn=make_cross_attn, defaults=make_defaults)
     for name, make in makers.items():
         if args.only in (None, name):
             make(args.out)

@@ -829,15 +829,28 @@ fn run_info(args: InfoArgs) -> Result<()> {
         config.norm_num_groups,
         config.norm_eps,
         config.dropout,
-        config.attention_head_dim.map_or("1 per block".to_string(), |d| format!("{d} channels each")),
+        match (config.has_cross_attention(), config.attention_head_dim) {
+            (true, Some(heads)) => format!("{heads} per transformer"),
+            (_, Some(d)) => format!("{d} channels each"),
+            (_, None) => "1 per block".to_string(),
+        },
         config.block_out_channels[0],
         4 * config.block_out_channels[0]
     );
     let conditioning = match (config.class_embed_type.as_deref(), config.num_class_embeds) {
         (Some("timestep"), _) => "class labels through a timestep embedding (class_embed_type \"timestep\")".to_string(),
         (_, Some(n)) => format!("{n} class embeddings (num_class_embeds; with classifier-free guidance, the last is the null class)"),
+        _ if config.has_cross_attention() => String::new(),
         _ => "none (unconditional)".to_string(),
     };
+    let cross_attention = config.cross_attention_dim.map(|dim| {
+        format!(
+            "context tokens of {dim} dims, cross-attended by {} transformer block(s) after each CrossAttn resnet and in the middle ({} projections)",
+            config.transformer_layers_per_block,
+            if config.use_linear_projection { "linear" } else { "1×1 conv" }
+        )
+    });
+    let conditioning = [Some(conditioning).filter(|c| !c.is_empty()), cross_attention].into_iter().flatten().collect::<Vec<_>>().join("; ");
     outln!(out, "  conditioning: {conditioning}");
     outln!(out, "parameters by part:");
     let class_parts = ClassEmbeddingPart(model.class_embedding.as_ref());

@@ -200,3 +200,17 @@ fn a_class_conditional_run_trains_from_labels_and_samples_by_class_with_guidance
     assert!(!ok && text.contains("not class-conditional"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn info_describes_a_diffusers_cross_attention_config() {
+    // the config.json diffusers wrote for the cross-attention parity fixture
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/unet/unet_cross_attn_conv_io.safetensors");
+    let file = ember::tensor::io::load_safetensors(fixture).unwrap();
+    let dir = temp_dir("cross-attn-info");
+    let config = dir.join("config.json");
+    std::fs::write(&config, &file.metadata["config"]).unwrap();
+    let (ok, text) = ember(&["info", "--unet-config", config.to_str().unwrap()]);
+    assert!(ok && text.contains("context tokens of 32 dims") && text.contains("2 per transformer"), "{text}");
+    assert!(text.contains("272,226"), "diffusers counts 272,226 parameters: {text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

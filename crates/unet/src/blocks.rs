@@ -13,6 +13,7 @@ fn invalid_input(op: &'static str, expected: &str, got: &Tensor) -> UNetError {
 }
 use crate::layers::{Conv2d, ConvTranspose2d, GroupNorm, Linear};
 use crate::module::{ForwardContext, Module, join, visit_list};
+use crate::transformer::Transformer2D;
 
 /// Residual block (diffusers `ResnetBlock2D`):
 /// `h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb))[:, :, None, None]`,
@@ -83,12 +84,11 @@ impl Module for ResnetBlock {
     }
 }
 
-/// Spatial multi-head self-attention (diffusers `Attention` as used by the UNet blocks): the
-/// pixels are the tokens and the channels the features.
-/// `h = group_norm(x)` → tokens `[B, HW, C]` → `q, k, v` (linear) → heads →
-/// `softmax(q·kᵀ/√d)·v` → `to_out` (linear) → back to `[B, C, H, W]` → `+ x`.
-pub struct AttentionBlock {
-    pub group_norm: GroupNorm,
+/// Multi-head attention (diffusers `Attention`): queries from the tokens `x [B, Sq, C]`, keys
+/// and values from `context [B, Sk, C_ctx]` (x itself for self-attention), `heads` heads of
+/// `C / heads` channels: `q, k, v` (linear) → heads → `softmax(q·kᵀ/√d)·v` (context tokens
+/// whose mask entry is 0 ignored) → merged heads → `to_out` (linear) `[B, Sq, C]`.
+pub struct Attention {
     pub to_q: Linear,
     pub to_k: Linear,
     pub to_v: Linear,
@@ -96,33 +96,73 @@ pub struct AttentionBlock {
     pub heads: usize,
 }
 
+impl Attention {
+    /// Projections `query_dim → query_dim` (queries, output) and `context_dim → query_dim`
+    /// (keys, values); `qkv_bias` false as in diffusers' transformer blocks.
+    pub fn new(query_dim: usize, context_dim: usize, heads: usize, qkv_bias: bool, dtype: DType, rng: &mut Rng) -> Result<Attention> {
+        let projection =
+            |from: usize, rng: &mut Rng| if qkv_bias { Linear::new(from, query_dim, dtype, rng) } else { Linear::without_bias(from, query_dim, dtype, rng) };
+        Ok(Attention {
+            to_q: projection(query_dim, rng)?,
+            to_k: projection(context_dim, rng)?,
+            to_v: projection(context_dim, rng)?,
+            to_out: Linear::new(query_dim, query_dim, dtype, rng)?,
+            heads,
+        })
+    }
+
+    /// `x [B, Sq, C]` attending to `context [B, Sk, C_ctx]` (to itself when `None`), with an
+    /// optional key mask `[B, Sk]` (1 attend, 0 ignore).
+    pub fn forward(&self, x: &Tensor, context: Option<&Tensor>, key_mask: Option<&Tensor>) -> Result<Tensor> {
+        let [b, sq, c]: [usize; 3] = x.shape().try_into().map_err(|_| invalid_input("Attention", "tokens [B, S, C]", x))?;
+        let context = context.unwrap_or(x);
+        if context.rank() != 3 || context.shape()[0] != b {
+            return Err(invalid_input("Attention", &format!("a context [{b}, S, C]"), context));
+        }
+        let (heads, sk) = (self.heads, context.shape()[1]);
+        let head_dim = c / heads;
+        let split_heads = |t: Tensor, tokens: usize| -> Result<Tensor> {
+            Ok(t.reshape(&[b, tokens, heads, head_dim])?.transpose(1, 2)?) // [B, heads, S, d]
+        };
+        let q = split_heads(self.to_q.forward(x)?, sq)?;
+        let k = split_heads(self.to_k.forward(context)?, sk)?;
+        let v = split_heads(self.to_v.forward(context)?, sk)?;
+        let attended = Tensor::scaled_dot_product_attention_masked(&q, &k, &v, key_mask, None)?; // [B, heads, Sq, d]
+        self.to_out.forward(&attended.transpose(1, 2)?.reshape(&[b, sq, c])?)
+    }
+}
+
+impl Module for Attention {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        self.to_q.visit(&join(prefix, "to_q"), f);
+        self.to_k.visit(&join(prefix, "to_k"), f);
+        self.to_v.visit(&join(prefix, "to_v"), f);
+        self.to_out.visit(&join(prefix, "to_out.0"), f);
+    }
+}
+
+/// Spatial multi-head self-attention (the attention of diffusers' `AttnDownBlock2D`,
+/// `AttnUpBlock2D` and `UNetMidBlock2D`): the pixels are the tokens and the channels the
+/// features. `h = group_norm(x)` → tokens `[B, HW, C]` → [`Attention`] → back to
+/// `[B, C, H, W]` → `+ x`.
+pub struct AttentionBlock {
+    pub group_norm: GroupNorm,
+    pub attention: Attention,
+}
+
 impl AttentionBlock {
     pub fn new(channels: usize, head_dim: Option<usize>, s: &BlockSettings, rng: &mut Rng) -> Result<AttentionBlock> {
+        let heads = channels / head_dim.unwrap_or(channels);
         Ok(AttentionBlock {
             group_norm: GroupNorm::new(s.groups, channels, s.eps, s.dtype),
-            to_q: Linear::new(channels, channels, s.dtype, rng)?,
-            to_k: Linear::new(channels, channels, s.dtype, rng)?,
-            to_v: Linear::new(channels, channels, s.dtype, rng)?,
-            to_out: Linear::new(channels, channels, s.dtype, rng)?,
-            heads: channels / head_dim.unwrap_or(channels),
+            attention: Attention::new(channels, channels, heads, true, s.dtype, rng)?,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let [b, c, h, w]: [usize; 4] = x.shape().try_into().map_err(|_| invalid_input("AttentionBlock", "[B, C, H, W]", x))?;
-        let (heads, tokens) = (self.heads, h * w);
-        let head_dim = c / heads;
-        let normed = self.group_norm.forward(x)?;
-        let tokens_by_channel = normed.reshape(&[b, c, tokens])?.transpose(1, 2)?; // [B, HW, C]
-        let split_heads = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape(&[b, tokens, heads, head_dim])?.transpose(1, 2)?) // [B, heads, HW, d]
-        };
-        let q = split_heads(self.to_q.forward(&tokens_by_channel)?)?;
-        let k = split_heads(self.to_k.forward(&tokens_by_channel)?)?;
-        let v = split_heads(self.to_v.forward(&tokens_by_channel)?)?;
-        let attended = Tensor::scaled_dot_product_attention(&q, &k, &v, None)?; // [B, heads, HW, d]
-        let merged = attended.transpose(1, 2)?.reshape(&[b, tokens, c])?;
-        let out = self.to_out.forward(&merged)?.transpose(1, 2)?.reshape(&[b, c, h, w])?;
+        let tokens = self.group_norm.forward(x)?.reshape(&[b, c, h * w])?.transpose(1, 2)?; // [B, HW, C]
+        let out = self.attention.forward(&tokens, None, None)?.transpose(1, 2)?.reshape(&[b, c, h, w])?;
         Ok(out.add(x)?)
     }
 }
@@ -130,10 +170,46 @@ impl AttentionBlock {
 impl Module for AttentionBlock {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
         self.group_norm.visit(&join(prefix, "group_norm"), f);
-        self.to_q.visit(&join(prefix, "to_q"), f);
-        self.to_k.visit(&join(prefix, "to_k"), f);
-        self.to_v.visit(&join(prefix, "to_v"), f);
-        self.to_out.visit(&join(prefix, "to_out.0"), f);
+        self.attention.visit(prefix, f);
+    }
+}
+
+/// The context a cross-attention UNet attends to (diffusers' `encoder_hidden_states` and
+/// `encoder_attention_mask`): token embeddings `[B, S, cross_attention_dim]` and an optional
+/// mask `[B, S]`, 1 for a token to attend to, 0 for padding.
+#[derive(Clone, Copy)]
+pub struct EncoderStates<'a> {
+    pub hidden_states: &'a Tensor,
+    pub attention_mask: Option<&'a Tensor>,
+}
+
+/// The attention that follows a residual block: self-attention over the pixels
+/// (`UNet2DModel`'s Attn blocks) or a transformer that also cross-attends to the context
+/// (`UNet2DConditionModel`'s CrossAttn blocks).
+pub enum SpatialAttention {
+    SelfAttention(AttentionBlock),
+    Transformer(Transformer2D),
+}
+
+impl SpatialAttention {
+    pub fn forward(&self, x: &Tensor, encoder: Option<&EncoderStates>) -> Result<Tensor> {
+        match (self, encoder) {
+            (SpatialAttention::SelfAttention(block), _) => block.forward(x),
+            (SpatialAttention::Transformer(transformer), Some(encoder)) => transformer.forward(x, encoder),
+            (SpatialAttention::Transformer(_), None) => Err(UNetError::Tensor(ember_tensor::TensorError::InvalidArgument {
+                op: "Transformer2D",
+                msg: "a cross-attention block needs encoder hidden states to attend to".into(),
+            })),
+        }
+    }
+}
+
+impl Module for SpatialAttention {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        match self {
+            SpatialAttention::SelfAttention(block) => block.visit(prefix, f),
+            SpatialAttention::Transformer(transformer) => transformer.visit(prefix, f),
+        }
     }
 }
 
@@ -195,22 +271,23 @@ impl Module for Upsample {
     }
 }
 
-/// One level of the down path (diffusers `DownBlock2D` / `AttnDownBlock2D`): residual blocks
-/// (each followed by attention in the Attn variant), then an optional downsampler. Every
+/// One level of the down path (diffusers `DownBlock2D` / `AttnDownBlock2D` /
+/// `CrossAttnDownBlock2D`): residual blocks (each followed by attention in the Attn and
+/// CrossAttn variants), then an optional downsampler. Every
 /// block's output is kept for the skip connections.
 pub struct DownBlock {
     pub resnets: Vec<ResnetBlock>,
-    pub attentions: Vec<AttentionBlock>,
+    pub attentions: Vec<SpatialAttention>,
     pub downsampler: Option<Downsample>,
 }
 
 impl DownBlock {
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, ctx: &mut ForwardContext, skips: &mut Vec<Tensor>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, temb: &Tensor, encoder: Option<&EncoderStates>, ctx: &mut ForwardContext, skips: &mut Vec<Tensor>) -> Result<Tensor> {
         let mut h = x.clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
             h = resnet.forward(&h, temb, ctx)?;
             if let Some(attention) = self.attentions.get(i) {
-                h = attention.forward(&h)?;
+                h = attention.forward(&h, encoder)?;
             }
             skips.push(h.clone());
         }
@@ -232,16 +309,17 @@ impl Module for DownBlock {
     }
 }
 
-/// One level of the up path (diffusers `UpBlock2D` / `AttnUpBlock2D`): each residual block
+/// One level of the up path (diffusers `UpBlock2D` / `AttnUpBlock2D` / `CrossAttnUpBlock2D`):
+/// each residual block
 /// takes the previous output concatenated (on channels) with the latest unused skip.
 pub struct UpBlock {
     pub resnets: Vec<ResnetBlock>,
-    pub attentions: Vec<AttentionBlock>,
+    pub attentions: Vec<SpatialAttention>,
     pub upsampler: Option<Upsample>,
 }
 
 impl UpBlock {
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, ctx: &mut ForwardContext, skips: &mut Vec<Tensor>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, temb: &Tensor, encoder: Option<&EncoderStates>, ctx: &mut ForwardContext, skips: &mut Vec<Tensor>) -> Result<Tensor> {
         let mut h = x.clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().ok_or_else(|| {
@@ -249,7 +327,7 @@ impl UpBlock {
             })?;
             h = resnet.forward(&Tensor::cat(&[&h, &skip], 1)?, temb, ctx)?;
             if let Some(attention) = self.attentions.get(i) {
-                h = attention.forward(&h)?;
+                h = attention.forward(&h, encoder)?;
             }
         }
         if let Some(up) = &self.upsampler {
@@ -269,16 +347,17 @@ impl Module for UpBlock {
     }
 }
 
-/// The bottleneck (diffusers `UNetMidBlock2D`): resnet → attention → resnet.
+/// The bottleneck (diffusers `UNetMidBlock2D` / `UNetMidBlock2DCrossAttn`): resnet →
+/// attention (self-attention, or a cross-attention transformer) → resnet.
 pub struct MidBlock {
     pub resnets: [ResnetBlock; 2],
-    pub attention: AttentionBlock,
+    pub attention: SpatialAttention,
 }
 
 impl MidBlock {
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, ctx: &mut ForwardContext) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, temb: &Tensor, encoder: Option<&EncoderStates>, ctx: &mut ForwardContext) -> Result<Tensor> {
         let h = self.resnets[0].forward(x, temb, ctx)?;
-        let h = self.attention.forward(&h)?;
+        let h = self.attention.forward(&h, encoder)?;
         self.resnets[1].forward(&h, temb, ctx)
     }
 }

@@ -1,7 +1,9 @@
-//! The UNet's architecture, in the fields and spelling of diffusers' `UNet2DModel` config
-//! (so a diffusers `config.json` loads as is), plus ember's presets.
+//! The UNet's architecture, in the fields and spelling of diffusers' `UNet2DModel` and
+//! `UNet2DConditionModel` configs (so a diffusers `config.json` loads as is), plus ember's
+//! presets.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::{Result, UNetError};
 
@@ -10,10 +12,24 @@ pub const DOWN_BLOCK: &str = "DownBlock2D";
 pub const ATTN_DOWN_BLOCK: &str = "AttnDownBlock2D";
 pub const UP_BLOCK: &str = "UpBlock2D";
 pub const ATTN_UP_BLOCK: &str = "AttnUpBlock2D";
+/// Residual blocks each followed by a transformer that cross-attends to the context tokens
+/// (`UNet2DConditionModel` only).
+pub const CROSS_ATTN_DOWN_BLOCK: &str = "CrossAttnDownBlock2D";
+pub const CROSS_ATTN_UP_BLOCK: &str = "CrossAttnUpBlock2D";
+/// The bottleneck: resnet → self-attention → resnet, or resnet → transformer → resnet.
+pub const MID_BLOCK: &str = "UNetMidBlock2D";
+pub const CROSS_ATTN_MID_BLOCK: &str = "UNetMidBlock2DCrossAttn";
+/// diffusers' model classes, the config's `_class_name`: the DDPM UNet (conditioned at most on
+/// a class label) and Stable Diffusion's UNet (cross-attention to `encoder_hidden_states`).
+pub const UNET_2D: &str = "UNet2DModel";
+pub const UNET_2D_CONDITION: &str = "UNet2DConditionModel";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UNetConfig {
+    /// The diffusers model class the config describes: [`UNET_2D`] or [`UNET_2D_CONDITION`].
+    #[serde(rename = "_class_name")]
+    pub model_class: String,
     /// Image side in pixels.
     pub sample_size: usize,
     pub in_channels: usize,
@@ -26,7 +42,9 @@ pub struct UNetConfig {
     pub up_block_types: Vec<String>,
     /// Residual blocks per level on the way down (the way up has one more).
     pub layers_per_block: usize,
-    /// Channels per attention head; `None` means one head over all channels.
+    /// In a `UNet2DModel`, channels per attention head (`None`: one head over all channels).
+    /// In a `UNet2DConditionModel`, as in diffusers (whose name for it is a historical
+    /// misnomer), the number of heads of every transformer.
     pub attention_head_dim: Option<usize>,
     pub norm_num_groups: usize,
     pub norm_eps: f64,
@@ -52,7 +70,54 @@ pub struct UNetConfig {
     pub num_class_embeds: Option<usize>,
     pub time_embedding_dim: Option<usize>,
     pub downsample_type: String,
+    /// [`MID_BLOCK`] (`UNet2DModel`) or [`CROSS_ATTN_MID_BLOCK`] (`UNet2DConditionModel`).
     pub mid_block_type: String,
+    /// The width of the context tokens the transformers cross-attend to (`UNet2DConditionModel`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_attention_dim: Option<usize>,
+    /// `BasicTransformerBlock`s in each transformer (`UNet2DConditionModel`).
+    pub transformer_layers_per_block: usize,
+    /// The transformers' `proj_in` / `proj_out` as Linear layers on the tokens instead of 1×1
+    /// convolutions (Stable Diffusion 2's choice; the same map, stored as `[C, C]`).
+    pub use_linear_projection: bool,
+}
+
+/// diffusers `UNet2DConditionModel` options that ember builds only at one value: `(key, the
+/// value as JSON)`. A config.json with another value is refused rather than read as a
+/// different model. (diffusers writes every key, so the accepted values are its defaults.)
+const CONDITION_OPTIONS_AT_ONE_VALUE: &[(&str, &str)] = &[
+    ("only_cross_attention", "false"),
+    ("dual_cross_attention", "false"),
+    ("num_attention_heads", "null"),
+    ("encoder_hid_dim", "null"),
+    ("encoder_hid_dim_type", "null"),
+    ("addition_embed_type", "null"),
+    ("addition_time_embed_dim", "null"),
+    ("conv_in_kernel", "3"),
+    ("conv_out_kernel", "3"),
+    ("time_cond_proj_dim", "null"),
+    ("timestep_post_act", "null"),
+    ("time_embedding_act_fn", "null"),
+    ("projection_class_embeddings_input_dim", "null"),
+    ("class_embeddings_concat", "false"),
+    ("mid_block_only_cross_attention", "null"),
+    ("cross_attention_norm", "null"),
+    ("attention_type", "\"default\""),
+    ("reverse_transformer_layers_per_block", "null"),
+    ("resnet_skip_time_act", "false"),
+    ("resnet_out_scale_factor", "1.0"),
+];
+
+/// Options diffusers lets a `UNet2DConditionModel` give per level as a list; ember takes one
+/// value for all levels, so a list of equal values reads as that value.
+const PER_LEVEL_OPTIONS: &[&str] = &["attention_head_dim", "cross_attention_dim", "transformer_layers_per_block"];
+
+/// Equal JSON values, numbers compared as numbers (`1` = `1.0`).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 /// diffusers' own defaults ([`UNetConfig::diffusers_defaults`]): the values a `config.json`'s
@@ -94,7 +159,11 @@ impl UNetConfig {
             num_class_embeds: None,
             time_embedding_dim: None,
             downsample_type: "conv".into(),
-            mid_block_type: "UNetMidBlock2D".into(),
+            mid_block_type: MID_BLOCK.into(),
+            model_class: UNET_2D.into(),
+            cross_attention_dim: None,
+            transformer_layers_per_block: 1,
+            use_linear_projection: false,
         }
     }
 
@@ -117,6 +186,30 @@ impl UNetConfig {
             downsample_padding: 1,
             ..UNetConfig::ddpm_cifar10()
         }
+    }
+
+    /// The defaults of diffusers' `UNet2DConditionModel.__init__` (diffusers 0.42): Stable
+    /// Diffusion 1's UNet (four levels 320, 640, 1280, 1280, cross-attention on the first three
+    /// down and last three up levels and in the middle, 8 heads, 4 latent channels, context
+    /// tokens of 1280 dims). As for `UNet2DModel`, `sample_size` has to be given.
+    pub fn diffusers_condition_defaults() -> UNetConfig {
+        UNetConfig {
+            model_class: UNET_2D_CONDITION.into(),
+            in_channels: 4,
+            out_channels: 4,
+            block_out_channels: vec![320, 640, 1280, 1280],
+            down_block_types: [CROSS_ATTN_DOWN_BLOCK, CROSS_ATTN_DOWN_BLOCK, CROSS_ATTN_DOWN_BLOCK, DOWN_BLOCK].map(String::from).to_vec(),
+            up_block_types: [UP_BLOCK, CROSS_ATTN_UP_BLOCK, CROSS_ATTN_UP_BLOCK, CROSS_ATTN_UP_BLOCK].map(String::from).to_vec(),
+            mid_block_type: CROSS_ATTN_MID_BLOCK.into(),
+            cross_attention_dim: Some(1280),
+            attention_head_dim: Some(8),
+            ..UNetConfig::diffusers_defaults()
+        }
+    }
+
+    /// Whether the model cross-attends to context tokens (a `UNet2DConditionModel`).
+    pub fn has_cross_attention(&self) -> bool {
+        self.model_class == UNET_2D_CONDITION
     }
 
     /// The labml.ai annotated DDPM's UNet: base 64, multipliers (1, 2, 2, 4), attention on the
@@ -165,7 +258,37 @@ impl UNetConfig {
     /// missing keys take diffusers' defaults ([`Self::diffusers_defaults`]), so that the config
     /// means the model diffusers builds from it.
     pub fn from_json(text: &str) -> Result<UNetConfig> {
-        let config: UNetConfig = serde_json::from_str(text).map_err(|e| UNetError::Config(e.to_string()))?;
+        let fail = |msg: String| UNetError::Config(msg);
+        let value: Value = serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+        let Value::Object(mut given) = value else {
+            return Err(fail("a config.json holds one JSON object".into()));
+        };
+        let defaults = match given.get("_class_name").map(|v| v.as_str()) {
+            None | Some(Some(UNET_2D)) => UNetConfig::diffusers_defaults(),
+            Some(Some(UNET_2D_CONDITION)) => UNetConfig::diffusers_condition_defaults(),
+            Some(_) => return Err(fail(format!("_class_name {}: ember builds {UNET_2D} and {UNET_2D_CONDITION}", given["_class_name"]))),
+        };
+        for (key, only) in CONDITION_OPTIONS_AT_ONE_VALUE {
+            let only: Value = serde_json::from_str(only).expect("a JSON literal");
+            if let Some(value) = given.get(*key).filter(|v| !same_json(v, &only)) {
+                return Err(fail(format!("{key} = {value} is not supported (only {only})")));
+            }
+        }
+        for key in PER_LEVEL_OPTIONS {
+            if let Some(Value::Array(values)) = given.get(*key) {
+                let first = values.first().cloned().unwrap_or(Value::Null);
+                if values.iter().any(|v| !same_json(v, &first)) {
+                    return Err(fail(format!(
+                        "{key} = {}: one value for every level is supported, not a list of different ones",
+                        Value::Array(values.clone())
+                    )));
+                }
+                given.insert(key.to_string(), first);
+            }
+        }
+        let Value::Object(mut merged) = serde_json::to_value(&defaults).expect("config serializes") else { unreachable!("a struct serializes to an object") };
+        merged.extend(given);
+        let config: UNetConfig = serde_json::from_value(Value::Object(merged)).map_err(|e| fail(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -191,15 +314,40 @@ impl UNetConfig {
                 self.up_block_types.len()
             ));
         }
+        let (down_types, up_types, mid_type) = match self.model_class.as_str() {
+            UNET_2D => ([DOWN_BLOCK, ATTN_DOWN_BLOCK], [UP_BLOCK, ATTN_UP_BLOCK], MID_BLOCK),
+            UNET_2D_CONDITION => ([DOWN_BLOCK, CROSS_ATTN_DOWN_BLOCK], [UP_BLOCK, CROSS_ATTN_UP_BLOCK], CROSS_ATTN_MID_BLOCK),
+            other => return fail(format!("_class_name {other:?}: ember builds {UNET_2D} and {UNET_2D_CONDITION}")),
+        };
+        let class = &self.model_class;
         for t in &self.down_block_types {
-            if t != DOWN_BLOCK && t != ATTN_DOWN_BLOCK {
-                return fail(format!("unsupported down block type {t:?}"));
+            if !down_types.contains(&t.as_str()) {
+                return fail(format!("unsupported down block type {t:?} in a {class} (supported: {down_types:?})"));
             }
         }
         for t in &self.up_block_types {
-            if t != UP_BLOCK && t != ATTN_UP_BLOCK {
-                return fail(format!("unsupported up block type {t:?}"));
+            if !up_types.contains(&t.as_str()) {
+                return fail(format!("unsupported up block type {t:?} in a {class} (supported: {up_types:?})"));
             }
+        }
+        if self.mid_block_type != mid_type {
+            return fail(format!("mid_block_type {:?}: a {class} has a {mid_type:?}", self.mid_block_type));
+        }
+        if self.has_cross_attention() {
+            if self.cross_attention_dim.is_none_or(|d| d == 0) {
+                return fail("a UNet2DConditionModel needs a positive cross_attention_dim".into());
+            }
+            if self.attention_head_dim.is_none() {
+                return fail("a UNet2DConditionModel needs attention_head_dim (its number of heads)".into());
+            }
+            if self.transformer_layers_per_block == 0 {
+                return fail("transformer_layers_per_block must be at least 1".into());
+            }
+            if self.upsample_type != "conv" {
+                return fail(format!("upsample_type {:?}: a UNet2DConditionModel upsamples with \"conv\"", self.upsample_type));
+            }
+        } else if self.cross_attention_dim.is_some() {
+            return fail(format!("cross_attention_dim is set but a {UNET_2D} has no cross-attention (_class_name {UNET_2D_CONDITION} has)"));
         }
         for &c in self.block_out_channels.iter().chain([&self.in_channels, &self.out_channels]) {
             if c == 0 {
@@ -213,7 +361,11 @@ impl UNetConfig {
             if let Some(h) = self.attention_head_dim
                 && (h == 0 || c % h != 0)
             {
-                return fail(format!("{c} channels do not split into heads of {h}"));
+                return fail(if self.has_cross_attention() {
+                    format!("{c} channels do not split into {h} heads")
+                } else {
+                    format!("{c} channels do not split into heads of {h}")
+                });
             }
         }
         if self.layers_per_block == 0 {
@@ -251,7 +403,6 @@ impl UNetConfig {
             (!self.add_attention, "add_attention = false"),
             (self.time_embedding_dim.is_some_and(|d| d != 4 * self.block_out_channels[0]), "time_embedding_dim ≠ 4 × block_out_channels[0]"),
             (self.downsample_type != "conv", "downsample_type other than \"conv\""),
-            (self.mid_block_type != "UNetMidBlock2D", "mid_block_type other than \"UNetMidBlock2D\""),
         ];
         if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
             return fail(format!("{what} is not supported"));
@@ -317,5 +468,31 @@ mod tests {
             let err = UNetConfig::from_json(&text).err().unwrap_or_else(|| panic!("{key} = {value} was accepted"));
             assert!(matches!(err, UNetError::Config(_)), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn a_cross_attention_config_takes_its_class_defaults_and_refuses_what_ember_does_not_build() {
+        let base = r#""_class_name": "UNet2DConditionModel", "sample_size": 16, "block_out_channels": [32, 64], "norm_num_groups": 8,
+            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"]"#;
+        let with = |extra: &str| UNetConfig::from_json(&format!("{{{base}{extra}}}"));
+        let config = with("").unwrap();
+        assert!(config.has_cross_attention());
+        assert_eq!((config.cross_attention_dim, config.attention_head_dim, config.in_channels), (Some(1280), Some(8), 4));
+        assert_eq!(config.mid_block_type, CROSS_ATTN_MID_BLOCK);
+        assert_eq!(UNetConfig::from_json(&config.to_json()).unwrap(), config);
+        // per-level lists of one value read as that value; different values are refused
+        let listed = with(r#", "attention_head_dim": [4, 4], "transformer_layers_per_block": [2, 2], "cross_attention_dim": [32, 32]"#).unwrap();
+        assert_eq!((listed.attention_head_dim, listed.transformer_layers_per_block, listed.cross_attention_dim), (Some(4), 2, Some(32)));
+        let message = |extra: &str| with(extra).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message(r#", "attention_head_dim": [4, 8]"#).contains("one value for every level"));
+        assert!(message(r#", "only_cross_attention": true"#).contains("only_cross_attention"));
+        assert!(message(r#", "addition_embed_type": "text""#).contains("addition_embed_type"));
+        assert!(message(r#", "attention_head_dim": 3"#).contains("do not split into 3 heads"));
+        assert!(message(r#", "mid_block_type": "UNetMidBlock2D""#).contains("UNetMidBlock2DCrossAttn"));
+        assert!(message(r#", "down_block_types": ["AttnDownBlock2D", "DownBlock2D"]"#).contains("unsupported down block type"));
+        assert!(UNetConfig::from_json(r#"{"_class_name": "UNet3DConditionModel", "sample_size": 16}"#).is_err());
+        // a UNet2DModel has no cross-attention
+        let err = UNetConfig::from_json(r#"{"sample_size": 16, "cross_attention_dim": 32}"#).unwrap_err().to_string();
+        assert!(err.contains("no cross-attention"), "{err}");
     }
 }

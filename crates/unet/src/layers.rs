@@ -7,18 +7,22 @@ use ember_tensor::{DType, Tensor};
 use crate::error::Result;
 use crate::module::{Module, join, uniform_fan_in};
 
-/// `y = x·Wᵀ + b` over the last axis; `weight [out, in]`, `bias [out]`.
+/// `y = x·Wᵀ + b` over the last axis; `weight [out, in]`, `bias [out]` (absent in a layer made
+/// by [`Linear::without_bias`], as diffusers' attention projections `to_q`, `to_k`, `to_v`).
 pub struct Linear {
     pub weight: Tensor,
-    pub bias: Tensor,
+    pub bias: Option<Tensor>,
 }
 
 impl Linear {
     pub fn new(in_features: usize, out_features: usize, dtype: DType, rng: &mut Rng) -> Result<Linear> {
-        Ok(Linear {
-            weight: uniform_fan_in(&[out_features, in_features], in_features, dtype, rng)?,
-            bias: uniform_fan_in(&[out_features], in_features, dtype, rng)?,
-        })
+        let weight = uniform_fan_in(&[out_features, in_features], in_features, dtype, rng)?;
+        Ok(Linear { weight, bias: Some(uniform_fan_in(&[out_features], in_features, dtype, rng)?) })
+    }
+
+    /// `y = x·Wᵀ` (PyTorch's `nn.Linear(.., bias=False)`).
+    pub fn without_bias(in_features: usize, out_features: usize, dtype: DType, rng: &mut Rng) -> Result<Linear> {
+        Ok(Linear { weight: uniform_fan_in(&[out_features, in_features], in_features, dtype, rng)?, bias: None })
     }
 
     /// `x [..., in] → [..., out]`.
@@ -30,14 +34,21 @@ impl Linear {
         let mut out_shape = x.shape().to_vec();
         *out_shape.last_mut().expect("rank ≥ 1, checked") = self.weight.shape()[0];
         let rows = x.reshape(&[x.numel() / in_features.max(1), in_features])?;
-        Ok(rows.matmul(&self.weight.transpose(0, 1)?)?.add(&self.bias)?.reshape(&out_shape)?)
+        let product = rows.matmul(&self.weight.transpose(0, 1)?)?;
+        let y = match &self.bias {
+            Some(bias) => product.add(bias)?,
+            None => product,
+        };
+        Ok(y.reshape(&out_shape)?)
     }
 }
 
 impl Module for Linear {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
         f(join(prefix, "weight"), &self.weight);
-        f(join(prefix, "bias"), &self.bias);
+        if let Some(bias) = &self.bias {
+            f(join(prefix, "bias"), bias);
+        }
     }
 }
 
@@ -120,6 +131,32 @@ impl GroupNorm {
 }
 
 impl Module for GroupNorm {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        f(join(prefix, "weight"), &self.weight);
+        f(join(prefix, "bias"), &self.bias);
+    }
+}
+
+/// Layer normalization over the last axis with a per-feature affine (PyTorch's `nn.LayerNorm`,
+/// weight 1 and bias 0 at init).
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(features: usize, eps: f64, dtype: DType) -> LayerNorm {
+        LayerNorm { weight: Tensor::ones(&[features], dtype).variable(), bias: Tensor::zeros(&[features], dtype).variable(), eps }
+    }
+
+    /// `x [..., features]` standardized over its last axis, then scaled and shifted.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.layer_norm(self.weight.shape(), Some(&self.weight), Some(&self.bias), self.eps)?)
+    }
+}
+
+impl Module for LayerNorm {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
         f(join(prefix, "weight"), &self.weight);
         f(join(prefix, "bias"), &self.bias);

@@ -1,10 +1,13 @@
 //! The DDPM UNet and its layers.
 //!
 //! - [`layers`]: Linear, Conv2d, ConvTranspose2d, GroupNorm (PyTorch layouts and inits).
-//! - [`blocks`]: the residual block, spatial self-attention, down/up samplers, and the
-//!   down / mid / up blocks, each named like its diffusers counterpart.
-//! - [`unet`]: the model; [`config`]: its architecture (diffusers' `UNet2DModel` config
-//!   fields) and the presets `tiny`, `labml`, `ddpm-cifar10`.
+//! - [`blocks`]: the residual block, multi-head attention and spatial self-attention, down/up
+//!   samplers, and the down / mid / up blocks, each named like its diffusers counterpart.
+//! - [`transformer`]: Stable Diffusion's cross-attention transformer (`Transformer2DModel`,
+//!   `BasicTransformerBlock`, GEGLU feed-forward) for `UNet2DConditionModel`s.
+//! - [`unet`]: the model; [`config`]: its architecture (diffusers' `UNet2DModel` and
+//!   `UNet2DConditionModel` config fields) and the presets `tiny`, `tiny-cond`, `labml`,
+//!   `ddpm-cifar10`.
 //! - [`module`]: parameters by name, safetensors load/save with every mismatch reported.
 
 pub mod blocks;
@@ -13,12 +16,14 @@ pub mod error;
 pub mod layers;
 pub mod module;
 pub mod testing;
+pub mod transformer;
 pub mod unet;
 
+pub use blocks::EncoderStates;
 pub use config::UNetConfig;
 pub use error::{Result, UNetError};
 pub use module::{ForwardContext, Module};
-pub use unet::{ClassEmbedding, UNet};
+pub use unet::{ClassEmbedding, Condition, UNet};
 
 #[cfg(test)]
 mod tests {

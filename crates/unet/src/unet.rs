@@ -1,16 +1,19 @@
 //! The DDPM UNet (diffusers `UNet2DModel` with positional time embedding): time embedding →
 //! `conv_in` → down blocks (keeping skips) → mid block → up blocks (consuming skips) →
-//! GroupNorm → SiLU → `conv_out`. It predicts the noise ε in an image at timestep t.
+//! GroupNorm → SiLU → `conv_out`. It predicts the noise ε in an image at timestep t, optionally
+//! given a class label (added to the time embedding) or, as diffusers' `UNet2DConditionModel`
+//! (Stable Diffusion's UNet), context tokens its transformers cross-attend to.
 
 use ember_tensor::ops::conv::Conv2dParams;
 use ember_tensor::rng::Rng;
 use ember_tensor::{DType, Tensor, TensorError};
 
-use crate::blocks::{AttentionBlock, BlockSettings, DownBlock, Downsample, MidBlock, ResnetBlock, UpBlock, Upsample};
-use crate::config::{ATTN_DOWN_BLOCK, ATTN_UP_BLOCK, UNetConfig};
+use crate::blocks::{AttentionBlock, BlockSettings, DownBlock, Downsample, EncoderStates, MidBlock, ResnetBlock, SpatialAttention, UpBlock, Upsample};
+use crate::config::{ATTN_DOWN_BLOCK, ATTN_UP_BLOCK, CROSS_ATTN_DOWN_BLOCK, CROSS_ATTN_UP_BLOCK, UNetConfig};
 use crate::error::Result;
 use crate::layers::{Conv2d, GroupNorm, Linear};
 use crate::module::{ForwardContext, Module, join, visit_list};
+use crate::transformer::{Transformer2D, TransformerSettings};
 
 /// The sinusoidal embedding of timesteps (diffusers `get_timestep_embedding`):
 /// `fᵢ = exp(−ln(10000)·i / (half − freq_shift))`, `emb = [sin(t·f), cos(t·f)]` (or
@@ -69,7 +72,25 @@ impl UNet {
         let temb_channels = 4 * c0;
         let s = BlockSettings { groups: config.norm_num_groups, eps: config.norm_eps, temb_channels, dropout: config.dropout, dtype };
         let same = Conv2dParams::new(1, 1);
-        let head_dim = config.attention_head_dim;
+        // the attention after a resnet of `channels`: self-attention (UNet2DModel's Attn
+        // blocks, heads of `attention_head_dim` channels) or a transformer (UNet2DConditionModel,
+        // `attention_head_dim` heads, as diffusers reads it)
+        let attention = |channels: usize, cross: bool, rng: &mut Rng| -> Result<SpatialAttention> {
+            Ok(if cross {
+                let heads = config.attention_head_dim.expect("validated: a UNet2DConditionModel has attention_head_dim");
+                let settings = TransformerSettings {
+                    channels,
+                    heads,
+                    context_dim: config.cross_attention_dim.expect("validated: a UNet2DConditionModel has cross_attention_dim"),
+                    layers: config.transformer_layers_per_block,
+                    norm_groups: config.norm_num_groups,
+                    linear_projection: config.use_linear_projection,
+                };
+                SpatialAttention::Transformer(Transformer2D::new(&settings, dtype, rng)?)
+            } else {
+                SpatialAttention::SelfAttention(AttentionBlock::new(channels, config.attention_head_dim, &s, rng)?)
+            })
+        };
 
         let mut down_blocks = Vec::with_capacity(levels);
         let mut output_channel = c0;
@@ -79,8 +100,8 @@ impl UNet {
             let resnets = (0..config.layers_per_block)
                 .map(|j| ResnetBlock::new(if j == 0 { input_channel } else { output_channel }, output_channel, &s, rng))
                 .collect::<Result<Vec<_>>>()?;
-            let attentions = if kind == ATTN_DOWN_BLOCK {
-                (0..config.layers_per_block).map(|_| AttentionBlock::new(output_channel, head_dim, &s, rng)).collect::<Result<_>>()?
+            let attentions = if kind == ATTN_DOWN_BLOCK || kind == CROSS_ATTN_DOWN_BLOCK {
+                (0..config.layers_per_block).map(|_| attention(output_channel, kind == CROSS_ATTN_DOWN_BLOCK, rng)).collect::<Result<_>>()?
             } else {
                 Vec::new()
             };
@@ -91,7 +112,7 @@ impl UNet {
         let c_last = channels[levels - 1];
         let mid_block = MidBlock {
             resnets: [ResnetBlock::new(c_last, c_last, &s, rng)?, ResnetBlock::new(c_last, c_last, &s, rng)?],
-            attention: AttentionBlock::new(c_last, head_dim, &s, rng)?,
+            attention: attention(c_last, config.has_cross_attention(), rng)?,
         };
 
         let reversed: Vec<usize> = channels.iter().rev().copied().collect();
@@ -109,8 +130,8 @@ impl UNet {
                     ResnetBlock::new(resnet_in + skip_channels, output_channel, &s, rng)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let attentions = if kind == ATTN_UP_BLOCK {
-                (0..layers).map(|_| AttentionBlock::new(output_channel, head_dim, &s, rng)).collect::<Result<_>>()?
+            let attentions = if kind == ATTN_UP_BLOCK || kind == CROSS_ATTN_UP_BLOCK {
+                (0..layers).map(|_| attention(output_channel, kind == CROSS_ATTN_UP_BLOCK, rng)).collect::<Result<_>>()?
             } else {
                 Vec::new()
             };
@@ -162,6 +183,16 @@ impl UNet {
     /// model is class-conditional): the label's embedding is added to the time embedding that
     /// every residual block receives, as in diffusers' `UNet2DModel(class_labels=…)`.
     pub fn forward_with_classes(&self, x: &Tensor, timesteps: &[f64], classes: Option<&[usize]>, ctx: &mut ForwardContext) -> Result<Tensor> {
+        self.forward_conditioned(x, timesteps, &Condition { classes, encoder: None }, ctx)
+    }
+
+    /// [`UNet::forward`] given everything the model is conditioned on: class labels (see
+    /// [`UNet::forward_with_classes`]) and, for a cross-attention model (required exactly
+    /// there), the context tokens `[B, S, cross_attention_dim]` with an optional mask `[B, S]`
+    /// (1 attend, 0 padding; every sample keeps at least one token), as diffusers'
+    /// `UNet2DConditionModel(sample, t, encoder_hidden_states, encoder_attention_mask=…)`.
+    pub fn forward_conditioned(&self, x: &Tensor, timesteps: &[f64], condition: &Condition, ctx: &mut ForwardContext) -> Result<Tensor> {
+        let classes = condition.classes;
         let c = &self.config;
         let shape = x.shape();
         let factor = 1 << (c.block_out_channels.len() - 1);
@@ -204,18 +235,69 @@ impl UNet {
             }
         }
 
+        let encoder = self.checked_encoder_states(condition.encoder.as_ref(), x)?;
+        let encoder = encoder.as_ref().map(|(hidden_states, mask)| EncoderStates { hidden_states, attention_mask: mask.as_ref() });
+        let encoder = encoder.as_ref();
+
         let mut h = self.conv_in.forward(x)?;
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
-            h = block.forward(&h, &temb, ctx, &mut skips)?;
+            h = block.forward(&h, &temb, encoder, ctx, &mut skips)?;
         }
-        h = self.mid_block.forward(&h, &temb, ctx)?;
+        h = self.mid_block.forward(&h, &temb, encoder, ctx)?;
         for block in &self.up_blocks {
-            h = block.forward(&h, &temb, ctx, &mut skips)?;
+            h = block.forward(&h, &temb, encoder, ctx, &mut skips)?;
         }
         debug_assert!(skips.is_empty());
         self.conv_out.forward(&self.conv_norm_out.forward_silu(&h)?)
     }
+}
+
+impl UNet {
+    /// The context tokens and mask of `encoder`, checked against the model and the batch of
+    /// `x` and moved to its dtype and device; `None` for a model without cross-attention.
+    fn checked_encoder_states(&self, encoder: Option<&EncoderStates>, x: &Tensor) -> Result<Option<(Tensor, Option<Tensor>)>> {
+        let invalid = |msg: String| -> crate::UNetError { TensorError::InvalidArgument { op: "UNet::forward", msg }.into() };
+        let batch = x.shape()[0];
+        let encoder = match (self.config.cross_attention_dim, encoder) {
+            (None, None) => return Ok(None),
+            (None, Some(_)) => return Err(invalid("encoder hidden states given to a model without cross-attention (a UNet2DModel)".into())),
+            (Some(_), None) => {
+                return Err(invalid("this model cross-attends to context tokens: give encoder hidden states [B, S, cross_attention_dim]".into()));
+            }
+            (Some(dim), Some(encoder)) => {
+                let shape = encoder.hidden_states.shape();
+                if shape.len() != 3 || shape[0] != batch || shape[1] == 0 || shape[2] != dim {
+                    return Err(invalid(format!("encoder hidden states of shape {shape:?}, expected [{batch}, S ≥ 1, {dim}]")));
+                }
+                encoder
+            }
+        };
+        let tokens = encoder.hidden_states.shape()[1];
+        let mask = match encoder.attention_mask {
+            None => None,
+            Some(mask) => {
+                if mask.shape() != [batch, tokens] {
+                    return Err(invalid(format!("encoder attention mask of shape {:?}, expected [{batch}, {tokens}]", mask.shape())));
+                }
+                let values = mask.to_vec_f64();
+                if let Some(sample) = values.chunks(tokens).position(|row| row.iter().all(|&m| m == 0.0)) {
+                    return Err(invalid(format!("the encoder attention mask of sample {sample} hides every context token")));
+                }
+                Some(mask.detach().to_dtype(x.dtype())?.to_device(x.device())?)
+            }
+        };
+        Ok(Some((encoder.hidden_states.to_dtype(x.dtype())?.to_device(x.device())?, mask)))
+    }
+}
+
+/// What a UNet is conditioned on besides the timestep (see [`UNet::forward_conditioned`]).
+#[derive(Clone, Copy, Default)]
+pub struct Condition<'a> {
+    /// One class label per image, for a class-conditional model.
+    pub classes: Option<&'a [usize]>,
+    /// Context tokens (and their mask), for a cross-attention model.
+    pub encoder: Option<EncoderStates<'a>>,
 }
 
 impl Module for UNet {
