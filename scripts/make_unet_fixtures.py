@@ -30,7 +30,13 @@ Files:
   output (`eps_pred`), `noise`, the loss mse(eps_pred, noise), every parameter's gradient
   (`grad.<name>`) and the context's (`grad_encoder_hidden_states`); for `conv` also a guided
   4-step DDIM chain from `x_t` as StableDiffusionPipeline samples (see guided_ddim_chain).
-- diffusers_defaults.json (`--only defaults`): the keyword defaults of both model classes.
+- vae_io.safetensors (`--only vae`): a small AutoencoderKL (three levels 8, 16, 16, one
+  channel in and out, 4 latent channels, 4 groups; diffusers' random init) on a 16x8 batch of 2:
+  `x`, the posterior's `mean` and (clamped) `logvar`, fixed `eps` with z = mean + std * eps,
+  `decoded` = decode(z), `kl` per image, `loss` = mse(decoded, x) + 1e-3 * mean(kl), every
+  parameter's gradient (`grad.<name>`) and the weights (`weight.<name>`); the metadata's
+  `config` is the config.json diffusers writes.
+- diffusers_defaults.json (`--only defaults`): the keyword defaults of the three model classes.
 All math runs in float64 (model.double()); tensors are stored as float32 unless noted.
 """
 import argparse
@@ -263,13 +269,56 @@ def make_cross_attn(out):
         print(f"cross_attn {kind}: {sum(p.numel() for p in model.parameters())} parameters")
 
 
+VAE = dict(
+    in_channels=1, out_channels=1,
+    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(8, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
+    sample_size=16,
+)
+
+
+def make_vae(out):
+    import tempfile
+    from diffusers import AutoencoderKL
+    torch.manual_seed(7)
+    model = AutoencoderKL(**VAE).double()
+    with torch.no_grad():  # weights representable in float32, as the file stores them
+        for p in model.parameters():
+            p.copy_(p.float().double())
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_config(folder)
+        with open(os.path.join(folder, "config.json")) as f:
+            config_json = f.read()
+    g = torch.Generator().manual_seed(8)
+    x = (torch.rand(2, 1, 16, 8, generator=g, dtype=torch.float64) * 2 - 1).float().double()
+    posterior = model.encode(x).latent_dist
+    eps = torch.randn(posterior.mean.shape, generator=g, dtype=torch.float64).float().double()
+    z = posterior.mean + posterior.std * eps
+    decoded = model.decode(z).sample
+    kl = posterior.kl()
+    loss = torch.nn.functional.mse_loss(decoded, x) + 1e-3 * kl.mean()
+    model.zero_grad()
+    loss.backward()
+    tensors = {"x": x, "mean": posterior.mean, "logvar": posterior.logvar, "eps": eps, "decoded": decoded,
+               "kl": kl, "loss": loss.reshape(1)}
+    for n, p in model.named_parameters():
+        tensors["weight." + n] = p.detach()
+        tensors["grad." + n] = p.grad
+    tensors = {k: v.detach().float().contiguous() for k, v in tensors.items()}
+    meta = metadata(VAE, loss="mse(decoded, x) + 1e-3 * mean(kl)")
+    meta["config"] = config_json
+    save_file(tensors, os.path.join(out, "vae_io.safetensors"), meta)
+    print(f"vae: {sum(p.numel() for p in model.parameters())} parameters")
+
+
 def make_defaults(out):
-    """diffusers_defaults.json: the keyword defaults of `UNet2DModel.__init__` and
-    `UNet2DConditionModel.__init__`, by class name (read from the signatures, no model built):
+    """diffusers_defaults.json: the keyword defaults of `UNet2DModel.__init__`,
+    `UNet2DConditionModel.__init__` and `AutoencoderKL.__init__`, by class name (read from the signatures, no model built):
     what a config.json's missing keys mean to diffusers."""
     import inspect
     defaults = {}
-    for cls in (UNet2DModel, UNet2DConditionModel):
+    from diffusers import AutoencoderKL
+    for cls in (UNet2DModel, UNet2DConditionModel, AutoencoderKL):
         params = inspect.signature(cls.__init__).parameters.items()
         defaults[cls.__name__] = {k: p.default for k, p in params if k != "self" and p.default is not inspect.Parameter.empty}
     import diffusers
@@ -282,10 +331,10 @@ def make_defaults(out):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="tests/fixtures/unet")
-    parser.add_argument("--only", choices=["tiny", "ddpm_cifar10", "class_cond", "cross_attn", "defaults"], help="make one set only")
+    parser.add_argument("--only", choices=["tiny", "ddpm_cifar10", "class_cond", "cross_attn", "vae", "defaults"], help="make one set only")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    makers = dict(tiny=make_tiny, ddpm_cifar10=make_ddpm_cifar10, class_cond=make_class_cond, cross_attn=make_cross_attn, defaults=make_defaults)
+    makers = dict(tiny=make_tiny, ddpm_cifar10=make_ddpm_cifar10, class_cond=make_class_cond, cross_attn=make_cross_attn, vae=make_vae, defaults=make_defaults)
     for name, make in makers.items():
         if args.only in (None, name):
             make(args.out)

@@ -165,7 +165,8 @@ fn every_unet_fixture_is_used() {
             "unet_cross_attn_linear_io.safetensors",
             "unet_ddpm_cifar10_io.safetensors",
             "unet_tiny_io.safetensors",
-            "unet_tiny_weights.safetensors"
+            "unet_tiny_weights.safetensors",
+            "vae_io.safetensors"
         ]
     );
 }

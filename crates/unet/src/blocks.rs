@@ -18,11 +18,12 @@ use crate::transformer::Transformer2D;
 /// Residual block (diffusers `ResnetBlock2D`):
 /// `h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb))[:, :, None, None]`,
 /// `h = conv2(dropout(silu(norm2(h))))`, `out = shortcut(x) + h`, where the shortcut is a
-/// 1×1 conv when the channel count changes.
+/// 1×1 conv when the channel count changes. Without a time embedding (the VAE's blocks,
+/// `temb_channels=None`) there is no `time_emb_proj` and nothing is added.
 pub struct ResnetBlock {
     pub norm1: GroupNorm,
     pub conv1: Conv2d,
-    pub time_emb_proj: Linear,
+    pub time_emb_proj: Option<Linear>,
     pub norm2: GroupNorm,
     pub conv2: Conv2d,
     pub conv_shortcut: Option<Conv2d>,
@@ -34,7 +35,8 @@ pub struct ResnetBlock {
 pub struct BlockSettings {
     pub groups: usize,
     pub eps: f64,
-    pub temb_channels: usize,
+    /// The time embedding's width; `None` for blocks without one (the VAE's).
+    pub temb_channels: Option<usize>,
     pub dropout: f64,
     pub dtype: DType,
 }
@@ -45,7 +47,7 @@ impl ResnetBlock {
         Ok(ResnetBlock {
             norm1: GroupNorm::new(s.groups, c_in, s.eps, s.dtype),
             conv1: Conv2d::new(c_in, c_out, 3, same, s.dtype, rng)?,
-            time_emb_proj: Linear::new(s.temb_channels, c_out, s.dtype, rng)?,
+            time_emb_proj: s.temb_channels.map(|channels| Linear::new(channels, c_out, s.dtype, rng)).transpose()?,
             norm2: GroupNorm::new(s.groups, c_out, s.eps, s.dtype),
             conv2: Conv2d::new(c_out, c_out, 3, same, s.dtype, rng)?,
             conv_shortcut: if c_in != c_out { Some(Conv2d::new(c_in, c_out, 1, Conv2dParams::default(), s.dtype, rng)?) } else { None },
@@ -53,14 +55,22 @@ impl ResnetBlock {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, ctx: &mut ForwardContext) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        if temb.rank() != 2 {
-            return Err(invalid_input("ResnetBlock", "a time embedding [B, channels]", temb));
+    /// `temb [B, temb_channels]` is required exactly when the block has a `time_emb_proj`.
+    pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>, ctx: &mut ForwardContext) -> Result<Tensor> {
+        let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(temb)) => {
+                if temb.rank() != 2 {
+                    return Err(invalid_input("ResnetBlock", "a time embedding [B, channels]", temb));
+                }
+                let t = proj.forward(&temb.silu()?)?;
+                let (b, c) = (t.shape()[0], t.shape()[1]);
+                h = h.add(&t.reshape(&[b, c, 1, 1])?)?;
+            }
+            (None, None) => {}
+            (Some(_), None) => return Err(invalid_input("ResnetBlock", "a time embedding [B, channels]", x)),
+            (None, Some(temb)) => return Err(invalid_input("ResnetBlock", "no time embedding (the block has no time_emb_proj)", temb)),
         }
-        let t = self.time_emb_proj.forward(&temb.silu()?)?;
-        let (b, c) = (t.shape()[0], t.shape()[1]);
-        let h = h.add(&t.reshape(&[b, c, 1, 1])?)?;
         let h = self.norm2.forward_silu(&h)?.dropout(self.dropout, ctx.training, ctx.rng)?;
         let h = self.conv2.forward(&h)?;
         let shortcut = match &self.conv_shortcut {
@@ -75,7 +85,9 @@ impl Module for ResnetBlock {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
         self.norm1.visit(&join(prefix, "norm1"), f);
         self.conv1.visit(&join(prefix, "conv1"), f);
-        self.time_emb_proj.visit(&join(prefix, "time_emb_proj"), f);
+        if let Some(proj) = &self.time_emb_proj {
+            proj.visit(&join(prefix, "time_emb_proj"), f);
+        }
         self.norm2.visit(&join(prefix, "norm2"), f);
         self.conv2.visit(&join(prefix, "conv2"), f);
         if let Some(conv) = &self.conv_shortcut {
@@ -282,7 +294,14 @@ pub struct DownBlock {
 }
 
 impl DownBlock {
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, encoder: Option<&EncoderStates>, ctx: &mut ForwardContext, skips: &mut Vec<Tensor>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: Option<&Tensor>,
+        encoder: Option<&EncoderStates>,
+        ctx: &mut ForwardContext,
+        skips: &mut Vec<Tensor>,
+    ) -> Result<Tensor> {
         let mut h = x.clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
             h = resnet.forward(&h, temb, ctx)?;
@@ -319,7 +338,14 @@ pub struct UpBlock {
 }
 
 impl UpBlock {
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, encoder: Option<&EncoderStates>, ctx: &mut ForwardContext, skips: &mut Vec<Tensor>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: Option<&Tensor>,
+        encoder: Option<&EncoderStates>,
+        ctx: &mut ForwardContext,
+        skips: &mut Vec<Tensor>,
+    ) -> Result<Tensor> {
         let mut h = x.clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().ok_or_else(|| {
@@ -355,7 +381,7 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, encoder: Option<&EncoderStates>, ctx: &mut ForwardContext) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>, encoder: Option<&EncoderStates>, ctx: &mut ForwardContext) -> Result<Tensor> {
         let h = self.resnets[0].forward(x, temb, ctx)?;
         let h = self.attention.forward(&h, encoder)?;
         self.resnets[1].forward(&h, temb, ctx)

@@ -112,6 +112,14 @@ const CONDITION_OPTIONS_AT_ONE_VALUE: &[(&str, &str)] = &[
 /// value for all levels, so a list of equal values reads as that value.
 const PER_LEVEL_OPTIONS: &[&str] = &["attention_head_dim", "cross_attention_dim", "transformer_layers_per_block"];
 
+/// The config a config.json's keys (`given`) make over `defaults`: each key given replaces the
+/// default's, the others keep it.
+pub(crate) fn with_defaults<T: Serialize + serde::de::DeserializeOwned>(defaults: &T, given: serde_json::Map<String, Value>) -> Result<T> {
+    let Value::Object(mut merged) = serde_json::to_value(defaults).expect("a config serializes") else { unreachable!("a config serializes to an object") };
+    merged.extend(given);
+    serde_json::from_value(Value::Object(merged)).map_err(|e| UNetError::Config(e.to_string()))
+}
+
 /// Equal JSON values, numbers compared as numbers (`1` = `1.0`).
 fn same_json(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
@@ -286,9 +294,7 @@ impl UNetConfig {
                 given.insert(key.to_string(), first);
             }
         }
-        let Value::Object(mut merged) = serde_json::to_value(&defaults).expect("config serializes") else { unreachable!("a struct serializes to an object") };
-        merged.extend(given);
-        let config: UNetConfig = serde_json::from_value(Value::Object(merged)).map_err(|e| fail(e.to_string()))?;
+        let config = with_defaults(&defaults, given)?;
         config.validate()?;
         Ok(config)
     }

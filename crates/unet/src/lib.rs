@@ -8,6 +8,8 @@
 //! - [`unet`]: the model; [`config`]: its architecture (diffusers' `UNet2DModel` and
 //!   `UNet2DConditionModel` config fields) and the presets `tiny`, `tiny-cond`, `labml`,
 //!   `ddpm-cifar10`.
+//! - [`vae`]: the variational autoencoder of latent diffusion (diffusers `AutoencoderKL`),
+//!   built from the same blocks.
 //! - [`module`]: parameters by name, safetensors load/save with every mismatch reported.
 
 pub mod blocks;
@@ -18,12 +20,14 @@ pub mod module;
 pub mod testing;
 pub mod transformer;
 pub mod unet;
+pub mod vae;
 
 pub use blocks::EncoderStates;
 pub use config::UNetConfig;
 pub use error::{Result, UNetError};
 pub use module::{ForwardContext, Module};
 pub use unet::{ClassEmbedding, Condition, UNet};
+pub use vae::{AutoencoderKL, DiagonalGaussian, VaeConfig};
 
 #[cfg(test)]
 mod tests {

@@ -70,7 +70,7 @@ impl UNet {
         let levels = channels.len();
         let c0 = channels[0];
         let temb_channels = 4 * c0;
-        let s = BlockSettings { groups: config.norm_num_groups, eps: config.norm_eps, temb_channels, dropout: config.dropout, dtype };
+        let s = BlockSettings { groups: config.norm_num_groups, eps: config.norm_eps, temb_channels: Some(temb_channels), dropout: config.dropout, dtype };
         let same = Conv2dParams::new(1, 1);
         // the attention after a resnet of `channels`: self-attention (UNet2DModel's Attn
         // blocks, heads of `attention_head_dim` channels) or a transformer (UNet2DConditionModel,
@@ -242,11 +242,11 @@ impl UNet {
         let mut h = self.conv_in.forward(x)?;
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
-            h = block.forward(&h, &temb, encoder, ctx, &mut skips)?;
+            h = block.forward(&h, Some(&temb), encoder, ctx, &mut skips)?;
         }
-        h = self.mid_block.forward(&h, &temb, encoder, ctx)?;
+        h = self.mid_block.forward(&h, Some(&temb), encoder, ctx)?;
         for block in &self.up_blocks {
-            h = block.forward(&h, &temb, encoder, ctx, &mut skips)?;
+            h = block.forward(&h, Some(&temb), encoder, ctx, &mut skips)?;
         }
         debug_assert!(skips.is_empty());
         self.conv_out.forward(&self.conv_norm_out.forward_silu(&h)?)
