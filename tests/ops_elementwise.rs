@@ -276,6 +276,10 @@ fn silu_forward_matches_reference_and_gradient_checks_on_odd_and_strided_inputs(
     check_unary(dev, stringify!(silu_forward_matches_reference_and_gradient_checks_on_odd_and_strided_inputs), |t| t.silu(), |x| x * sigmoid_ref(x), Domain::Any);
 }
 
+fn quick_gelu_forward_matches_reference_and_gradient_checks_on_odd_and_strided_inputs(dev) {
+    check_unary(dev, stringify!(quick_gelu_forward_matches_reference_and_gradient_checks_on_odd_and_strided_inputs), |t| t.quick_gelu(), |x| x * sigmoid_ref(1.702 * x), Domain::Any);
+}
+
 fn geglu_is_the_first_half_times_gelu_of_the_second_and_gradient_checks(dev) {
     let x = random(&[3, 5, 8], -2.5, 2.5, 70);
     let y = dev.put(&x).geglu().unwrap();

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod classifier;
+pub mod compose;
 pub mod data;
 pub mod error;
 pub mod images;
@@ -13,3 +14,4 @@ pub use error::{Result, TrainError};
 pub use trainer::{StepStats, TrainConfig, Trainer};
 pub mod run;
 pub mod sampling;
+pub mod tokenizer;

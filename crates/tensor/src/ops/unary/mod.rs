@@ -263,6 +263,12 @@ impl Tensor {
     pub fn sigmoid(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Sigmoid)
     }
+    /// x·σ(1.702·x), the "quick GELU" of OpenAI's CLIP (transformers' `quick_gelu`), a
+    /// composition of primitive ops (its gradient from the parts):
+    /// d/dx = σ(1.702x) + 1.702·x·σ(1.702x)·(1 − σ(1.702x))
+    pub fn quick_gelu(&self) -> Result<Tensor> {
+        self.mul(&self.mul_scalar(1.702)?.sigmoid()?)
+    }
     /// tanh x; d/dx = 1 − tanh²x
     pub fn tanh(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Tanh)
