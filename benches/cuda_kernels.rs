@@ -266,7 +266,7 @@ fn cases(quick: bool) -> Vec<Case> {
         (64, 256, true),  // 8×8 with 256 channels
         (16, 256, false), // labml level 3 and both mid blocks (4×4, 256 channels)
     ] {
-        let s = AttentionShape { bh: BATCH, sq: tokens, sk: tokens, d, dv: d };
+        let s = AttentionShape { bh: BATCH, sq: tokens, sk: tokens, d, dv: d, causal: false };
         add(format!("attention_s{tokens}_d{d}_fwd"), Op::AttentionForward(s), in_quick);
         add(format!("attention_s{tokens}_d{d}_bwd"), Op::AttentionBackward(s), in_quick);
     }

@@ -7,6 +7,13 @@
 // holds 0; slice bh reads its row bh / heads. A row whose keys are all masked has out = 0 and
 // lse = +inf (so that the backward's P = exp(S − lse) is 0 there, as on the CPU).
 //
+// With causal (nonzero), query i attends only to keys j ≤ i (top-left aligned, any sq and sk):
+// S = −inf for j > i as well. Query and key tiles both start at multiples of 32, so a key tile
+// from key0 lies wholly right of the diagonal of a query tile from row0 (every key after every
+// query) iff key0 > row0: the forward and dQ kernels end their walk over keys at row0 + 32,
+// and the dK/dV kernel starts its walk over queries at key0. A skipped tile would only add
+// zeros (P = 0, dS = 0), so the results are those of the full walk.
+//
 // Forward (grid: query tiles × bh; 256 threads): the block keeps its 32 query rows, their
 // output accumulator and the online-softmax state (running max m, running sum l) in shared
 // memory, and walks the keys 32 at a time: S tile (each thread 4 dot products), then warp w
@@ -18,8 +25,8 @@
 //
 // Backward recomputes P = exp(S − lse) from the saved lse (no P stored). With
 // delta_i = Σ_c dO_ic·O_ic (attention_delta_f32) and dS = scale·P ⊙ (dO·Vᵀ − delta):
-// dV = Pᵀ·dO and dK = dSᵀ·Q per key tile (attention_backward_dkdv_f32, which walks all query
-// tiles), dQ = dS·K per query tile (attention_backward_dq_f32, which walks all key tiles).
+// dV = Pᵀ·dO and dK = dSᵀ·Q per key tile (attention_backward_dkdv_f32, which walks the query
+// tiles), dQ = dS·K per query tile (attention_backward_dq_f32, which walks the key tiles).
 // Each output has one writer, so no atomics and the same result on every run.
 //
 // Shared rows of Q, K and dO are padded to d + 1 (dv + 1) floats, so the 32 lanes of a warp
@@ -40,9 +47,15 @@ __device__ __forceinline__ void load_rows(float* tile, int ld, const float* sour
     }
 }
 
-// Whether key `key` of the mask row `mask_row` (null: no mask) is attended to.
-__device__ __forceinline__ bool key_attended(const float* mask_row, int key) {
-    return mask_row == nullptr || mask_row[key] != 0.0f;
+// Whether query `row` attends to key `key`: the mask row `mask_row` (null: no mask) allows it,
+// and, if causal, key ≤ row.
+__device__ __forceinline__ bool pair_attended(const float* mask_row, int causal, int row, int key) {
+    return (mask_row == nullptr || mask_row[key] != 0.0f) && (!causal || key <= row);
+}
+
+// The end of the keys that the query tile from row0 can attend to (see the top).
+__device__ __forceinline__ int tile_key_end(int row0, int sk, int causal) {
+    return causal ? min(sk, row0 + ATT_TILE) : sk;
 }
 
 // The mask row of (batch, head) slice bh, or null with no mask.
@@ -60,7 +73,7 @@ __device__ __forceinline__ float row_dot(const float* a, const float* b, int n) 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 attention_forward_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                       const float* __restrict__ key_mask, float* __restrict__ out, float* __restrict__ lse, int sq,
-                      int sk, int d, int dv, float scale, int heads) {
+                      int sk, int d, int dv, float scale, int heads, int causal) {
     EMBER_DYNAMIC_SHARED(float, shared);
     float* q_tile = shared;                        // [32][d + 1]
     float* k_tile = q_tile + ATT_TILE * (d + 1);   // [32][d + 1]
@@ -84,13 +97,13 @@ attention_forward_f32(const float* __restrict__ q, const float* __restrict__ k, 
         m[threadIdx.x] = ember_negative_infinity();
         l[threadIdx.x] = 0.0f;
     }
-    for (int key0 = 0; key0 < sk; key0 += ATT_TILE) {
+    for (int key0 = 0, key_end = tile_key_end(row0, sk, causal); key0 < key_end; key0 += ATT_TILE) {
         load_rows(k_tile, d + 1, kb, key0, sk, d);
         load_rows(v_tile, dv, vb, key0, sk, dv);
         __syncthreads();
         for (int e = threadIdx.x; e < ATT_TILE * ATT_TILE; e += ATT_THREADS) {
             int i = e / ATT_TILE, j = e % ATT_TILE;
-            bool attended = key0 + j < sk && key_attended(mask_row, key0 + j);
+            bool attended = key0 + j < sk && pair_attended(mask_row, causal, row0 + i, key0 + j);
             s_tile[i * ATT_LD + j] = attended ? scale * row_dot(&q_tile[i * (d + 1)], &k_tile[j * (d + 1)], d)
                                               : ember_negative_infinity();
         }
@@ -145,15 +158,16 @@ extern "C" __global__ void attention_delta_f32(const float* __restrict__ out, co
 
 // Recomputes, for query rows [row0, row0 + 32) and key rows [key0, key0 + 32), P (into p_tile,
 // if not null) and dS = scale·P ⊙ (dO·Vᵀ − delta) (into ds_tile), both [query][key] with row
-// stride 33; zero outside the matrices and for masked keys (mask_row null: none masked).
+// stride 33; zero outside the matrices and for masked pairs (mask_row null: no key masked;
+// causal: the keys after the query masked).
 __device__ __forceinline__ void recompute_tiles(const float* q_tile, const float* k_tile, const float* do_tile,
                                                 const float* v_tile, const float* lse_rows, const float* delta_rows,
-                                                const float* mask_row, float* p_tile, float* ds_tile, int row0,
-                                                int key0, int sq, int sk, int d, int dv, float scale) {
+                                                const float* mask_row, int causal, float* p_tile, float* ds_tile,
+                                                int row0, int key0, int sq, int sk, int d, int dv, float scale) {
     for (int e = threadIdx.x; e < ATT_TILE * ATT_TILE; e += ATT_THREADS) {
         int i = e / ATT_TILE, j = e % ATT_TILE;
         float p = 0.0f, ds = 0.0f;
-        if (row0 + i < sq && key0 + j < sk && key_attended(mask_row, key0 + j)) {
+        if (row0 + i < sq && key0 + j < sk && pair_attended(mask_row, causal, row0 + i, key0 + j)) {
             p = expf(scale * row_dot(&q_tile[i * (d + 1)], &k_tile[j * (d + 1)], d) - lse_rows[i]);
             float dp = row_dot(&do_tile[i * (dv + 1)], &v_tile[j * (dv + 1)], dv);
             ds = scale * p * (dp - delta_rows[i]);
@@ -178,7 +192,7 @@ attention_backward_dkdv_f32(const float* __restrict__ q, const float* __restrict
                             const float* __restrict__ key_mask, const float* __restrict__ lse,
                             const float* __restrict__ delta, const float* __restrict__ d_out,
                             float* __restrict__ dk, float* __restrict__ dv_out, int sq, int sk, int d, int dv,
-                            float scale, int heads) {
+                            float scale, int heads, int causal) {
     EMBER_DYNAMIC_SHARED(float, shared);
     float* k_tile = shared;                          // [32][d + 1]
     float* v_tile = k_tile + ATT_TILE * (d + 1);     // [32][dv + 1]
@@ -199,13 +213,13 @@ attention_backward_dkdv_f32(const float* __restrict__ q, const float* __restrict
     load_rows(v_tile, dv + 1, v + (long long)bh * sk * dv, key0, sk, dv);
     for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) dk_acc[e] = 0.0f;
     for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) dv_acc[e] = 0.0f;
-    for (int row0 = 0; row0 < sq; row0 += ATT_TILE) {
+    for (int row0 = causal ? key0 : 0; row0 < sq; row0 += ATT_TILE) {  // (causal: see the top)
         load_rows(q_tile, d + 1, qb, row0, sq, d);
         load_rows(do_tile, dv + 1, dob, row0, sq, dv);
         load_row_stats(lse_rows, delta_rows, lse + (long long)bh * sq, delta + (long long)bh * sq, row0, sq);
         __syncthreads();
-        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, p_tile, ds_tile, row0, key0,
-                        sq, sk, d, dv, scale);
+        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, causal, p_tile, ds_tile, row0,
+                        key0, sq, sk, d, dv, scale);
         __syncthreads();
         for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) {  // dV[j] += Σ_i P[i][j]·dO[i]
             int j = e / dv, c = e % dv;
@@ -235,7 +249,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 attention_backward_dq_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                           const float* __restrict__ key_mask, const float* __restrict__ lse,
                           const float* __restrict__ delta, const float* __restrict__ d_out, float* __restrict__ dq,
-                          int sq, int sk, int d, int dv, float scale, int heads) {
+                          int sq, int sk, int d, int dv, float scale, int heads, int causal) {
     EMBER_DYNAMIC_SHARED(float, shared);
     float* q_tile = shared;                          // [32][d + 1]
     float* do_tile = q_tile + ATT_TILE * (d + 1);    // [32][dv + 1]
@@ -254,12 +268,12 @@ attention_backward_dq_f32(const float* __restrict__ q, const float* __restrict__
     load_rows(do_tile, dv + 1, d_out + (long long)bh * sq * dv, row0, sq, dv);
     load_row_stats(lse_rows, delta_rows, lse + (long long)bh * sq, delta + (long long)bh * sq, row0, sq);
     for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) dq_acc[e] = 0.0f;
-    for (int key0 = 0; key0 < sk; key0 += ATT_TILE) {
+    for (int key0 = 0, key_end = tile_key_end(row0, sk, causal); key0 < key_end; key0 += ATT_TILE) {
         load_rows(k_tile, d + 1, kb, key0, sk, d);
         load_rows(v_tile, dv + 1, vb, key0, sk, dv);
         __syncthreads();
-        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, nullptr, ds_tile, row0, key0,
-                        sq, sk, d, dv, scale);
+        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, causal, nullptr, ds_tile, row0,
+                        key0, sq, sk, d, dv, scale);
         __syncthreads();
         for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) {  // dQ[i] += Σ_j dS[i][j]·K[j]
             int i = e / d, c = e % d;

@@ -246,6 +246,21 @@ def attention():
     t["masked_key_mask"] = key_mask
     meta = {"op": "scaled_dot_product_attention", "scale": scale, "mask": "none", "is_causal": "false", "dropout_p": 0.0}
     meta["masked_mask"] = "masked_key_mask [B, Sk] as a boolean attn_mask [B, 1, 1, Sk] (nonzero: attend)"
+    # The causal cases, drawn after the masked one: is_causal=True, query i attends to keys
+    # j <= i (top-left aligned); Sq = Sk, Sq < Sk (the last keys seen by no query) and Sq > Sk
+    # (the last queries see every key). Key 0 is seen by every query, so no row is fully masked.
+    for case, (sq, sk) in {"causal": (6, 6), "causal_wide": (4, 7), "causal_tall": (7, 4)}.items():
+        cq = randn(2, 3, sq, 8, grad=True)
+        ck = randn(2, 3, sk, 8, grad=True)
+        cv = randn(2, 3, sk, 4, grad=True)
+        causal_out = F.scaled_dot_product_attention(cq, ck, cv, attn_mask=None, dropout_p=0.0, is_causal=True)
+        allowed = torch.ones(sq, sk, dtype=torch.bool).tril()
+        scores = ((cq @ ck.transpose(-2, -1)) * scale).masked_fill(~allowed, float("-inf"))
+        assert torch.allclose(causal_out, torch.softmax(scores, dim=-1) @ cv, rtol=1e-12, atol=1e-12)
+        causal = with_grads({"q": cq, "k": ck, "v": cv}, causal_out, {"q": cq, "k": ck, "v": cv})
+        t.update({f"{case}_{name}": tensor for name, tensor in causal.items()})
+        meta[f"{case}_is_causal"] = "true"
+        meta[f"{case}_alignment"] = "top-left: query i attends to keys j <= i (torch.ones(Sq, Sk).tril())"
     return t, meta
 
 

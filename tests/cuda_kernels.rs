@@ -413,11 +413,11 @@ fn layer_norm_forward_and_backward_match_the_cpu() {
 #[test]
 fn flash_attention_forward_and_backward_match_the_cpu() {
     let cases = [
-        AttentionShape { bh: 2, sq: 64, sk: 64, d: 32, dv: 32 }, // the UNet's 8×8 attention
-        AttentionShape { bh: 3, sq: 37, sk: 45, d: 17, dv: 9 },  // odd sizes, partial tiles
-        AttentionShape { bh: 1, sq: 1, sk: 1, d: 1, dv: 1 },
-        AttentionShape { bh: 1, sq: 5, sk: 100, d: 64, dv: 64 },
-        AttentionShape { bh: 1, sq: 40, sk: 33, d: 128, dv: 96 }, // the larger head dims
+        AttentionShape { bh: 2, sq: 64, sk: 64, d: 32, dv: 32, causal: false }, // the UNet's 8×8 attention
+        AttentionShape { bh: 3, sq: 37, sk: 45, d: 17, dv: 9, causal: false },  // odd sizes, partial tiles
+        AttentionShape { bh: 1, sq: 1, sk: 1, d: 1, dv: 1, causal: false },
+        AttentionShape { bh: 1, sq: 5, sk: 100, d: 64, dv: 64, causal: false },
+        AttentionShape { bh: 1, sq: 40, sk: 33, d: 128, dv: 96, causal: false }, // the larger head dims
     ];
     for device in devices() {
         for (case, s) in cases.iter().enumerate() {

@@ -24,6 +24,7 @@ use std::str::FromStr;
 
 use common::TestDevice;
 use ember::tensor::io::{SafetensorsFile, load_safetensors};
+use ember::tensor::ops::attention::AttentionMask;
 use ember::tensor::ops::conv::{Conv2dParams, ConvTranspose2dParams};
 use ember::tensor::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use ember::tensor::testing::relative_error;
@@ -353,7 +354,7 @@ fn scaled_dot_product_attention_matches_pytorch_output_and_gradients(dev) {
     let f = Fixture::load_on("attention", dev);
     f.expect_meta("op", "scaled_dot_product_attention");
     f.expect_meta("mask", "none");
-    assert!(!f.meta_bool("is_causal"), "attention: the fixture is causal; ember's attention has no causal mask");
+    assert!(!f.meta_bool("is_causal"), "attention: the first case is causal");
     assert_eq!(f.meta_parse::<f64>("dropout_p"), 0.0, "attention: dropout");
     let scale: f64 = f.meta_parse("scale");
     let (q, k, v) = (f.variable("q"), f.variable("k"), f.variable("v"));
@@ -370,12 +371,26 @@ fn scaled_dot_product_attention_matches_pytorch_output_and_gradients(dev) {
     assert!(f.meta("masked_mask").contains("nonzero: attend"), "attention: the masked case's mask convention");
     let (q, k, v) = (f.variable("masked_q"), f.variable("masked_k"), f.variable("masked_v"));
     let key_mask = f.tensor("masked_key_mask");
-    let out = unwrap(Tensor::scaled_dot_product_attention_masked(&q, &k, &v, Some(&key_mask), Some(scale)), "masked attention");
+    let mask = AttentionMask { key_padding: Some(&key_mask), causal: false };
+    let out = unwrap(Tensor::scaled_dot_product_attention_masked(&q, &k, &v, mask, Some(scale)), "masked attention");
     f.check(&out, "masked_out");
     let grads = unwrap(out.backward_with(&f.tensor("masked_grad_out")), "masked backward");
     f.check_grad(&grads, &q, "masked_grad_q");
     f.check_grad(&grads, &k, "masked_grad_k");
     f.check_grad(&grads, &v, "masked_grad_v");
+    // the causal cases: PyTorch's is_causal (top-left aligned), with Sq = Sk, Sq < Sk, Sq > Sk
+    for case in ["causal", "causal_wide", "causal_tall"] {
+        assert!(f.meta_bool(&format!("{case}_is_causal")), "attention: the {case} case is not causal");
+        assert!(f.meta(&format!("{case}_alignment")).contains("top-left"), "attention: the {case} case's alignment");
+        let (q, k, v) = (f.variable(&format!("{case}_q")), f.variable(&format!("{case}_k")), f.variable(&format!("{case}_v")));
+        let mask = AttentionMask { key_padding: None, causal: true };
+        let out = unwrap(Tensor::scaled_dot_product_attention_masked(&q, &k, &v, mask, Some(scale)), case);
+        f.check(&out, &format!("{case}_out"));
+        let grads = unwrap(out.backward_with(&f.tensor(&format!("{case}_grad_out"))), "causal backward");
+        for (name, var) in [("q", &q), ("k", &k), ("v", &v)] {
+            f.check_grad(&grads, var, &format!("{case}_grad_{name}"));
+        }
+    }
     f.finish();
 }
 

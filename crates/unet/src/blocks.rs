@@ -1,6 +1,7 @@
 //! The UNet's building blocks, each the counterpart of a diffusers module of the same name
 //! (and so with the same parameter names).
 
+use ember_tensor::ops::attention::AttentionMask;
 use ember_tensor::ops::conv::{Conv2dParams, ConvTranspose2dParams};
 use ember_tensor::rng::Rng;
 use ember_tensor::{DType, Tensor};
@@ -126,6 +127,12 @@ impl Attention {
     /// `x [B, Sq, C]` attending to `context [B, Sk, C_ctx]` (to itself when `None`), with an
     /// optional key mask `[B, Sk]` (1 attend, 0 ignore).
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>, key_mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_masked(x, context, AttentionMask { key_padding: key_mask, causal: false })
+    }
+
+    /// [`Attention::forward`] with any mask: key padding and/or causal (token i attends to
+    /// tokens j ≤ i, as CLIP's text encoder).
+    pub fn forward_masked(&self, x: &Tensor, context: Option<&Tensor>, mask: AttentionMask) -> Result<Tensor> {
         let [b, sq, c]: [usize; 3] = x.shape().try_into().map_err(|_| invalid_input("Attention", "tokens [B, S, C]", x))?;
         let context = context.unwrap_or(x);
         if context.rank() != 3 || context.shape()[0] != b {
@@ -139,7 +146,7 @@ impl Attention {
         let q = split_heads(self.to_q.forward(x)?, sq)?;
         let k = split_heads(self.to_k.forward(context)?, sk)?;
         let v = split_heads(self.to_v.forward(context)?, sk)?;
-        let attended = Tensor::scaled_dot_product_attention_masked(&q, &k, &v, key_mask, None)?; // [B, heads, Sq, d]
+        let attended = Tensor::scaled_dot_product_attention_masked(&q, &k, &v, mask, None)?; // [B, heads, Sq, d]
         self.to_out.forward(&attended.transpose(1, 2)?.reshape(&[b, sq, c])?)
     }
 }

@@ -1,9 +1,10 @@
 //! Scaled dot-product attention for one (batch, head) slice at a time, fused: the scores
-//! `S = scale·QKᵀ` (−∞ where the key mask is 0) and probabilities `P = softmax(S)` live only in
-//! a per-thread scratch buffer. The forward saves the row log-sum-exp `lse = ln Σⱼ exp(Sᵢⱼ)`;
-//! the backward recomputes `P = exp(S − lse)` from it instead of storing P (FlashAttention's
-//! trade: S·S floats of memory for one more GEMM). A row whose keys are all masked outputs 0
-//! and saves `lse = +∞`, so that its recomputed P is 0 as well.
+//! `S = scale·QKᵀ` (−∞ where the key mask is 0 and, if causal, for keys j > i) and the
+//! probabilities `P = softmax(S)` live only in a per-thread scratch buffer. The forward saves
+//! the row log-sum-exp `lse = ln Σⱼ exp(Sᵢⱼ)`; the backward recomputes `P = exp(S − lse)` from
+//! it instead of storing P (FlashAttention's trade: S·S floats of memory for one more GEMM). A
+//! row whose keys are all masked outputs 0 and saves `lse = +∞`, so that its recomputed P is 0
+//! as well.
 
 use rayon::prelude::*;
 
@@ -67,13 +68,16 @@ fn mask_row<'a, T>(key_mask: Option<KeyMask<&'a [T]>>, b: usize, s: &AttentionSh
 }
 
 /// `scores = scale · q · kᵀ` (`[sq, sk]`), −∞ in the columns of the keys that `mask` (`[sk]`)
-/// holds 0 for.
+/// holds 0 for and, if `s.causal`, right of the diagonal (row i, columns j > i).
 fn scores<T: FloatElem>(q: &[T], k: &[T], mask: Option<&[T]>, s: &AttentionShape, scale: T, out: &mut [T]) {
     gemm(s.sq, s.sk, s.d, rows(q, s.d), rows_transposed(k, s.d), out, s.sk, false);
     out.iter_mut().for_each(|v| *v *= scale);
-    if let Some(mask) = mask {
-        for row in out.chunks_exact_mut(s.sk) {
+    for (i, row) in out.chunks_exact_mut(s.sk).enumerate() {
+        if let Some(mask) = mask {
             row.iter_mut().zip(mask).filter(|(_, m)| m.is_zero()).for_each(|(x, _)| *x = T::neg_infinity());
+        }
+        if s.causal && i + 1 < s.sk {
+            row[i + 1..].fill(T::neg_infinity());
         }
     }
 }

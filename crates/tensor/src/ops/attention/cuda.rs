@@ -59,9 +59,9 @@ fn attention_launch(op: &'static str, tiles: usize, bh: usize, floats: usize) ->
     Ok(LaunchConfig { grid: [tiles as u32, bh as u32, 1], block: [256, 1, 1], shared_bytes: (floats * F32) as u32 })
 }
 
-/// The kernels' arguments after their buffers: the sizes, the scale and the mask's heads (1
-/// with no mask).
-fn attention_sizes(op: &'static str, s: &AttentionShape, scale: f64, heads: usize) -> Result<[KernelArg; 6]> {
+/// The kernels' arguments after their buffers: the sizes, the scale, the mask's heads (1 with
+/// no mask) and whether the attention is causal.
+fn attention_sizes(op: &'static str, s: &AttentionShape, scale: f64, heads: usize) -> Result<[KernelArg; 7]> {
     Ok([
         KernelArg::I32(to_i32(op, "sq", s.sq)?),
         KernelArg::I32(to_i32(op, "sk", s.sk)?),
@@ -69,6 +69,7 @@ fn attention_sizes(op: &'static str, s: &AttentionShape, scale: f64, heads: usiz
         KernelArg::I32(to_i32(op, "dv", s.dv)?),
         KernelArg::F32(scale as f32),
         KernelArg::I32(to_i32(op, "heads", heads)?),
+        KernelArg::I32(s.causal.into()),
     ])
 }
 
@@ -86,8 +87,9 @@ fn mask_arg(op: &'static str, key_mask: Option<KeyMask<&DeviceBuffer>>, s: &Atte
     }
 }
 
-/// `(out, lse)` of `softmax(scale·q·kᵀ + mask)·v`, q `[bh, sq, d]`, k `[bh, sk, d]`,
-/// v `[bh, sk, dv]` contiguous, as the CPU kernel (`cpu.rs`) (kernels/attention.cu).
+/// `(out, lse)` of `softmax(scale·q·kᵀ + mask)·v` (the key mask and, if `s.causal`, the causal
+/// one), q `[bh, sq, d]`, k `[bh, sk, d]`, v `[bh, sk, dv]` contiguous, as the CPU kernel
+/// (`cpu.rs`) (kernels/attention.cu).
 pub fn attention_forward(
     q: &DeviceBuffer,
     k: &DeviceBuffer,

@@ -8,7 +8,8 @@ use crate::dispatch::kernels;
 use crate::error::{Result, TensorError, invalid};
 use crate::ops::check_same;
 
-/// Sizes of a batched attention: `q [bh, sq, d]`, `k [bh, sk, d]`, `v [bh, sk, dv]`.
+/// Sizes of a batched attention, `q [bh, sq, d]`, `k [bh, sk, d]`, `v [bh, sk, dv]`, and
+/// whether it is causal (query i sees only keys j ≤ i).
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {
     pub bh: usize,
@@ -16,6 +17,18 @@ pub struct AttentionShape {
     pub sk: usize,
     pub d: usize,
     pub dv: usize,
+    pub causal: bool,
+}
+
+/// Which keys each query may attend to (see [`Tensor::scaled_dot_product_attention_masked`]):
+/// a key is attended iff both masks allow it. The default masks nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttentionMask<'a> {
+    /// `[B, Sk]`: nonzero = attend (see the op's doc).
+    pub key_padding: Option<&'a Tensor>,
+    /// Query i attends only to keys j ≤ i (PyTorch's `is_causal`, top-left aligned: with
+    /// Sq ≠ Sk, still j ≤ i).
+    pub causal: bool,
 }
 
 /// A key-padding mask as the kernels take it: `values` holds `[bh / heads, sk]` numbers (a
@@ -45,8 +58,8 @@ impl KeyMask<Tensor> {
 /// contiguous `[bh / heads, sk]` tensor of q's dtype.
 pub(crate) trait AttentionKernels {
     /// `[out, lse]` from `inputs = [q, k, v]`: `out = softmax(scale·q·kᵀ + mask)·v` as a tensor
-    /// of `out_shape`, and the row log-sum-exp of the scores `[bh, sq]` (+∞ for a row whose keys
-    /// are all masked).
+    /// of `out_shape` (the mask: `key_mask`, and `shape.causal`), and the row log-sum-exp of the
+    /// scores `[bh, sq]` (+∞ for a row whose keys are all masked).
     fn attention_forward(
         &self,
         inputs: [&Tensor; 3],
@@ -70,33 +83,38 @@ impl Tensor {
     /// `softmax(scale · Q·Kᵀ) · V` over the last two axes, with `scale` defaulting to `1/√d`:
     /// [`Tensor::scaled_dot_product_attention_masked`] with no mask.
     pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f64>) -> Result<Tensor> {
-        Tensor::scaled_dot_product_attention_masked(q, k, v, None, scale)
+        Tensor::scaled_dot_product_attention_masked(q, k, v, AttentionMask::default(), scale)
     }
 
     /// `O = softmax(S) · V` with `S = scale · Q·Kᵀ + M` over the last two axes, `scale`
-    /// defaulting to `1/√d`, and `M` the key-padding mask: `Mᵢⱼ = 0` where key j is attended to,
-    /// `−∞` where it is masked out (no mask: `M = 0`).
+    /// defaulting to `1/√d`, and `M` the mask: `Mᵢⱼ = 0` where query i attends to key j, `−∞`
+    /// where `mask` rules the pair out, that is where the key-padding mask holds 0 for key j, or,
+    /// with `mask.causal`, where `j > i` (top-left aligned, as PyTorch's `is_causal`: with
+    /// `Sq > Sk` the last queries see every key, with `Sq < Sk` the last keys are seen by none).
+    /// No mask (`AttentionMask::default()`): `M = 0`.
     ///
     /// Shapes: `q [..., Sq, D]`, `k [..., Sk, D]`, `v [..., Sk, Dv]` with equal leading (batch,
-    /// head) axes → `[..., Sq, Dv]`. `key_mask` is `[B, Sk]` with `B = q.shape()[0]` (so q has
-    /// rank ≥ 3), of q's dtype and device: a nonzero entry attends to the key, 0 ignores it. The
-    /// leading axes are read as `[B, heads, ...]`: the `bh` (batch × head) slices of q, in
-    /// order, use mask row `i / heads` with `heads = bh / B`.
+    /// head) axes → `[..., Sq, Dv]`. `mask.key_padding` is `[B, Sk]` with `B = q.shape()[0]` (so
+    /// q has rank ≥ 3), of q's dtype and device: a nonzero entry attends to the key, 0 ignores
+    /// it. The leading axes are read as `[B, heads, ...]`: the `bh` (batch × head) slices of q,
+    /// in order, use mask row `i / heads` with `heads = bh / B`.
     ///
-    /// A query whose keys are all masked out has no distribution to attend with; its output row
-    /// is 0 and it passes no gradient to q, k or v. (PyTorch gives NaN there, and an additive
-    /// −10000 mask, as in diffusers, a uniform average over the keys; we choose 0.)
+    /// A query whose keys are all masked out (a padded key 0 with `causal` makes query 0 one)
+    /// has no distribution to attend with; its output row is 0 and it passes no gradient to q,
+    /// k or v. (PyTorch gives NaN there, and an additive −10000 mask, as in diffusers, a uniform
+    /// average over the keys; we choose 0.)
     ///
     /// Backward, with `P = softmax(S)` recomputed from the saved row log-sum-exp
-    /// `lse = ln Σⱼ exp(Sᵢⱼ)` (masked entries have `Pᵢⱼ = 0`; a fully masked row keeps
-    /// `lse = +∞`, so its recomputed row of P is 0 too): `dV = Pᵀ·dO`,
+    /// `lse = ln Σⱼ exp(Sᵢⱼ)` (masked entries, padded or causal, have `Pᵢⱼ = 0`; a fully masked
+    /// row keeps `lse = +∞`, so its recomputed row of P is 0 too): `dV = Pᵀ·dO`,
     /// `dS = P ⊙ (dO·Vᵀ − rowsum(dO ⊙ O))`, `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`. The mask gets
     /// no gradient.
     ///
-    /// Errors: `InvalidArgument` for a rank below 2 (below 3 with a mask), `Sk = 0` or an empty
-    /// q or v; `ShapeMismatch` for k, v or the mask not fitting q; `DTypeMismatch` /
-    /// `DeviceMismatch` for inputs (the mask included) of another dtype or device.
-    pub fn scaled_dot_product_attention_masked(q: &Tensor, k: &Tensor, v: &Tensor, key_mask: Option<&Tensor>, scale: Option<f64>) -> Result<Tensor> {
+    /// Errors: `InvalidArgument` for a rank below 2 (below 3 with a key-padding mask), `Sk = 0`
+    /// or an empty q or v; `ShapeMismatch` for k, v or the key-padding mask not fitting q;
+    /// `DTypeMismatch` / `DeviceMismatch` for inputs (the mask included) of another dtype or
+    /// device.
+    pub fn scaled_dot_product_attention_masked(q: &Tensor, k: &Tensor, v: &Tensor, mask: AttentionMask<'_>, scale: Option<f64>) -> Result<Tensor> {
         let op = "scaled_dot_product_attention";
         check_same(op, &[q, k, v])?;
         let rank = q.rank();
@@ -111,18 +129,19 @@ impl Tensor {
         if &v.shape()[..rank - 2] != lead || v.shape()[rank - 2] != k.shape()[rank - 2] {
             return Err(mismatch(v));
         }
-        let shape = AttentionShape { bh: lead.iter().product(), sq: q.shape()[rank - 2], sk: k.shape()[rank - 2], d, dv: v.shape()[rank - 1] };
+        let shape =
+            AttentionShape { bh: lead.iter().product(), sq: q.shape()[rank - 2], sk: k.shape()[rank - 2], d, dv: v.shape()[rank - 1], causal: mask.causal };
         if shape.sk == 0 {
             return invalid(op, "no keys to attend to (Sk = 0)");
         }
         if shape.bh * shape.sq * shape.dv == 0 || d == 0 {
             return invalid(op, format!("empty attention: q {:?}, v {:?}", q.shape(), v.shape()));
         }
-        let key_mask = match key_mask {
+        let key_mask = match mask.key_padding {
             None => None,
             Some(mask) => {
                 if rank < 3 {
-                    return invalid(op, format!("a key mask needs q of rank ≥ 3 ([B, ..., Sq, D]), got {:?}", q.shape()));
+                    return invalid(op, format!("a key-padding mask needs q of rank ≥ 3 ([B, ..., Sq, D]), got {:?}", q.shape()));
                 }
                 check_same(op, &[q, mask])?;
                 let batch = q.shape()[0];
