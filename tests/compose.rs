@@ -28,11 +28,11 @@ fn class_of(v: f32) -> usize {
 fn captions_name_the_garments_in_an_order_that_matches_the_canvas() {
     let mut rng = Rng::new(1);
     let singular = |class: usize, text: &str| GARMENT_WORDS[class].0.iter().any(|w| text.contains(w));
-    for left in 0..10 {
+    for (left, (_, plural)) in GARMENT_WORDS.iter().enumerate() {
         for right in 0..10 {
             let text = caption(Scene::Pair { left, right }, &mut rng);
             if left == right {
-                assert_eq!(text, format!("two {}", GARMENT_WORDS[left].1));
+                assert_eq!(text, format!("two {plural}"));
                 continue;
             }
             let (l, r) = (text.find(" left of ").or(text.find(" to the left of ")), text.find(" right of ").or(text.find(" to the right of ")));

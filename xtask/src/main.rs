@@ -76,6 +76,9 @@ fn fixtures(args: &[String]) -> Result {
         println!("xtask: generating UNet fixtures (diffusers) into tests/fixtures/unet");
         run(Command::new(&python).current_dir(&root).args(["scripts/make_unet_fixtures.py", "--out", "tests/fixtures/unet"]))
             .map_err(|e| format!("scripts/make_unet_fixtures.py failed: {e}"))?;
+        println!("xtask: generating CLIP text encoder fixtures (transformers) into tests/fixtures/clip");
+        run(Command::new(&python).current_dir(&root).args(["scripts/make_clip_fixtures.py", "--out", "tests/fixtures/clip"]))
+            .map_err(|e| format!("scripts/make_clip_fixtures.py failed: {e}"))?;
         println!("xtask: generating sampler fixtures (diffusers) into tests/fixtures/diffusion");
         run(Command::new(&python).current_dir(&root).args(["scripts/make_sampler_fixtures.py", "--out", "tests/fixtures/diffusion"]))
             .map_err(|e| format!("scripts/make_sampler_fixtures.py failed: {e}"))?;
@@ -84,7 +87,7 @@ fn fixtures(args: &[String]) -> Result {
     Ok(())
 }
 
-/// Makes sure `.venv` exists with torch, safetensors, numpy and diffusers (creating it and
+/// Makes sure `.venv` exists with torch, safetensors, numpy, diffusers and transformers (creating it and
 /// installing them from PyPI if needed); returns its Python.
 fn ensure_venv() -> Result<PathBuf> {
     let root = repo_root();
@@ -95,15 +98,15 @@ fn ensure_venv() -> Result<PathBuf> {
         let host = host_python()?;
         run(Command::new(host).args([OsStr::new("-m"), OsStr::new("venv"), venv.as_os_str()])).map_err(|e| format!("could not create the virtualenv: {e}"))?;
     }
-    let check = ["-c", "import torch, safetensors, numpy, diffusers"];
+    let check = ["-c", "import torch, safetensors, numpy, diffusers, transformers"];
     if quiet_ok(Command::new(&python).args(check)) {
-        println!("xtask: {} already has torch, safetensors, numpy and diffusers", venv.display());
+        println!("xtask: {} already has torch, safetensors, numpy, diffusers and transformers", venv.display());
     } else {
-        println!("xtask: installing torch safetensors numpy diffusers into {} (this can take a while)", venv.display());
-        run(Command::new(&python).args(["-m", "pip", "install", "torch", "safetensors", "numpy", "diffusers"]))
+        println!("xtask: installing torch safetensors numpy diffusers transformers into {} (this can take a while)", venv.display());
+        run(Command::new(&python).args(["-m", "pip", "install", "torch", "safetensors", "numpy", "diffusers", "transformers"]))
             .map_err(|e| format!("pip install failed: {e}"))?;
         if !quiet_ok(Command::new(&python).args(check)) {
-            return Err("`import torch, safetensors, numpy, diffusers` still fails after pip install".into());
+            return Err("`import torch, safetensors, numpy, diffusers, transformers` still fails after pip install".into());
         }
     }
     Ok(python)

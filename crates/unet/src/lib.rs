@@ -8,11 +8,13 @@
 //! - [`unet`]: the model; [`config`]: its architecture (diffusers' `UNet2DModel` and
 //!   `UNet2DConditionModel` config fields) and the presets `tiny`, `tiny-cond`, `labml`,
 //!   `ddpm-cifar10`.
+//! - [`clip`]: the text encoder of latent diffusion (transformers `CLIPTextModel`).
 //! - [`vae`]: the variational autoencoder of latent diffusion (diffusers `AutoencoderKL`),
 //!   built from the same blocks.
 //! - [`module`]: parameters by name, safetensors load/save with every mismatch reported.
 
 pub mod blocks;
+pub mod clip;
 pub mod config;
 pub mod error;
 pub mod layers;
