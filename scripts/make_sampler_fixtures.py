@@ -8,7 +8,7 @@ which `cargo xtask fixtures` installs into .venv, or by hand:
 
     .venv/bin/python scripts/make_sampler_fixtures.py --out tests/fixtures/diffusion
 
-It is deterministic (fixed seeds; no GPU) and writes one small file (~180 KB). Every tensor is
+It is deterministic (fixed seeds; no GPU) and writes one small file (~220 KB). Every tensor is
 float64 unless its name ends in `_f32`; timesteps are stored as float64 too (ember reads only
 float tensors). Conventions (the same as crates/diffusion): timesteps are 0-based (index t is
 the paper's t+1); T = 1000.
@@ -45,6 +45,16 @@ Contents (`{s}` is `linear` or `cosine`):
   DDIM chain (eta 0) from `guided.x_T`, with the toy conditional prediction
   0.1 x + sin(t / 100) `guided.c_text` and unconditional 0.05 x - cos(t / 100) `guided.c_uncond`:
   `guided.w{0,1,3,7_5}.x_0`, the final sample at guidance scale 0, 1, 3 and 7.5.
+- `ddpm_chain.*`: a strided DDPM chain, DDPMScheduler.set_timesteps(10) (default spacing
+  "leading", steps_offset 0: timesteps 900, 800, ..., 0; each step from t to the previous
+  strided timestep with ᾱ_t, ᾱ_prev and beta'_t = 1 - ᾱ_t/ᾱ_prev), linear schedule, with the
+  toy model of `chain.*` (eps(x, t) = 0.1 x + sin(t / 100) `ddpm_chain.c`) from
+  `ddpm_chain.x_T`; step i's noise is `ddpm_chain.noise[i]` (drawn by diffusers from a
+  generator seeded 2000 + i, re-drawn here to store it; no noise at t = 0):
+  `ddpm_chain.{fixed_small,fixed_large}.{clip,noclip}.trajectory` [10, ...] (x after each
+  step), with clip_sample True (x0 clipped to [-1, 1]) or False. `ddpm_chain.timesteps` is
+  set_timesteps(10).timesteps. These tensors come from their own generator (seed 1), after
+  everything else, so the entries above do not depend on them.
 - `vlb.*`: the variational bound terms, by a float64 NumPy transcription of Ho et al.'s
   `GaussianDiffusion2._vb_terms_bpd` / `_prior_bpd` (diffusion_tf/diffusion_utils_2.py, with
   `normal_kl`, `approx_standard_normal_cdf`, `discretized_gaussian_log_likelihood` from
@@ -230,6 +240,58 @@ def guided_chain(out, gen):
 
 GUIDANCE_SCALES = {"w0": 0.0, "w1": 1.0, "w3": 3.0, "w7_5": 7.5}
 
+DDPM_CHAIN_STEPS = 10
+
+
+def strided_ddpm_step(t, prev, x_t, eps, variance, clip, z):
+    """One step of DDPMScheduler.step after set_timesteps, in NumPy (an independent check of the
+    strided step and of the noise draw): x0 from eps (clipped to [-1, 1] if `clip`), the
+    posterior mean of q(x_prev | x_t, x0) for the process from prev to t, plus sigma z."""
+    abar = np.cumprod(1 - BETAS["linear"].numpy())
+    abar_prev = abar[prev] if prev >= 0 else 1.0
+    beta = 1 - abar[t] / abar_prev
+    x_t, eps = x_t.numpy(), eps.numpy()
+    x0 = (x_t - np.sqrt(1 - abar[t]) * eps) / np.sqrt(abar[t])
+    if clip:
+        x0 = np.clip(x0, -1.0, 1.0)
+    mean = np.sqrt(abar_prev) * beta / (1 - abar[t]) * x0 + np.sqrt(1 - beta) * (1 - abar_prev) / (1 - abar[t]) * x_t
+    if t == 0:
+        return mean
+    var = beta if variance == "fixed_large" else beta * (1 - abar_prev) / (1 - abar[t])
+    return mean + np.sqrt(var) * z.numpy()
+
+
+def ddpm_chain(out):
+    """A strided DDPM chain (DDPMScheduler.set_timesteps(10)), both variances, clip on and off."""
+    gen = torch.Generator().manual_seed(1)
+    c, x_T = randn(gen, *SHAPE), randn(gen, *SHAPE)
+    out["ddpm_chain.c"], out["ddpm_chain.x_T"] = c, x_T
+    model = chain_model(c)
+    seed = lambda i: 2000 + i
+    noise = torch.stack([torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed(i)), dtype=F64)
+                         for i in range(DDPM_CHAIN_STEPS)])
+    out["ddpm_chain.noise"] = noise
+    for variance in ("fixed_small", "fixed_large"):
+        for clip in (True, False):
+            scheduler = DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", variance_type=variance,
+                                      clip_sample=clip, prediction_type="epsilon")
+            use_float64(scheduler, BETAS["linear"])
+            scheduler.set_timesteps(DDPM_CHAIN_STEPS)
+            timesteps = scheduler.timesteps.tolist()
+            assert timesteps == list(range(900, -1, -100)), timesteps
+            x, trajectory = x_T, []
+            for i, t in enumerate(timesteps):
+                eps = model(x, t)
+                prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+                check = strided_ddpm_step(t, prev, x, eps, variance, clip, noise[i])
+                x = scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(seed(i))).prev_sample
+                assert x.dtype == F64
+                assert np.allclose(x.numpy(), check, rtol=1e-12, atol=1e-12), (variance, clip, t)
+                trajectory.append(x)
+            clip_name = "clip" if clip else "noclip"
+            out[f"ddpm_chain.{variance}.{clip_name}.trajectory"] = torch.stack(trajectory)
+    out["ddpm_chain.timesteps"] = scheduler.timesteps.double()
+
 
 # --- Ho et al.'s variational bound, transcribed to NumPy float64 -------------------------------
 
@@ -353,6 +415,7 @@ def main():
     ddim_chain(out, gen)
     vlb(out, gen)
     guided_chain(out, gen)
+    ddpm_chain(out)
     out = {k: v.contiguous() for k, v in out.items()}
     metadata = {
         "generator": "scripts/make_sampler_fixtures.py",

@@ -82,8 +82,13 @@ struct TrainArgs {
     data: Option<String>,
     #[arg(long, default_value_t = 1000)]
     steps: u64,
+    /// Images per forward/backward pass
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Gradient accumulation: each optimizer step averages the gradients of K batches of
+    /// --batch-size images (the same step as one batch of K times as many, in less memory)
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    accumulate: usize,
     #[arg(long, default_value_t = 2e-4)]
     lr: f64,
     /// Linear learning-rate warmup steps
@@ -173,9 +178,10 @@ struct SampleArgs {
     checkpoint: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "ddim")]
     sampler: SamplerName,
-    /// DDIM steps (DDPM always takes all T steps)
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
+    /// Sampling steps: DDIM's (default 50); DDPM's default is all T training steps, fewer
+    /// stride over them as diffusers' DDPMScheduler.set_timesteps(N) (every T/N-th, leading)
+    #[arg(long)]
+    steps: Option<usize>,
     /// DDIM's eta: 0 deterministic, 1 DDPM-like
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
@@ -414,6 +420,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         unet,
         data,
         batch_size: args.batch_size,
+        accumulate: args.accumulate,
         steps: args.steps,
         lr: args.lr,
         warmup_steps: args.warmup,
@@ -479,9 +486,9 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     ember::unet::module::to_device(&model, device)?;
     let schedule = ember::diffusion::NoiseSchedule::from_name(&checkpoint.config.schedule, checkpoint.config.num_timesteps)?;
     let sampler = match args.sampler {
-        SamplerName::Ddpm => Sampler::Ddpm { variance: variance(args.variance) },
+        SamplerName::Ddpm => Sampler::Ddpm { variance: variance(args.variance), steps: args.steps.unwrap_or(checkpoint.config.num_timesteps) },
         SamplerName::Ddim => Sampler::Ddim {
-            steps: args.steps,
+            steps: args.steps.unwrap_or(50),
             eta: args.eta,
             spacing: match args.spacing {
                 SpacingName::Leading => TimestepSpacing::Leading,

@@ -36,8 +36,10 @@ fn train_sample_resume_and_refuse_to_overwrite() {
     let run_s = run.to_str().unwrap();
     let common = ["--preset", "tiny", "--batch-size", "2", "--data", "procedural:8", "--out", run_s];
     let options = ["--checkpoint-every", "2", "--sample-every", "2", "--sample-count", "1", "--sample-steps", "2"];
-    let (ok, text) = ember(&[&["train", "--steps", "3"][..], &common, &options].concat());
+    let (ok, text) = ember(&[&["train", "--steps", "3", "--accumulate", "2"][..], &common, &options].concat());
     assert!(ok, "{text}");
+    let config = std::fs::read_to_string(run.join("config.json")).unwrap();
+    assert!(config.contains("\"accumulate\": 2"), "--accumulate reaches the run's config: {config}");
     for file in ["config.json", "loss.csv", "loss.png", "checkpoint.safetensors", "samples/step_0000002.png", "samples/step_0000003.png"] {
         assert!(run.join(file).exists(), "{file} missing after training");
     }
@@ -60,6 +62,14 @@ fn train_sample_resume_and_refuse_to_overwrite() {
         ember(&["sample", "--checkpoint", checkpoint.to_str().unwrap(), "--sampler", "ddim", "--steps", "3", "--n", "4", "--out", grid.to_str().unwrap()]);
     assert!(ok, "{text}");
     assert!(grid.exists());
+    // strided DDPM (diffusers' set_timesteps): 5 of the 1000 steps; more steps than T is refused
+    let ddpm = |steps: &str| {
+        ember(&["sample", "--checkpoint", checkpoint.to_str().unwrap(), "--sampler", "ddpm", "--steps", steps, "--n", "2", "--out", grid.to_str().unwrap()])
+    };
+    let (ok, text) = ddpm("5");
+    assert!(ok, "{text}");
+    let (ok, text) = ddpm("1001");
+    assert!(!ok && text.contains("steps = 1001"), "{text}");
     let (ok, text) = ember(&["sample", "--checkpoint", "/nonexistent/checkpoint.safetensors", "--out", grid.to_str().unwrap()]);
     assert!(!ok && text.contains("/nonexistent/checkpoint.safetensors"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -212,5 +222,16 @@ fn info_describes_a_diffusers_cross_attention_config() {
     let (ok, text) = ember(&["info", "--unet-config", config.to_str().unwrap()]);
     assert!(ok && text.contains("context tokens of 32 dims") && text.contains("2 per transformer"), "{text}");
     assert!(text.contains("272,226"), "diffusers counts 272,226 parameters: {text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_pytorch_pickle_is_refused_with_how_to_convert_it() {
+    let dir = temp_dir("pickle");
+    let path = dir.join("model.ckpt");
+    std::fs::write(&path, b"PK\x03\x04\x14\x00\x00\x00\x08\x00archive/data.pkl").unwrap();
+    let out = dir.join("grid.png");
+    let (ok, text) = ember(&["sample", "--checkpoint", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!ok && text.contains("PyTorch pickle") && text.contains("torch.load('model.ckpt'") && text.contains("safetensors"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

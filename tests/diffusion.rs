@@ -2,8 +2,9 @@
 //!
 //! - Fixtures (`tests/fixtures/diffusion/samplers.safetensors`, made by
 //!   `scripts/make_sampler_fixtures.py` in float64): the schedules against torch.linspace and
-//!   diffusers' `squaredcos_cap_v2`; q_sample, DDPM and DDIM steps and a 10-step DDIM chain
-//!   against diffusers' `DDPMScheduler` / `DDIMScheduler`; the variational-bound terms against a
+//!   diffusers' `squaredcos_cap_v2`; q_sample, DDPM and DDIM steps, a 10-step DDIM chain and a
+//!   10-step strided DDPM chain (clip_sample on and off) against diffusers' `DDPMScheduler` /
+//!   `DDIMScheduler`; the variational-bound terms against a
 //!   NumPy transcription of Ho et al.'s `_vb_terms_bpd` / `_prior_bpd`. Tolerance 1e-6 relative
 //!   to each tensor's scale (`max|diff| / max|ref|`).
 //! - Where no oracle applies: DDIM with η = 1 on every timestep is DDPM with σ_t² = β̃_t, the
@@ -13,8 +14,8 @@
 use std::collections::BTreeMap;
 
 use ember::diffusion::{
-    DdpmVariance, NoiseSchedule, TimestepSpacing, VbTerms, bits_per_dim, ddim_sample, ddim_sample_from, ddim_step, ddim_timesteps, ddpm_sample,
-    ddpm_sample_from, ddpm_step, epsilon_loss, prior_bpd, variational_bound, vb_terms_bpd, vlb,
+    DdpmOptions, DdpmVariance, NoiseSchedule, TimestepSpacing, VbTerms, bits_per_dim, ddim_sample, ddim_sample_from, ddim_step, ddim_timesteps, ddpm_sample,
+    ddpm_sample_from, ddpm_sample_strided, ddpm_step, ddpm_step_to, ddpm_timesteps, epsilon_loss, prior_bpd, variational_bound, vb_terms_bpd, vlb,
 };
 use ember::tensor::io::{SafetensorsFile, load_safetensors};
 use ember::tensor::rng::Rng;
@@ -239,16 +240,104 @@ fn a_ten_step_ddim_chain_matches_diffusers() {
     // η = 1 step by step with the fixture's noise: every intermediate x.
     for (label, eta) in [("eta0", 0.0), ("eta100", 1.0)] {
         let trajectory = f.get(&format!("chain.{label}.trajectory"));
-        let noise = f.get("chain.eta100.noise");
-        let mut x = x_big_t.clone();
-        let mut model = toy_model(&c);
-        for (i, &t) in timesteps.iter().enumerate() {
-            let eps = model(&x, &[t as f64; 2]).unwrap();
-            let z = noise.narrow(0, i, 1).unwrap().squeeze(0).unwrap();
-            x = ddim_step(&s, &x, t, timesteps.get(i + 1).copied(), &eps, eta, Some(&z)).unwrap();
-            assert_matches(&x, &trajectory.narrow(0, i, 1).unwrap().squeeze(0).unwrap(), &format!("{label} step {i}"));
+        check_trajectory(&c, &x_big_t, &timesteps, &f.get("chain.eta100.noise"), &trajectory, label, |x, t, t_prev, eps, z| {
+            ddim_step(&s, x, t, t_prev, eps, eta, Some(z)).unwrap()
+        });
+    }
+}
+
+/// Steps `step(x, t, t_prev, ε, z)` along `timesteps` from `x_big_t`, with ε from the fixture's
+/// toy model and z = `noise[i]` at step i, checking each x against `trajectory[i]`. Returns the
+/// last x.
+fn check_trajectory(
+    c: &Tensor,
+    x_big_t: &Tensor,
+    timesteps: &[usize],
+    noise: &Tensor,
+    trajectory: &Tensor,
+    what: &str,
+    mut step: impl FnMut(&Tensor, usize, Option<usize>, &Tensor, &Tensor) -> Tensor,
+) -> Tensor {
+    let row = |t: &Tensor, i: usize| t.narrow(0, i, 1).unwrap().squeeze(0).unwrap();
+    let mut x = x_big_t.clone();
+    let mut model = toy_model(c);
+    for (i, &t) in timesteps.iter().enumerate() {
+        let eps = model(&x, &[t as f64; 2]).unwrap();
+        x = step(&x, t, timesteps.get(i + 1).copied(), &eps, &row(noise, i));
+        assert_matches(&x, &row(trajectory, i), &format!("{what}, step {i} (t = {t})"));
+    }
+    x
+}
+
+/// diffusers' DDPMScheduler after set_timesteps(10) (900, 800, …, 0), both variances, with and
+/// without clip_sample, step by step with the fixture's noise: every intermediate x.
+#[test]
+fn a_strided_ddpm_chain_matches_diffusers_with_and_without_clipping() {
+    let f = Fixture::load();
+    let s = schedule("linear");
+    let (c, x_big_t, noise) = (f.get("ddpm_chain.c"), f.get("ddpm_chain.x_T"), f.get("ddpm_chain.noise"));
+    let timesteps = ddpm_timesteps(T, 10).unwrap();
+    assert_eq!(timesteps, f.timesteps("ddpm_chain.timesteps"));
+    for (variance, variance_label) in [(DdpmVariance::Posterior, "fixed_small"), (DdpmVariance::Beta, "fixed_large")] {
+        for (clip_sample, clip_label) in [(true, "clip"), (false, "noclip")] {
+            let trajectory = f.get(&format!("ddpm_chain.{variance_label}.{clip_label}.trajectory"));
+            let options = DdpmOptions { variance, clip_sample };
+            let what = format!("{variance_label}, {clip_label}");
+            let x = check_trajectory(&c, &x_big_t, &timesteps, &noise, &trajectory, &what, |x, t, t_prev, eps, z| {
+                ddpm_step_to(&s, x, t, t_prev, eps, options, Some(z)).unwrap()
+            });
+            if clip_sample {
+                // the last step returns the clipped x̂_0
+                assert!(x.to_vec_f64().iter().all(|v| v.abs() <= 1.0 + 1e-12));
+            }
         }
     }
+}
+
+/// The strided sampler is its steps with the documented draws (x_T, then one z per step with
+/// t > 0), and on every timestep it is Algorithm 2.
+#[test]
+fn the_strided_ddpm_sampler_is_its_steps_and_on_every_timestep_algorithm_2() {
+    let s = NoiseSchedule::from_name("linear", 40).unwrap();
+    let c = Tensor::randn(&[2, 5], 0.0, 1.0, DType::F64, &mut Rng::new(3));
+    let timesteps = ddpm_timesteps(40, 6).unwrap();
+    assert_eq!(timesteps, [30, 24, 18, 12, 6, 0]);
+    let options = DdpmOptions { variance: DdpmVariance::Beta, clip_sample: true };
+    let mut rng = Rng::new(21);
+    let x_big_t = Tensor::randn(&[2, 5], 0.0, 1.0, DType::F64, &mut rng);
+    let mut progress = Vec::new();
+    let sampled = ddpm_sample_strided(&mut *toy_model(&c), &s, x_big_t.clone(), &timesteps, options, &mut rng, &mut |i, n| progress.push((i, n))).unwrap();
+    assert_eq!(progress, (1..=6).map(|i| (i, 6)).collect::<Vec<_>>());
+
+    let mut replay = Rng::new(21);
+    let mut x = Tensor::randn(&[2, 5], 0.0, 1.0, DType::F64, &mut replay);
+    let mut model = toy_model(&c);
+    for (i, &t) in timesteps.iter().enumerate() {
+        let eps = model(&x, &[t as f64; 2]).unwrap();
+        let z = (t > 0).then(|| Tensor::randn(&[2, 5], 0.0, 1.0, DType::F64, &mut replay));
+        x = ddpm_step_to(&s, &x, t, timesteps.get(i + 1).copied(), &eps, options, z.as_ref()).unwrap();
+    }
+    assert_eq!(sampled.to_vec_f64(), x.to_vec_f64());
+    assert_eq!(rng, replay);
+
+    // every timestep, no clipping: Algorithm 2 (ddpm_sample_from), bit for bit
+    let all = ddpm_timesteps(40, 40).unwrap();
+    let plain = DdpmOptions { variance: DdpmVariance::Posterior, clip_sample: false };
+    let strided = ddpm_sample_strided(&mut *toy_model(&c), &s, x_big_t.clone(), &all, plain, &mut Rng::new(5), &mut no_progress()).unwrap();
+    let algorithm2 = ddpm_sample_from(&mut *toy_model(&c), &s, x_big_t.clone(), DdpmVariance::Posterior, &mut Rng::new(5), &mut no_progress()).unwrap();
+    assert_eq!(strided.to_vec_f64(), algorithm2.to_vec_f64());
+    // and clipping changes a chain whose predicted x̂_0 leaves [−1, 1]
+    let clipped =
+        ddpm_sample_strided(&mut *toy_model(&c), &s, x_big_t.clone(), &all, DdpmOptions { clip_sample: true, ..plain }, &mut Rng::new(5), &mut no_progress());
+    assert!(relative_error(&clipped.unwrap().to_vec_f64(), &algorithm2.to_vec_f64()) > 1e-3);
+
+    // bad timesteps and steps are errors
+    let invalid = |r: Result<Tensor, TensorError>| matches!(r, Err(TensorError::InvalidArgument { .. }));
+    for bad in [&[5, 5, 0][..], &[3, 7], &[], &[40]] {
+        assert!(invalid(ddpm_sample_strided(&mut *toy_model(&c), &s, x_big_t.clone(), bad, plain, &mut Rng::new(0), &mut no_progress())), "{bad:?}");
+    }
+    assert!(invalid(ddpm_step_to(&s, &x_big_t, 6, Some(6), &x_big_t, plain, None)));
+    assert!(ddpm_timesteps(40, 0).is_err() && ddpm_timesteps(40, 41).is_err());
 }
 
 #[test]

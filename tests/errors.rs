@@ -291,3 +291,57 @@ mod big_ops {
         assert!(matches!(x.softmax(3), Err(TensorError::AxisOutOfRange { .. })), "axis");
     }
 }
+
+/// PyTorch pickles (`torch.save`'s `.bin`, `.pt`, `.pth`, `.ckpt`) are refused by the one
+/// safetensors loader every weight and checkpoint path goes through, with how to convert them;
+/// a safetensors file that merely starts like a pickle, or is named like one, still loads.
+#[test]
+fn pytorch_pickles_are_refused_with_how_to_convert_them() {
+    use ember::tensor::io::load_safetensors;
+    let dir = std::env::temp_dir().join(format!("ember-errors-torch-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let refused = |path: &std::path::Path, what: &str| {
+        let err = load_safetensors(path).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, TensorError::File { .. }), "{what}: {err:?}");
+        assert!(message.contains("PyTorch pickle") && message.contains(&path.display().to_string()), "{what}: {message}");
+        assert!(message.contains("save_file") && message.contains("safe_serialization=True"), "{what}: says how to convert: {message}");
+        message
+    };
+    // torch.save's zip archive (PyTorch ≥ 1.6) under its usual name, and the legacy pickle stream
+    let zip = write("diffusion_pytorch_model.bin", b"PK\x03\x04\x14\x00\x00\x00\x08\x00archive/data.pkl...");
+    let message = refused(&zip, "zip");
+    assert!(message.contains("torch.load('diffusion_pytorch_model.bin'") && message.contains("'diffusion_pytorch_model.safetensors'"), "{message}");
+    refused(&write("weights.pt", b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.\x80\x02M\xe9\x03."), "legacy pickle");
+    // the signature decides whatever the name (protocol 4 here), and the name when the content is unknown
+    refused(&write("renamed.safetensors", b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94."), "pickle named .safetensors");
+    assert!(refused(&write("model.CKPT", b"not a zip, not a pickle"), ".ckpt").contains(".ckpt file"));
+    refused(&write("tiny.pth", b"PK\x03"), "a file shorter than a safetensors header");
+    // every loader goes through it: checkpoints and diffusers weights alike
+    let err = ember::train::checkpoint::Checkpoint::load(&zip).err().unwrap().to_string();
+    assert!(err.contains("PyTorch pickle"), "{err}");
+    let model = ember::unet::UNet::new(&ember::unet::UNetConfig::tiny(1), DType::F32, &mut ember::tensor::rng::Rng::new(0)).unwrap();
+    let err = ember::unet::module::load_weights_file(&model, &zip).unwrap_err().to_string();
+    assert!(err.contains("PyTorch pickle"), "{err}");
+
+    // not pickles: a safetensors file whose 640-byte header makes it start with \x80\x02, and a
+    // safetensors file named .bin, both load; garbage named .safetensors is a plain format error
+    let mut header = br#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_vec();
+    header.resize(640, b' ');
+    let mut bytes = 640u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&2.5f32.to_le_bytes());
+    assert_eq!(&bytes[..2], b"\x80\x02");
+    for name in ["header640.safetensors", "header640.bin"] {
+        let loaded = load_safetensors(write(name, &bytes)).unwrap();
+        assert_eq!(loaded.get("x").unwrap().to_vec_f64(), [2.5], "{name}");
+    }
+    let err = load_safetensors(write("garbage.safetensors", b"garbage!garbage")).unwrap_err().to_string();
+    assert!(err.contains("not a valid safetensors file") && !err.contains("pickle"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -315,3 +315,131 @@ fn classifier_free_guidance_is_diffusers_formula_in_one_batched_forward() {
     assert!(ember::tensor::testing::relative_error(&conditional, &unconditional) > 1e-3);
     assert!(ember::tensor::testing::relative_error(&draw(vec![0, 2], 3.0), &conditional) > 1e-3);
 }
+
+/// The parameters of a trainer's model (or EMA) as one flat list per tensor.
+fn weights(module: &UNet) -> Vec<(String, Vec<f64>)> {
+    named_parameters(module).into_iter().map(|(name, p)| (name, p.to_vec_f64())).collect()
+}
+
+#[test]
+fn accumulating_k_micro_batches_is_one_step_on_a_batch_k_times_larger() {
+    // a conditional model with random flips and label drops, so that every per-image draw
+    // is exercised; no dropout (its masks are drawn per forward pass: see the trainer's doc)
+    let config = |batch_size, accumulate| {
+        let mut config = TrainConfig { batch_size, accumulate, grad_clip: 0.5, ..conditional_config(3) };
+        config.unet.dropout = 0.0;
+        config
+    };
+    let mut big = trainer(config(16, 1));
+    let mut accumulated = trainer(config(4, 4));
+    for step in 0..3 {
+        let (b, a) = (big.train_step().unwrap(), accumulated.train_step().unwrap());
+        assert_eq!((a.step, a.lr), (b.step, b.lr), "one optimizer step, one learning rate");
+        assert!((a.loss - b.loss).abs() < 1e-6 * b.loss, "step {step}: loss {} vs {}", a.loss, b.loss);
+        assert!(b.grad_norm > 0.5, "clipping is exercised: the norm is {}", b.grad_norm);
+        assert!((a.grad_norm - b.grad_norm).abs() < 1e-5 * b.grad_norm, "step {step}: gradient norm {} vs {}", a.grad_norm, b.grad_norm);
+    }
+    assert_eq!((accumulated.rngs.data, accumulated.rngs.noise), (big.rngs.data, big.rngs.noise), "the same draws");
+    // All parameters together agree to 1e-5 of their scale; each tensor to 1e-4 of its own.
+    // (Adam divides by the gradient's magnitude, so an element whose gradient is at rounding
+    // level, such as an attention key bias, which softmax makes exactly gradient-free, takes a
+    // step of rounding-dependent size: per tensor, the bound is looser.)
+    for (model, reference) in [(&accumulated.model, &big.model), (&accumulated.ema, &big.ema)] {
+        let (model, reference) = (weights(model), weights(reference));
+        let flat = |w: &[(String, Vec<f64>)]| w.iter().flat_map(|(_, v)| v.iter().copied()).collect::<Vec<f64>>();
+        let err = ember::tensor::testing::relative_error(&flat(&model), &flat(&reference));
+        assert!(err < 1e-5, "all parameters: {err:e}");
+        for ((name, a), (_, b)) in model.iter().zip(&reference) {
+            let err = ember::tensor::testing::relative_error(a, b);
+            assert!(err < 1e-4, "{name}: {err:e}");
+        }
+    }
+    // the control: 3 steps of batch 4 alone end elsewhere
+    let mut small = trainer(config(4, 1));
+    for _ in 0..3 {
+        small.train_step().unwrap();
+    }
+    let (a, b) = (weights(&small.model), weights(&big.model));
+    assert!(a.iter().zip(&b).any(|((_, a), (_, b))| ember::tensor::testing::relative_error(a, b) > 1e-3));
+}
+
+#[test]
+fn an_accumulating_run_resumes_exactly_and_old_configs_read_as_no_accumulation() {
+    let config = TrainConfig { batch_size: 4, accumulate: 3, ..small_config(4) };
+    let mut uninterrupted = trainer(config.clone());
+    let expected: Vec<f64> = (0..4).map(|_| uninterrupted.train_step().unwrap().loss).collect();
+    let mut first_half = trainer(config);
+    let mut losses: Vec<f64> = (0..2).map(|_| first_half.train_step().unwrap().loss).collect();
+    let path = temp_dir("resume-accumulate").join("checkpoint.safetensors");
+    save_checkpoint(&first_half, &path).unwrap();
+    let checkpoint = Checkpoint::load(&path).unwrap();
+    assert_eq!(checkpoint.config.accumulate, 3);
+    let dataset = Dataset::from_name(&checkpoint.config.data, Split::Train, 1).unwrap();
+    let mut resumed = checkpoint.into_trainer(dataset).unwrap();
+    losses.extend((0..2).map(|_| resumed.train_step().unwrap().loss));
+    assert_eq!(losses, expected, "bit-for-bit, dropout included");
+    assert_eq!(weights(&resumed.model), weights(&uninterrupted.model));
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+
+    let mut json: serde_json::Value = serde_json::to_value(small_config(6)).unwrap();
+    assert!(json.as_object_mut().unwrap().remove("accumulate").is_some());
+    let old: TrainConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(old.accumulate, 1);
+    assert!(TrainConfig { accumulate: 0, ..small_config(6) }.validate().is_err());
+}
+
+#[test]
+fn without_accumulation_a_step_is_the_plain_algorithm_bit_for_bit() {
+    // the trainer against Algorithm 1 written out here: one batch, L_simple with t then ε from
+    // the noise stream, backward, clipping, Adam at the warmup rate, EMA
+    let config = conditional_config(2);
+    let mut t = trainer(config.clone());
+    let mut by_hand = trainer(config.clone());
+    for step in 0..2 {
+        let stats = t.train_step().unwrap();
+        let h = &mut by_hand;
+        let (indices, flips) = h.dataset.sample_indices(config.batch_size, &mut h.rngs.data, true);
+        let x0 = h.dataset.batch(&indices, &flips).unwrap();
+        let drops = h.rngs.data.uniform_values(indices.len());
+        let labels = h.dataset.batch_labels(&indices).unwrap().unwrap();
+        let classes: Vec<usize> = labels.iter().zip(drops).map(|(&l, u)| if u < config.cond_drop { 3 } else { l }).collect();
+        let (model, dropout) = (&h.model, &mut h.rngs.dropout);
+        let mut predict = |x: &Tensor, ts: &[f64]| model.forward_with_classes(x, ts, Some(&classes), &mut ForwardContext { training: true, rng: dropout });
+        let loss = ember::diffusion::epsilon_loss(&mut predict, &h.schedule, &x0, &mut h.rngs.noise).unwrap();
+        assert_eq!(loss.item().unwrap(), stats.loss, "step {step}: the loss");
+        let mut grads = loss.backward().unwrap();
+        assert_eq!(grads.clip_global_norm(config.grad_clip).unwrap(), stats.grad_norm, "step {step}: the gradient norm");
+        h.adam.config.lr = config.lr_at(step);
+        h.adam.step(&grads).unwrap();
+        let decay = config.ema_decay_at(step);
+        for ((_, e), (_, p)) in named_parameters(&h.ema).iter().zip(named_parameters(&h.model).iter()) {
+            ember::tensor::optim::ema_update(e, p, decay).unwrap();
+        }
+    }
+    assert_eq!(t.rngs, by_hand.rngs, "the same draws");
+    assert_eq!(weights(&t.model), weights(&by_hand.model));
+    assert_eq!(weights(&t.ema), weights(&by_hand.ema));
+}
+
+#[test]
+fn ddpm_sampling_takes_every_timestep_or_strides_with_the_librarys_clip_switch() {
+    use ember::diffusion::{DdpmOptions, DdpmVariance, ddpm_sample, ddpm_sample_strided, ddpm_timesteps};
+    use ember::train::sampling::{Sampler, sample_images};
+    let model = UNet::new(&small_unet(), DType::F32, &mut Rng::new(5)).unwrap();
+    let schedule = NoiseSchedule::linear(20, 1e-3, 0.2).unwrap();
+    let variance = DdpmVariance::Posterior;
+    let draw =
+        |steps, clip| sample_images(&model, &schedule, 2, Sampler::Ddpm { variance, steps }, clip, &mut Rng::new(9), &mut |_, _| {}).unwrap().to_vec_f64();
+    let mut direct = |x: &Tensor, t: &[f64]| model.forward(x, t, &mut ForwardContext { training: false, rng: &mut Rng::new(0) });
+    // all T steps without clipping: Algorithm 2
+    let shape = [2, 1, 16, 16];
+    let algorithm2 = ddpm_sample(&mut direct, &schedule, &shape, DType::F32, variance, &mut Rng::new(9), &mut |_, _| {}).unwrap();
+    assert_eq!(draw(20, false), algorithm2.to_vec_f64());
+    // 5 strided steps with clipping: the library's strided sampler with clip_sample
+    let mut rng = Rng::new(9);
+    let x_t = Tensor::randn(&shape, 0.0, 1.0, DType::F32, &mut rng);
+    let options = DdpmOptions { variance, clip_sample: true };
+    let strided = ddpm_sample_strided(&mut direct, &schedule, x_t, &ddpm_timesteps(20, 5).unwrap(), options, &mut rng, &mut |_, _| {}).unwrap();
+    assert_eq!(draw(5, true), strided.to_vec_f64());
+    assert!(ember::tensor::testing::relative_error(&draw(5, false), &strided.to_vec_f64()) > 1e-3, "the clip switch reaches the sampler");
+}

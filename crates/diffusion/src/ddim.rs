@@ -21,7 +21,7 @@
 use ember_tensor::rng::Rng;
 use ember_tensor::{DType, Result, Tensor, TensorError, no_grad};
 
-use crate::{NoiseModel, NoiseSchedule, check_batch_shape, check_like, invalid, invalid_argument, predict_noise};
+use crate::{NoiseModel, NoiseSchedule, check_batch_shape, check_like, check_timestep_sequence, invalid, predict_noise};
 
 /// How [`ddim_timesteps`] spreads S steps over T training timesteps (diffusers' names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +59,7 @@ fn check_eta(op: &'static str, eta: f64) -> Result<()> {
 }
 
 /// ᾱ at the step's target: ᾱ_s for `t_prev = Some(s)` (which must be < t), 1 for `None`.
-fn alpha_bar_prev(op: &'static str, schedule: &NoiseSchedule, t: usize, t_prev: Option<usize>) -> Result<f64> {
+pub(crate) fn alpha_bar_prev(op: &'static str, schedule: &NoiseSchedule, t: usize, t_prev: Option<usize>) -> Result<f64> {
     schedule.check_timestep(op, t)?;
     match t_prev {
         None => Ok(1.0),
@@ -139,13 +139,7 @@ pub fn ddim_sample_from<E: From<TensorError>>(
     let op = "ddim_sample";
     check_batch_shape(op, x_t.shape())?;
     check_eta(op, eta)?;
-    if timesteps.is_empty() {
-        return Err(invalid_argument(op, "no timesteps to sample on").into());
-    }
-    if let Some(w) = timesteps.windows(2).find(|w| w[1] >= w[0]) {
-        return Err(invalid_argument(op, format!("timesteps must strictly decrease, got {} then {}", w[0], w[1])).into());
-    }
-    schedule.check_timestep(op, timesteps[0])?;
+    check_timestep_sequence(op, schedule, timesteps)?;
     let _no_grad = no_grad();
     let mut x = x_t;
     for (i, &t) in timesteps.iter().enumerate() {

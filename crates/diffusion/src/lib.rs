@@ -5,7 +5,8 @@
 //!   (α_t, ᾱ_t, the posterior q(x_{t−1} | x_t, x_0)), and the forward process
 //!   [`NoiseSchedule::q_sample`] (eq. 4).
 //! - [`loss`]: the training objective L_simple (eq. 14), [`epsilon_loss`].
-//! - [`ddpm`]: ancestral sampling (Algorithm 2), [`ddpm_step`] and [`ddpm_sample`].
+//! - [`ddpm`]: ancestral sampling (Algorithm 2), [`ddpm_step`] and [`ddpm_sample`], and its
+//!   strided form with optional clipping (diffusers' `DDPMScheduler`), [`ddpm_sample_strided`].
 //! - [`ddim`]: DDIM sampling (Song, Meng & Ermon 2021, eq. 12) on a subsequence of timesteps,
 //!   [`ddim_step`] and [`ddim_sample`].
 //! - [`vlb`]: the variational bound in bits per dimension (eq. 5; Table 1's NLL), following
@@ -39,7 +40,7 @@ pub mod vlb;
 use ember_tensor::{Result, Tensor, TensorError};
 
 pub use ddim::{TimestepSpacing, ddim_sample, ddim_sample_from, ddim_sigma, ddim_step, ddim_timesteps};
-pub use ddpm::{DdpmVariance, ddpm_sample, ddpm_sample_from, ddpm_step};
+pub use ddpm::{DdpmOptions, DdpmVariance, ddpm_sample, ddpm_sample_from, ddpm_sample_strided, ddpm_step, ddpm_step_to, ddpm_timesteps};
 pub use loss::{epsilon_loss, epsilon_loss_with, sample_timesteps};
 pub use schedule::NoiseSchedule;
 pub use vlb::{VariationalBound, VbTerms, bits_per_dim, prior_bpd, variational_bound, vb_terms_bpd};
@@ -63,6 +64,17 @@ pub(crate) fn check_batch_shape(op: &'static str, shape: &[usize]) -> Result<()>
         return invalid(op, format!("shape {shape:?} must be a non-empty batch [B, ...] with no axis of size 0"));
     }
     Ok(())
+}
+
+/// Checks a sampler's timesteps: not empty, strictly decreasing, all below T.
+pub(crate) fn check_timestep_sequence(op: &'static str, schedule: &NoiseSchedule, timesteps: &[usize]) -> Result<()> {
+    if timesteps.is_empty() {
+        return invalid(op, "no timesteps to sample on");
+    }
+    if let Some(w) = timesteps.windows(2).find(|w| w[1] >= w[0]) {
+        return invalid(op, format!("timesteps must strictly decrease, got {} then {}", w[0], w[1]));
+    }
+    schedule.check_timestep(op, timesteps[0])
 }
 
 /// Runs the model on `x` at timestep index `t` for the whole batch, and checks that the

@@ -186,6 +186,22 @@ impl NoiseSchedule {
         x_t.sub(&eps.mul_scalar((1.0 - abar).sqrt())?)?.mul_scalar(1.0 / abar.sqrt())
     }
 
+    /// The noise prediction whose implied clean image is clipped to the data range [−1, 1]:
+    /// from `x̂_0 = (x_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t`, the ε that gives `clip(x̂_0)`,
+    /// `(x_t − √ᾱ_t clip(x̂_0))/√(1 − ᾱ_t)`, at one `t` for the batch. Elements whose x̂_0 is in
+    /// range keep their ε̂ (to rounding). Fed to a step that forms the posterior mean from ε
+    /// (eq. 11), this is that mean from the clipped x̂_0: the paper code's `clip_denoised`,
+    /// diffusers' `clip_sample` ([`crate::DdpmOptions`]); for DDIM, improved-diffusion's choice
+    /// of re-deriving ε from the clipped x̂_0.
+    pub fn clipped_noise(&self, x_t: &Tensor, t: usize, eps: &Tensor) -> Result<Tensor> {
+        self.check_timestep("clipped_noise", t)?;
+        crate::check_like("clipped_noise", eps, x_t)?;
+        let abar = self.alphas_cumprod[t];
+        let (s, r) = (abar.sqrt(), (1.0 - abar).sqrt());
+        let x0 = x_t.sub(&eps.mul_scalar(r)?)?.div_scalar(s)?.clamp(-1.0, 1.0)?;
+        x_t.sub(&x0.mul_scalar(s)?)?.div_scalar(r)
+    }
+
     /// `f(t[b])` for each batch element, after checking the length and range of `t`.
     fn per_element(&self, op: &'static str, x0: &Tensor, t: &[usize], f: impl Fn(usize) -> f64) -> Result<Vec<f64>> {
         let batch = x0.shape()[0];
@@ -206,6 +222,26 @@ fn broadcast_shape(x: &Tensor) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ember_tensor::DType;
+
+    #[test]
+    fn clipping_keeps_in_range_predictions_and_clips_the_implied_clean_image() {
+        let schedule = NoiseSchedule::linear(1000, 1e-4, 0.02).unwrap();
+        let t = 400;
+        let abar = schedule.alphas_cumprod()[t];
+        let (s, r) = (abar.sqrt(), (1.0 - abar).sqrt());
+        let x0 = Tensor::from_f64(&[0.5, -0.25, 1.8, -3.0], &[1, 4], DType::F64).unwrap();
+        let eps = Tensor::from_f64(&[0.3, -1.2, 0.7, 0.1], &[1, 4], DType::F64).unwrap();
+        let x_t = x0.mul_scalar(s).unwrap().add(&eps.mul_scalar(r).unwrap()).unwrap();
+        let clipped = schedule.clipped_noise(&x_t, t, &eps).unwrap();
+        let implied_x0 = schedule.predict_x0(&x_t, t, &clipped).unwrap().to_vec_f64();
+        for (got, want) in implied_x0.iter().zip([0.5, -0.25, 1.0, -1.0]) {
+            assert!((got - want).abs() < 1e-12, "{implied_x0:?}");
+        }
+        let (c, e) = (clipped.to_vec_f64(), eps.to_vec_f64());
+        assert!((c[0] - e[0]).abs() < 1e-12 && (c[1] - e[1]).abs() < 1e-12, "in-range elements keep their noise");
+        assert!(schedule.clipped_noise(&x_t, 1000, &eps).is_err());
+    }
 
     #[test]
     fn linspace_hits_both_ends_and_is_evenly_spaced() {

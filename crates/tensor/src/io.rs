@@ -108,11 +108,70 @@ impl SafetensorsFile {
     }
 }
 
+/// The file names PyTorch weights and checkpoints go by (`torch.save`'s pickles).
+const PYTORCH_EXTENSIONS: [&str; 4] = ["bin", "pt", "pth", "ckpt"];
+
+/// What a `torch.save` file starts with, if `head` does: a zip archive (`PK\x03\x04`, the
+/// format since PyTorch 1.6) or a bare pickle stream (`\x80` then the protocol, 2 to 5: the
+/// legacy format and plain pickles).
+fn pytorch_signature(head: &[u8]) -> Option<&'static str> {
+    match head {
+        [b'P', b'K', 3, 4, ..] => Some("a zip archive, as torch.save writes"),
+        [0x80, 2..=5, ..] => Some("a pickle stream"),
+        _ => None,
+    }
+}
+
+/// The refusal of a PyTorch pickle file (`what` it looks like), with the way to convert it.
+fn pytorch_pickle_error(path: &Path, what: &str) -> TensorError {
+    let name = path.file_name().map_or_else(|| "model.bin".into(), |n| n.to_string_lossy());
+    let stem = path.file_stem().map_or_else(|| "model".into(), |n| n.to_string_lossy());
+    file_error(
+        path,
+        format!(
+            "this is a PyTorch pickle file ({what}), not safetensors; ember does not load pickles (unpickling can run \
+             arbitrary code). Convert it once with PyTorch: python -c \"import torch; from safetensors.torch import save_file; \
+             sd = torch.load('{name}', map_location='cpu'); save_file({{k: v.contiguous() for k, v in sd.items()}}, '{stem}.safetensors')\" \
+             (a training checkpoint may nest the weights under a key such as 'state_dict'), or for a diffusers model \
+             model.save_pretrained(DIR, safe_serialization=True)"
+        ),
+    )
+}
+
 /// Loads every tensor of a safetensors file. Errors name the file and what is wrong.
+///
+/// A PyTorch pickle (`torch.save`: `.bin`, `.pt`, `.pth`, `.ckpt`, or a file that starts with
+/// a zip or pickle signature) is refused with [`TensorError::File`] saying how to convert it.
+/// The signature alone is not trusted, since a safetensors file starts with its header's
+/// length and a header of 640 bytes reads `\x80\x02`: the file is refused before being read
+/// whole when that length cannot fit in it, and otherwise only if it is not valid safetensors.
 pub fn load_safetensors(path: impl AsRef<Path>) -> Result<SafetensorsFile> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| TensorError::Io { path: path.display().to_string(), source })?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| file_error(path, format!("not a valid safetensors file: {e}")))?;
+    let io_error = |source| TensorError::Io { path: path.display().to_string(), source };
+    let mut head = [0u8; 8];
+    let (mut file, mut read) = (std::fs::File::open(path).map_err(io_error)?, 0);
+    while read < head.len() {
+        match std::io::Read::read(&mut file, &mut head[read..]).map_err(io_error)? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    let file_len = file.metadata().map_err(io_error)?.len();
+    if let Some(what) = pytorch_signature(&head[..read])
+        && (read < 8 || u64::from_le_bytes(head) > file_len - 8)
+    {
+        return Err(pytorch_pickle_error(path, what));
+    }
+    drop(file);
+    let bytes = std::fs::read(path).map_err(io_error)?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+        let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match (pytorch_signature(&bytes), extension) {
+            (Some(what), _) => pytorch_pickle_error(path, what),
+            (None, Some(ext)) if PYTORCH_EXTENSIONS.contains(&ext.as_str()) => pytorch_pickle_error(path, &format!("a .{ext} file that is not safetensors")),
+            _ => file_error(path, format!("not a valid safetensors file: {e}")),
+        }
+    })?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| file_error(path, e.to_string()))?;
     let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
     let (mut tensors, mut integer_tensors) = (BTreeMap::new(), BTreeMap::new());

@@ -2,11 +2,20 @@
 //! backward, NaN/Inf check, gradient-norm clipping, Adam with linear warmup, EMA of the weights.
 //! All randomness comes from three seeded Philox streams (data, diffusion noise, dropout) whose
 //! positions are saved in checkpoints, so a resumed run continues exactly where it stopped.
+//!
+//! Gradient accumulation (`accumulate` = K): a step's batch of `batch_size`·K images is drawn
+//! whole, in the order a step of batch `batch_size`·K without accumulation draws it (data
+//! stream: indices, flips, label drops; noise stream: timesteps, then ε), and then run through
+//! the model `batch_size` images at a time. The loss is a mean over the batch, so the mean of
+//! the K micro-batches' gradients is the big batch's gradient, and the step equals the big
+//! batch's step to float rounding. The one exception is dropout inside the model: its masks
+//! are drawn per forward pass, so with dropout > 0 the micro-batches see masks of the same
+//! distribution but not the same values as the big batch's.
 
-use ember_diffusion::{NoiseSchedule, epsilon_loss};
+use ember_diffusion::{NoiseSchedule, epsilon_loss_with, sample_timesteps};
 use ember_tensor::optim::{Adam, AdamConfig};
 use ember_tensor::rng::Rng;
-use ember_tensor::{DType, Device, Tensor, no_grad};
+use ember_tensor::{DType, Device, Gradients, Tensor, no_grad};
 use ember_unet::module::named_parameters;
 use ember_unet::{ForwardContext, UNet, UNetConfig};
 use serde::{Deserialize, Serialize};
@@ -51,7 +60,13 @@ pub struct TrainConfig {
     pub unet: UNetConfig,
     /// Dataset spec (see [`Dataset::from_name`]).
     pub data: String,
+    /// Images per forward/backward pass (a micro-batch when `accumulate` > 1).
     pub batch_size: usize,
+    /// Gradient accumulation: each optimizer step averages the gradients of this many
+    /// micro-batches of `batch_size` images, the same step as one batch of `batch_size`·K
+    /// (see the module doc). Clipping, EMA, the learning rate and `step` go once per optimizer
+    /// step. 1 (the default) is no accumulation.
+    pub accumulate: usize,
     pub steps: u64,
     /// Adam's learning rate after warmup (the paper: 2e-4).
     pub lr: f64,
@@ -93,6 +108,7 @@ impl Default for TrainConfig {
             unet: UNetConfig::tiny(1),
             data: "fashion-mnist".into(),
             batch_size: 32,
+            accumulate: 1,
             steps: 1000,
             lr: 2e-4,
             warmup_steps: 100,
@@ -120,6 +136,9 @@ impl TrainConfig {
         self.unet.validate()?;
         if self.batch_size == 0 {
             return fail("batch_size must be at least 1");
+        }
+        if self.accumulate == 0 {
+            return fail("accumulate must be at least 1");
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return fail("lr must be a positive number");
@@ -189,6 +208,15 @@ pub struct StepStats {
     pub lr: f64,
 }
 
+/// One optimizer step's images and draws (`batch_size`·`accumulate` of each).
+struct StepBatch {
+    x0: Tensor,
+    /// The labels given to the model (some dropped to the null class); None if unconditional.
+    classes: Option<Vec<usize>>,
+    timesteps: Vec<usize>,
+    noise: Tensor,
+}
+
 pub struct Trainer {
     pub config: TrainConfig,
     pub model: UNet,
@@ -235,33 +263,34 @@ impl Trainer {
         Ok(())
     }
 
-    /// One optimization step. On a non-finite loss or gradient nothing is updated and
-    /// [`TrainError::NonFinite`] is returned.
+    /// One optimization step: `accumulate` forward/backward passes of `batch_size` images,
+    /// their gradients averaged (see the module doc). On a non-finite loss or gradient nothing
+    /// is updated and [`TrainError::NonFinite`] is returned.
     pub fn train_step(&mut self) -> Result<StepStats> {
         let step = self.step;
-        let (indices, flips) = self.dataset.sample_indices(self.config.batch_size, &mut self.rngs.data, self.config.random_flip);
-        let x0 = self.dataset.batch(&indices, &flips)?.to_device(self.device)?;
-        // a class-conditional model gets each image's label, or with probability cond_drop
-        // the null class (drawn after the batch, from the same stream)
-        let classes = match self.dataset.batch_labels(&indices)? {
-            Some(labels) if self.config.is_class_conditional() => {
-                let drops = self.rngs.data.uniform_values(labels.len());
-                let null = self.config.null_class();
-                Some(labels.into_iter().zip(drops).map(|(label, u)| if u < self.config.cond_drop { null } else { label }).collect::<Vec<_>>())
+        let (micro, passes) = (self.config.batch_size, self.config.accumulate);
+        let batch = self.draw_batch(micro * passes)?;
+        let mut grads = Gradients::default();
+        let mut loss_sum = 0.0;
+        for pass in 0..passes {
+            let rows = pass * micro..(pass + 1) * micro;
+            let (x0, noise) = (batch.x0.narrow(0, rows.start, micro)?, batch.noise.narrow(0, rows.start, micro)?);
+            let classes = batch.classes.as_ref().map(|c| &c[rows.clone()]);
+            let model = &self.model;
+            let dropout_rng = &mut self.rngs.dropout;
+            let mut predict_noise = |x: &Tensor, t: &[f64]| model.forward_with_classes(x, t, classes, &mut ForwardContext { training: true, rng: dropout_rng });
+            let loss = epsilon_loss_with(&mut predict_noise, &self.schedule, &x0, &batch.timesteps[rows], &noise)?;
+            let loss_value = loss.item()?;
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFinite { step: step + 1, what: "the loss", value: loss_value });
             }
-            _ => None,
-        };
-        let model = &self.model;
-        let dropout_rng = &mut self.rngs.dropout;
-        let mut predict_noise =
-            |x: &Tensor, t: &[f64]| model.forward_with_classes(x, t, classes.as_deref(), &mut ForwardContext { training: true, rng: dropout_rng });
-        let loss = epsilon_loss(&mut predict_noise, &self.schedule, &x0, &mut self.rngs.noise)?;
-        let loss_value = loss.item()?;
-        if !loss_value.is_finite() {
-            return Err(TrainError::NonFinite { step: step + 1, what: "the loss", value: loss_value });
+            loss_sum += loss_value;
+            grads.accumulate(loss.backward()?)?;
         }
-        let mut grads = loss.backward()?;
-        drop(loss);
+        if passes > 1 {
+            grads.scale(1.0 / passes as f64)?;
+        }
+        let loss_value = loss_sum / passes as f64;
         let grad_norm = if self.config.grad_clip > 0.0 { grads.clip_global_norm(self.config.grad_clip)? } else { grads.global_norm()? };
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFinite { step: step + 1, what: "the gradient norm", value: grad_norm });
@@ -272,6 +301,27 @@ impl Trainer {
         self.update_ema()?;
         self.step += 1;
         Ok(StepStats { step: self.step, loss: loss_value, grad_norm, lr })
+    }
+
+    /// The random draws of one step's `size` images, in the order that fixes every run's
+    /// stream positions (see the module doc): from the data stream the indices and flips
+    /// ([`Dataset::sample_indices`]) and, for a class-conditional model, one uniform per image
+    /// that drops its label to the null class with probability `cond_drop`; from the noise
+    /// stream the timesteps ([`sample_timesteps`]), then ε.
+    fn draw_batch(&mut self, size: usize) -> Result<StepBatch> {
+        let (indices, flips) = self.dataset.sample_indices(size, &mut self.rngs.data, self.config.random_flip);
+        let x0 = self.dataset.batch(&indices, &flips)?.to_device(self.device)?;
+        let classes = match self.dataset.batch_labels(&indices)? {
+            Some(labels) if self.config.is_class_conditional() => {
+                let drops = self.rngs.data.uniform_values(labels.len());
+                let null = self.config.null_class();
+                Some(labels.into_iter().zip(drops).map(|(label, u)| if u < self.config.cond_drop { null } else { label }).collect())
+            }
+            _ => None,
+        };
+        let timesteps = sample_timesteps(self.schedule.num_steps(), size, &mut self.rngs.noise);
+        let noise = Tensor::randn_on(x0.shape(), 0.0, 1.0, x0.dtype(), x0.device(), &mut self.rngs.noise)?;
+        Ok(StepBatch { x0, classes, timesteps, noise })
     }
 
     /// `ema ← d·ema + (1 − d)·θ`.
