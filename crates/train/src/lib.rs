@@ -1,6 +1,7 @@
 //! Training and running the DDPM: datasets, the trainer (Adam, warmup, clipping, EMA,
 //! NaN/Inf detection), atomic checkpoints with exact resume, sampling, and image output.
 
+pub mod autoencoder;
 pub mod checkpoint;
 pub mod classifier;
 pub mod compose;
