@@ -125,6 +125,8 @@ fn the_vae_config_takes_diffusers_defaults_and_round_trips() {
         r#"{"act_fn": "gelu"}"#,
         r#"{"down_block_types": ["DownBlock2D"]}"#,
         r#"{"latents_mean": [0, 0, 0, 0]}"#,
+        r#"{"latents_mean": [0, 0, 0], "latents_std": [1, 1, 1]}"#,
+        r#"{"latents_mean": [0, 0, 0, 0], "latents_std": [1, 0, 1, 1]}"#,
         r#"{"norm_num_groups": 7}"#,
         r#"{"_class_name": "VQModel"}"#,
     ] {
@@ -145,6 +147,19 @@ fn the_vae_checks_its_inputs_and_latents_scale_both_ways() {
     let scaled = model.scale_latents(&z).unwrap();
     assert!(relative_error(&scaled.to_vec_f64(), &z.mul_scalar(0.18215).unwrap().to_vec_f64()) < 1e-12);
     assert!(relative_error(&model.unscale_latents(&scaled).unwrap().to_vec_f64(), &z.to_vec_f64()) < 1e-12);
+    // per-channel statistics (SDXL's): (z − mean[c])·scaling/std[c], and back
+    let mut with_stats = model.config.clone();
+    (with_stats.latents_mean, with_stats.latents_std) = (Some(vec![0.5, -1.0, 0.0, 2.0]), Some(vec![2.0, 1.0, 0.5, 4.0]));
+    let stats_model = AutoencoderKL::new(&VaeConfig::from_json(&with_stats.to_json()).unwrap(), DType::F64, &mut Rng::new(0)).unwrap();
+    let scaled = stats_model.scale_latents(&z).unwrap().to_vec_f64();
+    let zs = z.to_vec_f64();
+    for (i, (&s, &v)) in scaled.iter().zip(&zs).enumerate() {
+        let c = (i / 8) % 4; // [2, 4, 4, 2]: 8 values per channel
+        let (m, sd) = ([0.5, -1.0, 0.0, 2.0][c], [2.0, 1.0, 0.5, 4.0][c]);
+        assert!((s - (v - m) * 0.18215 / sd).abs() < 1e-12, "value {i}");
+    }
+    let back = stats_model.unscale_latents(&stats_model.scale_latents(&z).unwrap()).unwrap();
+    assert!(relative_error(&back.to_vec_f64(), &zs) < 1e-12);
     // the KL of the prior itself is 0, and a posterior sample with ε = 0 is the mean
     let prior = ember::unet::DiagonalGaussian { mean: Tensor::zeros(&[1, 4, 2, 2], DType::F64), logvar: Tensor::zeros(&[1, 4, 2, 2], DType::F64) };
     assert_eq!(prior.kl().unwrap().to_vec_f64(), [0.0]);

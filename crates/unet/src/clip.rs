@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::blocks::Attention;
-use crate::config::with_defaults;
+use crate::config::{json_object, with_defaults};
 use crate::error::{Result, UNetError};
 use crate::layers::{LayerNorm, Linear};
 use crate::module::{Module, join, visit_list};
@@ -75,10 +75,7 @@ impl ClipTextConfig {
     /// whole `CLIPModel`'s); missing keys take transformers' defaults, unknown keys are
     /// ignored, what ember does not build is refused.
     pub fn from_json(text: &str) -> Result<ClipTextConfig> {
-        let fail = |msg: String| UNetError::Config(msg);
-        let Value::Object(mut given) = serde_json::from_str(text).map_err(|e| fail(e.to_string()))? else {
-            return Err(fail("a config.json holds one JSON object".into()));
-        };
+        let mut given = json_object(text)?;
         if let Some(Value::Object(text_config)) = given.remove("text_config") {
             given = text_config;
         }

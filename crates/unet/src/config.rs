@@ -112,6 +112,14 @@ const CONDITION_OPTIONS_AT_ONE_VALUE: &[(&str, &str)] = &[
 /// value for all levels, so a list of equal values reads as that value.
 const PER_LEVEL_OPTIONS: &[&str] = &["attention_head_dim", "cross_attention_dim", "transformer_layers_per_block"];
 
+/// The keys of a config.json, which holds one JSON object.
+pub(crate) fn json_object(text: &str) -> Result<serde_json::Map<String, Value>> {
+    match serde_json::from_str(text).map_err(|e| UNetError::Config(e.to_string()))? {
+        Value::Object(keys) => Ok(keys),
+        _ => Err(UNetError::Config("a config.json holds one JSON object".into())),
+    }
+}
+
 /// The config a config.json's keys (`given`) make over `defaults`: each key given replaces the
 /// default's, the others keep it.
 pub(crate) fn with_defaults<T: Serialize + serde::de::DeserializeOwned>(defaults: &T, given: serde_json::Map<String, Value>) -> Result<T> {
@@ -267,10 +275,7 @@ impl UNetConfig {
     /// means the model diffusers builds from it.
     pub fn from_json(text: &str) -> Result<UNetConfig> {
         let fail = |msg: String| UNetError::Config(msg);
-        let value: Value = serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
-        let Value::Object(mut given) = value else {
-            return Err(fail("a config.json holds one JSON object".into()));
-        };
+        let mut given = json_object(text)?;
         let defaults = match given.get("_class_name").map(|v| v.as_str()) {
             None | Some(Some(UNET_2D)) => UNetConfig::diffusers_defaults(),
             Some(Some(UNET_2D_CONDITION)) => UNetConfig::diffusers_condition_defaults(),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::blocks::{AttentionBlock, BlockSettings, DownBlock, Downsample, MidBlock, ResnetBlock, SpatialAttention, Upsample};
-use crate::config::with_defaults;
+use crate::config::{json_object, with_defaults};
 use crate::error::{Result, UNetError};
 use crate::layers::{Conv2d, GroupNorm};
 use crate::module::{ForwardContext, Module, join, visit_list};
@@ -55,7 +55,8 @@ pub struct VaeConfig {
     /// The image size diffusers tiles by (a number or `[h, w]`); ember's model is fully
     /// convolutional and keeps it only to write it back.
     pub sample_size: Value,
-    /// Latents are scaled by this before diffusion (`(z − shift_factor)·scaling_factor`), so
+    /// Latents are scaled by this before diffusion (`(z − shift_factor)·scaling_factor`, or
+    /// `(z − latents_mean[c])·scaling_factor/latents_std[c]` with per-channel statistics), so
     /// that they have about unit variance (Stable Diffusion's 0.18215).
     pub scaling_factor: f64,
     pub shift_factor: Option<f64>,
@@ -64,7 +65,8 @@ pub struct VaeConfig {
     pub use_quant_conv: bool,
     pub use_post_quant_conv: bool,
     pub mid_block_add_attention: bool,
-    // accepted only at null (per-channel latent statistics are not implemented)
+    /// Per-channel latent statistics (SDXL's): given together, one per latent channel, in
+    /// place of `shift_factor`.
     pub latents_mean: Option<Vec<f64>>,
     pub latents_std: Option<Vec<f64>>,
 }
@@ -101,11 +103,7 @@ impl VaeConfig {
     /// Parses a diffusers `config.json` of an `AutoencoderKL`; missing keys take diffusers'
     /// defaults, unknown keys are ignored, what ember does not build is refused.
     pub fn from_json(text: &str) -> Result<VaeConfig> {
-        let fail = |msg: String| UNetError::Config(msg);
-        let Value::Object(given) = serde_json::from_str(text).map_err(|e| fail(e.to_string()))? else {
-            return Err(fail("a config.json holds one JSON object".into()));
-        };
-        let config = with_defaults(&VaeConfig::default(), given)?;
+        let config = with_defaults(&VaeConfig::default(), json_object(text)?)?;
         config.validate()?;
         Ok(config)
     }
@@ -153,8 +151,20 @@ impl VaeConfig {
         if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
             return fail(format!("scaling_factor {} must be positive", self.scaling_factor));
         }
-        if self.latents_mean.is_some() || self.latents_std.is_some() {
-            return fail("latents_mean / latents_std (per-channel latent statistics) are not supported".into());
+        match (&self.latents_mean, &self.latents_std) {
+            (None, None) => {}
+            (Some(mean), Some(std)) => {
+                if mean.len() != self.latent_channels || std.len() != self.latent_channels {
+                    return fail(format!("latents_mean and latents_std need one value per latent channel ({})", self.latent_channels));
+                }
+                if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || mean.iter().any(|m| !m.is_finite()) {
+                    return fail("latents_std must be positive and latents_mean finite".into());
+                }
+                if self.shift_factor.is_some() {
+                    return fail("shift_factor and latents_mean / latents_std both shift the latents: give one".into());
+                }
+            }
+            _ => return fail("latents_mean and latents_std go together".into()),
         }
         Ok(())
     }
@@ -344,13 +354,29 @@ impl AutoencoderKL {
     }
 
     /// Latents as the diffusion model sees them: `(z − shift_factor)·scaling_factor`.
+    /// With per-channel statistics, `(z − latents_mean[c])·scaling_factor/latents_std[c]`.
     pub fn scale_latents(&self, z: &Tensor) -> Result<Tensor> {
-        Ok(z.add_scalar(-self.config.shift_factor.unwrap_or(0.0))?.mul_scalar(self.config.scaling_factor)?)
+        match self.channel_statistics(z)? {
+            Some((mean, std)) => Ok(z.sub(&mean)?.div(&std)?.mul_scalar(self.config.scaling_factor)?),
+            None => Ok(z.add_scalar(-self.config.shift_factor.unwrap_or(0.0))?.mul_scalar(self.config.scaling_factor)?),
+        }
     }
 
     /// The inverse of [`AutoencoderKL::scale_latents`], before [`AutoencoderKL::decode`].
     pub fn unscale_latents(&self, latents: &Tensor) -> Result<Tensor> {
-        Ok(latents.mul_scalar(1.0 / self.config.scaling_factor)?.add_scalar(self.config.shift_factor.unwrap_or(0.0))?)
+        let unscaled = latents.mul_scalar(1.0 / self.config.scaling_factor)?;
+        match self.channel_statistics(latents)? {
+            Some((mean, std)) => Ok(unscaled.mul(&std)?.add(&mean)?),
+            None => Ok(unscaled.add_scalar(self.config.shift_factor.unwrap_or(0.0))?),
+        }
+    }
+
+    /// `latents_mean` and `latents_std` as `[1, C, 1, 1]` tensors in `like`'s dtype and device.
+    fn channel_statistics(&self, like: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+        let (Some(mean), Some(std)) = (&self.config.latents_mean, &self.config.latents_std) else { return Ok(None) };
+        let per_channel =
+            |values: &[f64]| -> Result<Tensor> { Ok(Tensor::from_f64(values, &[1, values.len(), 1, 1], like.dtype())?.to_device(like.device())?) };
+        Ok(Some((per_channel(mean)?, per_channel(std)?)))
     }
 
     fn check_input(&self, op: &'static str, x: &Tensor, channels: usize, factor: usize) -> Result<()> {
