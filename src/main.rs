@@ -1,5 +1,8 @@
-//! `ember`: train a DDPM, sample from it, evaluate it, and describe its architecture.
+//! `ember`: train a DDPM, sample from it, evaluate it, and describe its architecture; train
+//! the three stages of a text-to-image pipeline and draw from it (`txt2img`).
 //! Run `ember --help` and `ember <command> --help`.
+
+mod txt2img;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +45,13 @@ enum Command {
     Export(ExportArgs),
     /// Train the image classifier that `ember eval --class-accuracy` reads samples with
     TrainClassifier(TrainClassifierArgs),
+    /// Text to image, stage 1: train the VAE (AutoencoderKL) on composed 64x32 canvases
+    TrainVae(txt2img::TrainVaeArgs),
+    /// Text to image, stage 2: train the CLIP text encoder against an image encoder (InfoNCE)
+    TrainClip(txt2img::TrainClipArgs),
+    /// Draw canvases for a prompt with a text-to-image pipeline (stage 3 is `ember train
+    /// --pipeline txt2img`)
+    Txt2img(txt2img::Txt2ImgArgs),
 }
 
 #[derive(Args, Clone)]
@@ -73,6 +83,16 @@ impl ModelArgs {
 struct TrainArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// What to train: ddpm (a UNet on images) or txt2img (text-to-image stage 3: latent
+    /// diffusion with cross-attention on the frozen --vae and --text-encoder)
+    #[arg(long, value_enum, default_value = "ddpm")]
+    pipeline: PipelineName,
+    /// --pipeline txt2img: the VAE (an `ember train-vae` checkpoint)
+    #[arg(long)]
+    vae: Option<PathBuf>,
+    /// --pipeline txt2img: the text encoder (an `ember train-clip` checkpoint)
+    #[arg(long)]
+    text_encoder: Option<PathBuf>,
     /// The run folder
     #[arg(long)]
     out: PathBuf,
@@ -121,7 +141,8 @@ struct TrainArgs {
     #[arg(long, default_value_t = 50)]
     sample_steps: usize,
     /// Class-conditional models: the probability that a label is dropped to the null class
-    /// during training (for classifier-free guidance)
+    /// during training (for classifier-free guidance); --pipeline txt2img: the probability
+    /// that a caption is replaced by the empty one
     #[arg(long, default_value_t = 0.1)]
     cond_drop: f64,
     /// No random horizontal flips
@@ -138,6 +159,12 @@ struct TrainArgs {
     /// for checking only)
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PipelineName {
+    Ddpm,
+    Txt2img,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -247,6 +274,11 @@ struct EvalArgs {
     /// --n training images as the floor
     #[arg(long, conflicts_with = "class_accuracy")]
     fid: bool,
+    /// For a text-to-image pipeline (--checkpoint pipeline.safetensors): per --guidance scale,
+    /// --n canvases per ordered pair of garments, on the held-out pairs and as many training
+    /// pairs; the share whose left and right cells the classifier reads as the prompt's
+    #[arg(long, conflicts_with_all = ["class_accuracy", "fid"])]
+    prompt_fidelity: bool,
     /// The classifier for --class-accuracy and --fid (default: the shipped one for the checkpoint's
     /// data, checkpoints/classifier-<data>-f16.safetensors)
     #[arg(long)]
@@ -330,6 +362,9 @@ fn main() {
         Command::Info(args) => run_info(args),
         Command::Export(args) => run_export(args),
         Command::TrainClassifier(args) => run_train_classifier(args),
+        Command::TrainVae(args) => txt2img::run_train_vae(args),
+        Command::TrainClip(args) => txt2img::run_train_clip(args),
+        Command::Txt2img(args) => txt2img::run_txt2img(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -407,6 +442,11 @@ impl Observer for BarObserver {
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {
+    if args.pipeline == PipelineName::Txt2img {
+        anyhow::ensure!(args.device == "cpu", "--pipeline txt2img trains on the CPU for now");
+        return txt2img::run_train_latent(&args);
+    }
+    anyhow::ensure!(args.vae.is_none() && args.text_encoder.is_none(), "--vae and --text-encoder are for --pipeline txt2img");
     let device = parse_device(&args.device)?;
     let mut unet = args.model.config()?;
     let data = args.data.clone().unwrap_or_else(|| default_data(&unet));
@@ -547,6 +587,10 @@ fn run_sample(args: SampleArgs) -> Result<()> {
 }
 
 fn run_eval(args: EvalArgs) -> Result<()> {
+    if args.prompt_fidelity {
+        let classifier = args.classifier.clone().unwrap_or_else(|| shipped_classifier("fashion-mnist"));
+        return txt2img::run_prompt_fidelity(&args.checkpoint, &classifier, &args.guidance, args.n, args.steps, args.batch_size, args.seed);
+    }
     let device = parse_device(&args.device)?;
     let checkpoint = Checkpoint::load(&args.checkpoint)?;
     let model = checkpoint.model(!args.no_ema)?;

@@ -84,7 +84,17 @@ pub struct ClassifierBlock {
 }
 
 impl ClassifierBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn new(c_in: usize, c_out: usize, groups: usize, rng: &mut Rng) -> Result<ClassifierBlock> {
+        let (eps, dtype) = (1e-5, DType::F32);
+        Ok(ClassifierBlock {
+            conv1: Conv2d::new(c_in, c_out, 3, Conv2dParams::new(1, 1), dtype, rng)?,
+            norm1: GroupNorm::new(groups, c_out, eps, dtype),
+            conv2: Conv2d::new(c_out, c_out, 3, Conv2dParams::new(2, 1), dtype, rng)?,
+            norm2: GroupNorm::new(groups, c_out, eps, dtype),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.norm1.forward_silu(&self.conv1.forward(x)?)?;
         Ok(self.norm2.forward_silu(&self.conv2.forward(&h)?)?)
     }
@@ -117,19 +127,13 @@ impl Classifier {
     /// A freshly initialized network (PyTorch's default init), f32.
     pub fn new(config: &ClassifierConfig, rng: &mut Rng) -> Result<Classifier> {
         config.validate()?;
-        let (groups, eps, dtype) = (config.norm_num_groups, 1e-5, DType::F32);
         let mut blocks = Vec::new();
         let mut c_in = config.in_channels;
         for &c in &config.block_out_channels {
-            blocks.push(ClassifierBlock {
-                conv1: Conv2d::new(c_in, c, 3, Conv2dParams::new(1, 1), dtype, rng)?,
-                norm1: GroupNorm::new(groups, c, eps, dtype),
-                conv2: Conv2d::new(c, c, 3, Conv2dParams::new(2, 1), dtype, rng)?,
-                norm2: GroupNorm::new(groups, c, eps, dtype),
-            });
+            blocks.push(ClassifierBlock::new(c_in, c, config.norm_num_groups, rng)?);
             c_in = c;
         }
-        let head = Linear::new(c_in, config.class_names.len(), dtype, rng)?;
+        let head = Linear::new(c_in, config.class_names.len(), DType::F32, rng)?;
         Ok(Classifier { config: config.clone(), blocks, head })
     }
 

@@ -45,6 +45,14 @@ pub enum Scene {
     Pair { left: usize, right: usize },
 }
 
+impl Scene {
+    /// Every scene: one garment of each class, then every ordered pair (equal classes too).
+    pub fn all() -> Vec<Scene> {
+        let ones = (0..10).map(Scene::One);
+        ones.chain((0..10).flat_map(|left| (0..10).map(move |right| Scene::Pair { left, right }))).collect()
+    }
+}
+
 /// A uniform index in `0..n` from the stream.
 fn pick(rng: &mut Rng, n: usize) -> usize {
     ((rng.uniform_values(1)[0] * n as f64) as usize).min(n - 1)
@@ -177,6 +185,12 @@ impl ComposedData {
             }
         }
         canvas
+    }
+
+    /// The canvases `[n, 1, 32, 64]` (f32) of `scenes`, garments drawn from `rng` in order.
+    pub fn render_batch(&self, scenes: &[Scene], rng: &mut Rng) -> Result<Tensor> {
+        let values: Vec<f32> = scenes.iter().flat_map(|&scene| self.render(scene, rng)).collect();
+        Ok(Tensor::from_vec(values, &[scenes.len(), 1, CANVAS_HEIGHT, CANVAS_WIDTH], ember_tensor::Device::Cpu)?)
     }
 
     /// A training batch: `n` canvases `[n, 1, 32, 64]` in `dtype`, a caption of each, and the

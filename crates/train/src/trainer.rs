@@ -208,6 +208,23 @@ pub struct StepStats {
     pub lr: f64,
 }
 
+/// Finishes an optimizer step (0-based `step`) whose gradients are `grads` and mean loss
+/// `loss`: stops with [`TrainError::NonFinite`] on a non-finite loss or gradient norm (nothing
+/// updated), clips the global gradient norm to `grad_clip` (0: off), and takes Adam's step at
+/// learning rate `lr`. Every trainer (the DDPM's, the text-to-image stages') ends its steps here.
+pub fn optimizer_step(adam: &mut Adam, grads: &mut Gradients, loss: f64, step: u64, grad_clip: f64, lr: f64) -> Result<StepStats> {
+    if !loss.is_finite() {
+        return Err(TrainError::NonFinite { step: step + 1, what: "the loss", value: loss });
+    }
+    let grad_norm = if grad_clip > 0.0 { grads.clip_global_norm(grad_clip)? } else { grads.global_norm()? };
+    if !grad_norm.is_finite() {
+        return Err(TrainError::NonFinite { step: step + 1, what: "the gradient norm", value: grad_norm });
+    }
+    adam.config.lr = lr;
+    adam.step(grads)?;
+    Ok(StepStats { step: step + 1, loss, grad_norm, lr })
+}
+
 /// One optimizer step's images and draws (`batch_size`·`accumulate` of each).
 struct StepBatch {
     x0: Tensor,
@@ -291,16 +308,10 @@ impl Trainer {
             grads.scale(1.0 / passes as f64)?;
         }
         let loss_value = loss_sum / passes as f64;
-        let grad_norm = if self.config.grad_clip > 0.0 { grads.clip_global_norm(self.config.grad_clip)? } else { grads.global_norm()? };
-        if !grad_norm.is_finite() {
-            return Err(TrainError::NonFinite { step: step + 1, what: "the gradient norm", value: grad_norm });
-        }
-        let lr = self.config.lr_at(step);
-        self.adam.config.lr = lr;
-        self.adam.step(&grads)?;
+        let stats = optimizer_step(&mut self.adam, &mut grads, loss_value, step, self.config.grad_clip, self.config.lr_at(step))?;
         self.update_ema()?;
         self.step += 1;
-        Ok(StepStats { step: self.step, loss: loss_value, grad_norm, lr })
+        Ok(stats)
     }
 
     /// The random draws of one step's `size` images, in the order that fixes every run's

@@ -1,0 +1,230 @@
+//! The loop every text-to-image training stage runs (the VAE, the contrastive text encoder,
+//! latent diffusion): steps, one `loss.csv` row per step, atomic checkpoints and a loss curve
+//! every `checkpoint_every` steps, the stage's preview (reconstructions, retrieval accuracy,
+//! sample grids) every `sample_every` steps, and `metrics.csv` for what the previews measure.
+//!
+//! ```text
+//! OUT/config.json                 the stage's config
+//! OUT/loss.csv                    step,loss,grad_norm,lr (one row per step)
+//! OUT/loss.png                    the loss curve, redrawn at each checkpoint
+//! OUT/metrics.csv                 step,name,value (what the previews measure)
+//! OUT/samples/step_NNNNNNN.png    the stage's preview image
+//! OUT/checkpoint.safetensors      the latest checkpoint (see `checkpoint`)
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ember_tensor::optim::{Adam, AdamConfig};
+use ember_tensor::{Gradients, Tensor};
+use ember_unet::Module;
+use ember_unet::module::named_parameters;
+use serde::{Deserialize, Serialize};
+
+use crate::compose::{ComposedData, held_out_pairs};
+use crate::data::{Dataset, Split};
+use crate::error::{Result, TrainError, io_error};
+use crate::images::write_loss_curve_png;
+use crate::run::{Observer, RunDir};
+use crate::trainer::{LrDecay, StepStats, optimizer_step, scheduled_lr};
+
+/// A training stage the loop can drive.
+pub trait Stage {
+    /// Steps completed.
+    fn step(&self) -> u64;
+    /// The run's optimization settings.
+    fn settings(&self) -> &StageSettings;
+    /// The step the run ends at.
+    fn total_steps(&self) -> u64 {
+        self.settings().steps
+    }
+    /// `(checkpoint_every, sample_every)`; 0 turns either off (the last step does both).
+    fn intervals(&self) -> (u64, u64) {
+        (self.settings().checkpoint_every, self.settings().sample_every)
+    }
+    /// The stage's config as JSON (written to `config.json`).
+    fn config_json(&self) -> String;
+    /// One optimizer step.
+    fn train_step(&mut self) -> Result<StepStats>;
+    /// Writes the whole state, for a resume.
+    fn save(&self, path: &Path) -> Result<()>;
+    /// Writes the stage's preview image to `image` (if it has one) and returns what it
+    /// measured, as `(name, value)` pairs.
+    fn preview(&mut self, image: &Path) -> Result<Vec<(String, f64)>>;
+}
+
+/// `metrics.csv` in a run folder.
+pub fn metrics_csv(dir: &RunDir) -> PathBuf {
+    dir.root.join("metrics.csv")
+}
+
+/// The rows of a CSV file whose first field is a step ≤ `up_to` (the header and any other row
+/// dropped, a last line without its newline too: it was cut by a crash).
+fn rows_up_to(path: &Path, up_to: u64) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    complete.lines().filter(|line| line.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|step| step <= up_to)).map(str::to_string).collect()
+}
+
+/// Rewrites `path` with `header` and its rows up to step `up_to` (the rows a resumed run keeps)
+/// and opens it for appending.
+fn reopen_csv(path: &Path, header: &str, up_to: u64) -> Result<(std::fs::File, Vec<String>)> {
+    let rows = rows_up_to(path, up_to);
+    let mut text = format!("{header}\n");
+    for row in &rows {
+        text.push_str(row);
+        text.push('\n');
+    }
+    ember_tensor::io::write_atomically(path, text.as_bytes())?;
+    let file = std::fs::OpenOptions::new().append(true).open(path).map_err(io_error(path))?;
+    Ok((file, rows))
+}
+
+/// Appends one whole line (one write, so that a crash leaves whole rows).
+fn append_line(file: &mut std::fs::File, path: &Path, line: String) -> Result<()> {
+    file.write_all(format!("{line}\n").as_bytes()).map_err(io_error(path))
+}
+
+/// Runs `stage` to its last step, writing the run folder (see the module doc). A resumed
+/// stage keeps the rows of `loss.csv` and `metrics.csv` up to its step.
+pub fn run_stage(stage: &mut dyn Stage, dir: &RunDir, observer: &mut dyn Observer) -> Result<()> {
+    std::fs::create_dir_all(dir.root.join("samples")).map_err(io_error(&dir.root))?;
+    ember_tensor::io::write_atomically(&dir.config(), stage.config_json().as_bytes())?;
+    let (loss_path, metrics_path) = (dir.loss_csv(), metrics_csv(dir));
+    let (mut loss_csv, kept) = reopen_csv(&loss_path, "step,loss,grad_norm,lr", stage.step())?;
+    let mut losses: Vec<(u64, f64)> = kept
+        .iter()
+        .filter_map(|row| {
+            let mut fields = row.split(',');
+            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+        })
+        .collect();
+    let (mut metrics, _) = reopen_csv(&metrics_path, "step,name,value", stage.step())?;
+    let (checkpoint_every, sample_every) = stage.intervals();
+    observer.started(stage.step(), stage.total_steps());
+    while stage.step() < stage.total_steps() {
+        let stats = stage.train_step()?;
+        append_line(&mut loss_csv, &loss_path, format!("{},{},{},{}", stats.step, stats.loss, stats.grad_norm, stats.lr))?;
+        losses.push((stats.step, stats.loss));
+        observer.step(&stats);
+        let last = stats.step == stage.total_steps();
+        if last || (sample_every > 0 && stats.step.is_multiple_of(sample_every)) {
+            let image = dir.samples(stats.step);
+            let measured = stage.preview(&image)?;
+            let mut message: Vec<String> = measured.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
+            for (name, value) in &measured {
+                append_line(&mut metrics, &metrics_path, format!("{},{name},{value}", stats.step))?;
+            }
+            if image.exists() {
+                message.push(format!("preview: {}", image.display()));
+            }
+            observer.note(&format!("step {}: {}", stats.step, message.join(", ")));
+        }
+        if last || (checkpoint_every > 0 && stats.step.is_multiple_of(checkpoint_every)) {
+            stage.save(&dir.checkpoint())?;
+            write_loss_curve_png(dir.loss_png(), &losses, 800, 400)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to start a new stage in a folder that holds a run.
+pub fn check_fresh(dir: &RunDir) -> Result<()> {
+    if dir.checkpoint().exists() {
+        return Err(TrainError::Config(format!("{} already holds a run; pass --resume to continue it, or choose another --out", dir.root.display())));
+    }
+    Ok(())
+}
+
+/// The optimization settings every stage has (flattened into its config).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StageSettings {
+    /// Garments of this dataset (a labelled one-channel 32×32 dataset of 10 classes:
+    /// `fashion-mnist[:DIR]`) composed on canvases (see [`crate::compose`]).
+    pub data: String,
+    /// Ordered pairs (left class, right class) never shown in training, for measuring
+    /// generalization; every stage of one pipeline holds out the same pairs.
+    pub held_out: Vec<(usize, usize)>,
+    pub batch_size: usize,
+    pub steps: u64,
+    /// Peak learning rate (Adam / AdamW).
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub lr_decay: LrDecay,
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this; 0 turns clipping off.
+    pub grad_clip: f64,
+    pub seed: u64,
+    pub checkpoint_every: u64,
+    pub sample_every: u64,
+}
+
+/// The number of ordered pairs of different garments held out by default (of 90).
+pub const HELD_OUT_PAIRS: usize = 10;
+
+impl Default for StageSettings {
+    fn default() -> Self {
+        StageSettings {
+            data: "fashion-mnist".into(),
+            held_out: held_out_pairs(HELD_OUT_PAIRS, 0),
+            batch_size: 32,
+            steps: 2000,
+            lr: 1e-3,
+            warmup_steps: 100,
+            lr_decay: LrDecay::Cosine,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            seed: 0,
+            checkpoint_every: 500,
+            sample_every: 500,
+        }
+    }
+}
+
+impl StageSettings {
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: &str| Err(TrainError::Config(m.to_string()));
+        if self.batch_size == 0 {
+            return fail("batch_size must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return fail("lr must be a positive number");
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return fail("weight_decay must be ≥ 0");
+        }
+        if self.grad_clip.is_nan() || self.grad_clip < 0.0 {
+            return fail("grad_clip must be ≥ 0");
+        }
+        Ok(())
+    }
+
+    /// The learning rate of step `step` (0-based).
+    pub fn lr_at(&self, step: u64) -> f64 {
+        scheduled_lr(self.lr, self.warmup_steps, self.lr_decay, step, self.steps)
+    }
+
+    /// The composed canvases of `split`'s garments, with this run's held-out pairs.
+    pub fn composed(&self, split: Split) -> Result<ComposedData> {
+        ComposedData::new(Dataset::from_name(&self.data, split, 1)?, &self.held_out)
+    }
+
+    /// Adam (AdamW with a weight decay) over `model`'s parameters.
+    pub fn optimizer(&self, model: &dyn Module) -> Result<Adam> {
+        let params = named_parameters(model).into_iter().map(|(_, p)| p).collect();
+        Ok(Adam::new(params, AdamConfig::adamw(self.lr, self.weight_decay))?)
+    }
+
+    /// One optimizer step (0-based `step`) on `loss`: its gradients, then these settings'
+    /// clipping and learning rate ([`optimizer_step`], which stops on a non-finite loss or
+    /// gradient before anything is updated).
+    pub fn minimize(&self, adam: &mut Adam, loss: &Tensor, step: u64) -> Result<StepStats> {
+        let value = loss.item()?;
+        let mut grads = if value.is_finite() { loss.backward()? } else { Gradients::default() };
+        optimizer_step(adam, &mut grads, value, step, self.grad_clip, self.lr_at(step))
+    }
+}
