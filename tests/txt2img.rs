@@ -81,17 +81,22 @@ per_device! {
 // ---- the stages ----------------------------------------------------------------------------
 
 /// The 500 real Fashion-MNIST test garments of the fixtures, copied under both split names
-/// (the stages read the train split and measure on the test split).
+/// (the stages read the train split and measure on the test split); once per process, as the
+/// tests run in parallel.
 fn garments_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ember-txt2img-test-{}", std::process::id()));
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fashion-mnist-test-500");
-    std::fs::create_dir_all(&dir).unwrap();
-    for kind in ["images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"] {
-        for split in ["train", "t10k"] {
-            std::fs::copy(fixture.join(format!("t10k-{kind}")), dir.join(format!("{split}-{kind}"))).unwrap();
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ember-txt2img-test-{}", std::process::id()));
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fashion-mnist-test-500");
+        std::fs::create_dir_all(&dir).unwrap();
+        for kind in ["images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"] {
+            for split in ["train", "t10k"] {
+                std::fs::copy(fixture.join(format!("t10k-{kind}")), dir.join(format!("{split}-{kind}"))).unwrap();
+            }
         }
-    }
-    dir
+        dir
+    })
+    .clone()
 }
 
 fn settings(steps: u64, batch_size: usize) -> StageSettings {

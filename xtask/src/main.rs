@@ -10,6 +10,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod fuzz;
+
 /// An error is a message for the user; `main` prints it and exits non-zero.
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -19,6 +21,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("bench", "benchmarks side by side with PyTorch: `bench` (all), `bench kernels`, `bench unet`"),
     ("ci", "what CI runs (.ci/run): fmt, clippy -D warnings, the README's test command, the NVRTC kernel check, a bench build"),
     ("kernels", "compile every CUDA kernel with NVRTC for sm_80 and sm_90; fail on error, warning, spill"),
+    ("fuzz", "feed mutated files to every loader (`fuzz [--iterations N] [--loader NAME]`, 1M each by default) under a memory limit"),
 ];
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
         "bench" => bench(rest),
         "ci" => ci(rest),
         "kernels" => kernels(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "help" | "-h" | "--help" => {
             print!("{}", usage());
             Ok(())

@@ -48,7 +48,9 @@ fn file_error(path: &Path, msg: impl Into<String>) -> TensorError {
     TensorError::File { path: path.display().to_string(), msg: msg.into() }
 }
 
-/// Writes `bytes` to `path` atomically (temporary file + fsync + rename).
+/// Writes `bytes` to `path` atomically (temporary file + fsync + rename + fsync of the
+/// folder): after a crash or a power cut, `path` holds either its old contents or all of
+/// `bytes`, and once this returns, the new contents stay.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let io_error = |source| TensorError::Io { path: path.display().to_string(), source };
     let file_name = path.file_name().ok_or_else(|| file_error(path, "not a file path"))?;
@@ -62,7 +64,23 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&temporary);
     }
-    result.map_err(io_error)
+    result.map_err(io_error)?;
+    sync_parent_dir(path).map_err(io_error)
+}
+
+/// Makes a rename in `path`'s folder durable: the new directory entry is on disk once the
+/// folder is fsynced. Where a folder cannot be opened as a file (Windows), or a file system
+/// cannot fsync one (EINVAL), there is nothing more to do, and nothing is done.
+fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let Ok(dir) = std::fs::File::open(dir) else { return Ok(()) };
+    match dir.sync_all() {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported) => Ok(()),
+        other => other,
+    }
 }
 
 /// Saves named tensors (any dtype, any layout) and string metadata to a safetensors file.

@@ -404,8 +404,9 @@ fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize, V
     if n == 0 || rows == 0 || cols == 0 {
         return Err(format_error(path, format!("empty: the header says {n} images of {rows}x{cols}")));
     }
-    let expected = (n as u64) * (rows as u64) * (cols as u64);
-    let found = (bytes.len() - 16) as u64;
+    // three u32 dimensions: their product can pass u64::MAX, not u128::MAX
+    let expected = n as u128 * rows as u128 * cols as u128;
+    let found = (bytes.len() - 16) as u128;
     if found != expected {
         let what = if found < expected { "truncated" } else { "too long" };
         return Err(format_error(path, format!("{what}: the header says {n} images of {rows}x{cols} = {expected} pixel bytes, the file has {found}")));
@@ -593,6 +594,14 @@ pub fn read_png(path: &Path) -> Result<PngImage> {
     if width as u64 * height as u64 > MAX_PNG_PIXELS {
         return Err(format_error(path, format!("image is {width}x{height}, more than the {MAX_PNG_PIXELS} pixels ember reads from one PNG")));
     }
+    // png 0.18 expands a palette without checking it (and panics on a PLTE chunk that is not
+    // whole RGB entries, or has more than 256 of them): checked here first
+    if let Some(palette) = reader.info().palette.as_deref()
+        && reader.info().color_type == png::ColorType::Indexed
+        && (!palette.len().is_multiple_of(3) || palette.len() > 3 * 256)
+    {
+        return Err(format_error(path, format!("PLTE chunk of {} bytes: not 1 to 256 RGB entries of 3 bytes", palette.len())));
+    }
     let size = reader.output_buffer_size().ok_or_else(|| format_error(path, "PNG too large to decode"))?;
     let mut pixels = vec![0u8; size];
     let info = reader.next_frame(&mut pixels).map_err(not_png)?;
@@ -640,8 +649,15 @@ pub fn load_png_folder(dir: &Path, size: usize, channels: usize) -> Result<Datas
         return invalid("load_png_folder", format!("channels must be 1 or 3, not {channels}"));
     }
     let (files, labels) = png_layout(dir)?;
-    let plane = size * size;
-    let mut values = Vec::with_capacity(files.len() * channels * plane);
+    let plane = size.saturating_mul(size);
+    // `size` may come from an image's header (`Dataset::from_name`): what it asks for is
+    // reserved only if it can be had, and is an error otherwise, not an abort
+    let mut values = Vec::new();
+    let total = files.len().checked_mul(channels).and_then(|n| n.checked_mul(plane));
+    if total.is_none_or(|n| values.try_reserve_exact(n).is_err()) {
+        let msg = format!("{} images of {channels}x{size}x{size} values do not fit in memory", files.len());
+        return Err(DataError::InvalidArgument { op: "load_png_folder", msg });
+    }
     for path in &files {
         let image = read_png(path)?;
         if image.width as usize != size || image.height as usize != size {

@@ -56,16 +56,65 @@ impl RunDir {
     }
 }
 
-/// Reads `loss.csv` rows `(step, loss)`, keeping only steps ≤ `up_to`.
-fn read_losses(path: &Path, up_to: u64) -> Vec<(u64, f64, String)> {
+/// The header of `loss.csv`.
+pub const LOSS_CSV_HEADER: &str = "step,loss,grad_norm,lr";
+
+/// A CSV log of a run folder (`loss.csv`, `metrics.csv`): one row per line, each appended by
+/// one `write_all` of the whole line, so that a crash can at worst cut the last row short.
+pub(crate) struct CsvLog {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl CsvLog {
+    /// Opens the log at `path` for appending, keeping only its whole rows up to step `up_to`
+    /// (those a run resumed at `up_to` has logged), rewritten atomically under `header` so
+    /// that a crash here cannot lose them. Returns the kept rows.
+    pub(crate) fn reopen(path: &Path, header: &str, up_to: u64) -> Result<(CsvLog, Vec<String>)> {
+        let rows = whole_rows(path, header.split(',').count(), up_to);
+        let mut text = format!("{header}\n");
+        for row in &rows {
+            text.push_str(row);
+            text.push('\n');
+        }
+        ember_tensor::io::write_atomically(path, text.as_bytes())?;
+        let file = std::fs::OpenOptions::new().append(true).open(path).map_err(io_error(path))?;
+        Ok((CsvLog { file, path: path.to_path_buf() }, rows))
+    }
+
+    /// Appends one row (one write of the whole line).
+    pub(crate) fn append(&mut self, row: &str) -> Result<()> {
+        self.file.write_all(format!("{row}\n").as_bytes()).map_err(io_error(&self.path))
+    }
+
+    /// Puts the rows on disk (before a checkpoint says they were logged).
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(io_error(&self.path))
+    }
+}
+
+/// The rows of a CSV log that are whole (the last line counts only with its newline: a row
+/// cut short by a crash could still parse if it were cut inside a number), have `fields`
+/// fields, and start with a step ≤ `up_to`. The header and anything else are dropped.
+fn whole_rows(path: &Path, fields: usize, up_to: u64) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut fields = line.split(',');
-            let step: u64 = fields.next()?.parse().ok()?;
-            let loss: f64 = fields.next()?.parse().ok()?;
-            (step <= up_to).then(|| (step, loss, line.to_string()))
+    let whole = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    whole
+        .lines()
+        .filter(|line| line.split(',').count() == fields && line.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|step| step <= up_to))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `(step, loss)` of `loss.csv` rows whose numbers parse.
+pub(crate) fn losses_of(rows: &[String]) -> Vec<(u64, f64)> {
+    rows.iter()
+        .filter_map(|row| {
+            let numbers: Vec<f64> = row.split(',').map(str::parse).collect::<std::result::Result<_, _>>().ok()?;
+            Some((row.split(',').next()?.parse().ok()?, numbers[1]))
         })
         .collect()
 }
@@ -103,25 +152,19 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
     let config_json = serde_json::to_string_pretty(&trainer.config).unwrap();
     ember_tensor::io::write_atomically(&dir.config(), config_json.as_bytes())?;
 
-    let kept = read_losses(&dir.loss_csv(), trainer.step);
-    let mut losses: Vec<(u64, f64)> = kept.iter().map(|(s, l, _)| (*s, *l)).collect();
-    let mut csv_text = String::from("step,loss,grad_norm,lr\n");
-    for (_, _, line) in &kept {
-        csv_text.push_str(line);
-        csv_text.push('\n');
-    }
-    std::fs::write(dir.loss_csv(), csv_text).map_err(io_error(&dir.loss_csv()))?;
-    let mut csv = std::fs::OpenOptions::new().append(true).open(dir.loss_csv()).map_err(io_error(&dir.loss_csv()))?;
+    let (mut csv, kept) = CsvLog::reopen(&dir.loss_csv(), LOSS_CSV_HEADER, trainer.step)?;
+    let mut losses = losses_of(&kept);
 
     observer.started(trainer.step, trainer.config.steps);
     while trainer.step < trainer.config.steps {
         let stats = trainer.train_step()?;
-        writeln!(csv, "{},{},{},{}", stats.step, stats.loss, stats.grad_norm, stats.lr).map_err(io_error(&dir.loss_csv()))?;
+        csv.append(&format!("{},{},{},{}", stats.step, stats.loss, stats.grad_norm, stats.lr))?;
         losses.push((stats.step, stats.loss));
         observer.step(&stats);
         let last = stats.step == trainer.config.steps;
         let c = &trainer.config;
         if last || (c.checkpoint_every > 0 && stats.step % c.checkpoint_every == 0) {
+            csv.sync()?;
             save_checkpoint(&trainer, &dir.checkpoint())?;
             write_loss_curve_png(dir.loss_png(), &losses, 800, 400)?;
         }
@@ -141,4 +184,28 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
         }
     }
     Ok(trainer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_rows_keeps_whole_rows_up_to_the_step_and_drops_a_cut_short_last_row() {
+        let dir = std::env::temp_dir().join(format!("ember-read-losses-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("loss.csv");
+        let rows = "step,loss,grad_norm,lr\n1,0.5,1,0.1\n2,0.25,1,0.1\n3,0.125,1,0.1\n";
+        // the last row cut inside its loss (it would parse as 0.1), then inside its lr
+        for tail in ["4,0.1", "4,0.0625,1,0.", "garbage"] {
+            std::fs::write(&path, format!("{rows}{tail}")).unwrap();
+            let kept: Vec<u64> = losses_of(&whole_rows(&path, 4, 10)).iter().map(|(step, _)| *step).collect();
+            assert_eq!(kept, [1, 2, 3], "after {tail:?}");
+        }
+        std::fs::write(&path, format!("{rows}4,0.0625,1,0.1\nnot,a,row,at all\n")).unwrap();
+        let kept: Vec<(u64, f64)> = losses_of(&whole_rows(&path, 4, 3));
+        assert_eq!(kept, [(1, 0.5), (2, 0.25), (3, 0.125)], "rows after the checkpoint's step are dropped");
+        assert_eq!(whole_rows(&dir.join("missing.csv"), 4, 10), Vec::<String>::new());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

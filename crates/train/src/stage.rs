@@ -12,7 +12,6 @@
 //! OUT/checkpoint.safetensors      the latest checkpoint (see `checkpoint`)
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ember_tensor::optim::{Adam, AdamConfig};
@@ -25,7 +24,7 @@ use crate::compose::{ComposedData, held_out_pairs};
 use crate::data::{Dataset, Split};
 use crate::error::{Result, TrainError, io_error};
 use crate::images::write_loss_curve_png;
-use crate::run::{Observer, RunDir};
+use crate::run::{CsvLog, LOSS_CSV_HEADER, Observer, RunDir, losses_of};
 use crate::trainer::{LrDecay, StepStats, optimizer_step, scheduled_lr};
 
 /// A training stage the loop can drive.
@@ -58,56 +57,19 @@ pub fn metrics_csv(dir: &RunDir) -> PathBuf {
     dir.root.join("metrics.csv")
 }
 
-/// The rows of a CSV file whose first field is a step ≤ `up_to` (the header and any other row
-/// dropped, a last line without its newline too: it was cut by a crash).
-fn rows_up_to(path: &Path, up_to: u64) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    let complete = match text.rfind('\n') {
-        Some(end) => &text[..end],
-        None => "",
-    };
-    complete.lines().filter(|line| line.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|step| step <= up_to)).map(str::to_string).collect()
-}
-
-/// Rewrites `path` with `header` and its rows up to step `up_to` (the rows a resumed run keeps)
-/// and opens it for appending.
-fn reopen_csv(path: &Path, header: &str, up_to: u64) -> Result<(std::fs::File, Vec<String>)> {
-    let rows = rows_up_to(path, up_to);
-    let mut text = format!("{header}\n");
-    for row in &rows {
-        text.push_str(row);
-        text.push('\n');
-    }
-    ember_tensor::io::write_atomically(path, text.as_bytes())?;
-    let file = std::fs::OpenOptions::new().append(true).open(path).map_err(io_error(path))?;
-    Ok((file, rows))
-}
-
-/// Appends one whole line (one write, so that a crash leaves whole rows).
-fn append_line(file: &mut std::fs::File, path: &Path, line: String) -> Result<()> {
-    file.write_all(format!("{line}\n").as_bytes()).map_err(io_error(path))
-}
-
 /// Runs `stage` to its last step, writing the run folder (see the module doc). A resumed
 /// stage keeps the rows of `loss.csv` and `metrics.csv` up to its step.
 pub fn run_stage(stage: &mut dyn Stage, dir: &RunDir, observer: &mut dyn Observer) -> Result<()> {
     std::fs::create_dir_all(dir.root.join("samples")).map_err(io_error(&dir.root))?;
     ember_tensor::io::write_atomically(&dir.config(), stage.config_json().as_bytes())?;
-    let (loss_path, metrics_path) = (dir.loss_csv(), metrics_csv(dir));
-    let (mut loss_csv, kept) = reopen_csv(&loss_path, "step,loss,grad_norm,lr", stage.step())?;
-    let mut losses: Vec<(u64, f64)> = kept
-        .iter()
-        .filter_map(|row| {
-            let mut fields = row.split(',');
-            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
-        })
-        .collect();
-    let (mut metrics, _) = reopen_csv(&metrics_path, "step,name,value", stage.step())?;
+    let (mut loss_csv, kept) = CsvLog::reopen(&dir.loss_csv(), LOSS_CSV_HEADER, stage.step())?;
+    let mut losses = losses_of(&kept);
+    let (mut metrics, _) = CsvLog::reopen(&metrics_csv(dir), "step,name,value", stage.step())?;
     let (checkpoint_every, sample_every) = stage.intervals();
     observer.started(stage.step(), stage.total_steps());
     while stage.step() < stage.total_steps() {
         let stats = stage.train_step()?;
-        append_line(&mut loss_csv, &loss_path, format!("{},{},{},{}", stats.step, stats.loss, stats.grad_norm, stats.lr))?;
+        loss_csv.append(&format!("{},{},{},{}", stats.step, stats.loss, stats.grad_norm, stats.lr))?;
         losses.push((stats.step, stats.loss));
         observer.step(&stats);
         let last = stats.step == stage.total_steps();
@@ -116,7 +78,7 @@ pub fn run_stage(stage: &mut dyn Stage, dir: &RunDir, observer: &mut dyn Observe
             let measured = stage.preview(&image)?;
             let mut message: Vec<String> = measured.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
             for (name, value) in &measured {
-                append_line(&mut metrics, &metrics_path, format!("{},{name},{value}", stats.step))?;
+                metrics.append(&format!("{},{name},{value}", stats.step))?;
             }
             if image.exists() {
                 message.push(format!("preview: {}", image.display()));
@@ -124,6 +86,8 @@ pub fn run_stage(stage: &mut dyn Stage, dir: &RunDir, observer: &mut dyn Observe
             observer.note(&format!("step {}: {}", stats.step, message.join(", ")));
         }
         if last || (checkpoint_every > 0 && stats.step.is_multiple_of(checkpoint_every)) {
+            loss_csv.sync()?;
+            metrics.sync()?;
             stage.save(&dir.checkpoint())?;
             write_loss_curve_png(dir.loss_png(), &losses, 800, 400)?;
         }
