@@ -191,6 +191,7 @@ fn the_clip_stage_resumes_exactly_and_reports_retrieval() {
     });
     let metrics = std::fs::read_to_string(run_dir("clip-straight").root.join("metrics.csv")).unwrap();
     assert!(metrics.contains("6,retrieval_held_out,") && metrics.contains("6,retrieval_training,"), "{metrics}");
+    assert!(run_dir("clip-straight").samples(6).exists(), "the retrieval grid");
     let stage = ClipStage::new(tiny_clip(1)).unwrap();
     let (held_out, training) = stage.retrieval().unwrap();
     assert!((0.0..=1.0).contains(&held_out) && (0.0..=1.0).contains(&training));

@@ -180,9 +180,13 @@ impl Gradients {
     /// The L2 norm over all gradients together.
     pub fn global_norm(&self) -> Result<f64> {
         let _guard = no_grad();
+        // summed in a fixed order (by tensor id, not the map's), so that the norm, and the
+        // clipping it decides, repeat bit for bit from one process to the next
+        let mut ids: Vec<&TensorId> = self.by_id.keys().collect();
+        ids.sort_unstable();
         let mut sum_sq = 0.0;
-        for grad in self.by_id.values() {
-            sum_sq += grad.sqr()?.sum_all()?.item()?;
+        for id in ids {
+            sum_sq += self.by_id[id].sqr()?.sum_all()?.item()?;
         }
         Ok(sum_sq.sqrt())
     }

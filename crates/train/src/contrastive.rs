@@ -39,6 +39,7 @@ use crate::classifier::{ClassifierBlock, argmax_rows};
 use crate::compose::{CANVAS_HEIGHT, CANVAS_WIDTH, ComposedData, Scene, caption, caption_words};
 use crate::data::Split;
 use crate::error::{Result, TrainError};
+use crate::images::write_grid_png;
 use crate::stage::{Stage, StageSettings};
 use crate::tokenizer::{END_ID, Encoded, PAD_ID, START_ID, WordTokenizer};
 use crate::trainer::{StepStats, TrainRngs};
@@ -229,11 +230,32 @@ impl ContrastiveModel {
     }
 }
 
+/// One round of retrieval: up to 10 of `queries` (scenes, drawn without repeats), completed
+/// with other scenes drawn at random to [`RETRIEVAL_CANDIDATES`], every scene rendered once
+/// with `data`'s garments, each query captioned afresh. Returns the canvases (the queries'
+/// first), and for each query the index of the canvas its caption scores highest.
+pub fn retrieval_round(
+    model: &ContrastiveModel,
+    tokenizer: &WordTokenizer,
+    data: &ComposedData,
+    queries: &[Scene],
+    rng: &mut Rng,
+) -> Result<(Tensor, Vec<usize>)> {
+    let _guard = no_grad();
+    let (mut chosen, mut taken) = (Vec::new(), BTreeSet::new());
+    draw_distinct(queries, queries.len().min(10), &mut taken, &mut chosen, rng);
+    let asked = chosen.len();
+    draw_distinct(&Scene::all(), RETRIEVAL_CANDIDATES, &mut taken, &mut chosen, rng);
+    let canvases = data.render_batch(&chosen, rng)?;
+    let captions: Vec<String> = chosen[..asked].iter().map(|&scene| caption(scene, rng)).collect();
+    let texts: Vec<&str> = captions.iter().map(String::as_str).collect();
+    let scored = scores(&model.text_features(&tokenizer.encode(&texts)?)?, &model.image_features(&canvases)?, &model.logit_scale)?;
+    Ok((canvases, argmax_rows(&scored.to_vec_f64(), chosen.len())))
+}
+
 /// The share of captions whose own canvas scores highest among [`RETRIEVAL_CANDIDATES`]
-/// canvases of distinct scenes. `rounds` rounds: each takes up to 10 of `queries` (scenes;
-/// drawn without repeats when there are more), completes them with other scenes drawn at
-/// random to 100, renders every scene once with `data`'s garments and captions each query
-/// afresh. Deterministic given `seed`.
+/// canvases of distinct scenes, over `rounds` rounds of [`retrieval_round`]. Deterministic
+/// given `seed`.
 pub fn retrieval_accuracy(
     model: &ContrastiveModel,
     tokenizer: &WordTokenizer,
@@ -242,22 +264,12 @@ pub fn retrieval_accuracy(
     rounds: usize,
     seed: u64,
 ) -> Result<f64> {
-    let _guard = no_grad();
     let mut rng = Rng::new(seed);
-    let all = Scene::all();
     let (mut correct, mut total) = (0, 0);
     for _ in 0..rounds {
-        let (mut chosen, mut taken) = (Vec::new(), BTreeSet::new());
-        draw_distinct(queries, queries.len().min(10), &mut taken, &mut chosen, &mut rng);
-        let asked = chosen.len();
-        draw_distinct(&all, RETRIEVAL_CANDIDATES, &mut taken, &mut chosen, &mut rng);
-        let canvases = data.render_batch(&chosen, &mut rng)?;
-        let captions: Vec<String> = chosen[..asked].iter().map(|&scene| caption(scene, &mut rng)).collect();
-        let texts: Vec<&str> = captions.iter().map(String::as_str).collect();
-        let scored = scores(&model.text_features(&tokenizer.encode(&texts)?)?, &model.image_features(&canvases)?, &model.logit_scale)?;
-        let best = argmax_rows(&scored.to_vec_f64(), chosen.len());
+        let (_, best) = retrieval_round(model, tokenizer, data, queries, &mut rng)?;
         correct += best.iter().enumerate().filter(|&(i, &b)| i == b).count();
-        total += asked;
+        total += best.len();
     }
     Ok(correct as f64 / total.max(1) as f64)
 }
@@ -382,9 +394,17 @@ impl Stage for ClipStage {
         save_training_state(&state, path)
     }
 
-    /// No image: the retrieval accuracies and the temperature.
-    fn preview(&mut self, _image: &Path) -> Result<Vec<(String, f64)>> {
+    /// The retrieval accuracies and the temperature; the image shows, for held-out captions,
+    /// the caption's own canvas (left) beside the one it retrieved among 100 (right).
+    fn preview(&mut self, image: &Path) -> Result<Vec<(String, f64)>> {
         let (held_out, training) = self.retrieval()?;
+        let queries: Vec<Scene> = self.config.settings.held_out.iter().map(|&(left, right)| Scene::Pair { left, right }).collect();
+        if !queries.is_empty() {
+            let mut rng = Rng::new(self.config.settings.seed ^ (10 << 40));
+            let (canvases, best) = retrieval_round(&self.model, &self.tokenizer, &self.test, &queries, &mut rng)?;
+            let pairs: Vec<usize> = best.iter().enumerate().flat_map(|(own, &retrieved)| [own, retrieved]).collect();
+            write_grid_png(image, &canvases.index_select(0, &pairs)?, 4)?;
+        }
         Ok(vec![
             ("retrieval_held_out".into(), held_out),
             ("retrieval_training".into(), training),
