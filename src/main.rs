@@ -338,6 +338,8 @@ struct TrainClassifierArgs {
 
 #[derive(Args)]
 struct ExportArgs {
+    /// A training checkpoint, or a text-to-image pipeline (pipeline.safetensors of `ember
+    /// train --pipeline txt2img`), converted whole
     #[arg(long)]
     checkpoint: PathBuf,
     #[arg(long)]
@@ -589,7 +591,8 @@ fn run_sample(args: SampleArgs) -> Result<()> {
 fn run_eval(args: EvalArgs) -> Result<()> {
     if args.prompt_fidelity {
         let classifier = args.classifier.clone().unwrap_or_else(|| shipped_classifier("fashion-mnist"));
-        return txt2img::run_prompt_fidelity(&args.checkpoint, &classifier, &args.guidance, args.n, args.steps, args.batch_size, args.seed);
+        let data = args.data.clone().unwrap_or_else(|| "fashion-mnist".into());
+        return txt2img::run_prompt_fidelity(&args.checkpoint, &classifier, &data, &args.guidance, args.n, args.steps, args.batch_size, args.seed);
     }
     let device = parse_device(&args.device)?;
     let checkpoint = Checkpoint::load(&args.checkpoint)?;
@@ -838,6 +841,12 @@ fn parse_dtype(name: &str) -> Result<DType> {
 
 fn run_export(args: ExportArgs) -> Result<()> {
     let dtype = parse_dtype(&args.dtype)?;
+    if ember::train::pipeline::is_pipeline_file(&args.checkpoint) {
+        let pipeline = ember::train::pipeline::Txt2Img::load(&args.checkpoint)?;
+        pipeline.save(&args.out, dtype)?;
+        println!("wrote {} (the text-to-image pipeline, {:?}, {} parameters)", args.out.display(), dtype, parameter_count(&pipeline));
+        return Ok(());
+    }
     let checkpoint = Checkpoint::load(&args.checkpoint)?;
     checkpoint.export_ema(&args.out, dtype)?;
     println!("wrote {} (EMA weights of step {}, {:?})", args.out.display(), checkpoint.step, dtype);

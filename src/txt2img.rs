@@ -7,11 +7,14 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use ember::tensor::rng::Rng;
+use ember::train::TrainError;
 use ember::train::autoencoder::{VaeStage, VaeTrainConfig};
 use ember::train::classifier::Classifier;
+use ember::train::compose::ComposedData;
 use ember::train::contrastive::{ClipStage, ContrastiveConfig};
+use ember::train::data::{Dataset, Split};
 use ember::train::latent_diffusion::{LatentDiffusionConfig, LatentDiffusionStage};
-use ember::train::pipeline::{Generation, Txt2Img, prompt_fidelity};
+use ember::train::pipeline::{Generation, Txt2Img, prompt_fidelity, real_canvas_fidelity};
 use ember::train::run::RunDir;
 use ember::train::stage::{Stage, StageSettings, check_fresh, run_stage};
 use ember::train::trainer::LrDecay;
@@ -251,7 +254,17 @@ pub fn run_txt2img(args: Txt2ImgArgs) -> Result<()> {
 
 /// `ember eval --prompt-fidelity`: the share of canvases whose two cells the classifier reads
 /// as the prompt's garments, per guidance scale, on held-out and on training pairs.
-pub fn run_prompt_fidelity(checkpoint: &Path, classifier: &Path, guidance: &[f64], per_pair: usize, steps: usize, batch_size: usize, seed: u64) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+pub fn run_prompt_fidelity(
+    checkpoint: &Path,
+    classifier: &Path,
+    data: &str,
+    guidance: &[f64],
+    per_pair: usize,
+    steps: usize,
+    batch_size: usize,
+    seed: u64,
+) -> Result<()> {
     let pipeline = Txt2Img::load(checkpoint)?;
     let classifier: Classifier = Classifier::load(classifier).with_context(|| format!("the classifier {}", classifier.display()))?.classifier;
     let held_out = pipeline.config.held_out.clone();
@@ -260,14 +273,22 @@ pub fn run_prompt_fidelity(checkpoint: &Path, classifier: &Path, guidance: &[f64
         "prompt fidelity of {}: both cells read as the prompt's garments (chance 1%), {per_pair} canvases per pair, DDIM {steps} steps",
         checkpoint.display()
     );
-    println!("| guidance | training pairs ({}) | held-out pairs ({}) |", training.len(), held_out.len());
+    println!("| canvases | training pairs ({}) | held-out pairs ({}) |", training.len(), held_out.len());
     println!("|---|---|---|");
+    match Dataset::from_name(data, Split::Test, 1).map_err(TrainError::from).and_then(|garments| ComposedData::new(garments, &[])) {
+        Ok(real) => println!(
+            "| real, {data} test garments (the classifier's ceiling) | {:.1}% | {:.1}% |",
+            100.0 * real_canvas_fidelity(&classifier, &real, &training, per_pair, seed)?,
+            100.0 * real_canvas_fidelity(&classifier, &real, &held_out, per_pair, seed)?
+        ),
+        Err(e) => eprintln!("note: no real-canvas row ({e})"),
+    }
     for &scale in guidance {
         let how = Generation { guidance: scale, steps, ..Generation::default() };
         let started = std::time::Instant::now();
         let on_training = prompt_fidelity(&pipeline, &classifier, &training, per_pair, &how, batch_size, seed)?;
         let on_held_out = prompt_fidelity(&pipeline, &classifier, &held_out, per_pair, &how, batch_size, seed)?;
-        println!("| {scale} | {:.1}% | {:.1}% |   ({:.0} s)", 100.0 * on_training, 100.0 * on_held_out, started.elapsed().as_secs_f64());
+        println!("| generated, guidance {scale} | {:.1}% | {:.1}% |   ({:.0} s)", 100.0 * on_training, 100.0 * on_held_out, started.elapsed().as_secs_f64());
     }
     Ok(())
 }

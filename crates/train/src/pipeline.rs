@@ -22,7 +22,7 @@ use ember_unet::{AutoencoderKL, Condition, EncoderStates, ForwardContext, Module
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::Classifier;
-use crate::compose::{CANVAS_HEIGHT, CANVAS_WIDTH, CELL, Scene, caption};
+use crate::compose::{CANVAS_HEIGHT, CANVAS_WIDTH, CELL, ComposedData, Scene, caption};
 use crate::error::{Result, TrainError};
 use crate::sampling::guided_noise;
 use crate::tokenizer::WordTokenizer;
@@ -198,6 +198,11 @@ impl Txt2Img {
     }
 }
 
+/// Whether `path` is a pipeline file (by its metadata; false if it cannot be read as one).
+pub fn is_pipeline_file(path: &Path) -> bool {
+    load_safetensors(path).is_ok_and(|file| file.metadata.get("format").is_some_and(|f| f == PIPELINE_FORMAT))
+}
+
 /// The share of generated canvases whose left and right cells the classifier reads as the
 /// prompt's garments: for each pair, `per_pair` canvases, each prompt a fresh caption of the
 /// pair (any template, synonyms, either word order), drawn `batch_size` at a time. Captions,
@@ -222,6 +227,18 @@ pub fn prompt_fidelity(
         correct += asked.iter().zip(left.iter().zip(&right)).filter(|((l, r), (pl, pr))| l == *pl && r == *pr).count();
     }
     Ok(correct as f64 / wanted.len().max(1) as f64)
+}
+
+/// The same share for real canvases: `per_pair` canvases of each pair composed from `data`'s
+/// garments (the test split's), read by the classifier. The ceiling of [`prompt_fidelity`]
+/// with this classifier.
+pub fn real_canvas_fidelity(classifier: &Classifier, data: &ComposedData, pairs: &[(usize, usize)], per_pair: usize, seed: u64) -> Result<f64> {
+    let scenes: Vec<Scene> = pairs.iter().flat_map(|&(left, right)| std::iter::repeat_n(Scene::Pair { left, right }, per_pair)).collect();
+    let canvases = data.render_batch(&scenes, &mut Rng::new(seed))?;
+    let (left, right) = cell_classes(classifier, &canvases)?;
+    let correct =
+        scenes.iter().zip(left.iter().zip(&right)).filter(|(s, (l, r))| matches!(s, Scene::Pair { left, right } if left == *l && right == *r)).count();
+    Ok(correct as f64 / scenes.len().max(1) as f64)
 }
 
 /// The classes the classifier reads in the left and the right cell of canvases `[n, 1, 32, 64]`.

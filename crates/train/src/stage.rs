@@ -89,6 +89,8 @@ pub fn run_stage(stage: &mut dyn Stage, dir: &RunDir, observer: &mut dyn Observe
             loss_csv.sync()?;
             metrics.sync()?;
             stage.save(&dir.checkpoint())?;
+            // the previews may have measured part of the config (the VAE's scaling factor)
+            ember_tensor::io::write_atomically(&dir.config(), stage.config_json().as_bytes())?;
             write_loss_curve_png(dir.loss_png(), &losses, 800, 400)?;
         }
     }
