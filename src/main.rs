@@ -19,7 +19,7 @@ use ember::train::checkpoint::Checkpoint;
 use ember::train::data::{Dataset, Split};
 use ember::train::images::write_grid_png;
 use ember::train::run::{Observer, RunDir, train};
-use ember::train::sampling::{ClassGuidance, Sampler, sample_images, sample_images_guided};
+use ember::train::sampling::{ClassGuidance, Sampler, sample_for_eval, sample_images, sample_images_guided};
 use ember::train::trainer::{LrDecay, StepStats};
 use ember::unet::module::{Module, named_parameters, parameter_count};
 use ember::unet::{UNet, UNetConfig};
@@ -148,6 +148,16 @@ struct TrainArgs {
     /// No random horizontal flips
     #[arg(long)]
     no_flip: bool,
+    /// Every this many steps, the FID of --eval-samples EMA samples against as many test
+    /// images, in the classifier's features, into OUT/metrics.csv (0: never)
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    #[arg(long, default_value_t = 256)]
+    eval_samples: usize,
+    /// The classifier for --eval-every (default: the shipped one for the data,
+    /// checkpoints/classifier-<data>-f16.safetensors)
+    #[arg(long)]
+    eval_classifier: Option<PathBuf>,
     /// Continue the run in --out from its checkpoint (OUT/checkpoint.safetensors)
     #[arg(long)]
     resume: bool,
@@ -458,6 +468,11 @@ fn run_train(args: TrainArgs) -> Result<()> {
         anyhow::ensure!(classes > 0, "--preset {} is class-conditional, but the data {data:?} has no labels", args.model.preset);
         unet.num_class_embeds = Some(classes + 1);
     }
+    let eval_classifier = match (&args.eval_classifier, args.eval_every) {
+        (Some(path), _) => path.display().to_string(),
+        (None, 0) => String::new(),
+        (None, _) => shipped_classifier(&data).display().to_string(),
+    };
     let config = TrainConfig {
         unet,
         data,
@@ -484,6 +499,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
         sample_steps: args.sample_steps,
         cond_drop: args.cond_drop,
         class_names: Vec::new(),
+        eval_every: args.eval_every,
+        eval_samples: args.eval_samples,
+        eval_classifier,
     };
     let dir = RunDir::new(&args.out);
     let resume = if args.resume { Some(dir.checkpoint()) } else { args.resume_from.clone() };
@@ -720,26 +738,14 @@ fn run_fid(args: &EvalArgs, checkpoint: &Checkpoint, model: &UNet, schedule: &em
     let (test, train) = (Dataset::from_name(&data, Split::Test, config.unet.in_channels)?, Dataset::from_name(&data, Split::Train, config.unet.in_channels)?);
     let n = args.n.min(test.len()).min(train.len());
     anyhow::ensure!(n >= 2, "--fid needs --n of at least 2 images");
-    let sampler = Sampler::Ddim { steps: args.steps, eta: 0.0, spacing: TimestepSpacing::Leading };
-    let mut rng = Rng::new(args.seed);
     let bar = progress_bar(n as u64, "{spinner} sampling [{bar:30}] {pos}/{len} images ETA {eta}");
     let started = std::time::Instant::now();
-    let mut images = Vec::new();
-    for start in (0..n).step_by(args.batch_size.max(1)) {
-        let count = args.batch_size.max(1).min(n - start);
-        images.push(if config.is_class_conditional() {
-            let classes = (start..start + count).map(|i| i % config.class_names.len()).collect();
-            let scale = args.guidance.first().copied().unwrap_or(1.0);
-            sample_images_guided(model, schedule, &ClassGuidance { classes, null_class: config.null_class(), scale }, sampler, true, &mut rng, &mut |_, _| {})?
-        } else {
-            sample_images(model, schedule, count, sampler, true, &mut rng, &mut |_, _| {})?
-        });
-        bar.inc(count as u64);
-    }
+    let classes = config.is_class_conditional().then(|| (config.class_names.len(), config.null_class(), args.guidance.first().copied().unwrap_or(1.0)));
+    let mut rng = Rng::new(args.seed);
+    let samples = sample_for_eval(model, schedule, n, classes, args.steps, args.batch_size, &mut rng, &mut |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();
-    let samples = ember::tensor::Tensor::cat(&images.iter().collect::<Vec<_>>(), 0)?;
     let first = |set: &Dataset| set.batch(&(0..n).collect::<Vec<_>>(), &vec![false; n]);
-    let dim = *classifier.config.block_out_channels.last().expect("a validated config has levels");
+    let dim = classifier.feature_dim();
     let features = |x: &ember::tensor::Tensor| classifier.features_of(x, 256);
     let (f_samples, f_test, f_train) = (features(&samples)?, features(&first(&test)?)?, features(&first(&train)?)?);
     let test_stats = FeatureStats::from_features(&f_test, dim)?;

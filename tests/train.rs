@@ -443,3 +443,45 @@ fn ddpm_sampling_takes_every_timestep_or_strides_with_the_librarys_clip_switch()
     assert_eq!(draw(5, true), strided.to_vec_f64());
     assert!(ember::tensor::testing::relative_error(&draw(5, false), &strided.to_vec_f64()) > 1e-3, "the clip switch reaches the sampler");
 }
+
+struct Quiet;
+impl ember::train::run::Observer for Quiet {}
+
+/// `eval_every`: the run logs the FID of its EMA samples (in a classifier's features) to
+/// metrics.csv at those steps and the last, finite and the same in a resumed run as in the
+/// uninterrupted one (the same samples from the same seed, the same test images).
+#[test]
+fn a_run_logs_fid_every_k_steps_to_metrics_csv_and_resumes_with_the_same_values() {
+    use ember::train::classifier::{Classifier, ClassifierConfig};
+    use ember::train::run::{RunDir, train};
+    let dir = temp_dir("fid-every");
+    let classifier_path = dir.join("classifier.safetensors");
+    let names = procedural(4, 1, 16, 0).unwrap().class_names().to_vec();
+    let classifier =
+        Classifier::new(&ClassifierConfig { block_out_channels: vec![8, 16], norm_num_groups: 4, ..ClassifierConfig::small(1, 16, names) }, &mut Rng::new(3))
+            .unwrap();
+    classifier.save(&classifier_path, DType::F32, "procedural", None).unwrap();
+    let config = |steps| TrainConfig {
+        eval_every: 2,
+        eval_samples: 8,
+        eval_classifier: classifier_path.display().to_string(),
+        sample_steps: 2,
+        checkpoint_every: 2,
+        ..small_config(steps)
+    };
+    let rows = |run: &RunDir| std::fs::read_to_string(run.root.join("metrics.csv")).unwrap().lines().skip(1).map(str::to_string).collect::<Vec<_>>();
+    let straight = RunDir::new(dir.join("straight"));
+    train(Some(config(5)), None, &straight, ember::tensor::Device::Cpu, &mut Quiet).unwrap();
+    let logged = rows(&straight);
+    assert_eq!(logged.iter().map(|r| r.split(',').next().unwrap().to_string()).collect::<Vec<_>>(), ["2", "4", "5"], "{logged:?}");
+    for row in &logged {
+        let fid: f64 = row.strip_prefix(row.split(',').next().unwrap()).unwrap().trim_start_matches(",fid,").parse().unwrap();
+        assert!(fid.is_finite() && fid >= 0.0, "{row}");
+    }
+    let stopped = RunDir::new(dir.join("stopped"));
+    train(Some(config(2)), None, &stopped, ember::tensor::Device::Cpu, &mut Quiet).unwrap();
+    train(Some(config(5)), Some(&stopped.checkpoint()), &stopped, ember::tensor::Device::Cpu, &mut Quiet).unwrap();
+    assert_eq!(rows(&stopped), logged);
+    // a run asked to measure without a classifier is refused before it starts
+    assert!(Trainer::new(TrainConfig { eval_classifier: String::new(), ..config(2) }, procedural(32, 1, 16, 0).unwrap()).is_err());
+}

@@ -137,6 +137,11 @@ impl Classifier {
         Ok(Classifier { config: config.clone(), blocks, head })
     }
 
+    /// The width of [`Classifier::features`]: the last level's channels.
+    pub fn feature_dim(&self) -> usize {
+        *self.config.block_out_channels.last().expect("a validated config has levels")
+    }
+
     /// The device the parameters are on.
     pub fn device(&self) -> Device {
         self.head.weight.device()

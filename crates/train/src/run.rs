@@ -4,6 +4,7 @@
 //! OUT/config.json                 the TrainConfig
 //! OUT/loss.csv                    step,loss,grad_norm,lr (one row per step)
 //! OUT/loss.png                    the loss curve (raw and smoothed), redrawn at each checkpoint
+//! OUT/metrics.csv                 step,name,value: the FID every `eval_every` steps (if set)
 //! OUT/samples/step_NNNNNNN.png    DDIM samples from the EMA weights every `sample_every` steps
 //! OUT/checkpoint.safetensors      the latest checkpoint (atomic; see `checkpoint`)
 //! ```
@@ -17,7 +18,8 @@ use crate::checkpoint::{Checkpoint, save_checkpoint};
 use crate::data::{Dataset, Split};
 use crate::error::{Result, io_error};
 use crate::images::{write_grid_png, write_loss_curve_png};
-use crate::sampling::{ClassGuidance, Sampler, sample_images, sample_images_guided};
+use crate::metrics::FidProbe;
+use crate::sampling::{ClassGuidance, Sampler, sample_for_eval, sample_images, sample_images_guided};
 
 /// The guidance scale of a class-conditional run's preview grids (the classes in turn).
 pub const PREVIEW_GUIDANCE: f64 = 3.0;
@@ -58,6 +60,8 @@ impl RunDir {
 
 /// The header of `loss.csv`.
 pub const LOSS_CSV_HEADER: &str = "step,loss,grad_norm,lr";
+/// The header of `metrics.csv` (what a run measures as it goes: FID, PSNR, retrieval).
+pub const METRICS_CSV_HEADER: &str = "step,name,value";
 
 /// A CSV log of a run folder (`loss.csv`, `metrics.csv`): one row per line, each appended by
 /// one `write_all` of the whole line, so that a crash can at worst cut the last row short.
@@ -154,6 +158,9 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
 
     let (mut csv, kept) = CsvLog::reopen(&dir.loss_csv(), LOSS_CSV_HEADER, trainer.step)?;
     let mut losses = losses_of(&kept);
+    let (mut metrics, _) = CsvLog::reopen(&dir.root.join("metrics.csv"), METRICS_CSV_HEADER, trainer.step)?;
+    let c = &trainer.config;
+    let probe = if c.eval_every > 0 { Some(FidProbe::new(Path::new(&c.eval_classifier), &c.data, c.unet.in_channels, c.eval_samples)?) } else { None };
 
     observer.started(trainer.step, trainer.config.steps);
     while trainer.step < trainer.config.steps {
@@ -163,8 +170,16 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
         observer.step(&stats);
         let last = stats.step == trainer.config.steps;
         let c = &trainer.config;
+        if let Some(probe) = probe.as_ref().filter(|_| last || stats.step.is_multiple_of(c.eval_every)) {
+            let classes = c.is_class_conditional().then(|| (c.class_names.len(), c.null_class(), PREVIEW_GUIDANCE));
+            let samples = sample_for_eval(&trainer.ema, &trainer.schedule, probe.n, classes, c.sample_steps, 64, &mut Rng::new(c.seed), &mut |_| {})?;
+            let fid = probe.fid(&samples)?;
+            metrics.append(&format!("{},fid,{fid}", stats.step))?;
+            observer.note(&format!("step {}: FID {fid:.4} ({} EMA samples vs {} test images, classifier features)", stats.step, probe.n, probe.n));
+        }
         if last || (c.checkpoint_every > 0 && stats.step % c.checkpoint_every == 0) {
             csv.sync()?;
+            metrics.sync()?;
             save_checkpoint(&trainer, &dir.checkpoint())?;
             write_loss_curve_png(dir.loss_png(), &losses, 800, 400)?;
         }

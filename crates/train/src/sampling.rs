@@ -69,6 +69,37 @@ pub fn sample_images_guided(
     sample(model, schedule, guidance.classes.len(), Some(guidance), sampler, clip_denoised, rng, progress)
 }
 
+/// What evaluation draws from a model: `n` images, `batch_size` at a time from `rng`, DDIM
+/// over `steps` (η = 0, leading spacing, clipped); a class-conditional model (`classes` =
+/// `(class count, null class, guidance scale)`) draws the classes in turn, image i of class
+/// i mod count. `progress(done)` after each batch.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_for_eval(
+    model: &UNet,
+    schedule: &NoiseSchedule,
+    n: usize,
+    classes: Option<(usize, usize, f64)>,
+    steps: usize,
+    batch_size: usize,
+    rng: &mut Rng,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Tensor> {
+    let sampler = Sampler::Ddim { steps, eta: 0.0, spacing: TimestepSpacing::Leading };
+    let mut images = Vec::new();
+    for start in (0..n).step_by(batch_size.max(1)) {
+        let count = batch_size.max(1).min(n - start);
+        images.push(match classes {
+            Some((count_of_classes, null_class, scale)) => {
+                let guidance = ClassGuidance { classes: (start..start + count).map(|i| i % count_of_classes).collect(), null_class, scale };
+                sample_images_guided(model, schedule, &guidance, sampler, true, rng, &mut |_, _| {})?
+            }
+            None => sample_images(model, schedule, count, sampler, true, rng, &mut |_, _| {})?,
+        });
+        progress(start + count);
+    }
+    Ok(Tensor::cat(&images.iter().collect::<Vec<_>>(), 0)?)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn sample(
     model: &UNet,

@@ -24,7 +24,7 @@ use crate::compose::{ComposedData, held_out_pairs};
 use crate::data::{Dataset, Split};
 use crate::error::{Result, TrainError, io_error};
 use crate::images::write_loss_curve_png;
-use crate::run::{CsvLog, LOSS_CSV_HEADER, Observer, RunDir, losses_of};
+use crate::run::{CsvLog, LOSS_CSV_HEADER, METRICS_CSV_HEADER, Observer, RunDir, losses_of};
 use crate::trainer::{LrDecay, StepStats, optimizer_step, scheduled_lr};
 
 /// A training stage the loop can drive.
@@ -64,7 +64,7 @@ pub fn run_stage(stage: &mut dyn Stage, dir: &RunDir, observer: &mut dyn Observe
     ember_tensor::io::write_atomically(&dir.config(), stage.config_json().as_bytes())?;
     let (mut loss_csv, kept) = CsvLog::reopen(&dir.loss_csv(), LOSS_CSV_HEADER, stage.step())?;
     let mut losses = losses_of(&kept);
-    let (mut metrics, _) = CsvLog::reopen(&metrics_csv(dir), "step,name,value", stage.step())?;
+    let (mut metrics, _) = CsvLog::reopen(&metrics_csv(dir), METRICS_CSV_HEADER, stage.step())?;
     let (checkpoint_every, sample_every) = stage.intervals();
     observer.started(stage.step(), stage.total_steps());
     while stage.step() < stage.total_steps() {

@@ -100,6 +100,12 @@ pub struct TrainConfig {
     /// data by [`Trainer::new`], kept in every checkpoint). The model's null class is index
     /// `class_names.len()`.
     pub class_names: Vec<String>,
+    /// Every this many steps (0: never), the FID of `eval_samples` EMA samples against as many
+    /// test images in the features of the classifier `eval_classifier` (a file of `ember
+    /// train-classifier`), logged to `metrics.csv` ([`crate::metrics::FidProbe`]).
+    pub eval_every: u64,
+    pub eval_samples: usize,
+    pub eval_classifier: String,
 }
 
 impl Default for TrainConfig {
@@ -126,6 +132,9 @@ impl Default for TrainConfig {
             sample_steps: 50,
             cond_drop: 0.1,
             class_names: Vec::new(),
+            eval_every: 0,
+            eval_samples: 256,
+            eval_classifier: String::new(),
         }
     }
 }
@@ -157,6 +166,9 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.cond_drop) {
             return fail("cond_drop must be in [0, 1)");
+        }
+        if self.eval_every > 0 && (self.eval_samples < 2 || self.eval_classifier.is_empty()) {
+            return fail("eval_every needs eval_samples ≥ 2 and an eval_classifier file");
         }
         Ok(())
     }
