@@ -31,6 +31,8 @@ struct Cli {
     command: Command,
 }
 
+// parsed once per process: the size of its largest variant does not matter
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Train a UNet on images (a run folder gets config, loss CSV and curve, samples, checkpoints)
