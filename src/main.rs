@@ -25,7 +25,7 @@ use ember::unet::module::{Module, named_parameters, parameter_count};
 use ember::unet::{UNet, UNetConfig};
 
 #[derive(Parser)]
-#[command(name = "ember", version, about = "A from-scratch DDPM: train, sample, evaluate", long_about = None)]
+#[command(name = "ember", version, about = "A from-scratch DDPM: train, sample, evaluate; and text to image in miniature (VAE, CLIP, latent diffusion)", long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,11 +39,13 @@ enum Command {
     Train(TrainArgs),
     /// Draw a grid of samples from a checkpoint
     Sample(SampleArgs),
-    /// Bits/dim (the variational bound) and the loss on the test split
+    /// Bits/dim (the variational bound) and the loss on the test split; or a sample measure
+    /// (--class-accuracy, --fid, --prompt-fidelity)
     Eval(EvalArgs),
     /// Print a model's architecture and parameter counts
     Info(InfoArgs),
-    /// Write a small sampling-only checkpoint (the EMA weights, f16 by default)
+    /// Write a small sampling-only checkpoint (the EMA weights, f16 by default), or convert a
+    /// text-to-image pipeline
     Export(ExportArgs),
     /// Train the image classifier that `ember eval --class-accuracy` reads samples with
     TrainClassifier(TrainClassifierArgs),

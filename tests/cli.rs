@@ -235,3 +235,44 @@ fn a_pytorch_pickle_is_refused_with_how_to_convert_it() {
     assert!(!ok && text.contains("PyTorch pickle") && text.contains("torch.load('model.ckpt'") && text.contains("safetensors"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Text to image from the command line: the three stages on the fixture's 500 real garments
+/// (copied as both splits), two steps each, then the pipeline they make draws a grid, converts
+/// to f16 and is measured; a stage refuses to start over a run, and latent diffusion needs its
+/// two frozen parts.
+#[test]
+fn the_three_text_to_image_stages_train_and_their_pipeline_draws() {
+    let dir = temp_dir("txt2img");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fashion-mnist-test-500");
+    for kind in ["images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"] {
+        for split in ["train", "t10k"] {
+            std::fs::copy(fixture.join(format!("t10k-{kind}")), dir.join(format!("{split}-{kind}"))).unwrap();
+        }
+    }
+    let data = format!("fashion-mnist:{}", dir.display());
+    let path = |name: &str| dir.join(name).display().to_string();
+    let stage = ["--data", &data, "--steps", "2", "--batch-size", "4", "--sample-every", "2", "--checkpoint-every", "2"];
+    let (ok, text) = ember(&[&["train-vae", "--out", &path("vae")][..], &stage].concat());
+    assert!(ok && text.contains("test PSNR") && text.contains("latent scaling factor"), "{text}");
+    assert!(dir.join("vae/samples/step_0000002.png").exists() && dir.join("vae/metrics.csv").exists());
+    let (ok, text) = ember(&[&["train-vae", "--out", &path("vae")][..], &stage].concat());
+    assert!(!ok && text.contains("already holds a run"), "{text}");
+    let (ok, text) = ember(&[&["train-clip", "--out", &path("clip")][..], &stage].concat());
+    assert!(ok && text.contains("retrieval among 100 canvases"), "{text}");
+    let latent = ["--data", &data, "--steps", "2", "--batch-size", "2", "--sample-every", "2", "--checkpoint-every", "2", "--sample-steps", "2"];
+    let (ok, text) = ember(&[&["train", "--pipeline", "txt2img", "--out", &path("ldm")][..], &latent].concat());
+    assert!(!ok && text.contains("--vae"), "{text}");
+    let (vae, clip) = (path("vae/checkpoint.safetensors"), path("clip/checkpoint.safetensors"));
+    let (ok, text) = ember(&[&["train", "--pipeline", "txt2img", "--vae", &vae, "--text-encoder", &clip, "--out", &path("ldm")][..], &latent].concat());
+    assert!(ok && text.contains("pipeline.safetensors"), "{text}");
+    let (ok, text) = ember(&["export", "--checkpoint", &path("ldm/pipeline.safetensors"), "--out", &path("small.safetensors")]);
+    assert!(ok && text.contains("text-to-image pipeline"), "{text}");
+    let grid = path("grid.png");
+    let (ok, text) =
+        ember(&["txt2img", "--pipeline", &path("small.safetensors"), "--prompt", "a bag left of a frog", "--n", "2", "--steps", "2", "--out", &grid]);
+    assert!(ok && text.contains("does not know frog"), "{text}");
+    assert!(Path::new(&grid).exists());
+    let (ok, text) =
+        ember(&["eval", "--checkpoint", &path("small.safetensors"), "--prompt-fidelity", "--guidance", "1", "--n", "1", "--steps", "2", "--data", &data]);
+    assert!(ok && text.contains("| generated, guidance 1 |") && text.contains("| real, "), "{text}");
+}
