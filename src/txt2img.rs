@@ -275,20 +275,42 @@ pub fn run_prompt_fidelity(
     );
     println!("| canvases | training pairs ({}) | held-out pairs ({}) |", training.len(), held_out.len());
     println!("|---|---|---|");
-    match Dataset::from_name(data, Split::Test, 1).map_err(TrainError::from).and_then(|garments| ComposedData::new(garments, &[])) {
-        Ok(real) => println!(
-            "| real, {data} test garments (the classifier's ceiling) | {:.1}% | {:.1}% |",
-            100.0 * real_canvas_fidelity(&classifier, &real, &training, per_pair, seed)?,
-            100.0 * real_canvas_fidelity(&classifier, &real, &held_out, per_pair, seed)?
-        ),
-        Err(e) => eprintln!("note: no real-canvas row ({e})"),
-    }
+    let real = match Dataset::from_name(data, Split::Test, 1).map_err(TrainError::from).and_then(|garments| ComposedData::new(garments, &[])) {
+        Ok(real) => {
+            let (on_training, on_held_out) =
+                (real_canvas_fidelity(&classifier, &real, &training, per_pair, seed)?, real_canvas_fidelity(&classifier, &real, &held_out, per_pair, seed)?);
+            println!("| real, {data} test garments (the classifier's ceiling) | {:.1}% | {:.1}% |", 100.0 * on_training.share(), 100.0 * on_held_out.share());
+            Some(on_held_out)
+        }
+        Err(e) => {
+            eprintln!("note: no real-canvas row ({e})");
+            None
+        }
+    };
+    let mut generated = Vec::new();
     for &scale in guidance {
         let how = Generation { guidance: scale, steps, ..Generation::default() };
         let started = std::time::Instant::now();
         let on_training = prompt_fidelity(&pipeline, &classifier, &training, per_pair, &how, batch_size, seed)?;
         let on_held_out = prompt_fidelity(&pipeline, &classifier, &held_out, per_pair, &how, batch_size, seed)?;
-        println!("| generated, guidance {scale} | {:.1}% | {:.1}% |   ({:.0} s)", 100.0 * on_training, 100.0 * on_held_out, started.elapsed().as_secs_f64());
+        println!(
+            "| generated, guidance {scale} | {:.1}% | {:.1}% |   ({:.0} s)",
+            100.0 * on_training.share(),
+            100.0 * on_held_out.share(),
+            started.elapsed().as_secs_f64()
+        );
+        generated.push(on_held_out);
+    }
+    // the held-out pairs one by one
+    let names = &classifier.config.class_names;
+    println!();
+    let columns: Vec<String> = guidance.iter().map(|g| format!("guidance {g}")).collect();
+    println!("| held-out pair | real |{}|", columns.iter().map(|c| format!(" {c} ")).collect::<Vec<_>>().join("|"));
+    println!("|---|---|{}", "---|".repeat(columns.len()));
+    for &pair in &held_out {
+        let percent = |f: Option<f64>| f.map_or("-".to_string(), |v| format!("{:.0}%", 100.0 * v));
+        let cells: Vec<String> = generated.iter().map(|g| percent(g.share_of(pair))).collect();
+        println!("| {} left of {} | {} | {} |", names[pair.0], names[pair.1], percent(real.as_ref().and_then(|r| r.share_of(pair))), cells.join(" | "));
     }
     Ok(())
 }
