@@ -163,6 +163,7 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
     let probe = if c.eval_every > 0 { Some(FidProbe::new(Path::new(&c.eval_classifier), &c.data, c.unet.in_channels, c.eval_samples)?) } else { None };
 
     observer.started(trainer.step, trainer.config.steps);
+    ember_tensor::profile::reset_mark();
     while trainer.step < trainer.config.steps {
         let stats = trainer.train_step()?;
         csv.append(&format!("{},{},{},{}", stats.step, stats.loss, stats.grad_norm, stats.lr))?;
@@ -197,7 +198,12 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
             write_grid_png(&path, &images, (c.sample_count as f64).sqrt().ceil() as usize)?;
             observer.note(&format!("samples: {}", path.display()));
         }
+        // with EMBER_PROFILE: the loop's own work (logging, progress, checkpoints, previews)
+        ember_tensor::profile::mark("loop", "log, checkpoints, previews");
     }
+    // with EMBER_PROFILE set, where the run's time went: the trainer's parts, the loop's, and
+    // the model's ops forward and backward
+    ember_tensor::profile::report();
     Ok(trainer)
 }
 

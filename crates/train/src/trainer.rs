@@ -15,7 +15,7 @@
 use ember_diffusion::{NoiseSchedule, epsilon_loss_with, sample_timesteps};
 use ember_tensor::optim::{Adam, AdamConfig};
 use ember_tensor::rng::Rng;
-use ember_tensor::{DType, Device, Gradients, Tensor, no_grad};
+use ember_tensor::{DType, Device, Gradients, Tensor, no_grad, profile};
 use ember_unet::module::named_parameters;
 use ember_unet::{ForwardContext, UNet, UNetConfig};
 use serde::{Deserialize, Serialize};
@@ -299,6 +299,7 @@ impl Trainer {
         let step = self.step;
         let (micro, passes) = (self.config.batch_size, self.config.accumulate);
         let batch = self.draw_batch(micro * passes)?;
+        profile::mark("trainer", "batch: draw, flips, noise");
         let mut grads = Gradients::default();
         let mut loss_sum = 0.0;
         for pass in 0..passes {
@@ -321,7 +322,9 @@ impl Trainer {
         }
         let loss_value = loss_sum / passes as f64;
         let stats = optimizer_step(&mut self.adam, &mut grads, loss_value, step, self.config.grad_clip, self.config.lr_at(step))?;
+        profile::mark("trainer", "clip + adam");
         self.update_ema()?;
+        profile::mark("trainer", "ema");
         self.step += 1;
         Ok(stats)
     }
