@@ -96,8 +96,8 @@ fn run_case(case: &Case) {
     // this point here, as PyTorch allocates it lazily inside its first step
     synchronize(case);
     let baseline = memory_mib(case, false);
-    let params = named_parameters(&model).into_iter().map(|(_, p)| p).collect();
-    let mut adam = Adam::new(params, AdamConfig::adam(2e-4)).unwrap();
+    // (the inference case has no optimizer: its moments would count as 2x the weights)
+    let mut adam = case.train.then(|| Adam::new(named_parameters(&model).into_iter().map(|(_, p)| p).collect(), AdamConfig::adam(2e-4)).unwrap());
     let mut dropout = Rng::new(2);
     let mut iteration = |rng: &mut Rng| {
         ember::tensor::profile::reset_mark();
@@ -106,7 +106,7 @@ fn run_case(case: &Case) {
             let loss = epsilon_loss(&mut predict, &schedule, &x0, rng).unwrap();
             let grads = loss.backward().unwrap();
             ember::tensor::profile::reset_mark();
-            adam.step(&grads).unwrap();
+            adam.as_mut().expect("a training case has its optimizer").step(&grads).unwrap();
             drop(grads);
             ember::tensor::profile::mark("optimizer", "adam step, gradients freed");
         } else {
