@@ -276,3 +276,13 @@ fn the_three_text_to_image_stages_train_and_their_pipeline_draws() {
         ember(&["eval", "--checkpoint", &path("small.safetensors"), "--prompt-fidelity", "--guidance", "1", "--n", "1", "--steps", "2", "--data", &data]);
     assert!(ok && text.contains("| generated, guidance 1 |") && text.contains("| real, "), "{text}");
 }
+
+/// The shipped text-to-image pipeline (docs/txt2img/) answers a prompt on a fresh clone, with
+/// no --pipeline.
+#[test]
+fn the_shipped_pipeline_answers_a_prompt() {
+    let grid = temp_dir("shipped-txt2img").join("grid.png");
+    let (ok, text) = ember(&["txt2img", "--prompt", "two bags", "--n", "2", "--steps", "5", "--out", grid.to_str().unwrap()]);
+    assert!(ok && text.contains("txt2img-fashion-mnist-f16.safetensors"), "{text}");
+    assert!(grid.exists());
+}

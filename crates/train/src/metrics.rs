@@ -190,6 +190,32 @@ pub fn symmetric_eigen(matrix: &[f64], d: usize) -> (Vec<f64>, Vec<f64>) {
     ((0..d).map(|i| a[i * d + i]).collect(), v)
 }
 
+/// The FID a training run logs as it goes (`eval_every`): the classifier, and the feature
+/// statistics of the first `n` test images, computed once.
+pub struct FidProbe {
+    pub classifier: crate::classifier::Classifier,
+    pub test_stats: FeatureStats,
+    pub n: usize,
+}
+
+impl FidProbe {
+    /// Reads the classifier at `classifier` and the first `n` test images of `data`.
+    pub fn new(classifier: &std::path::Path, data: &str, channels: usize, n: usize) -> Result<FidProbe> {
+        let classifier = crate::classifier::Classifier::load(classifier)?.classifier;
+        let test = crate::data::Dataset::from_name(data, crate::data::Split::Test, channels)?;
+        let n = n.min(test.len());
+        let images = test.batch(&(0..n).collect::<Vec<_>>(), &vec![false; n])?;
+        let test_stats = FeatureStats::from_features(&classifier.features_of(&images, 256)?, classifier.feature_dim())?;
+        Ok(FidProbe { classifier, test_stats, n })
+    }
+
+    /// The FID of `samples` (`[n, C, H, W]`) against the test images.
+    pub fn fid(&self, samples: &Tensor) -> Result<f64> {
+        let features = self.classifier.features_of(samples, 256)?;
+        frechet_distance(&FeatureStats::from_features(&features, self.classifier.feature_dim())?, &self.test_stats)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,31 +277,5 @@ mod tests {
         assert!(same.abs() < 3.0 * same_sd.max(0.01), "{same} ± {same_sd}");
         assert!(shifted > 10.0 * same.abs().max(0.01), "{shifted} vs {same}");
         assert!(kernel_distance(&x, &y, 4, 10, 201, &mut Rng::new(0)).is_err());
-    }
-}
-
-/// The FID a training run logs as it goes (`eval_every`): the classifier, and the feature
-/// statistics of the first `n` test images, computed once.
-pub struct FidProbe {
-    pub classifier: crate::classifier::Classifier,
-    pub test_stats: FeatureStats,
-    pub n: usize,
-}
-
-impl FidProbe {
-    /// Reads the classifier at `classifier` and the first `n` test images of `data`.
-    pub fn new(classifier: &std::path::Path, data: &str, channels: usize, n: usize) -> Result<FidProbe> {
-        let classifier = crate::classifier::Classifier::load(classifier)?.classifier;
-        let test = crate::data::Dataset::from_name(data, crate::data::Split::Test, channels)?;
-        let n = n.min(test.len());
-        let images = test.batch(&(0..n).collect::<Vec<_>>(), &vec![false; n])?;
-        let test_stats = FeatureStats::from_features(&classifier.features_of(&images, 256)?, classifier.feature_dim())?;
-        Ok(FidProbe { classifier, test_stats, n })
-    }
-
-    /// The FID of `samples` (`[n, C, H, W]`) against the test images.
-    pub fn fid(&self, samples: &Tensor) -> Result<f64> {
-        let features = self.classifier.features_of(samples, 256)?;
-        frechet_distance(&FeatureStats::from_features(&features, self.classifier.feature_dim())?, &self.test_stats)
     }
 }
