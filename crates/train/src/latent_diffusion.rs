@@ -16,7 +16,6 @@ use ember_tensor::optim::Adam;
 use ember_tensor::rng::Rng;
 use ember_tensor::{DType, Tensor, no_grad};
 use ember_unet::config::{CROSS_ATTN_DOWN_BLOCK, CROSS_ATTN_UP_BLOCK, DOWN_BLOCK, UP_BLOCK};
-use ember_unet::module::named_parameters;
 use ember_unet::{AutoencoderKL, ForwardContext, UNet, UNetConfig};
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +27,7 @@ use crate::error::{Result, TrainError};
 use crate::images::write_grid_png;
 use crate::pipeline::{Generation, PipelineConfig, Txt2Img};
 use crate::stage::{Stage, StageSettings};
-use crate::trainer::{StepStats, TrainRngs};
+use crate::trainer::{StepStats, TrainRngs, copy_weights, ramped_ema_decay, update_ema};
 
 /// The latent diffusion stage's checkpoint format.
 pub const LATENT_STAGE_FORMAT: &str = "ember-latent-diffusion-stage-1";
@@ -190,15 +189,6 @@ impl LatentDiffusionStage {
     }
 }
 
-/// Copies every parameter of `from` into the same-named one of `to`.
-fn copy_weights(from: &dyn ember_unet::Module, to: &dyn ember_unet::Module) -> Result<()> {
-    let _guard = no_grad();
-    for ((_, source), (_, target)) in named_parameters(from).iter().zip(named_parameters(to).iter()) {
-        target.assign(source)?;
-    }
-    Ok(())
-}
-
 impl Stage for LatentDiffusionStage {
     fn step(&self) -> u64 {
         self.step
@@ -237,13 +227,7 @@ impl Stage for LatentDiffusionStage {
         };
         let loss = epsilon_loss_with(&mut predict, &p.schedule, &latents, &timesteps, &noise)?;
         let stats = self.config.settings.minimize(&mut self.adam, &loss, self.step)?;
-        let decay = self.config.ema_decay.min((1 + self.step) as f64 / (10 + self.step) as f64);
-        {
-            let _guard = no_grad();
-            for ((_, e), (_, w)) in named_parameters(&self.pipeline.unet).iter().zip(named_parameters(&self.model).iter()) {
-                ember_tensor::optim::ema_update(e, w, decay)?;
-            }
-        }
+        update_ema(&self.pipeline.unet, &self.model, ramped_ema_decay(self.config.ema_decay, self.step))?;
         self.step += 1;
         Ok(stats)
     }

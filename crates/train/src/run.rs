@@ -53,6 +53,10 @@ impl RunDir {
     pub fn samples(&self, step: u64) -> PathBuf {
         self.root.join("samples").join(format!("step_{step:07}.png"))
     }
+    /// `step,name,value` rows: what the run measures as it goes (FID, PSNR, retrieval).
+    pub fn metrics_csv(&self) -> PathBuf {
+        self.root.join("metrics.csv")
+    }
     pub fn config(&self) -> PathBuf {
         self.root.join("config.json")
     }
@@ -158,7 +162,7 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
 
     let (mut csv, kept) = CsvLog::reopen(&dir.loss_csv(), LOSS_CSV_HEADER, trainer.step)?;
     let mut losses = losses_of(&kept);
-    let (mut metrics, _) = CsvLog::reopen(&dir.root.join("metrics.csv"), METRICS_CSV_HEADER, trainer.step)?;
+    let (mut metrics, _) = CsvLog::reopen(&dir.metrics_csv(), METRICS_CSV_HEADER, trainer.step)?;
     let c = &trainer.config;
     let probe = if c.eval_every > 0 { Some(FidProbe::new(Path::new(&c.eval_classifier), &c.data, c.unet.in_channels, c.eval_samples)?) } else { None };
 

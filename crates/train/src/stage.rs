@@ -12,7 +12,7 @@
 //! OUT/checkpoint.safetensors      the latest checkpoint (see `checkpoint`)
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ember_tensor::optim::{Adam, AdamConfig};
 use ember_tensor::{Gradients, Tensor};
@@ -25,7 +25,7 @@ use crate::data::{Dataset, Split};
 use crate::error::{Result, TrainError, io_error};
 use crate::images::write_loss_curve_png;
 use crate::run::{CsvLog, LOSS_CSV_HEADER, METRICS_CSV_HEADER, Observer, RunDir, losses_of};
-use crate::trainer::{LrDecay, StepStats, optimizer_step, scheduled_lr};
+use crate::trainer::{LrDecay, StepStats, check_optimization, optimizer_step, scheduled_lr};
 
 /// A training stage the loop can drive.
 pub trait Stage {
@@ -52,11 +52,6 @@ pub trait Stage {
     fn preview(&mut self, image: &Path) -> Result<Vec<(String, f64)>>;
 }
 
-/// `metrics.csv` in a run folder.
-pub fn metrics_csv(dir: &RunDir) -> PathBuf {
-    dir.root.join("metrics.csv")
-}
-
 /// Runs `stage` to its last step, writing the run folder (see the module doc). A resumed
 /// stage keeps the rows of `loss.csv` and `metrics.csv` up to its step.
 pub fn run_stage(stage: &mut dyn Stage, dir: &RunDir, observer: &mut dyn Observer) -> Result<()> {
@@ -64,7 +59,7 @@ pub fn run_stage(stage: &mut dyn Stage, dir: &RunDir, observer: &mut dyn Observe
     ember_tensor::io::write_atomically(&dir.config(), stage.config_json().as_bytes())?;
     let (mut loss_csv, kept) = CsvLog::reopen(&dir.loss_csv(), LOSS_CSV_HEADER, stage.step())?;
     let mut losses = losses_of(&kept);
-    let (mut metrics, _) = CsvLog::reopen(&metrics_csv(dir), METRICS_CSV_HEADER, stage.step())?;
+    let (mut metrics, _) = CsvLog::reopen(&dir.metrics_csv(), METRICS_CSV_HEADER, stage.step())?;
     let (checkpoint_every, sample_every) = stage.intervals();
     observer.started(stage.step(), stage.total_steps());
     while stage.step() < stage.total_steps() {
@@ -153,20 +148,7 @@ impl Default for StageSettings {
 
 impl StageSettings {
     pub fn validate(&self) -> Result<()> {
-        let fail = |m: &str| Err(TrainError::Config(m.to_string()));
-        if self.batch_size == 0 {
-            return fail("batch_size must be at least 1");
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return fail("lr must be a positive number");
-        }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return fail("weight_decay must be ≥ 0");
-        }
-        if self.grad_clip.is_nan() || self.grad_clip < 0.0 {
-            return fail("grad_clip must be ≥ 0");
-        }
-        Ok(())
+        check_optimization(self.batch_size, self.lr, self.weight_decay, self.grad_clip)
     }
 
     /// The learning rate of step `step` (0-based).

@@ -143,23 +143,12 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         let fail = |m: &str| Err(TrainError::Config(m.to_string()));
         self.unet.validate()?;
-        if self.batch_size == 0 {
-            return fail("batch_size must be at least 1");
-        }
+        check_optimization(self.batch_size, self.lr, self.weight_decay, self.grad_clip)?;
         if self.accumulate == 0 {
             return fail("accumulate must be at least 1");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return fail("lr must be a positive number");
-        }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return fail("ema_decay must be in [0, 1)");
-        }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return fail("weight_decay must be ≥ 0");
-        }
-        if self.grad_clip < 0.0 {
-            return fail("grad_clip must be ≥ 0");
         }
         if self.sample_steps == 0 || self.sample_steps > self.num_timesteps {
             return fail("sample_steps must be in 1..=num_timesteps");
@@ -190,7 +179,7 @@ impl TrainConfig {
 
     /// The EMA decay used after `updates` previous updates.
     pub fn ema_decay_at(&self, updates: u64) -> f64 {
-        self.ema_decay.min((1 + updates) as f64 / (10 + updates) as f64)
+        ramped_ema_decay(self.ema_decay, updates)
     }
 }
 
@@ -218,6 +207,49 @@ pub struct StepStats {
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
     pub lr: f64,
+}
+
+/// `min(decay, (1 + n)/(10 + n))` after `n` updates: the EMA decay ramped up, so that short
+/// runs get a useful average.
+pub fn ramped_ema_decay(decay: f64, updates: u64) -> f64 {
+    decay.min((1 + updates) as f64 / (10 + updates) as f64)
+}
+
+/// Copies every parameter of `from` into the same-named one of `to`.
+pub fn copy_weights(from: &dyn ember_unet::Module, to: &dyn ember_unet::Module) -> Result<()> {
+    let _guard = no_grad();
+    for ((_, source), (_, target)) in named_parameters(from).iter().zip(named_parameters(to).iter()) {
+        target.assign(source)?;
+    }
+    Ok(())
+}
+
+/// The optimization settings every trainer shares, checked: a batch, a positive finite
+/// learning rate, a weight decay and a clipping norm ≥ 0.
+pub fn check_optimization(batch_size: usize, lr: f64, weight_decay: f64, grad_clip: f64) -> Result<()> {
+    let fail = |m: &str| Err(TrainError::Config(m.to_string()));
+    if batch_size == 0 {
+        return fail("batch_size must be at least 1");
+    }
+    if !(lr > 0.0 && lr.is_finite()) {
+        return fail("lr must be a positive number");
+    }
+    if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+        return fail("weight_decay must be ≥ 0");
+    }
+    if grad_clip.is_nan() || grad_clip < 0.0 {
+        return fail("grad_clip must be ≥ 0");
+    }
+    Ok(())
+}
+
+/// `ema ← d·ema + (1 − d)·θ` for every parameter of `model` and its same-named one in `ema`.
+pub fn update_ema(ema: &dyn ember_unet::Module, model: &dyn ember_unet::Module, decay: f64) -> Result<()> {
+    let _guard = no_grad();
+    for ((_, e), (_, p)) in named_parameters(ema).iter().zip(named_parameters(model).iter()) {
+        ember_tensor::optim::ema_update(e, p, decay)?;
+    }
+    Ok(())
 }
 
 /// Finishes an optimizer step (0-based `step`) whose gradients are `grads` and mean loss
@@ -271,9 +303,7 @@ impl Trainer {
         let mut init_rng = Rng::new(config.seed);
         let model = UNet::new(&config.unet, DType::F32, &mut init_rng)?;
         let ema = UNet::new(&config.unet, DType::F32, &mut Rng::new(0))?;
-        for ((_, e), (_, p)) in named_parameters(&ema).iter().zip(named_parameters(&model).iter()) {
-            e.assign(p)?;
-        }
+        copy_weights(&model, &ema)?;
         let params = named_parameters(&model).into_iter().map(|(_, p)| p).collect();
         let adam = Adam::new(params, AdamConfig::adamw(config.lr, config.weight_decay))?;
         let schedule = NoiseSchedule::from_name(&config.schedule, config.num_timesteps)?;
@@ -352,12 +382,7 @@ impl Trainer {
 
     /// `ema ← d·ema + (1 − d)·θ`.
     fn update_ema(&self) -> Result<()> {
-        let _guard = no_grad();
-        let decay = self.config.ema_decay_at(self.step);
-        for ((_, e), (_, p)) in named_parameters(&self.ema).iter().zip(named_parameters(&self.model).iter()) {
-            ember_tensor::optim::ema_update(e, p, decay)?;
-        }
-        Ok(())
+        update_ema(&self.ema, &self.model, self.config.ema_decay_at(self.step))
     }
 }
 

@@ -311,7 +311,8 @@ pub(super) fn mutate_png(bytes: &mut Vec<u8>, rng: &mut Rng) {
             png.chunks.insert(at, chunk);
         }
         10 => {
-            let kind = *rng.pick(&[*b"PLTE", *b"tRNS", *b"gAMA", *b"iCCP", *b"zTXt", *b"acTL", *b"fcTL", *b"XXXX", *b"sBIT", *b"bKGD"]);
+            // UNKN: an unknown chunk marked critical (upper-case first letter), which a reader must refuse
+            let kind = *rng.pick(&[*b"PLTE", *b"tRNS", *b"gAMA", *b"iCCP", *b"zTXt", *b"acTL", *b"fcTL", *b"UNKN", *b"sBIT", *b"bKGD"]);
             let n = *rng.pick(&[0usize, 1, 2, 3, 6, 12, 13, 26, 256 * 3, 256 * 3 + 1, 257 * 3]);
             let data = rng.bytes(n);
             let at = rng.below(png.chunks.len() + 1).clamp(1, png.chunks.len().max(1));
