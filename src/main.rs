@@ -513,7 +513,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let mut observer = BarObserver::new(bar);
     let trainer = train(Some(config), resume.as_deref(), &dir, device, &mut observer)?;
     observer.bar.finish();
-    println!("trained {} steps; run folder {} (checkpoint.safetensors, loss.csv, loss.png, samples/)", trainer.step, args.out.display());
+    println!("trained {} steps; run folder {} (report.html, checkpoint.safetensors, loss.csv, metrics.csv, plots, samples/)", trainer.step, args.out.display());
     Ok(())
 }
 

@@ -140,9 +140,13 @@ pub struct Txt2ImgArgs {
 fn run_stage_with_bar(stage: &mut dyn Stage, dir: &RunDir, what: &str) -> Result<()> {
     let bar = progress_bar(stage.total_steps(), "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}");
     let mut observer = BarObserver::new(bar);
-    run_stage(stage, dir, &mut observer)?;
+    run_stage(stage, what, dir, &mut observer)?;
     observer.bar.finish();
-    println!("{what}: trained {} steps; run folder {} (checkpoint.safetensors, loss.csv, loss.png, metrics.csv, samples/)", stage.step(), dir.root.display());
+    println!(
+        "{what}: trained {} steps; run folder {} (report.html, checkpoint.safetensors, loss.csv, metrics.csv, plots, samples/)",
+        stage.step(),
+        dir.root.display()
+    );
     Ok(())
 }
 

@@ -40,7 +40,17 @@ fn train_sample_resume_and_refuse_to_overwrite() {
     assert!(ok, "{text}");
     let config = std::fs::read_to_string(run.join("config.json")).unwrap();
     assert!(config.contains("\"accumulate\": 2"), "--accumulate reaches the run's config: {config}");
-    for file in ["config.json", "loss.csv", "loss.png", "checkpoint.safetensors", "samples/step_0000002.png", "samples/step_0000003.png"] {
+    for file in [
+        "config.json",
+        "loss.csv",
+        "loss.png",
+        "lr.png",
+        "grad_norm.png",
+        "report.html",
+        "checkpoint.safetensors",
+        "samples/step_0000002.png",
+        "samples/step_0000003.png",
+    ] {
         assert!(run.join(file).exists(), "{file} missing after training");
     }
     assert_eq!(loss_rows(&run), [1, 2, 3]);

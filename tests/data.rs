@@ -392,38 +392,122 @@ fn grid_png_has_the_layout_and_the_pixel_values() {
     assert_eq!(leftovers.len(), 2, "no temporary files left: {leftovers:?}");
 }
 
-#[test]
-fn loss_curves_are_pngs_of_the_requested_size() {
-    let tmp = TempDir::new("loss-curve");
-    let many: Vec<(u64, f64)> = (0..2000u64)
-        .map(|s| {
-            let noise = 1.0 + 0.3 * ((s * 7919 % 13) as f64 / 13.0);
-            (s, if s == 700 { f64::NAN } else { 0.02 + noise / (1.0 + s as f64 / 50.0) })
-        })
-        .collect();
-    let cases = [
-        ("none", vec![]),
-        ("one", vec![(5, 0.3)]),
-        ("flat", vec![(1, 0.5), (2, 0.5)]),
-        ("many", many),
-        ("bad", vec![(1, f64::NAN), (2, -1.0), (3, f64::INFINITY)]),
-    ];
-    for (name, losses) in cases {
-        let path = tmp.join(&format!("{name}.png"));
-        write_loss_curve_png(&path, &losses, 320, 200).unwrap();
-        let png = read_png(&path).unwrap();
-        assert_eq!((png.width, png.height, png.channels), (320, 200, 3), "{name}");
-        let has = |color: [u8; 3]| png.pixels.chunks(3).any(|p| p == color);
-        assert!(has([255, 255, 255]) && has([40, 40, 40]), "{name}: background and axes");
-        if name != "none" && name != "bad" {
-            assert!(has([25, 60, 170]), "{name}: the moving average is drawn");
-        }
-        if name == "many" {
-            assert!(has([185, 185, 185]), "the raw losses are drawn");
+/// Pixels of `png` (RGB) in the columns `xs` and rows `ys` darker than `level` in every channel.
+fn dark_pixels(png: &PngImage, xs: std::ops::Range<u32>, ys: std::ops::Range<u32>, level: u8) -> usize {
+    let mut count = 0;
+    for y in ys {
+        for x in xs.clone() {
+            let at = 3 * (y * png.width + x) as usize;
+            count += png.pixels[at..at + 3].iter().all(|&c| c < level) as usize;
         }
     }
-    let error = write_loss_curve_png(tmp.join("tiny.png"), &[], 10, 10).unwrap_err();
-    assert_mentions(&error, &tmp.join("tiny.png"), &["10x10"]);
+    count
+}
+
+#[test]
+fn plots_have_labelled_axes_and_draw_their_series() {
+    use ember::train::report::*;
+    let tmp = TempDir::new("plots");
+    let many: Vec<(f64, f64)> = (0..2000u64)
+        .map(|s| {
+            let noise = 1.0 + 0.3 * ((s * 7919 % 13) as f64 / 13.0);
+            (s as f64, if s == 700 { f64::NAN } else { 0.02 + noise / (1.0 + s as f64 / 50.0) })
+        })
+        .collect();
+    let average: Vec<(f64, f64)> = many.iter().map(|&(s, _)| (s, 0.02 + 1.15 / (1.0 + s / 50.0))).collect();
+    let cases = [
+        ("none", vec![]),
+        ("one", vec![(5.0, 0.3)]),
+        ("flat", vec![(1.0, 0.5), (2.0, 0.5)]),
+        ("many", many.clone()),
+        ("bad", vec![(1.0, f64::NAN), (2.0, -1.0), (3.0, f64::INFINITY)]),
+    ];
+    for log_y in [true, false] {
+        for (name, points) in &cases {
+            let path = tmp.join(&format!("{name}-{log_y}.png"));
+            let raw = Series { label: "per step".into(), points: points.clone(), color: RAW_COLOR, width: 1, dots: false };
+            let smooth = Series {
+                label: "average".into(),
+                points: if *name == "many" { average.clone() } else { points.clone() },
+                color: MAIN_COLOR,
+                width: 2,
+                dots: true,
+            };
+            let plot = Plot { title: "training loss".into(), x_label: "step".into(), y_label: "loss".into(), log_y, series: vec![raw, smooth] };
+            write_plot_png(&path, &plot, 480, 300).unwrap();
+            let png = read_png(&path).unwrap();
+            assert_eq!((png.width, png.height, png.channels), (480, 300, 3), "{name}");
+            let has = |color: RGBColor| png.pixels.chunks(3).any(|p| p == [color.0, color.1, color.2]);
+            assert!(has(RGBColor(255, 255, 255)), "{name}: background");
+            // text: the title at the top, tick labels and axis names at the left and bottom
+            assert!(dark_pixels(&png, 150..330, 0..30, 90) > 20, "{name}: the title is drawn");
+            assert!(dark_pixels(&png, 0..60, 40..260, 90) > 40, "{name}: the y axis is labelled");
+            assert!(dark_pixels(&png, 80..480, 262..300, 90) > 40, "{name}: the x axis is labelled");
+            if *name != "none" && *name != "bad" {
+                assert!(has(MAIN_COLOR), "{name}: the main series is drawn");
+            }
+            if *name == "many" {
+                assert!(has(RAW_COLOR), "{name}: the raw series is drawn");
+            }
+        }
+    }
+    let plot = Plot { title: String::new(), x_label: "x".into(), y_label: "y".into(), log_y: false, series: vec![] };
+    let error = write_plot_png(tmp.join("tiny.png"), &plot, 100, 100).unwrap_err();
+    assert_mentions(&error, &tmp.join("tiny.png"), &["100x100"]);
+
+    assert_eq!(tick_label(0.0), "0");
+    assert_eq!(tick_label(0.05), "0.05");
+    assert_eq!(tick_label(2500.0), "2500");
+    assert_eq!(tick_label(0.0001), "1e-4");
+    let close = |ticks: Vec<f64>, expected: &[f64]| ticks.len() == expected.len() && ticks.iter().zip(expected).all(|(t, e)| (t / e - 1.0).abs() < 1e-12);
+    assert!(close(log_ticks(0.004, 2.0), &[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]), "1, 2, 5 when decades are too few");
+    assert!(close(log_ticks(0.0009, 20000.0), &[0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]), "decades");
+    let narrow = log_ticks(0.031, 0.046);
+    assert!((4..=10).contains(&narrow.len()) && narrow.iter().all(|t| (0.031..=0.046).contains(t)), "{narrow:?}");
+    assert_eq!(moving_average(&[1.0, 2.0, 3.0, 4.0, 5.0], 1), [1.5, 2.0, 3.0, 4.0, 4.5]);
+    assert_eq!(metric_plot_file("fid"), "metric_fid.png");
+    assert_eq!(metric_plot_file("retrieval/held out"), "metric_retrieval_held_out.png");
+}
+
+#[test]
+fn the_report_shows_config_speed_measurements_plots_and_samples_of_the_run() {
+    use ember::train::report::*;
+    let tmp = TempDir::new("report");
+    std::fs::create_dir_all(tmp.join("samples")).unwrap();
+    let grid = Tensor::zeros(&[4, 1, 8, 8], DType::F32);
+    for step in [50u64, 100] {
+        write_grid_png(tmp.join(&format!("samples/step_{step:07}.png")), &grid, 2).unwrap();
+    }
+    let loss_rows: Vec<String> = (1..=100).map(|s| format!("{s},{},{},{}", 1.0 / s as f64, 2.0, 1e-3 * (s as f64 / 100.0).min(1.0))).collect();
+    let metric_rows = ["50,fid,12.5", "50,psnr,20.25", "100,fid,7.25", "100,psnr,22"].map(String::from);
+    let record = RunRecord::new(&loss_rows, &metric_rows, 100);
+    assert_eq!(record.steps.len(), 100);
+    assert_eq!(record.metric_names(), ["fid", "psnr"]);
+    record.write(&tmp.0, "VAE stage", "{\"note\": \"a <b> & c\"}", 200).unwrap();
+
+    let html = std::fs::read_to_string(tmp.join("report.html")).unwrap();
+    for needle in [
+        "ember: VAE stage run",
+        "step 100 of 200",
+        "resident memory",
+        "<th>fid</th><th>psnr</th>",
+        "<tr><td>100</td><td>7.2500</td><td>22.0000</td></tr>",
+        "samples/step_0000050.png",
+        "samples/step_0000100.png",
+        "&quot;a &lt;b&gt; &amp; c&quot;",
+    ] {
+        assert!(html.contains(needle), "report.html lacks {needle:?}:\n{html}");
+    }
+    // every image the page shows is in the folder and is a plot or a grid
+    let sources: Vec<&str> = html.split("src=\"").skip(1).map(|rest| &rest[..rest.find('"').unwrap()]).collect();
+    for file in ["loss.png", "lr.png", "grad_norm.png", "metric_fid.png", "metric_psnr.png"] {
+        assert!(sources.contains(&file), "report.html shows {file}");
+    }
+    for source in &sources {
+        let png = read_png(&tmp.join(source)).unwrap();
+        assert!(png.width > 0, "{source}");
+    }
+    assert_eq!(sources.len(), 7);
 }
 
 #[test]

@@ -150,10 +150,10 @@ fn fresh_run_dir(name: &str) -> RunDir {
 /// tensors.
 fn check_resume_is_exact(name: &str, fresh: &mut dyn FnMut(u64) -> Box<dyn Stage>, resume: &dyn Fn(&Path, u64) -> Box<dyn Stage>) {
     let straight = fresh_run_dir(&format!("{name}-straight"));
-    run_stage(fresh(6).as_mut(), &straight, &mut Quiet).unwrap();
+    run_stage(fresh(6).as_mut(), "test", &straight, &mut Quiet).unwrap();
     let stopped = fresh_run_dir(&format!("{name}-stopped"));
-    run_stage(fresh(3).as_mut(), &stopped, &mut Quiet).unwrap();
-    run_stage(resume(&stopped.checkpoint(), 6).as_mut(), &stopped, &mut Quiet).unwrap();
+    run_stage(fresh(3).as_mut(), "test", &stopped, &mut Quiet).unwrap();
+    run_stage(resume(&stopped.checkpoint(), 6).as_mut(), "test", &stopped, &mut Quiet).unwrap();
     let (a, b) = (logged_losses(&straight), logged_losses(&stopped));
     assert_eq!(a.len(), 6, "{name}: {a:?}");
     assert_eq!(a, b, "{name}: a resumed run must repeat the uninterrupted one");
@@ -228,7 +228,7 @@ fn the_latent_diffusion_stage_resumes_exactly_and_writes_a_pipeline_that_loads()
     });
     let dir = fresh_run_dir("latent-check");
     let mut stage = tiny_latent(3);
-    run_stage(&mut stage, &dir, &mut Quiet).unwrap();
+    run_stage(&mut stage, "test", &dir, &mut Quiet).unwrap();
     assert!(dir.samples(3).exists(), "the preview grid");
     let pipeline = Txt2Img::load(&LatentDiffusionStage::pipeline_path(&dir.checkpoint())).unwrap();
     // the pipeline's UNet is the stage's EMA, its text encoder and VAE the frozen parts

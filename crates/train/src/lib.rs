@@ -16,6 +16,7 @@ pub mod trainer;
 
 pub use error::{Result, TrainError};
 pub use trainer::{StepStats, TrainConfig, Trainer};
+pub mod report;
 pub mod run;
 pub mod sampling;
 pub mod stage;

@@ -3,8 +3,9 @@
 //! ```text
 //! OUT/config.json                 the TrainConfig
 //! OUT/loss.csv                    step,loss,grad_norm,lr (one row per step)
-//! OUT/loss.png                    the loss curve (raw and smoothed), redrawn at each checkpoint
 //! OUT/metrics.csv                 step,name,value: the FID every `eval_every` steps (if set)
+//! OUT/loss.png, lr.png, ...       plots of the logs, and OUT/report.html: redrawn at each
+//!                                 checkpoint (see `report`)
 //! OUT/samples/step_NNNNNNN.png    DDIM samples from the EMA weights every `sample_every` steps
 //! OUT/checkpoint.safetensors      the latest checkpoint (atomic; see `checkpoint`)
 //! ```
@@ -17,8 +18,9 @@ use ember_tensor::rng::Rng;
 use crate::checkpoint::{Checkpoint, save_checkpoint};
 use crate::data::{Dataset, Split};
 use crate::error::{Result, io_error};
-use crate::images::{write_grid_png, write_loss_curve_png};
+use crate::images::write_grid_png;
 use crate::metrics::FidProbe;
+use crate::report::RunRecord;
 use crate::sampling::{ClassGuidance, Sampler, sample_for_eval, sample_images, sample_images_guided};
 
 /// The guidance scale of a class-conditional run's preview grids (the classes in turn).
@@ -59,6 +61,10 @@ impl RunDir {
     }
     pub fn config(&self) -> PathBuf {
         self.root.join("config.json")
+    }
+    /// The page showing the run (see [`crate::report`]).
+    pub fn report_html(&self) -> PathBuf {
+        self.root.join("report.html")
     }
 }
 
@@ -117,14 +123,45 @@ fn whole_rows(path: &Path, fields: usize, up_to: u64) -> Vec<String> {
         .collect()
 }
 
-/// `(step, loss)` of `loss.csv` rows whose numbers parse.
-pub(crate) fn losses_of(rows: &[String]) -> Vec<(u64, f64)> {
-    rows.iter()
-        .filter_map(|row| {
-            let numbers: Vec<f64> = row.split(',').map(str::parse).collect::<std::result::Result<_, _>>().ok()?;
-            Some((row.split(',').next()?.parse().ok()?, numbers[1]))
-        })
-        .collect()
+/// The logs of a run folder: `loss.csv` and `metrics.csv` on disk, and the record behind
+/// its plots and `report.html`.
+pub(crate) struct RunLogs {
+    loss: CsvLog,
+    metrics: CsvLog,
+    pub(crate) record: RunRecord,
+}
+
+impl RunLogs {
+    /// Opens the logs of `dir` for a run at `step` (0, or the step it resumes at), keeping
+    /// the rows logged up to that step.
+    pub(crate) fn open(dir: &RunDir, step: u64) -> Result<RunLogs> {
+        let (loss, loss_rows) = CsvLog::reopen(&dir.loss_csv(), LOSS_CSV_HEADER, step)?;
+        let (metrics, metric_rows) = CsvLog::reopen(&dir.metrics_csv(), METRICS_CSV_HEADER, step)?;
+        Ok(RunLogs { loss, metrics, record: RunRecord::new(&loss_rows, &metric_rows, step) })
+    }
+
+    /// Logs one step.
+    pub(crate) fn step(&mut self, stats: &StepStats) -> Result<()> {
+        self.loss.append(&format!("{},{},{},{}", stats.step, stats.loss, stats.grad_norm, stats.lr))?;
+        self.record.steps.push(*stats);
+        Ok(())
+    }
+
+    /// Logs one measurement.
+    pub(crate) fn metric(&mut self, step: u64, name: &str, value: f64) -> Result<()> {
+        self.metrics.append(&format!("{step},{name},{value}"))?;
+        self.record.metrics.push((step, name.to_string(), value));
+        Ok(())
+    }
+
+    /// Puts both logs on disk and saves the checkpoint by `save`, then redraws the plots and
+    /// the report (so the checkpoint never claims rows the logs lack).
+    pub(crate) fn checkpoint(&self, dir: &RunDir, save: impl FnOnce() -> Result<()>, title: &str, config_json: &str, total_steps: u64) -> Result<()> {
+        self.loss.sync()?;
+        self.metrics.sync()?;
+        save()?;
+        Ok(self.record.write(&dir.root, title, config_json, total_steps)?)
+    }
 }
 
 /// Trains from scratch (`resume` None) or from a checkpoint until `config.steps` on `device`,
@@ -160,9 +197,7 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
     let config_json = serde_json::to_string_pretty(&trainer.config).unwrap();
     ember_tensor::io::write_atomically(&dir.config(), config_json.as_bytes())?;
 
-    let (mut csv, kept) = CsvLog::reopen(&dir.loss_csv(), LOSS_CSV_HEADER, trainer.step)?;
-    let mut losses = losses_of(&kept);
-    let (mut metrics, _) = CsvLog::reopen(&dir.metrics_csv(), METRICS_CSV_HEADER, trainer.step)?;
+    let mut logs = RunLogs::open(dir, trainer.step)?;
     let c = &trainer.config;
     let probe = if c.eval_every > 0 { Some(FidProbe::new(Path::new(&c.eval_classifier), &c.data, c.unet.in_channels, c.eval_samples)?) } else { None };
 
@@ -170,8 +205,7 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
     ember_tensor::profile::reset_mark();
     while trainer.step < trainer.config.steps {
         let stats = trainer.train_step()?;
-        csv.append(&format!("{},{},{},{}", stats.step, stats.loss, stats.grad_norm, stats.lr))?;
-        losses.push((stats.step, stats.loss));
+        logs.step(&stats)?;
         observer.step(&stats);
         let last = stats.step == trainer.config.steps;
         let c = &trainer.config;
@@ -179,14 +213,8 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
             let classes = c.is_class_conditional().then(|| (c.class_names.len(), c.null_class(), PREVIEW_GUIDANCE));
             let samples = sample_for_eval(&trainer.ema, &trainer.schedule, probe.n, classes, c.sample_steps, 64, &mut Rng::new(c.seed), &mut |_| {})?;
             let fid = probe.fid(&samples)?;
-            metrics.append(&format!("{},fid,{fid}", stats.step))?;
+            logs.metric(stats.step, "fid", fid)?;
             observer.note(&format!("step {}: FID {fid:.4} ({} EMA samples vs {} test images, classifier features)", stats.step, probe.n, probe.n));
-        }
-        if last || (c.checkpoint_every > 0 && stats.step % c.checkpoint_every == 0) {
-            csv.sync()?;
-            metrics.sync()?;
-            save_checkpoint(&trainer, &dir.checkpoint())?;
-            write_loss_curve_png(dir.loss_png(), &losses, 800, 400)?;
         }
         if last || (c.sample_every > 0 && stats.step % c.sample_every == 0) {
             let sampler = Sampler::Ddim { steps: c.sample_steps, eta: 0.0, spacing: ember_diffusion::TimestepSpacing::Leading };
@@ -201,6 +229,10 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
             let path = dir.samples(stats.step);
             write_grid_png(&path, &images, (c.sample_count as f64).sqrt().ceil() as usize)?;
             observer.note(&format!("samples: {}", path.display()));
+        }
+        // after the previews, so that the report shows this step's grid
+        if last || (c.checkpoint_every > 0 && stats.step % c.checkpoint_every == 0) {
+            logs.checkpoint(dir, || save_checkpoint(&trainer, &dir.checkpoint()), "DDPM", &config_json, c.steps)?;
         }
         // with EMBER_PROFILE: the loop's own work (logging, progress, checkpoints, previews)
         ember_tensor::profile::mark("loop", "log, checkpoints, previews");
@@ -224,11 +256,11 @@ mod tests {
         // the last row cut inside its loss (it would parse as 0.1), then inside its lr
         for tail in ["4,0.1", "4,0.0625,1,0.", "garbage"] {
             std::fs::write(&path, format!("{rows}{tail}")).unwrap();
-            let kept: Vec<u64> = losses_of(&whole_rows(&path, 4, 10)).iter().map(|(step, _)| *step).collect();
+            let kept: Vec<u64> = RunRecord::new(&whole_rows(&path, 4, 10), &[], 0).steps.iter().map(|s| s.step).collect();
             assert_eq!(kept, [1, 2, 3], "after {tail:?}");
         }
         std::fs::write(&path, format!("{rows}4,0.0625,1,0.1\nnot,a,row,at all\n")).unwrap();
-        let kept: Vec<(u64, f64)> = losses_of(&whole_rows(&path, 4, 3));
+        let kept: Vec<(u64, f64)> = RunRecord::new(&whole_rows(&path, 4, 3), &[], 0).steps.iter().map(|s| (s.step, s.loss)).collect();
         assert_eq!(kept, [(1, 0.5), (2, 0.25), (3, 0.125)], "rows after the checkpoint's step are dropped");
         assert_eq!(whole_rows(&dir.join("missing.csv"), 4, 10), Vec::<String>::new());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -6,8 +6,9 @@
 //! ```text
 //! OUT/config.json                 the stage's config
 //! OUT/loss.csv                    step,loss,grad_norm,lr (one row per step)
-//! OUT/loss.png                    the loss curve, redrawn at each checkpoint
 //! OUT/metrics.csv                 step,name,value (what the previews measure)
+//! OUT/loss.png, lr.png, ...       plots of the logs, and OUT/report.html: redrawn at each
+//!                                 checkpoint (see `report`)
 //! OUT/samples/step_NNNNNNN.png    the stage's preview image
 //! OUT/checkpoint.safetensors      the latest checkpoint (see `checkpoint`)
 //! ```
@@ -23,8 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::compose::{ComposedData, held_out_pairs};
 use crate::data::{Dataset, Split};
 use crate::error::{Result, TrainError, io_error};
-use crate::images::write_loss_curve_png;
-use crate::run::{CsvLog, LOSS_CSV_HEADER, METRICS_CSV_HEADER, Observer, RunDir, losses_of};
+use crate::run::{Observer, RunDir, RunLogs};
 use crate::trainer::{LrDecay, StepStats, check_optimization, optimizer_step, scheduled_lr};
 
 /// A training stage the loop can drive.
@@ -52,20 +52,18 @@ pub trait Stage {
     fn preview(&mut self, image: &Path) -> Result<Vec<(String, f64)>>;
 }
 
-/// Runs `stage` to its last step, writing the run folder (see the module doc). A resumed
+/// Runs `stage` to its last step, writing the run folder (see the module doc); `title`
+/// names it in `report.html`. A resumed
 /// stage keeps the rows of `loss.csv` and `metrics.csv` up to its step.
-pub fn run_stage(stage: &mut dyn Stage, dir: &RunDir, observer: &mut dyn Observer) -> Result<()> {
+pub fn run_stage(stage: &mut dyn Stage, title: &str, dir: &RunDir, observer: &mut dyn Observer) -> Result<()> {
     std::fs::create_dir_all(dir.root.join("samples")).map_err(io_error(&dir.root))?;
     ember_tensor::io::write_atomically(&dir.config(), stage.config_json().as_bytes())?;
-    let (mut loss_csv, kept) = CsvLog::reopen(&dir.loss_csv(), LOSS_CSV_HEADER, stage.step())?;
-    let mut losses = losses_of(&kept);
-    let (mut metrics, _) = CsvLog::reopen(&dir.metrics_csv(), METRICS_CSV_HEADER, stage.step())?;
+    let mut logs = RunLogs::open(dir, stage.step())?;
     let (checkpoint_every, sample_every) = stage.intervals();
     observer.started(stage.step(), stage.total_steps());
     while stage.step() < stage.total_steps() {
         let stats = stage.train_step()?;
-        loss_csv.append(&format!("{},{},{},{}", stats.step, stats.loss, stats.grad_norm, stats.lr))?;
-        losses.push((stats.step, stats.loss));
+        logs.step(&stats)?;
         observer.step(&stats);
         let last = stats.step == stage.total_steps();
         if last || (sample_every > 0 && stats.step.is_multiple_of(sample_every)) {
@@ -73,7 +71,7 @@ pub fn run_stage(stage: &mut dyn Stage, dir: &RunDir, observer: &mut dyn Observe
             let measured = stage.preview(&image)?;
             let mut message: Vec<String> = measured.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
             for (name, value) in &measured {
-                metrics.append(&format!("{},{name},{value}", stats.step))?;
+                logs.metric(stats.step, name, *value)?;
             }
             if image.exists() {
                 message.push(format!("preview: {}", image.display()));
@@ -81,12 +79,10 @@ pub fn run_stage(stage: &mut dyn Stage, dir: &RunDir, observer: &mut dyn Observe
             observer.note(&format!("step {}: {}", stats.step, message.join(", ")));
         }
         if last || (checkpoint_every > 0 && stats.step.is_multiple_of(checkpoint_every)) {
-            loss_csv.sync()?;
-            metrics.sync()?;
-            stage.save(&dir.checkpoint())?;
             // the previews may have measured part of the config (the VAE's scaling factor)
-            ember_tensor::io::write_atomically(&dir.config(), stage.config_json().as_bytes())?;
-            write_loss_curve_png(dir.loss_png(), &losses, 800, 400)?;
+            let config_json = stage.config_json();
+            logs.checkpoint(dir, || stage.save(&dir.checkpoint()), title, &config_json, stage.total_steps())?;
+            ember_tensor::io::write_atomically(&dir.config(), config_json.as_bytes())?;
         }
     }
     Ok(())
