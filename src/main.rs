@@ -271,9 +271,11 @@ struct EvalArgs {
     /// Dataset (default: the checkpoint's), test split
     #[arg(long)]
     data: Option<String>,
-    /// Test images to evaluate (bits/dim), or images drawn per class (--class-accuracy)
-    #[arg(long, default_value_t = 64)]
-    n: usize,
+    /// Test images to evaluate (bits/dim, default 64), images drawn per class
+    /// (--class-accuracy, default 64), images drawn and compared (--fid, default 1000), or
+    /// canvases per pair (--prompt-fidelity, default 64)
+    #[arg(long)]
+    n: Option<usize>,
     /// Images per batch (for --class-accuracy, images drawn at once; each step runs twice
     /// as many through the model)
     #[arg(long, default_value_t = 16)]
@@ -312,6 +314,13 @@ struct EvalArgs {
     /// cpu, or cuda / cuda:N (see `ember train --help`)
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+impl EvalArgs {
+    /// `--n`, or its default for the measure asked for (FID needs many images to settle).
+    fn n(&self) -> usize {
+        self.n.unwrap_or(if self.fid { 1000 } else { 64 })
+    }
 }
 
 #[derive(Args)]
@@ -614,7 +623,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if args.prompt_fidelity {
         let classifier = args.classifier.clone().unwrap_or_else(|| shipped_classifier("fashion-mnist"));
         let data = args.data.clone().unwrap_or_else(|| "fashion-mnist".into());
-        return txt2img::run_prompt_fidelity(&args.checkpoint, &classifier, &data, &args.guidance, args.n, args.steps, args.batch_size, args.seed);
+        return txt2img::run_prompt_fidelity(&args.checkpoint, &classifier, &data, &args.guidance, args.n(), args.steps, args.batch_size, args.seed);
     }
     let device = parse_device(&args.device)?;
     let checkpoint = Checkpoint::load(&args.checkpoint)?;
@@ -630,7 +639,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     }
     let data = args.data.clone().unwrap_or_else(|| config.data.clone());
     let dataset = Dataset::from_name(&data, Split::Test, config.unet.in_channels)?;
-    let n = args.n.min(dataset.len());
+    let n = args.n().min(dataset.len());
     let mut rng = Rng::new(args.seed);
     let (mut bpd_sum, mut loss_sum, mut batches) = (0.0, 0.0, 0usize);
     let bar = progress_bar(n as u64, "{spinner} eval [{bar:30}] {pos}/{len} images ETA {eta} {msg}");
@@ -683,7 +692,7 @@ fn run_class_accuracy(args: &EvalArgs, checkpoint: &Checkpoint, model: &UNet, sc
     let loaded = eval_classifier(args, config, device)?;
     let sampler = Sampler::Ddim { steps: args.steps, eta: 0.0, spacing: TimestepSpacing::Leading };
     for &scale in &args.guidance {
-        let total = args.n * config.class_names.len();
+        let total = args.n() * config.class_names.len();
         let bar = progress_bar(total as u64, "{spinner} guidance {msg} [{bar:30}] {pos}/{len} images ETA {eta}");
         bar.set_message(format!("{scale}"));
         let started = std::time::Instant::now();
@@ -693,7 +702,7 @@ fn run_class_accuracy(args: &EvalArgs, checkpoint: &Checkpoint, model: &UNet, sc
             config.null_class(),
             schedule,
             &loaded.classifier,
-            args.n,
+            args.n(),
             scale,
             sampler,
             args.batch_size,
@@ -703,7 +712,7 @@ fn run_class_accuracy(args: &EvalArgs, checkpoint: &Checkpoint, model: &UNet, sc
         bar.finish_and_clear();
         println!(
             "guidance {scale}: {} images per class, DDIM {} steps, seed {} ({:.0} s): {:.2}% read as their class",
-            args.n,
+            args.n(),
             args.steps,
             args.seed,
             started.elapsed().as_secs_f64(),
@@ -740,7 +749,7 @@ fn run_fid(args: &EvalArgs, checkpoint: &Checkpoint, model: &UNet, schedule: &em
     let classifier = &loaded.classifier;
     let data = args.data.clone().unwrap_or_else(|| config.data.clone());
     let (test, train) = (Dataset::from_name(&data, Split::Test, config.unet.in_channels)?, Dataset::from_name(&data, Split::Train, config.unet.in_channels)?);
-    let n = args.n.min(test.len()).min(train.len());
+    let n = args.n().min(test.len()).min(train.len());
     anyhow::ensure!(n >= 2, "--fid needs --n of at least 2 images");
     let bar = progress_bar(n as u64, "{spinner} sampling [{bar:30}] {pos}/{len} images ETA {eta}");
     let started = std::time::Instant::now();

@@ -347,6 +347,7 @@ impl RunRecord {
              body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#1e1e1e}}\
              table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 10px;text-align:right}}\
              th{{background:#f3f3f3}}img{{max-width:100%}}figure{{display:inline-block;margin:0 1em 1em 0}}\
+             figure img{{height:240px;image-rendering:pixelated}}\
              pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}</style></head><body>\n\
              <h1>ember: {title} run</h1>\n<p>Folder <code>{}</code>, written at step {step} of {total_steps} (the checkpoint beside it).</p>\n",
             escape(&dir.display().to_string())

@@ -160,7 +160,10 @@ impl RunLogs {
         self.loss.sync()?;
         self.metrics.sync()?;
         save()?;
-        Ok(self.record.write(&dir.root, title, config_json, total_steps)?)
+        self.record.write(&dir.root, title, config_json, total_steps)?;
+        // the copies the checkpoint was serialized from are not training's buffers
+        ember_tensor::cpu::pool::release_cached();
+        Ok(())
     }
 }
 
@@ -214,6 +217,7 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
             let samples = sample_for_eval(&trainer.ema, &trainer.schedule, probe.n, classes, c.sample_steps, 64, &mut Rng::new(c.seed), &mut |_| {})?;
             let fid = probe.fid(&samples)?;
             logs.metric(stats.step, "fid", fid)?;
+            ember_tensor::cpu::pool::release_cached();
             observer.note(&format!("step {}: FID {fid:.4} ({} EMA samples vs {} test images, classifier features)", stats.step, probe.n, probe.n));
         }
         if last || (c.sample_every > 0 && stats.step % c.sample_every == 0) {
@@ -229,6 +233,7 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
             let path = dir.samples(stats.step);
             write_grid_png(&path, &images, (c.sample_count as f64).sqrt().ceil() as usize)?;
             observer.note(&format!("samples: {}", path.display()));
+            ember_tensor::cpu::pool::release_cached(); // the preview's buffer sizes, not training's
         }
         // after the previews, so that the report shows this step's grid
         if last || (c.checkpoint_every > 0 && stats.step % c.checkpoint_every == 0) {

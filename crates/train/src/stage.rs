@@ -69,6 +69,7 @@ pub fn run_stage(stage: &mut dyn Stage, title: &str, dir: &RunDir, observer: &mu
         if last || (sample_every > 0 && stats.step.is_multiple_of(sample_every)) {
             let image = dir.samples(stats.step);
             let measured = stage.preview(&image)?;
+            ember_tensor::cpu::pool::release_cached(); // the preview's buffer sizes, not training's
             let mut message: Vec<String> = measured.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
             for (name, value) in &measured {
                 logs.metric(stats.step, name, *value)?;

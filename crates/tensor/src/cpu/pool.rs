@@ -153,6 +153,28 @@ impl<T: FloatElem> Default for BufferPool<T> {
     }
 }
 
+/// Frees every cached buffer of every element type. For after rare work whose buffer sizes
+/// the steady workload does not use (a training run's sampling previews and evaluations), so
+/// that the cache holds only what the next steps want; they refill it within one step.
+/// With glibc, the freed memory is also handed back to the system (`malloc_trim`), which glibc
+/// otherwise keeps in its heaps for later allocations.
+pub fn release_cached() {
+    f32::pool().clear();
+    f64::pool().clear();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            /// glibc: returns free memory at the top of the heaps (and whole free pages
+            /// inside them) to the system; 0 = keep no padding.
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim takes no pointers and only rearranges glibc's own free lists.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// `len` zeros of `T`, from the cache when possible.
 pub fn zeroed<T: FloatElem>(len: usize) -> Vec<T> {
     T::pool().zeroed(len)
