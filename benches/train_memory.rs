@@ -11,7 +11,6 @@
 //!
 //! Fashion-MNIST when installed (else `--data procedural:2000`). No timing: a memory figure.
 
-
 use ember::tensor::Device;
 use ember::train::report::resident_memory;
 use ember::train::run::{Observer, RunDir, train};
