@@ -46,7 +46,8 @@ const CASES: &[Case] = &[
 /// since the last call with `peak` false).
 fn memory_mib(case: &Case, peak: bool) -> f64 {
     if !case.cuda {
-        return status_mib(if peak { "VmHWM:" } else { "VmRSS:" });
+        // this process's resident memory (/proc/self/status), peak or now
+        return ember::train::report::resident_memory().map_or(f64::NAN, |(now, high)| (if peak { high } else { now }) as f64 / (1024.0 * 1024.0));
     }
     #[cfg(feature = "cuda")]
     {
@@ -69,17 +70,6 @@ fn synchronize(case: &Case) {
     if case.cuda {
         ember::tensor::cuda::device(0).unwrap().synchronize().unwrap();
     }
-}
-
-/// A memory figure of this process from /proc/self/status (`VmHWM` peak, `VmRSS` now), MiB.
-fn status_mib(key: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// Runs one case in this process and prints `seconds_per_iteration peak_mib`.

@@ -160,10 +160,7 @@ impl RunLogs {
         self.loss.sync()?;
         self.metrics.sync()?;
         save()?;
-        self.record.write(&dir.root, title, config_json, total_steps)?;
-        // the copies the checkpoint was serialized from are not training's buffers
-        ember_tensor::cpu::pool::release_cached();
-        Ok(())
+        Ok(self.record.write(&dir.root, title, config_json, total_steps)?)
     }
 }
 
@@ -217,7 +214,6 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
             let samples = sample_for_eval(&trainer.ema, &trainer.schedule, probe.n, classes, c.sample_steps, 64, &mut Rng::new(c.seed), &mut |_| {})?;
             let fid = probe.fid(&samples)?;
             logs.metric(stats.step, "fid", fid)?;
-            ember_tensor::cpu::pool::release_cached();
             observer.note(&format!("step {}: FID {fid:.4} ({} EMA samples vs {} test images, classifier features)", stats.step, probe.n, probe.n));
         }
         if last || (c.sample_every > 0 && stats.step % c.sample_every == 0) {
@@ -233,11 +229,15 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
             let path = dir.samples(stats.step);
             write_grid_png(&path, &images, (c.sample_count as f64).sqrt().ceil() as usize)?;
             observer.note(&format!("samples: {}", path.display()));
-            ember_tensor::cpu::pool::release_cached(); // the preview's buffer sizes, not training's
         }
         // after the previews, so that the report shows this step's grid
         if last || (c.checkpoint_every > 0 && stats.step % c.checkpoint_every == 0) {
             logs.checkpoint(dir, || save_checkpoint(&trainer, &dir.checkpoint()), "DDPM", &config_json, c.steps)?;
+        }
+        if loop_work(c, stats.step) {
+            // the buffers of the FID probe, the preview and the checkpoint's copies are not
+            // training's: free them, so that memory stays flat between steps
+            ember_tensor::cpu::pool::release_cached();
         }
         // with EMBER_PROFILE: the loop's own work (logging, progress, checkpoints, previews)
         ember_tensor::profile::mark("loop", "log, checkpoints, previews");
@@ -246,6 +246,12 @@ pub fn train(config: Option<TrainConfig>, resume: Option<&Path>, dir: &RunDir, d
     // the model's ops forward and backward
     ember_tensor::profile::report();
     Ok(trainer)
+}
+
+/// Whether the loop does more than log at `step`: a FID probe, a preview or a checkpoint.
+fn loop_work(c: &TrainConfig, step: u64) -> bool {
+    let every = |k: u64| step == c.steps || (k > 0 && step.is_multiple_of(k));
+    every(c.checkpoint_every) || every(c.sample_every) || (c.eval_every > 0 && every(c.eval_every))
 }
 
 #[cfg(test)]

@@ -69,7 +69,6 @@ pub fn run_stage(stage: &mut dyn Stage, title: &str, dir: &RunDir, observer: &mu
         if last || (sample_every > 0 && stats.step.is_multiple_of(sample_every)) {
             let image = dir.samples(stats.step);
             let measured = stage.preview(&image)?;
-            ember_tensor::cpu::pool::release_cached(); // the preview's buffer sizes, not training's
             let mut message: Vec<String> = measured.iter().map(|(name, value)| format!("{name} {value:.4}")).collect();
             for (name, value) in &measured {
                 logs.metric(stats.step, name, *value)?;
@@ -84,6 +83,10 @@ pub fn run_stage(stage: &mut dyn Stage, title: &str, dir: &RunDir, observer: &mu
             let config_json = stage.config_json();
             logs.checkpoint(dir, || stage.save(&dir.checkpoint()), title, &config_json, stage.total_steps())?;
             ember_tensor::io::write_atomically(&dir.config(), config_json.as_bytes())?;
+        }
+        if last || [sample_every, checkpoint_every].iter().any(|&k| k > 0 && stats.step.is_multiple_of(k)) {
+            // the preview's buffers and the checkpoint's copies are not training's: free them
+            ember_tensor::cpu::pool::release_cached();
         }
     }
     Ok(())
