@@ -91,10 +91,10 @@ struct TrainArgs {
     /// diffusion with cross-attention on the frozen --vae and --text-encoder)
     #[arg(long, value_enum, default_value = "ddpm")]
     pipeline: PipelineName,
-    /// --pipeline txt2img: the VAE (an `ember train-vae` checkpoint)
+    /// --pipeline txt2img: the VAE (an `ember train-vae` checkpoint, or a pipeline such as the shipped one)
     #[arg(long)]
     vae: Option<PathBuf>,
-    /// --pipeline txt2img: the text encoder (an `ember train-clip` checkpoint)
+    /// --pipeline txt2img: the text encoder (an `ember train-clip` checkpoint, or a pipeline such as the shipped one)
     #[arg(long)]
     text_encoder: Option<PathBuf>,
     /// The run folder

@@ -13,7 +13,7 @@ use ember::train::classifier::Classifier;
 use ember::train::compose::ComposedData;
 use ember::train::contrastive::{ClipStage, ContrastiveConfig};
 use ember::train::data::{Dataset, Split};
-use ember::train::latent_diffusion::{LatentDiffusionConfig, LatentDiffusionStage};
+use ember::train::latent_diffusion::{FrozenTextEncoder, LatentDiffusionConfig, LatentDiffusionStage, load_frozen_vae};
 use ember::train::pipeline::{Generation, Txt2Img, prompt_fidelity, real_canvas_fidelity};
 use ember::train::run::RunDir;
 use ember::train::stage::{Stage, StageSettings, check_fresh, run_stage};
@@ -192,10 +192,10 @@ pub fn run_train_latent(args: &TrainArgs) -> Result<()> {
     } else {
         check_fresh(&dir)?;
         let (Some(vae_path), Some(text_path)) = (&args.vae, &args.text_encoder) else {
-            anyhow::bail!("--pipeline txt2img needs --vae (a train-vae checkpoint) and --text-encoder (a train-clip checkpoint)");
+            anyhow::bail!("--pipeline txt2img needs --vae (a train-vae checkpoint or a pipeline) and --text-encoder (a train-clip checkpoint or a pipeline)");
         };
-        let vae = VaeStage::load_model(vae_path).with_context(|| format!("--vae {}", vae_path.display()))?;
-        let (text_config, text_model) = ClipStage::load_model(text_path).with_context(|| format!("--text-encoder {}", text_path.display()))?;
+        let vae = load_frozen_vae(vae_path).with_context(|| format!("--vae {}", vae_path.display()))?;
+        let text = FrozenTextEncoder::load(text_path).with_context(|| format!("--text-encoder {}", text_path.display()))?;
         let defaults = LatentDiffusionConfig::default();
         let mut config = LatentDiffusionConfig {
             ema_decay: args.ema_decay,
@@ -223,7 +223,7 @@ pub fn run_train_latent(args: &TrainArgs) -> Result<()> {
         if args.model.unet_config.is_some() {
             config.pipeline.unet = args.model.config()?;
         }
-        LatentDiffusionStage::new(config, (&text_config, &text_model.text_model), &vae)?
+        LatentDiffusionStage::new(config, &text, &vae)?
     };
     run_stage_with_bar(&mut stage, &dir, "latent diffusion")?;
     println!("pipeline: {}", LatentDiffusionStage::pipeline_path(&dir.checkpoint()).display());

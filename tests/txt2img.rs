@@ -15,7 +15,7 @@ use ember::train::classifier::Classifier;
 use ember::train::compose::{CELL, ComposedData, Scene};
 use ember::train::contrastive::{ClipStage, ContrastiveConfig, contrastive_loss, info_nce, retrieval_accuracy};
 use ember::train::data::{Dataset, Split};
-use ember::train::latent_diffusion::{LatentDiffusionConfig, LatentDiffusionStage};
+use ember::train::latent_diffusion::{FrozenTextEncoder, LatentDiffusionConfig, LatentDiffusionStage, load_frozen_vae};
 use ember::train::pipeline::{Generation, Txt2Img, cell_classes};
 use ember::train::run::{Observer, RunDir};
 use ember::train::stage::{Stage, StageSettings, run_stage};
@@ -214,11 +214,21 @@ fn retrieval_accuracy_of_an_untrained_model_is_near_chance() {
 fn tiny_latent(steps: u64) -> LatentDiffusionStage {
     let vae = VaeStage::new(tiny_vae(1)).unwrap();
     let clip = ClipStage::new(tiny_clip(1)).unwrap();
+    let text = FrozenTextEncoder {
+        config: clip.config.text.clone(),
+        words: clip.config.words.clone(),
+        held_out: clip.config.settings.held_out.clone(),
+        model: clip.model.text_model,
+    };
+    tiny_latent_on(steps, &text, &vae.model)
+}
+
+fn tiny_latent_on(steps: u64, text: &FrozenTextEncoder, vae: &ember::unet::AutoencoderKL) -> LatentDiffusionStage {
     let mut config = LatentDiffusionConfig { sample_steps: 2, settings: settings(steps, 2), ..LatentDiffusionConfig::default() };
     let unet = &mut config.pipeline.unet;
     (unet.block_out_channels, unet.layers_per_block, unet.norm_num_groups, unet.attention_head_dim) = (vec![16, 32], 1, 8, Some(2));
     unet.cross_attention_dim = Some(16);
-    LatentDiffusionStage::new(config, (&clip.config, &clip.model.text_model), &vae.model).unwrap()
+    LatentDiffusionStage::new(config, text, vae).unwrap()
 }
 
 #[test]
@@ -255,6 +265,40 @@ fn the_latent_diffusion_stage_resumes_exactly_and_writes_a_pipeline_that_loads()
     assert!(worst < 0.1, "f16 pipeline differs by {worst}");
     // not a pipeline file
     assert!(Txt2Img::load(&dir.checkpoint()).is_err());
+}
+
+/// Stage 3 can be trained again on the frozen parts of a pipeline file (a shipped pipeline's
+/// text encoder and VAE) as well as on the stage checkpoints of `train-clip` and `train-vae`:
+/// both give the same new run.
+#[test]
+fn latent_diffusion_starts_from_a_pipelines_frozen_parts_or_the_stage_checkpoints() {
+    let dir = fresh_run_dir("latent-frozen-parts");
+    let (vae_dir, clip_dir) = (RunDir::new(dir.root.join("vae")), RunDir::new(dir.root.join("clip")));
+    let mut vae = VaeStage::new(tiny_vae(1)).unwrap();
+    run_stage(&mut vae, "test", &vae_dir, &mut Quiet).unwrap();
+    let mut clip = ClipStage::new(tiny_clip(1)).unwrap();
+    run_stage(&mut clip, "test", &clip_dir, &mut Quiet).unwrap();
+    let text = FrozenTextEncoder::load(&clip_dir.checkpoint()).unwrap();
+    assert_eq!((&text.config, &text.words, &text.held_out), (&clip.config.text, &clip.config.words, &clip.config.settings.held_out));
+    let mut stage = tiny_latent_on(1, &text, &load_frozen_vae(&vae_dir.checkpoint()).unwrap());
+    run_stage(&mut stage, "test", &dir, &mut Quiet).unwrap();
+    let pipeline_path = LatentDiffusionStage::pipeline_path(&dir.checkpoint());
+    let from_pipeline = tiny_latent_on(1, &FrozenTextEncoder::load(&pipeline_path).unwrap(), &load_frozen_vae(&pipeline_path).unwrap());
+    let fresh = tiny_latent_on(1, &text, &load_frozen_vae(&vae_dir.checkpoint()).unwrap());
+    assert_eq!(from_pipeline.config, fresh.config);
+    let (x, y) = (ember::unet::module::named_parameters(&from_pipeline.pipeline), ember::unet::module::named_parameters(&fresh.pipeline));
+    assert_eq!(x.len(), y.len());
+    for ((n, s), (_, t)) in x.iter().zip(&y) {
+        assert_eq!(s.to_vec_f64(), t.to_vec_f64(), "{n}");
+    }
+    // the trained VAE's weights arrived (not a fresh one's)
+    let vae_weights = ember::unet::module::named_parameters(&vae.model);
+    let loaded = ember::unet::module::named_parameters(&from_pipeline.pipeline.vae);
+    assert!(vae_weights.iter().zip(&loaded).all(|((_, a), (_, b))| a.to_vec_f64() == b.to_vec_f64()));
+    // a file of another kind is refused with its path
+    let classifier = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/classifier-fashion-mnist-f16.safetensors");
+    assert!(FrozenTextEncoder::load(&classifier).is_err());
+    assert!(load_frozen_vae(&classifier).is_err());
 }
 
 /// Prompt fidelity reads each cell of a canvas with the classifier: on canvases composed of

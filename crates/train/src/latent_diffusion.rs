@@ -15,17 +15,19 @@ use ember_diffusion::{epsilon_loss_with, sample_timesteps};
 use ember_tensor::optim::Adam;
 use ember_tensor::rng::Rng;
 use ember_tensor::{DType, Tensor, no_grad};
+use ember_unet::clip::{ClipTextConfig, ClipTextModel};
 use ember_unet::config::{CROSS_ATTN_DOWN_BLOCK, CROSS_ATTN_UP_BLOCK, DOWN_BLOCK, UP_BLOCK};
 use ember_unet::{AutoencoderKL, ForwardContext, UNet, UNetConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::autoencoder::VaeStage;
 use crate::checkpoint::{TrainingFile, TrainingState, save_training_state};
 use crate::compose::{ComposedData, Scene, caption};
-use crate::contrastive::ContrastiveConfig;
+use crate::contrastive::{ClipStage, ContrastiveConfig};
 use crate::data::Split;
 use crate::error::{Result, TrainError};
 use crate::images::write_grid_png;
-use crate::pipeline::{Generation, PipelineConfig, Txt2Img};
+use crate::pipeline::{Generation, PipelineConfig, Txt2Img, is_pipeline_file};
 use crate::stage::{Stage, StageSettings};
 use crate::trainer::{StepStats, TrainRngs, copy_weights, ramped_ema_decay, update_ema};
 
@@ -128,6 +130,37 @@ pub fn preview_prompts(held_out: &[(usize, usize)]) -> Vec<String> {
     scenes.into_iter().map(|scene| caption(scene, &mut rng)).collect()
 }
 
+/// A trained text encoder with what a pipeline keeps beside it: its config, the tokenizer's
+/// words and the ordered pairs its run held out.
+pub struct FrozenTextEncoder {
+    pub config: ClipTextConfig,
+    pub words: Vec<String>,
+    pub held_out: Vec<(usize, usize)>,
+    pub model: ClipTextModel,
+}
+
+impl FrozenTextEncoder {
+    /// The text encoder of `path`: an `ember train-clip` checkpoint, or a pipeline (whose
+    /// stage 3 is then trained again on the same text encoder).
+    pub fn load(path: &Path) -> Result<FrozenTextEncoder> {
+        if is_pipeline_file(path) {
+            let pipeline = Txt2Img::load(path)?;
+            let c = pipeline.config;
+            return Ok(FrozenTextEncoder { config: c.text_encoder, words: c.words, held_out: c.held_out, model: pipeline.text_encoder });
+        }
+        let (config, model) = ClipStage::load_model(path)?;
+        Ok(FrozenTextEncoder { config: config.text, words: config.words, held_out: config.settings.held_out, model: model.text_model })
+    }
+}
+
+/// The VAE of `path`: an `ember train-vae` checkpoint, or a pipeline.
+pub fn load_frozen_vae(path: &Path) -> Result<AutoencoderKL> {
+    if is_pipeline_file(path) {
+        return Ok(Txt2Img::load(path)?.vae);
+    }
+    VaeStage::load_model(path)
+}
+
 /// The latent diffusion stage (see the module doc). `pipeline.unet` is the EMA of `model`.
 pub struct LatentDiffusionStage {
     pub config: LatentDiffusionConfig,
@@ -143,16 +176,15 @@ pub struct LatentDiffusionStage {
 }
 
 impl LatentDiffusionStage {
-    /// A new run on the frozen `text_encoder` (with the contrastive run's config: vocabulary,
-    /// held-out pairs) and `vae`; the config's pipeline parts are taken from them.
-    pub fn new(mut config: LatentDiffusionConfig, text: (&ContrastiveConfig, &ember_unet::clip::ClipTextModel), vae: &AutoencoderKL) -> Result<Self> {
-        let (text_config, text_model) = text;
+    /// A new run on the frozen text encoder (with its vocabulary and held-out pairs) and VAE;
+    /// the config's pipeline parts are taken from them.
+    pub fn new(mut config: LatentDiffusionConfig, text: &FrozenTextEncoder, vae: &AutoencoderKL) -> Result<Self> {
         let p = &mut config.pipeline;
-        (p.text_encoder, p.words, p.vae) = (text_config.text.clone(), text_config.words.clone(), vae.config.clone());
-        p.held_out = text_config.settings.held_out.clone();
+        (p.text_encoder, p.words, p.vae) = (text.config.clone(), text.words.clone(), vae.config.clone());
+        p.held_out = text.held_out.clone();
         config.settings.held_out = p.held_out.clone();
         let stage = LatentDiffusionStage::fresh(config)?;
-        copy_weights(text_model, &stage.pipeline.text_encoder)?;
+        copy_weights(&text.model, &stage.pipeline.text_encoder)?;
         copy_weights(vae, &stage.pipeline.vae)?;
         Ok(stage)
     }
