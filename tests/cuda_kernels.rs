@@ -220,6 +220,54 @@ fn reductions_over_any_axes_match_the_cpu() {
     }
 }
 
+/// Long runs over few outputs (a bias gradient: each channel sums B·H·W elements) take two
+/// launches, many warps per output and then one over their partials; they match the CPU, a NaN
+/// anywhere in a run still wins the max, and the split covers every element exactly once.
+#[test]
+fn long_reductions_over_few_outputs_split_into_two_stages_and_match_the_cpu() {
+    for (outputs, run_len) in [(1, 1), (3, 65_536), (5, 6_993), (128, 131_072), (100_000, 4)] {
+        let (chunks, chunk_len) = reduce_cuda::reduce_split(outputs, run_len);
+        assert!(chunks * chunk_len >= run_len && (chunks - 1) * chunk_len < run_len, "{outputs}×{run_len}: {chunks}×{chunk_len}");
+        assert!(chunks == 1 || chunk_len >= 1024, "{outputs}×{run_len}: chunks of {chunk_len}");
+    }
+    assert_eq!(reduce_cuda::reduce_split(128, 131_072), (32, 4096));
+    assert_eq!(reduce_cuda::reduce_split(100_000, 4).0, 1);
+    let cases: [(&[usize], &[usize]); 2] = [(&[16, 3, 64, 64], &[0, 2, 3]), (&[7, 5, 999], &[0, 2])];
+    for device in devices() {
+        for (shape, axes) in cases {
+            let n: usize = shape.iter().product();
+            let mut data = values(n, -4.0, 4.0, 40 + n as u64);
+            let contiguous = Layout::contiguous(shape);
+            // the same logical shape over channels-last storage
+            let mut order: Vec<usize> = (0..shape.len()).collect();
+            order.rotate_left(1);
+            let stored: Vec<usize> = order.iter().map(|&a| shape[a]).collect();
+            let mut back = vec![0; shape.len()];
+            for (i, &a) in order.iter().enumerate() {
+                back[a] = i;
+            }
+            let strided = Layout::contiguous(&stored).permute(&back).unwrap();
+            assert_eq!(strided.shape(), shape);
+            let outputs = n / axes.iter().map(|&a| shape[a]).product::<usize>();
+            assert!(reduce_cuda::reduce_split(outputs, n / outputs).0 > 1, "{shape:?} over {axes:?} is split");
+            for with_nan in [false, true] {
+                if with_nan {
+                    data[n / 2 + 17] = f32::NAN;
+                }
+                let x = upload(&device, &data);
+                for layout in [&contiguous, &strided] {
+                    for kind in [ReduceKind::Sum, ReduceKind::Max] {
+                        let expected = cpu_reduce(&data, layout, axes, kind);
+                        assert!(!with_nan || expected.iter().any(|v| v.is_nan()));
+                        let actual = download(&reduce_cuda::reduce(&x, layout, axes, kind).unwrap());
+                        assert_close(&actual, &expected, 1e-5, &format!("{kind:?} over {axes:?} of {layout:?}, NaN {with_nan}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn softmax_rows_forward_and_backward_match_the_cpu() {
     for device in devices() {
