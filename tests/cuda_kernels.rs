@@ -300,7 +300,19 @@ fn gemm_matches_the_cpu_for_odd_sizes_strides_and_batches() {
         (3, 64, 130, 33, false, true, false),
         (1, 129, 70, 100, true, true, true),
         (1, 5, 4, 0, false, false, false),
+        // few tiles over a long k: split into depth ranges, added in a second launch
+        (1, 20, 33, 1000, true, false, true),
+        (2, 70, 9, 600, false, true, false),
     ];
+    // one tile of 64 over k = 1000: 3 splits of 336; the 129×70 case is not split (k = 100)
+    assert_eq!(matmul_cuda::gemm_split(1, 1000), (3, 336));
+    assert_eq!(matmul_cuda::gemm_split(4, 600), (2, 304));
+    assert_eq!(matmul_cuda::gemm_split(2, 100).0, 1);
+    assert_eq!(matmul_cuda::gemm_split(300, 100_000).0, 1);
+    for (blocks, k) in [(1, 1), (1, 257), (16, 2048), (7, 9999)] {
+        let (splits, k_chunk) = matmul_cuda::gemm_split(blocks, k);
+        assert!(splits * k_chunk >= k && (splits - 1) * k_chunk < k && k_chunk % 8 == 0, "{blocks} blocks, k = {k}: {splits}×{k_chunk}");
+    }
     for device in devices() {
         for (case, &(batch, m, n, k, a_t, b_t, accumulate)) in cases.iter().enumerate() {
             let a_data = values(batch * m * k + 3, -1.0, 1.0, 20 + case as u64);

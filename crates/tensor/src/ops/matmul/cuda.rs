@@ -2,7 +2,7 @@
 //! kernels/ember_cuda.h).
 
 use super::{MatmulKernels, MatmulShape};
-use crate::cuda::launch::{F32, check_len, invalid, kernel, tile_grid, to_i32};
+use crate::cuda::launch::{F32, check_len, grid_stride, invalid, kernel, output, tile_grid, to_i32};
 use crate::cuda::{DeviceBuffer, KernelArg};
 use crate::dispatch::Cuda;
 use crate::dispatch::device::{device_tensor, with_device_buffers};
@@ -85,9 +85,27 @@ impl GpuMatrix<'_> {
     }
 }
 
+/// Blocks a GEMM should give a GPU at least (two waves of an H100's 132 SMs, about).
+const TARGET_BLOCKS: usize = 256;
+/// The shortest depth range worth a split of its own.
+const MIN_SPLIT_DEPTH: usize = 256;
+/// The depth step of the tile loop (EMBER_TILE_DEPTH in kernels/ember_cuda.h).
+const TILE_DEPTH: usize = 8;
+
+/// How a GEMM whose output gives `blocks` tiles splits its depth `k`: `(splits, k_chunk)`. One
+/// split when the tiles alone fill a GPU or k is short; else as many ranges of at least
+/// [`MIN_SPLIT_DEPTH`] (a multiple of the tile depth) as bring the blocks to the target. A
+/// function of the shapes only: results are deterministic.
+pub fn gemm_split(blocks: usize, k: usize) -> (usize, usize) {
+    let wanted = TARGET_BLOCKS.div_ceil(blocks.max(1)).min(k / MIN_SPLIT_DEPTH).max(1);
+    let k_chunk = k.div_ceil(wanted).next_multiple_of(TILE_DEPTH).max(TILE_DEPTH);
+    (k.div_ceil(k_chunk).max(1), k_chunk)
+}
+
 /// `C[z] (+)= A[z] · B[z]` for `batch` matrices, A `m×k`, B `k×n`, C `m×n` with unit column
 /// stride (kernels/matmul.cu; the CPU kernel is the shared GEMM of `cpu/gemm.rs`). Without
-/// `accumulate`, C's previous contents are ignored.
+/// `accumulate`, C's previous contents are ignored. Few output tiles over a long k split k
+/// ([`gemm_split`]): each range into a partial buffer, then one launch adds them into C.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(batch: usize, m: usize, n: usize, k: usize, a: GpuMatrix, b: GpuMatrix, c: GpuMatrix, accumulate: bool) -> Result<()> {
     a.check("A", batch, m, k)?;
@@ -99,12 +117,24 @@ pub fn gemm(batch: usize, m: usize, n: usize, k: usize, a: GpuMatrix, b: GpuMatr
     if batch == 0 || m == 0 || n == 0 {
         return Ok(());
     }
-    let (config, tile) = tile_grid("gemm", m, n, batch)?;
+    let (mut config, tile) = tile_grid("gemm", m, n, batch)?;
+    let (splits, k_chunk) = gemm_split(config.grid.iter().map(|&g| g as usize).product(), k);
+    let backend = c.buffer.backend();
+    let partials = if splits > 1 { Some(output(backend, batch * splits * m * n)?) } else { None };
+    // the tiles write C, or with splits their slices of the partials ([matrix][split][m][n])
+    let (target, row_stride, batch_stride, add) = match &partials {
+        Some(p) => (KernelArg::Ptr(p.ptr()), n, m * n, false),
+        None => (c.pointer(), c.row_stride, c.batch_stride, accumulate),
+    };
+    config.grid[2] = u32::try_from(batch * splits)
+        .ok()
+        .filter(|&z| z <= 65535)
+        .ok_or_else(|| invalid("gemm", format!("{batch} matrices × {splits} splits exceed CUDA's grid")))?;
     let long = |v: usize| KernelArg::I64(v as i64);
     let args = [
         a.pointer(),
         b.pointer(),
-        c.pointer(),
+        target,
         KernelArg::I32(to_i32("gemm", "m", m)?),
         KernelArg::I32(to_i32("gemm", "n", n)?),
         KernelArg::I32(to_i32("gemm", "k", k)?),
@@ -114,9 +144,26 @@ pub fn gemm(batch: usize, m: usize, n: usize, k: usize, a: GpuMatrix, b: GpuMatr
         long(b.row_stride),
         long(b.col_stride),
         long(b.batch_stride),
-        long(c.row_stride),
-        long(c.batch_stride),
-        KernelArg::I32(accumulate as i32),
+        long(row_stride),
+        long(batch_stride),
+        KernelArg::I32(add as i32),
+        KernelArg::I32(splits as i32),
+        KernelArg::I32(to_i32("gemm", "k chunk", k_chunk)?),
     ];
-    c.buffer.backend().launch(kernel("matmul.cu", tile.pick("gemm_f32_t128", "gemm_f32_t64")), &config, &args)
+    backend.launch(kernel("matmul.cu", tile.pick("gemm_f32_t128", "gemm_f32_t64")), &config, &args)?;
+    if let Some(p) = partials {
+        let args = [
+            p.arg(),
+            c.pointer(),
+            KernelArg::I32(m as i32),
+            KernelArg::I32(n as i32),
+            long(batch),
+            KernelArg::I32(splits as i32),
+            long(c.row_stride),
+            long(c.batch_stride),
+            KernelArg::I32(accumulate as i32),
+        ];
+        backend.launch(kernel("matmul.cu", "gemm_sum_splits_f32"), &grid_stride(batch * m * n), &args)?;
+    }
+    Ok(())
 }
