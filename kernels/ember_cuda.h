@@ -5,6 +5,8 @@
 //   EMBER_DYNAMIC_SHARED(float, smem);   the launch's dynamic shared memory, as float*
 //   ember_f16_to_f32 / ember_f32_to_f16  half precision (IEEE binary16), round to nearest even
 //   ember_bf16_to_f32 / ember_f32_to_bf16
+//   ember_f32_to_tf32                    TF32 (10 mantissa bits in an f32's bit pattern),
+//                                        round to nearest, ties away from zero
 //
 // The kernels include no CUDA header, so NVRTC needs no include directory.
 #pragma once
@@ -55,6 +57,11 @@ __device__ __forceinline__ unsigned short ember_f32_to_bf16(float f) {
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+__device__ __forceinline__ unsigned ember_f32_to_tf32(float f) {
+    unsigned t;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(t) : "f"(f));
+    return t;
+}
 
 // ---- Tensor cores and asynchronous copies (sm_80+), as small functions of ours ----
 // Each wraps one PTX instruction; the emulator (emu/cuda_emu.h) gives the same functions an
@@ -78,6 +85,16 @@ __device__ __forceinline__ void ember_mma_m16n8k16_f16(float d[4], const unsigne
 // The same with bf16 inputs.
 __device__ __forceinline__ void ember_mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+
+// D = A·B + C for one 16×8×8 tile held by the warp in TF32: A 16×8 (row), B 8×8 (col), one
+// TF32 bit pattern (ember_f32_to_tf32) per register, C and D 16×8 in f32
+// (mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32). Lane l = 4g + t holds A's (g, t),
+// (g + 8, t), (g, t + 4), (g + 8, t + 4) and B's (t, g), (t + 4, g); C and D as for m16n8k16.
+__device__ __forceinline__ void ember_mma_m16n8k8_tf32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
                  : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
 }

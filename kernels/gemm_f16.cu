@@ -107,6 +107,27 @@ extern "C" __global__ void mma_fragment_check(const unsigned short* a, const uns
     for (int i = 0; i < 4; i++) d[(g + 8 * (i / 2)) * 8 + 2 * t + (i & 1)] = d_fragment[i];
 }
 
+// One warp: D = A·B + C in TF32 for A 16×8, B 8×8, C, D 16×8 (row-major f32): A and B rounded
+// to TF32 (tf32_a, tf32_b get the bit patterns), fragments loaded by the PTX ISA's formulas.
+extern "C" __global__ void mma_tf32_fragment_check(const float* a, const float* b, const float* c, float* d,
+                                                   unsigned* tf32_a, unsigned* tf32_b) {
+    int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+    unsigned a_fragment[4], b_fragment[2];
+    float c_fragment[4], d_fragment[4];
+    for (int j = 0; j < 4; j++) {
+        int row = g + 8 * (j & 1), col = t + 4 * (j / 2);
+        a_fragment[j] = ember_f32_to_tf32(a[row * 8 + col]);
+        tf32_a[row * 8 + col] = a_fragment[j];
+    }
+    for (int j = 0; j < 2; j++) {
+        b_fragment[j] = ember_f32_to_tf32(b[(t + 4 * j) * 8 + g]);
+        tf32_b[(t + 4 * j) * 8 + g] = b_fragment[j];
+    }
+    for (int i = 0; i < 4; i++) c_fragment[i] = c[(g + 8 * (i / 2)) * 8 + 2 * t + (i & 1)];
+    ember_mma_m16n8k8_tf32(d_fragment, a_fragment, b_fragment, c_fragment);
+    for (int i = 0; i < 4; i++) d[(g + 8 * (i / 2)) * 8 + 2 * t + (i & 1)] = d_fragment[i];
+}
+
 // One warp: four 8×8 matrices (m[j·64 + row·8 + col], 16-bit) through shared memory and
 // ldmatrix; direct[lane·4 + j] gets register j of ldmatrix.x4, transposed[lane·2 + j]
 // register j of ldmatrix.x2.trans (of matrices 0 and 1).

@@ -577,6 +577,79 @@ fn ldmatrix_delivers_the_ptx_fragments() {
     }
 }
 
+/// f32 → TF32 as cvt.rna.tf32.f32 does it, computed from the value (not its bits): keep 11
+/// significant bits (10 stored), the step being 2^(e − 10) for exponent e (subnormals at
+/// e = −126), round half away from zero, overflow to infinity; NaN stays NaN.
+fn tf32_reference(x: f32) -> f32 {
+    if !x.is_finite() {
+        return x;
+    }
+    if x == 0.0 {
+        return x;
+    }
+    let exponent = (x.abs() as f64).log2().floor().max(-126.0);
+    let step = 2f64.powf(exponent - 10.0);
+    let rounded = ((x.abs() as f64) / step + 0.5).floor() * step;
+    let magnitude = if rounded > f32::MAX as f64 { f32::INFINITY } else { rounded as f32 };
+    magnitude.copysign(x)
+}
+
+/// The TF32 tensor-core instruction (mma.m16n8k8) with fragments loaded by the PTX ISA's
+/// formulas, and the f32 → TF32 rounding on ties, subnormals, the largest finite values,
+/// infinities and NaN.
+#[test]
+fn tf32_mma_fragments_and_rounding_follow_the_ptx_isa() {
+    use ember::tensor::cuda::LaunchConfig;
+    let mut a = values(128, -1.0, 1.0, 140);
+    let tie = f32::from_bits(0x3f80_1000); // 1 + 2^-11: halfway between two TF32 values
+    let specials = [tie, -tie, f32::from_bits(0x3f80_0fff), f32::from_bits(0x3f80_1001), f32::MAX, -f32::MAX, 1e-40, -3e-39, 0.0, -0.0];
+    a[..specials.len()].copy_from_slice(&specials);
+    let b = values(64, -1.0, 1.0, 141);
+    let c = values(128, -1.0, 1.0, 142);
+    let (a_tf32, b_tf32): (Vec<f32>, Vec<f32>) = (a.iter().map(|&v| tf32_reference(v)).collect(), b.iter().map(|&v| tf32_reference(v)).collect());
+    assert_eq!(tf32_reference(tie), f32::from_bits(0x3f80_2000));
+    assert_eq!(tf32_reference(f32::MAX), f32::INFINITY);
+    for device in devices() {
+        let (ab, bb, cb) = (upload(&device, &a), upload(&device, &b), upload(&device, &c));
+        let d = DeviceBuffer::new(&device, 128 * 4).unwrap();
+        let (ta, tb) = (DeviceBuffer::new(&device, 128 * 4).unwrap(), DeviceBuffer::new(&device, 64 * 4).unwrap());
+        for buffer in [&d, &ta, &tb] {
+            device.fill_bytes(buffer.ptr(), buffer.bytes(), 0xff).unwrap();
+        }
+        let args = [ab.arg(), bb.arg(), cb.arg(), d.arg(), ta.arg(), tb.arg()];
+        device.launch(tensor_core_kernel("mma_tf32_fragment_check"), &LaunchConfig::linear(1, 32), &args).unwrap();
+        let bits = |buffer: &DeviceBuffer| buffer.to_vec::<u32>().unwrap();
+        let want = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        assert_eq!(bits(&ta), want(&a_tf32), "A rounded to TF32");
+        assert_eq!(bits(&tb), want(&b_tf32), "B rounded to TF32");
+        // the product of two TF32 values is exact in f32: only the summation order differs
+        let finite: Vec<f32> = a_tf32.iter().map(|&v| if v.is_finite() { v } else { 0.0 }).collect();
+        let (expected, actual) = (reference_matmul(&a_tf32, &b_tf32, Some(&c), 16, 8, 8), download(&d));
+        for row in 0..16 {
+            let has_infinity = a_tf32[row * 8..(row + 1) * 8].iter().any(|v| v.is_infinite());
+            for col in 0..8 {
+                let (e, x) = (expected[row * 8 + col], actual[row * 8 + col]);
+                if has_infinity {
+                    assert!(x.is_infinite() || x.is_nan(), "row {row} holds an infinity: {x}");
+                } else {
+                    let scale = finite.iter().map(|v| v.abs()).fold(1.0f32, f32::max);
+                    assert!((x - e).abs() <= 1e-5 * scale, "mma tf32 ({row}, {col}): {x} against {e}");
+                }
+            }
+        }
+    }
+    // the NaN rule, on the emulator (a GPU's NaN payload may differ)
+    let nan = f32::from_bits(0x7f80_0001);
+    let device = Emulator::new();
+    let (ab, bb, cb) = (upload(&device, &[nan; 128]), upload(&device, &[1.0; 64]), upload(&device, &[0.0; 128]));
+    let (d, ta, tb) = (DeviceBuffer::new(&device, 512).unwrap(), DeviceBuffer::new(&device, 512).unwrap(), DeviceBuffer::new(&device, 256).unwrap());
+    device
+        .launch(tensor_core_kernel("mma_tf32_fragment_check"), &LaunchConfig::linear(1, 32), &[ab.arg(), bb.arg(), cb.arg(), d.arg(), ta.arg(), tb.arg()])
+        .unwrap();
+    assert!(ta.to_vec::<u32>().unwrap().iter().all(|&t| f32::from_bits(t).is_nan()));
+    assert!(download(&d).iter().all(|v| v.is_nan()));
+}
+
 #[test]
 fn tensor_core_gemm_matches_the_cpu_for_f16_and_bf16() {
     // (m, n, k): whole tiles, odd sizes (scalar loads at the edges), k not a multiple of 8

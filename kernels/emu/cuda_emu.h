@@ -299,6 +299,15 @@ inline unsigned short ember_f32_to_bf16(float f) {
     if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<unsigned short>((x >> 16) | 0x40u);
     return static_cast<unsigned short>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
+// TF32 keeps an f32's sign, exponent and top 10 mantissa bits; the 13 below are rounded away
+// (to nearest, ties away from zero: adding half of the dropped part carries into the kept
+// bits, and past the largest finite value into infinity) and left zero. NaN stays a NaN.
+inline unsigned ember_f32_to_tf32(float f) {
+    unsigned x = __float_as_uint(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (x & 0xffffe000u) | 0x00400000u;
+    if ((x & 0x7fffffffu) == 0x7f800000u) return x;
+    return (x + 0x1000u) & 0xffffe000u;
+}
 
 // ---- Tensor cores, ldmatrix and cp.async, emulated after the PTX ISA's fragment layouts ----
 // Lane l of a warp: group g = l / 4, thread-in-group t = l % 4. For mma.m16n8k16:
@@ -316,28 +325,40 @@ struct MmaOperands {
     unsigned b[2];
     float c[4];
 };
-// The warp's D = A·B + C; each lane keeps its four elements of D.
-inline void mma_m16n8k16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4], bool bf16) {
+// The warp's D = A·B + C for a 16×8×depth tile: every lane's operands are gathered, then
+// `product(all, row, k, col)` gives A(row, k)·B(k, col) from the lanes and registers that hold
+// them; each lane keeps its four elements of D.
+template <class Product>
+inline void mma_tile(float d[4], const unsigned a[4], const unsigned b[2], const float c[4], int depth, const Product& product) {
     MmaOperands mine, all[32];
     for (int j = 0; j < 4; j++) mine.a[j] = a[j], mine.c[j] = c[j];
     mine.b[0] = b[0], mine.b[1] = b[1];
     warp_exchange(0xffffffffu, &mine, sizeof mine, all);
-    // Element (row, k) of A and (k, col) of B, found in the lane and register that hold it.
-    auto a_at = [&](int row, int k) {
-        int lane = (row % 8) * 4 + (k % 8) / 2, reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
-        return half_bits_to_float(all[lane].a[reg] >> (16 * (k & 1)) & 0xffffu, bf16);
-    };
-    auto b_at = [&](int k, int col) {
-        int lane = col * 4 + (k % 8) / 2, reg = k >= 8 ? 1 : 0;
-        return half_bits_to_float(all[lane].b[reg] >> (16 * (k & 1)) & 0xffffu, bf16);
-    };
     int g = static_cast<int>(lane_id()) / 4, t = static_cast<int>(lane_id()) % 4;
     for (int i = 0; i < 4; i++) {
         int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
         float sum = c[i];
-        for (int k = 0; k < 16; k++) sum += a_at(row, k) * b_at(k, col);
+        for (int k = 0; k < depth; k++) sum += product(all, row, k, col);
         d[i] = sum;
     }
+}
+inline void mma_m16n8k16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4], bool bf16) {
+    mma_tile(d, a, b, c, 16, [bf16](const MmaOperands* all, int row, int k, int col) {
+        int a_lane = (row % 8) * 4 + (k % 8) / 2, a_reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+        int b_lane = col * 4 + (k % 8) / 2, b_reg = k >= 8 ? 1 : 0;
+        unsigned shift = 16 * (k & 1);
+        return half_bits_to_float(all[a_lane].a[a_reg] >> shift & 0xffffu, bf16) *
+               half_bits_to_float(all[b_lane].b[b_reg] >> shift & 0xffffu, bf16);
+    });
+}
+// mma.m16n8k8 in TF32: register j of A holds row g + 8·(j & 1), column t + 4·(j / 2); register
+// j of B holds row t + 4·j, column g. The tensor core reads only the TF32 bits of each register
+// (the low 13 bits are dropped, as the hardware does).
+inline void mma_m16n8k8_tf32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+    mma_tile(d, a, b, c, 8, [](const MmaOperands* all, int row, int k, int col) {
+        auto tf32 = [](unsigned bits) { return __uint_as_float(bits & 0xffffe000u); };
+        return tf32(all[(row % 8) * 4 + k % 4].a[(row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]) * tf32(all[col * 4 + k % 4].b[k >= 4 ? 1 : 0]);
+    });
 }
 // ldmatrix: `matrices` 8×8 matrices whose row addresses lanes 0 .. 8·matrices − 1 give.
 inline void ldmatrix(unsigned* r, int matrices, const void* row, bool transposed) {
@@ -358,6 +379,9 @@ inline void ember_mma_m16n8k16_f16(float d[4], const unsigned a[4], const unsign
 }
 inline void ember_mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
     emu::mma_m16n8k16(d, a, b, c, true);
+}
+inline void ember_mma_m16n8k8_tf32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+    emu::mma_m16n8k8_tf32(d, a, b, c);
 }
 inline void ember_ldmatrix_x4(unsigned r[4], const void* row) { emu::ldmatrix(r, 4, row, false); }
 inline void ember_ldmatrix_x2_trans(unsigned r[2], const void* row) { emu::ldmatrix(r, 2, row, true); }
