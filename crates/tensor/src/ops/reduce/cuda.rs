@@ -46,13 +46,13 @@ pub fn reduce(x: &DeviceBuffer, x_view: &Layout, axes: &[usize], kind: ReduceKin
     if outputs == 0 {
         return Ok(y);
     }
-    let (chunks, chunk_len) = reduce_split(outputs, run_len);
+    let split @ (chunks, _) = reduce_split(outputs, run_len);
     if chunks == 1 {
-        launch(x_arg, kept_view, run_view, &y, outputs, run_len, (1, run_len.max(1)), kind)?;
+        launch(x_arg, kept_view, run_view, &y, outputs, run_len, split, kind)?;
         return Ok(y);
     }
     let partials = output(x.backend(), outputs * chunks)?;
-    launch(x_arg, kept_view, run_view, &partials, outputs, run_len, (chunks, chunk_len), kind)?;
+    launch(x_arg, kept_view, run_view, &partials, outputs, run_len, split, kind)?;
     // each output's partials, in chunk order: row `output` of [outputs, chunks]
     let (by_output, by_chunk) = (Strides::new(&[outputs], &[chunks])?, Strides::new(&[chunks], &[1])?);
     launch(partials.arg(), by_output, by_chunk, &y, outputs, chunks, (1, chunks), kind)?;
