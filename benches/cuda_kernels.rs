@@ -1,20 +1,26 @@
-//! CUDA kernel benchmarks: ember's own kernels (`crates/tensor/kernels/*.cu`) against PyTorch
-//! (cuBLAS, cuDNN, SDPA) on the same GPU in the same run, on the shapes of the UNet presets
-//! (`ddpm-cifar10`, `labml`) at batch 128, all in f32.
+//! CUDA kernel benchmarks: ember's own kernels (`kernels/*.cu`) against PyTorch (cuBLAS,
+//! cuDNN, SDPA) on the same GPU in the same run, on the shapes of the UNet presets
+//! (`ddpm-cifar10`, `labml`) at batch 128, in f32, or with `--precision tf32` the products
+//! (GEMM and the three convolutions) on tensor cores in TF32 (`ember::tensor::precision`).
 //!
 //! - The device's ceilings are measured first, with our own kernels (`kernels/peak.cu`): f32
-//!   FMA throughput and copy bandwidth. Every case is reported as TFLOP/s (GB/s for the
-//!   memory-bound group norm) and as a percentage of the matching ceiling.
+//!   FMA throughput, TF32 tensor-core throughput (mma.m16n8k8) and copy bandwidth. Every case
+//!   is reported as TFLOP/s (GB/s for the memory-bound group norm) and as a percentage of the
+//!   ceiling of the units it runs on: GEMM and the convolutions of the TF32 ceiling with
+//!   `--precision tf32` and of the FMA ceiling in f32, attention (always f32 FMAs) of the FMA
+//!   ceiling, group norm of the copy ceiling.
 //! - ember's side calls the host functions of `ops::<op>::cuda` directly (no tensors, no
 //!   autograd): after a warm-up, the median of several samples, each a batch of calls lasting
 //!   about 5 ms, bracketed by `synchronize` and timed with `Instant`.
 //! - PyTorch's side is `benches/torch_cuda_kernels.py` in a subprocess (`.venv/bin/python` if
-//!   it has torch with CUDA, else `python3`), timed with CUDA events the same way. TF32 is off
-//!   there, so both sides compute in f32; `cudnn.benchmark` lets cuDNN pick its best algorithm.
+//!   it has torch with CUDA, else `python3`), timed with CUDA events the same way. PyTorch's
+//!   TF32 (`allow_tf32` for cuBLAS and cuDNN) follows `--precision`, so both sides compute
+//!   alike; `cudnn.benchmark` lets cuDNN pick its best algorithm.
 //!
 //! Run: `cargo bench --features cuda --bench cuda_kernels -- [--quick] [--only SUBSTRING]
-//! [--runs N]` (on a lent GPU: `bash scripts/gpu_check.sh`). Without a GPU it prints
-//! `SKIPPED: no CUDA GPU (reason)` and exits 0; a kernel that fails on a GPU makes it exit 1.
+//! [--runs N] [--precision f32|tf32]` (on a lent GPU: `bash scripts/gpu_check.sh`). Without a
+//! GPU it prints `SKIPPED: no CUDA GPU (reason)` and exits 0; a kernel that fails on a GPU makes
+//! it exit 1; a `--precision` other than f32 or tf32 makes it exit 2.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -32,6 +38,7 @@ use ember::tensor::ops::conv::cuda as conv_cuda;
 use ember::tensor::ops::matmul::cuda as matmul_cuda;
 use ember::tensor::ops::norm::GroupNormShape;
 use ember::tensor::ops::norm::cuda as norm_cuda;
+use ember::tensor::precision::{Precision, set_precision};
 use serde_json::{Value, json};
 
 /// The batch of every case (the issue's training batch).
@@ -41,6 +48,10 @@ const GROUPS: usize = 32;
 const NORM_EPS: f64 = 1e-6;
 /// Independent FMA chains per thread in `peak_fma_f32` (`PEAK_CHAINS` in kernels/peak.cu).
 const PEAK_FMA_CHAINS: usize = 16;
+/// Independent mma chains per warp in `peak_mma_tf32` (`PEAK_MMA_CHAINS` in kernels/peak.cu).
+const PEAK_MMA_CHAINS: usize = 8;
+/// The flops of one mma.m16n8k8, which a whole warp issues: 16·8·8 multiply-adds.
+const MMA_FLOPS: usize = 2 * 16 * 8 * 8;
 /// How long one timing sample lasts: enough calls that launch and synchronization costs
 /// average out.
 const SAMPLE_SECONDS: f64 = 5e-3;
@@ -71,9 +82,9 @@ enum Op {
 
 /// The work of one call, for the throughput columns.
 enum Work {
-    /// Floating-point operations (an FMA is 2), against the FMA ceiling.
+    /// Floating-point operations (an FMA is 2), against a FLOP/s ceiling ([`Op::ceiling`]).
     Flops(f64),
-    /// Bytes that must cross memory at least once, against the copy ceiling.
+    /// Bytes that must cross memory at least once, against the copy ceiling ([`Op::ceiling`]).
     Bytes(f64),
 }
 
@@ -90,6 +101,20 @@ impl Op {
             Op::ConvForward(_) | Op::ConvBackwardInput(_) | Op::ConvBackwardWeight(_) => "conv",
             Op::AttentionForward(_) | Op::AttentionBackward(_) => "attention",
             Op::GroupNormForward(_) | Op::GroupNormBackward(_) => "group_norm",
+        }
+    }
+
+    /// The ceiling that "% ceil" divides by, of the units the case runs on: the tensor cores
+    /// for GEMM and the convolutions in TF32, the FMA units for them in f32 and for attention
+    /// (which the precision leaves in f32), memory for group norm.
+    fn ceiling(&self, ceilings: &Ceilings, precision: Precision) -> f64 {
+        match self {
+            Op::Matmul { .. } | Op::Linear { .. } | Op::ConvForward(_) | Op::ConvBackwardInput(_) | Op::ConvBackwardWeight(_) => match precision {
+                Precision::F32 => ceilings.fma,
+                Precision::Tf32 => ceilings.mma_tf32,
+            },
+            Op::AttentionForward(_) | Op::AttentionBackward(_) => ceilings.fma,
+            Op::GroupNormForward(_) | Op::GroupNormBackward(_) => ceilings.copy,
         }
     }
 
@@ -309,8 +334,17 @@ fn median_seconds(backend: &dyn GpuBackend, runs: usize, run: &mut dyn FnMut() -
     Ok(samples[samples.len() / 2])
 }
 
-/// The device's ceilings, measured with kernels/peak.cu: (f32 FMA FLOP/s, copy bytes/s).
-fn measure_ceilings(backend: &Arc<dyn GpuBackend>, runs: usize) -> Result<(f64, f64)> {
+/// The device's ceilings, measured with kernels/peak.cu.
+struct Ceilings {
+    /// f32 FMA FLOP/s (`peak_fma_f32`).
+    fma: f64,
+    /// TF32 tensor-core FLOP/s, mma.m16n8k8 (`peak_mma_tf32`).
+    mma_tf32: f64,
+    /// Copy bandwidth, bytes read plus bytes written per second (`peak_copy_f32`).
+    copy: f64,
+}
+
+fn measure_ceilings(backend: &Arc<dyn GpuBackend>, runs: usize) -> Result<Ceilings> {
     // FMA: 65536 blocks of 256 threads (dozens of waves on any GPU, so the last, partial wave
     // costs little), 1024 iterations of PEAK_FMA_CHAINS FMAs each.
     let (blocks, threads, iterations) = (65536usize, 256usize, 1024usize);
@@ -320,7 +354,21 @@ fn measure_ceilings(backend: &Arc<dyn GpuBackend>, runs: usize) -> Result<(f64, 
         let args = [out.arg(), KernelArg::I32(iterations as i32)];
         backend.launch(fma, &LaunchConfig::linear(blocks as u32, threads as u32), &args)
     })?;
-    let flops = (2 * PEAK_FMA_CHAINS * iterations * blocks * threads) as f64 / seconds;
+    let fma = (2 * PEAK_FMA_CHAINS * iterations * blocks * threads) as f64 / seconds;
+    drop(out);
+
+    // mma: 16384 blocks of 256 threads (8 warps each; 15 to 30 waves on an H100 or H200, as
+    // 8 or 4 blocks fit an SM), 256 iterations of PEAK_MMA_CHAINS mmas per warp: 5.5e11
+    // flops, about 1 ms a launch at 500 TFLOP/s, batched to 5 ms samples as every case is.
+    let (blocks, threads, iterations) = (16384usize, 256usize, 256usize);
+    let out = DeviceBuffer::new(backend, blocks * threads * 4)?;
+    let mma = Kernel { file: "peak.cu", name: "peak_mma_tf32" };
+    let seconds = median_seconds(&**backend, runs, &mut || {
+        let args = [out.arg(), KernelArg::I32(iterations as i32)];
+        backend.launch(mma, &LaunchConfig::linear(blocks as u32, threads as u32), &args)
+    })?;
+    let warps = blocks * threads / 32;
+    let mma_tf32 = (MMA_FLOPS * PEAK_MMA_CHAINS * iterations * warps) as f64 / seconds;
     drop(out);
 
     // Copy: 1 GiB to 1 GiB, far past any L2 cache; the bytes read plus the bytes written.
@@ -332,7 +380,7 @@ fn measure_ceilings(backend: &Arc<dyn GpuBackend>, runs: usize) -> Result<(f64, 
         let args = [x.arg(), y.arg(), KernelArg::I64(n as i64)];
         backend.launch(copy, &LaunchConfig::linear(n.div_ceil(256).min(65536) as u32, 256), &args)
     })?;
-    Ok((flops, (2 * n * 4) as f64 / seconds))
+    Ok(Ceilings { fma, mma_tf32, copy: (2 * n * 4) as f64 / seconds })
 }
 
 /// PyTorch's side: the header (versions, device) and the median seconds per case, or why
@@ -362,11 +410,12 @@ fn find_python(root: &str) -> std::result::Result<String, String> {
 }
 
 /// Runs benches/torch_cuda_kernels.py on the cases; `Err` says why there are no timings.
-fn torch_timings(root: &str, cases: &[Case], runs: usize) -> std::result::Result<TorchTimings, String> {
+fn torch_timings(root: &str, cases: &[Case], runs: usize, precision: Precision) -> std::result::Result<TorchTimings, String> {
     let python = find_python(root)?;
     let request = json!({
         "runs": runs,
         "sample_seconds": SAMPLE_SECONDS,
+        "tf32": precision == Precision::Tf32,
         "cases": cases.iter().map(|c| c.op.torch_spec(&c.name)).collect::<Vec<_>>(),
     });
     let mut child = Command::new(&python)
@@ -409,6 +458,12 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let only = value_of("--only");
     let runs: usize = value_of("--runs").and_then(|r| r.parse().ok()).unwrap_or(if quick { 3 } else { 10 });
+    let precision: Precision = value_of("--precision").map_or(Ok(Precision::F32), |p| p.parse()).unwrap_or_else(|e| {
+        eprintln!("--precision: {e}");
+        std::process::exit(2)
+    });
+    // every ember call below runs on this thread, in this precision
+    let _precision = set_precision(precision);
 
     let device = match CudaDevice::shared(0) {
         Ok(device) => device,
@@ -419,14 +474,19 @@ fn main() {
     };
     let backend: Arc<dyn GpuBackend> = device.clone();
     println!("device: {}", backend.describe());
-    let (fma_peak, copy_peak) = match measure_ceilings(&backend, runs) {
+    let ceilings = match measure_ceilings(&backend, runs) {
         Ok(ceilings) => ceilings,
         Err(e) => {
             println!("FAILED: measuring the ceilings with kernels/peak.cu: {e}");
             std::process::exit(1);
         }
     };
-    println!("measured ceilings: f32 FMA {:.1} TFLOP/s (peak_fma_f32), memory {:.0} GB/s (peak_copy_f32, 1 GiB → 1 GiB)", fma_peak / 1e12, copy_peak / 1e9);
+    println!(
+        "measured ceilings: f32 FMA {:.1} TFLOP/s (peak_fma_f32), TF32 tensor cores {:.1} TFLOP/s (peak_mma_tf32, mma.m16n8k8), memory {:.0} GB/s (peak_copy_f32, 1 GiB → 1 GiB)",
+        ceilings.fma / 1e12,
+        ceilings.mma_tf32 / 1e12,
+        ceilings.copy / 1e9
+    );
 
     let cases: Vec<Case> = cases(quick).into_iter().filter(|c| only.as_deref().is_none_or(|o| c.name.contains(o))).collect();
     let mut ember: BTreeMap<String, std::result::Result<f64, String>> = BTreeMap::new();
@@ -443,12 +503,18 @@ fn main() {
     }
 
     let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
-    let torch = torch_timings(&root, &cases, runs);
+    let torch = torch_timings(&root, &cases, runs, precision);
     match &torch {
         Ok(t) => {
             let field = |key: &str| t.header[key].as_str().map_or_else(|| t.header[key].to_string(), str::to_string);
+            // as the script found its flags after setting them from the request
+            let tf32 = match t.header["tf32"].as_bool() {
+                Some(true) => "TF32 on",
+                Some(false) => "TF32 off",
+                None => "TF32 not reported",
+            };
             println!(
-                "PyTorch {} (CUDA {}, cuDNN {}) on {}, same machine, same run; TF32 off, cudnn.benchmark on",
+                "PyTorch {} (CUDA {}, cuDNN {}) on {}, same machine, same run; {tf32}, cudnn.benchmark on",
                 field("torch"),
                 field("cuda"),
                 field("cudnn"),
@@ -457,7 +523,12 @@ fn main() {
         }
         Err(reason) => println!("(PyTorch columns skipped: {reason})"),
     }
-    println!("f32, batch {BATCH}; attention: 1 head, bh = {BATCH}; group norm: {GROUPS} groups; median of {runs} sample(s) of ≥ 5 ms");
+    let (arithmetic, product_ceiling) = match precision {
+        Precision::F32 => ("f32", "f32 FMA"),
+        Precision::Tf32 => ("tf32 products (gemm, conv)", "TF32 tensor-core"),
+    };
+    println!("{arithmetic}, batch {BATCH}; attention: 1 head, bh = {BATCH}; group norm: {GROUPS} groups; median of {runs} sample(s) of ≥ 5 ms");
+    println!("% ceil: gemm and conv of the {product_ceiling} ceiling, attention of the f32 FMA ceiling, group norm of the memory ceiling");
     println!("{:<38} {:>10} {:>14} {:>8} {:>10} {:>12}", "case", "ember ms", "throughput", "% ceil", "torch ms", "ember/torch");
     let mut failed = false;
     // Per family, PyTorch's time over ember's (ember's throughput relative to PyTorch's).
@@ -473,10 +544,11 @@ fn main() {
                 continue;
             }
         };
-        let (throughput, percent) = match case.op.work() {
-            Work::Flops(f) => (format!("{:.1} TFLOP/s", f / seconds / 1e12), 100.0 * f / seconds / fma_peak),
-            Work::Bytes(b) => (format!("{:.0} GB/s", b / seconds / 1e9), 100.0 * b / seconds / copy_peak),
+        let (throughput, per_second) = match case.op.work() {
+            Work::Flops(f) => (format!("{:.1} TFLOP/s", f / seconds / 1e12), f / seconds),
+            Work::Bytes(b) => (format!("{:.0} GB/s", b / seconds / 1e9), b / seconds),
         };
+        let percent = 100.0 * per_second / case.op.ceiling(&ceilings, precision);
         let ratio = torch_seconds.map_or("-".to_string(), |t| format!("{:.2}x", seconds / t));
         if let Some(t) = torch_seconds {
             relative.entry(case.op.family()).or_default().push((t / seconds, &case.name));

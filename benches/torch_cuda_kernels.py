@@ -2,14 +2,16 @@
 (torch.matmul, F.linear), cuDNN (F.conv2d, torch.nn.grad.conv2d_input / conv2d_weight), SDPA
 (F.scaled_dot_product_attention, forward and backward through autograd) and F.group_norm.
 
-Input (stdin): {"runs": N, "sample_seconds": S, "cases": [{"name", "op", ...shapes}, ...]}.
-Output (stdout), one JSON object per line as soon as it is known: first the header
+Input (stdin): {"runs": N, "sample_seconds": S, "tf32": B, "cases": [{"name", "op", ...shapes},
+...]}. Output (stdout), one JSON object per line as soon as it is known: first the header
 {"torch", "cuda", "cudnn", "device", "tf32"}, then per case {"name", "seconds"} (median seconds
 per call) or {"name", "error"}.
 
 Timing, as on ember's side: a warm-up call (cuDNN's autotuning happens there), then `runs`
 samples, each a batch of calls lasting about S seconds between two CUDA events; the median.
-TF32 is off, so both sides compute in f32.
+TF32 (cuBLAS's and cuDNN's allow_tf32) is on when the request's "tf32" is true (absent: off),
+as ember's `--precision tf32` puts its GEMM and convolutions on tensor cores, so both sides
+compute alike; the header's "tf32" is true when both flags read back on.
 """
 import json
 import math
@@ -95,15 +97,16 @@ def emit(value):
 
 def main():
     request = json.load(sys.stdin)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    tf32 = bool(request.get("tf32", False))
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = True
     emit({
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(),
         "device": torch.cuda.get_device_name(0),
-        "tf32": False,
+        "tf32": torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32,
     })
     for case in request["cases"]:
         try:

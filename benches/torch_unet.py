@@ -1,12 +1,15 @@
 """The PyTorch/diffusers side of benches/unet.rs: one case per process.
 
-Usage: torch_unet.py PRESET CHANNELS BATCH train|forward ITERATIONS THREADS [cpu|cuda]
+Usage: torch_unet.py PRESET CHANNELS BATCH train|forward ITERATIONS THREADS [cpu|cuda [f32|tf32]]
 Prints "median_seconds_per_iteration step_mib" (peak resident memory during the steps minus
 the resident memory before them, as benches/unet.rs measures ember; on cuda, the peak device
 memory allocated during the steps minus what was allocated before them). The model is
 diffusers' UNet2DModel with the same architecture as ember's preset; a training iteration is
 the same as ember's: sample t and noise, q_sample, forward, MSE against the noise, backward,
-Adam step. On cuda the iteration ends with a synchronize, and TF32 is off (ember computes in f32).
+Adam step. On cuda the iteration ends with a synchronize, and the precision (default f32) sets
+cuBLAS's and cuDNN's allow_tf32 as benches/unet.rs's `--precision` sets ember's products: off
+for f32, on for tf32, so both sides compute alike. The CPU computes in f32 only (tf32 there is
+refused).
 """
 import statistics
 import sys
@@ -35,13 +38,18 @@ def status_mib(key):
 def main():
     preset, channels, batch, mode, iterations, threads = sys.argv[1:7]
     device = torch.device(sys.argv[7] if len(sys.argv) > 7 else "cpu")
+    precision = sys.argv[8] if len(sys.argv) > 8 else "f32"
     channels, batch, iterations, threads = int(channels), int(batch), int(iterations), int(threads)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cuda = device.type == "cuda"
+    if precision not in ("f32", "tf32"):
+        sys.exit(f"unknown precision {precision!r}: f32 or tf32")
+    if precision == "tf32" and not cuda:
+        sys.exit("precision tf32 needs cuda: the CPU computes in f32")
     if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
         torch.backends.cudnn.benchmark = True
     model = UNet2DModel(sample_size=32, in_channels=channels, out_channels=channels, layers_per_block=2,
                         attention_head_dim=None, norm_eps=1e-6, dropout=0.1, flip_sin_to_cos=False, freq_shift=1,

@@ -5,18 +5,22 @@
 //! ember and PyTorch alternate, round after round, and the table shows medians.
 //! Run: `cargo xtask bench` (or `cargo bench --bench unet -- [--rounds N] [--only NAME]`).
 //!
-//! On a GPU (`cargo bench --features cuda --bench unet -- --device cuda`, or
-//! `bash scripts/gpu_check.sh` on a lent machine) the cases are the `ddpm-cifar10` training
-//! step and forward at batch 128 on `Device::Cuda(0)`, against PyTorch eager on the same GPU
-//! (f32, TF32 off on both sides); memory is the device's peak in use during the steps above
-//! what the model and data hold (ember's caching allocator's count; PyTorch's
-//! `max_memory_allocated`).
+//! On a GPU (`cargo bench --features cuda --bench unet -- --device cuda [--precision
+//! f32|tf32]`, or `bash scripts/gpu_check.sh` on a lent machine) the cases are the
+//! `ddpm-cifar10` training step and forward at batch 128 on `Device::Cuda(0)`, against
+//! PyTorch eager on the same GPU, both sides in the same precision: f32 (the default, TF32 off
+//! on both sides) or tf32 (ember's matrix products and convolutions on tensor cores in TF32,
+//! `ember::tensor::precision`; PyTorch's `allow_tf32` on for cuBLAS and cuDNN). Memory is the
+//! device's peak in use during the steps above what the model and data hold (ember's caching
+//! allocator's count; PyTorch's `max_memory_allocated`). The CPU computes in f32 only:
+//! `--device cpu --precision tf32` is refused (exit 2).
 
 use std::process::Command;
 use std::time::Instant;
 
 use ember::diffusion::{NoiseSchedule, epsilon_loss};
 use ember::tensor::optim::{Adam, AdamConfig};
+use ember::tensor::precision::{Precision, set_precision};
 use ember::tensor::rng::Rng;
 use ember::tensor::{DType, Device, Tensor, no_grad};
 use ember::unet::module::{named_parameters, to_device};
@@ -72,8 +76,10 @@ fn synchronize(case: &Case) {
     }
 }
 
-/// Runs one case in this process and prints `seconds_per_iteration peak_mib`.
-fn run_case(case: &Case) {
+/// Runs one case in this process, its products in `precision`, and prints
+/// `seconds_per_iteration peak_mib`.
+fn run_case(case: &Case, precision: Precision) {
+    let _precision = set_precision(precision);
     let config = UNetConfig::preset(case.preset, case.channels).unwrap();
     let model = UNet::new(&config, DType::F32, &mut Rng::new(0)).unwrap();
     let device = if case.cuda { Device::Cuda(0) } else { Device::Cpu };
@@ -133,9 +139,17 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // the parent passes its `--precision` on to each `--case` child
+    let precision: Precision = match args.iter().position(|a| a == "--precision").and_then(|i| args.get(i + 1)) {
+        None => Precision::F32,
+        Some(text) => text.parse().unwrap_or_else(|e| {
+            eprintln!("--precision: {e}");
+            std::process::exit(2)
+        }),
+    };
     if let Some(i) = args.iter().position(|a| a == "--case") {
         let name = &args[i + 1];
-        run_case(CASES.iter().find(|c| c.name == name).expect("known case"));
+        run_case(CASES.iter().find(|c| c.name == name).expect("known case"), precision);
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -148,6 +162,10 @@ fn main() {
         Some("cuda") => true,
         Some(other) => panic!("--device {other}: expected cpu or cuda"),
     };
+    if !cuda && precision != Precision::F32 {
+        eprintln!("--precision {precision} needs --device cuda: the CPU computes in f32");
+        std::process::exit(2);
+    }
     if cuda {
         // a real GPU only (not the emulator, which `Device::Cuda(0)` falls back to)
         #[cfg(feature = "cuda")]
@@ -179,11 +197,12 @@ fn main() {
         println!("(MiB: peak resident memory during the steps, minus the resident memory before them)");
     }
     println!("(noise: the lowest and highest of the rounds' time ratios, each round's ember run over the PyTorch run beside it)");
-    println!("{:<30} {:>10} {:>10} {:>8} {:>13} {:>10} {:>10} {:>8}", "case", "ember ms", "torch ms", "ratio", "noise", "ember MiB", "torch MiB", "ratio");
+    let case_column = format!("case ({precision})");
+    println!("{case_column:<30} {:>10} {:>10} {:>8} {:>13} {:>10} {:>10} {:>8}", "ember ms", "torch ms", "ratio", "noise", "ember MiB", "torch MiB", "ratio");
     for case in CASES.iter().filter(|c| c.cuda == cuda && only.as_deref().is_none_or(|o| o == c.name)) {
         let (mut ember_t, mut ember_m, mut torch_t, mut torch_m) = (vec![], vec![], vec![], vec![]);
         for _ in 0..rounds {
-            let out = Command::new(&me).args(["--case", case.name]).output().expect("run ember case");
+            let out = Command::new(&me).args(["--case", case.name, "--precision", precision.name()]).output().expect("run ember case");
             if let Some((t, m)) = parse_line(&String::from_utf8_lossy(&out.stdout)) {
                 ember_t.push(t);
                 ember_m.push(m);
@@ -197,6 +216,7 @@ fn main() {
                     .arg(if case.train { "train" } else { "forward" })
                     .args([&case.iterations.to_string(), &threads.to_string()])
                     .arg(if case.cuda { "cuda" } else { "cpu" })
+                    .arg(precision.name())
                     .output()
                     .expect("run the PyTorch case");
                 if let Some((t, m)) = parse_line(&String::from_utf8_lossy(&out.stdout)) {

@@ -7,16 +7,19 @@
 //   backward weight  dW    = Σₙ dy[n] · col(x[n])ᵀ   M = c_out, N = c_in·kh·kw, K = n·ho·wo
 //
 // Backward data is a gather, not col2im's scatter: each dx element sums the dy elements whose
-// window covers it (oh = (ih + p − ki·d) / s when that divides exactly), so no atomics.
+// window covers it (oh = (ih + p − ki·d) / s when that divides exactly), so no atomics; with
+// stride s > 1 it runs per sub-pixel class of input positions over that class's taps only
+// (no zero taps).
 // Backward weight has a long K and few tiles, so blockIdx.z splits K and each split writes
 // its partial dW; the host sums the partials (a deterministic reduction, no atomics).
 //
-// Tiling: ember_tile_gemm (ember_cuda.h): blocks of 256 threads on 128×128 tiles, 8×8 outputs
-// per thread (the `_t128` kernels), or on 64×64 tiles, 4×4 per thread (`_t64`, for outputs
-// with few tiles); 8-deep panels.
+// Tiling: the products of ember_cuda.h, blocks of 256 threads on 128×128 tiles (the `_t128`
+// kernels) or on 64×64 tiles (`_t64`, for outputs with few tiles), each in exact f32 on FMA
+// units (`_f32_`, ember_tile_gemm) and in TF32 on tensor cores (`_tf32_`,
+// ember_tile_gemm_tf32, when the thread's precision is TF32): EMBER_TILED_KERNELS.
 #include "ember_cuda.h"
 
-// The im2col element col(x)[(ci, ki, kj), (image, oh, ow)], split as ember_tile_gemm wants
+// The im2col element col(x)[(ci, ki, kj), (image, oh, ow)], split as the tiles want
 // (ember_cuda.h): the input pixel under kernel tap (ki, kj) of output position (oh, ow) is
 // x[image, ci, oh·s + ki·d − p, ow·s + kj·d − p], or 0 in the padding; its address is a
 // part that depends on the output position (ConvPixel) plus one that depends on the tap
@@ -70,98 +73,129 @@ struct ForwardOperands {
 };
 
 // y = conv(x, w) (+ bias[c_out] when bias is not null).
-template <int TILE>
+template <class Product>
 __device__ __forceinline__ void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const EmberConv& g) {
     ForwardOperands operands{x, w, g};
     int m = g.c_out, n = g.n * g.ho * g.wo, k = g.c_in * g.kh * g.kw;
-    int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
-    float acc[TILE / 16][TILE / 16];
-    ember_tile_gemm<TILE>(operands, m, n, 0, k, row0, col0, acc);
-    ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int co, int col, float value) {
+    int row0 = blockIdx.y * Product::size, col0 = blockIdx.x * Product::size;
+    typename Product::Acc acc;
+    Product::multiply(operands, m, n, 0, k, row0, col0, acc);
+    Product::store(m, n, row0, col0, acc, [&](int co, int col, float value) {
         int image = col / (g.ho * g.wo), q = col % (g.ho * g.wo);
         y[((long long)image * g.c_out + co) * (g.ho * g.wo) + q] = bias ? value + bias[co] : value;
     });
 }
 
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1)
-conv2d_forward_f32_t128(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                        float* __restrict__ y, EmberConv g) {
-    conv2d_forward<128>(x, w, bias, y, g);
+EMBER_TILED_KERNELS(conv2d_forward,
+                    (const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y, EmberConv g),
+                    (x, w, bias, y, g))
+
+// Backward data, one sub-pixel class at a time. With stride s, input row ih receives from
+// kernel row ki only if ih + p − ki·d is a multiple of s (then oh = (ih + p − ki·d) / s):
+// which ki those are depends on ih mod s alone. So the input rows split into s classes
+// r = ih mod s, each a GEMM over its own taps only (a 3×3 stride-2 kernel: 1 or 2 taps per
+// axis instead of 3 of which 1 or 2 are zeros: a quarter of the products), and likewise
+// columns; the host launches one GEMM per class (r_h, r_w). A class's taps on an axis are
+// ki = first + step·j for j < taps (step = s / gcd(s, d)), and for input row ih = r + s·i the
+// output row is oh = i + base(ki), base(ki) = (r + p − ki·d) / s exactly. Stride 1 is one
+// class with every tap: the plain gather.
+//
+//   A = Wᵀ [c_in, (co, tap)], B = dy gathered [(co, tap), (image, i, j)]: dy[image, co,
+//   i + base_h, j + base_w] when that lands inside, else 0. M = c_in, N = n·h_r·w_r,
+//   K = c_out·taps_h·taps_w.
+
+// The taps of class r on one axis (kernel size k, padding p, dilation d, stride s).
+struct ConvAxisClass {
+    int first, step, taps;
+    int size;  // input positions in the class: ⌈(extent − r) / s⌉
+};
+
+__device__ __forceinline__ ConvAxisClass conv_axis_class(int r, int extent, int k, int p, int d, int s) {
+    int a = s, b = d;  // gcd(s, d), for the step between a class's taps
+    while (b != 0) {
+        int t = a % b;
+        a = b;
+        b = t;
+    }
+    ConvAxisClass c{-1, s / a, 0, r < extent ? (extent - r + s - 1) / s : 0};
+    for (int ki = 0; ki < c.step && ki < k; ki++)
+        if ((r + p - ki * d) % s == 0) {
+            c.first = ki;
+            break;
+        }
+    if (c.first >= 0) c.taps = (k - c.first + c.step - 1) / c.step;
+    return c;
 }
 
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS)
-conv2d_forward_f32_t64(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                       float* __restrict__ y, EmberConv g) {
-    conv2d_forward<64>(x, w, bias, y, g);
-}
-
-// Backward data: A = Wᵀ [c_in, (co, ki, kj)], B = dy gathered [(co, ki, kj), (n, ih, iw)]:
-// dy[image, co, oh, ow] with oh = (ih + p − ki·d) / s when that divides exactly and lands
-// inside, else 0.
 struct BackwardDataOperands {
     struct Row {
         int offset;  // ci·kh·kw
     };
     struct Col {
-        int base;    // image·c_out·ho·wo
-        int ih, iw;
+        int base;  // image·c_out·ho·wo
+        int i, j;  // the position in the class: ih = r_h + s·i, iw = r_w + s·j
     };
     struct Depth {
-        int w_offset;   // co·c_in·kh·kw + ki·kw + kj
-        int dy_offset;  // co·ho·wo
-        int dh, dw;     // p − ki·d, p − kj·d
+        int w_offset;    // co·c_in·kh·kw + ki·kw + kj
+        int dy_offset;   // co·ho·wo + base_h·wo + base_w
+        int base_h, base_w;
     };
     const float* dy;
     const float* w;
     EmberConv g;
+    int r_h, r_w;
+    ConvAxisClass rows_class, cols_class;
+    __device__ BackwardDataOperands(const float* dy, const float* w, const EmberConv& g, int r_h, int r_w)
+        : dy(dy), w(w), g(g), r_h(r_h), r_w(r_w),
+          rows_class(conv_axis_class(r_h, g.h, g.kh, g.pad_h, g.dilation_h, g.stride_h)),
+          cols_class(conv_axis_class(r_w, g.w, g.kw, g.pad_w, g.dilation_w, g.stride_w)) {}
+    __device__ int columns() const { return g.n * rows_class.size * cols_class.size; }
+    __device__ int depth_length() const { return g.c_out * rows_class.taps * cols_class.taps; }
     __device__ Row row(int ci) const { return {ci * g.kh * g.kw}; }
     __device__ Col col(int col) const {
-        int image = col / (g.h * g.w), q = col % (g.h * g.w);
-        return {image * g.c_out * g.ho * g.wo, q / g.w, q % g.w};
+        int per_image = rows_class.size * cols_class.size;
+        int image = col / per_image, q = col % per_image;
+        return {image * g.c_out * g.ho * g.wo, q / cols_class.size, q % cols_class.size};
     }
     __device__ Depth depth(int kk) const {
-        int co = kk / (g.kh * g.kw), r = kk % (g.kh * g.kw);
-        return {co * g.c_in * g.kh * g.kw + r, co * g.ho * g.wo, g.pad_h - r / g.kw * g.dilation_h,
-                g.pad_w - r % g.kw * g.dilation_w};
+        int taps = rows_class.taps * cols_class.taps;
+        int co = kk / taps, tap = kk % taps;
+        int ki = rows_class.first + rows_class.step * (tap / cols_class.taps);
+        int kj = cols_class.first + cols_class.step * (tap % cols_class.taps);
+        int base_h = (r_h + g.pad_h - ki * g.dilation_h) / g.stride_h;
+        int base_w = (r_w + g.pad_w - kj * g.dilation_w) / g.stride_w;
+        return {co * g.c_in * g.kh * g.kw + ki * g.kw + kj, co * g.ho * g.wo + base_h * g.wo + base_w, base_h, base_w};
     }
     __device__ float a(const Row& row, const Depth& depth) const { return w[depth.w_offset + row.offset]; }
     __device__ float b(const Depth& depth, const Col& col) const {
-        int oh = col.ih + depth.dh, ow = col.iw + depth.dw;
-        if (g.stride_h != 1 || g.stride_w != 1) {
-            if (oh < 0 || ow < 0 || oh % g.stride_h != 0 || ow % g.stride_w != 0) return 0.0f;
-            oh /= g.stride_h;
-            ow /= g.stride_w;
-        }
+        int oh = col.i + depth.base_h, ow = col.j + depth.base_w;
         if ((unsigned)oh >= (unsigned)g.ho || (unsigned)ow >= (unsigned)g.wo) return 0.0f;
-        return dy[col.base + depth.dy_offset + oh * g.wo + ow];
+        return dy[col.base + depth.dy_offset + col.i * g.wo + col.j];
     }
 };
 
-// dx = the gradient of conv(x, w) with respect to x, given dy (also conv_transpose2d's forward).
-template <int TILE>
-__device__ __forceinline__ void conv2d_backward_input(const float* dy, const float* w, float* dx, const EmberConv& g) {
-    BackwardDataOperands operands{dy, w, g};
-    int m = g.c_in, n = g.n * g.h * g.w, k = g.c_out * g.kh * g.kw;
-    int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
-    float acc[TILE / 16][TILE / 16];
-    ember_tile_gemm<TILE>(operands, m, n, 0, k, row0, col0, acc);
-    ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int ci, int col, float value) {
-        int image = col / (g.h * g.w), q = col % (g.h * g.w);
-        dx[((long long)image * g.c_in + ci) * (g.h * g.w) + q] = value;
+// dx at the input positions of class (r_h, r_w) = the gradient of conv(x, w) with respect to
+// x there, given dy (also conv_transpose2d's forward). A class with no taps gets zeros.
+template <class Product>
+__device__ __forceinline__ void conv2d_backward_input(const float* dy, const float* w, float* dx, const EmberConv& g,
+                                                      int r_h, int r_w) {
+    BackwardDataOperands operands(dy, w, g, r_h, r_w);
+    int m = g.c_in, n = operands.columns(), k = operands.depth_length();
+    int row0 = blockIdx.y * Product::size, col0 = blockIdx.x * Product::size;
+    typename Product::Acc acc;
+    Product::multiply(operands, m, n, 0, k, row0, col0, acc);
+    Product::store(m, n, row0, col0, acc, [&](int ci, int col, float value) {
+        int per_image = operands.rows_class.size * operands.cols_class.size, q = col % per_image;
+        int image = col / per_image;
+        int ih = r_h + g.stride_h * (q / operands.cols_class.size), iw = r_w + g.stride_w * (q % operands.cols_class.size);
+        dx[(((long long)image * g.c_in + ci) * g.h + ih) * g.w + iw] = value;
     });
 }
 
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1)
-conv2d_backward_input_f32_t128(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-                               EmberConv g) {
-    conv2d_backward_input<128>(dy, w, dx, g);
-}
-
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS)
-conv2d_backward_input_f32_t64(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-                              EmberConv g) {
-    conv2d_backward_input<64>(dy, w, dx, g);
-}
+EMBER_TILED_KERNELS(conv2d_backward_input,
+                    (const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, EmberConv g,
+                     int r_h, int r_w),
+                    (dy, w, dx, g, r_h, r_w))
 
 // Backward weight: A = dy [c_out, (n, oh, ow)], B = col(x)ᵀ [(n, oh, ow), (ci, ki, kj)]: the
 // forward's im2col with the roles of depth and column exchanged.
@@ -188,27 +222,19 @@ struct BackwardWeightOperands {
 };
 
 // partial[z] = the part of dW from depths [z·split_len, (z+1)·split_len) of K = n·ho·wo.
-template <int TILE>
+template <class Product>
 __device__ __forceinline__ void conv2d_backward_weight(const float* x, const float* dy, float* partial, const EmberConv& g,
                                                        int split_len) {
     BackwardWeightOperands operands{x, dy, g};
     int m = g.c_out, n = g.c_in * g.kh * g.kw, k = g.n * g.ho * g.wo;
     int k_begin = blockIdx.z * split_len, k_end = min(k, k_begin + split_len);
-    int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
-    float acc[TILE / 16][TILE / 16];
-    ember_tile_gemm<TILE>(operands, m, n, k_begin, k_end, row0, col0, acc);
+    int row0 = blockIdx.y * Product::size, col0 = blockIdx.x * Product::size;
+    typename Product::Acc acc;
+    Product::multiply(operands, m, n, k_begin, k_end, row0, col0, acc);
     float* out = partial + (long long)blockIdx.z * m * n;
-    ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int co, int col, float value) { out[(long long)co * n + col] = value; });
+    Product::store(m, n, row0, col0, acc, [&](int co, int col, float value) { out[(long long)co * n + col] = value; });
 }
 
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1)
-conv2d_backward_weight_f32_t128(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ partial,
-                                EmberConv g, int split_len) {
-    conv2d_backward_weight<128>(x, dy, partial, g, split_len);
-}
-
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS)
-conv2d_backward_weight_f32_t64(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ partial,
-                               EmberConv g, int split_len) {
-    conv2d_backward_weight<64>(x, dy, partial, g, split_len);
-}
+EMBER_TILED_KERNELS(conv2d_backward_weight,
+                    (const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ partial, EmberConv g, int split_len),
+                    (x, dy, partial, g, split_len))

@@ -207,10 +207,10 @@ __device__ __forceinline__ float ember_block_max(float value, float* scratch) {
 // - Threads: 256, a 16×16 grid; thread (tx, ty) owns M×M outputs (M = TILE/16: 8 or 4), the
 //   rows ty·M/2 + {0..M/2-1} and TILE/2 + the same, likewise the columns with tx, so that its
 //   operands in shared memory are two vectors of M/2 floats each side (M² FMAs for 4 loads).
-// - Panels: 8 deep. Each thread loads TILE/32 elements of A's TILE×8 panel, all at depth
-//   tid % 8 (rows tid/8 + 32·i: a warp reads 4 rows × 8 consecutive depths), and as many of
-//   B's 8×TILE panel, all in column tid % TILE (a warp reads 32 consecutive columns). The
-//   next panel's values are loaded into registers while the block multiplies the current one.
+// - Panels: 8 deep, loaded by ember_panel_loop (the half both tiles share): each thread
+//   loads TILE/32 elements of A's TILE×8 panel, all at depth tid % 8 (rows tid/8 + 32·i: a
+//   warp reads 4 rows × 8 consecutive depths), and as many of B's 8×TILE panel, all in column
+//   tid % TILE (a warp reads 32 consecutive columns), the next panel during the products.
 // - Shared memory: a_panel[p][i] = A(row0 + i, p0 + p), b_panel[p][j] = B(p0 + p, col0 + j),
 //   rows padded by 4 floats so the depth-fast stores of A spread over the 32 banks; the
 //   inner loop's vector reads are broadcast (A) or consecutive (B).
@@ -240,13 +240,88 @@ struct __align__(8) ember_floats<2> {
     float v[2];
 };
 
+// The loading half that both tiles share: a panel loop over the depth range [k_begin, k_end)
+// in panels of DEPTH. Each thread loads TILE·DEPTH/256 elements of A's TILE×DEPTH panel, all
+// at depth a_p = tid % DEPTH (rows a_index + (256/DEPTH)·i: a warp reads consecutive depths of
+// a few rows), and as many of B's DEPTH×TILE panel, all in column b_index = tid % TILE
+// (depths b_p + (256/TILE)·i: a warp reads consecutive columns); the Row and Col parts of its
+// elements are computed once, the Depth parts once per panel by DEPTH threads into shared
+// memory. The next panel's values are loaded into registers while the block multiplies the
+// current one. Past the edges of A, B and the depth range the values are zeros.
+//
+// For each panel: store_panel(loads) puts the registers into the tile's shared panels (its
+// layout, its rounding), then after a barrier multiply_panel() multiplies them.
+template <int TILE, int DEPTH, class Operands>
+struct EmberPanelLoads {
+    static constexpr int count = TILE * DEPTH / EMBER_TILE_THREADS;  // per thread and panel, each side
+    static constexpr int a_row_step = EMBER_TILE_THREADS / DEPTH;     // between a thread's A rows
+    static constexpr int b_depth_step = EMBER_TILE_THREADS / TILE;    // between its B depths
+    int a_p, a_index, b_index, b_p;
+    typename Operands::Row rows[count];
+    bool row_in[count];
+    typename Operands::Col col;
+    bool col_in;
+    float a_next[count], b_next[count];  // A(row0 + a_row(i), p0 + a_p), B(p0 + b_depth(i), col0 + b_index)
+
+    __device__ __forceinline__ int a_row(int i) const { return a_index + a_row_step * i; }
+    __device__ __forceinline__ int b_depth(int i) const { return b_p + b_depth_step * i; }
+};
+
+template <int TILE, int DEPTH, class Operands, class StorePanel, class MultiplyPanel>
+__device__ __forceinline__ void ember_panel_loop(const Operands& operands, int m, int n, int k_begin, int k_end, int row0,
+                                                 int col0, const StorePanel& store_panel,
+                                                 const MultiplyPanel& multiply_panel) {
+    using Loads = EmberPanelLoads<TILE, DEPTH, Operands>;
+    using Depth = typename Operands::Depth;
+    EMBER_SHARED(Depth[DEPTH], depths);  // depths[p] = operands.depth(p0 + p)
+    int tid = threadIdx.x;
+    Loads loads;
+    loads.a_p = tid % DEPTH;
+    loads.a_index = tid / DEPTH;
+    loads.b_index = tid % TILE;
+    loads.b_p = tid / TILE;
+    EMBER_UNROLL
+    for (int i = 0; i < Loads::count; i++) {
+        int row = row0 + loads.a_row(i);
+        loads.row_in[i] = row < m;
+        loads.rows[i] = operands.row(loads.row_in[i] ? row : 0);
+    }
+    loads.col_in = col0 + loads.b_index < n;
+    loads.col = operands.col(loads.col_in ? col0 + loads.b_index : 0);
+
+    auto fetch = [&](int p0) {
+        bool a_depth_in = p0 + loads.a_p < k_end;
+        Depth a_depth = depths[loads.a_p];
+        EMBER_UNROLL
+        for (int i = 0; i < Loads::count; i++)
+            loads.a_next[i] = (loads.row_in[i] && a_depth_in) ? operands.a(loads.rows[i], a_depth) : 0.0f;
+        EMBER_UNROLL
+        for (int i = 0; i < Loads::count; i++) {
+            int p = loads.b_depth(i);
+            loads.b_next[i] = (loads.col_in && p0 + p < k_end) ? operands.b(depths[p], loads.col) : 0.0f;
+        }
+    };
+    auto describe_depths = [&](int p0) {
+        if (tid < DEPTH && p0 + tid < k_end) depths[tid] = operands.depth(p0 + tid);
+    };
+    describe_depths(k_begin);
+    __syncthreads();
+    fetch(k_begin);
+    for (int p0 = k_begin; p0 < k_end; p0 += DEPTH) {
+        __syncthreads();  // every thread is done with the previous panel and with `depths`
+        store_panel(loads);
+        describe_depths(p0 + DEPTH);
+        __syncthreads();
+        if (p0 + DEPTH < k_end) fetch(p0 + DEPTH);  // in flight during the products
+        multiply_panel();
+    }
+}
+
 template <int TILE>
 struct EmberTile {
     static constexpr int micro = TILE / 16;                                      // outputs per thread, per side
     static constexpr int vector = micro / 2;                                     // floats per shared read
-    static constexpr int loads = TILE * EMBER_TILE_DEPTH / EMBER_TILE_THREADS;  // per thread and panel, each side
     static constexpr int half = TILE / 2;
-    static constexpr int b_depth_step = EMBER_TILE_THREADS / TILE;               // between a thread's B depths
 };
 
 // The offset in its tile of a thread's r-th accumulator row (or column), the thread being at
@@ -261,60 +336,23 @@ template <int TILE, class Operands>
 __device__ __forceinline__ void ember_tile_gemm(const Operands& operands, int m, int n, int k_begin, int k_end,
                                                 int row0, int col0, float (&acc)[TILE / 16][TILE / 16]) {
     using T = EmberTile<TILE>;
-    using Depth = typename Operands::Depth;
     constexpr int M = T::micro, V = T::vector;
     EMBER_SHARED(float[EMBER_TILE_DEPTH][TILE + 4], a_panel);
     EMBER_SHARED(float[EMBER_TILE_DEPTH][TILE + 4], b_panel);
-    EMBER_SHARED(Depth[EMBER_TILE_DEPTH], depths);  // depths[p] = operands.depth(p0 + p)
-    int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     EMBER_UNROLL
     for (int r = 0; r < M; r++)
         EMBER_UNROLL
         for (int s = 0; s < M; s++) acc[r][s] = 0.0f;
-
-    // This thread's slots: A at depth a_p of rows a_index + 32·i, B in column b_index at
-    // depths b_p + b_depth_step·i.
-    int a_p = tid % EMBER_TILE_DEPTH, a_index = tid / EMBER_TILE_DEPTH;
-    int b_index = tid % TILE, b_p = tid / TILE;
-    typename Operands::Row rows[T::loads];
-    bool row_in[T::loads];
-    EMBER_UNROLL
-    for (int i = 0; i < T::loads; i++) {
-        int row = row0 + a_index + 32 * i;
-        row_in[i] = row < m;
-        rows[i] = operands.row(row_in[i] ? row : 0);
-    }
-    bool col_in = col0 + b_index < n;
-    typename Operands::Col col = operands.col(col_in ? col0 + b_index : 0);
-
-    float a_next[T::loads], b_next[T::loads];
-    auto fetch = [&](int p0) {
-        bool a_depth_in = p0 + a_p < k_end;
-        Depth a_depth = depths[a_p];
+    using Loads = EmberPanelLoads<TILE, EMBER_TILE_DEPTH, Operands>;
+    auto store_panel = [&](const Loads& loads) {
         EMBER_UNROLL
-        for (int i = 0; i < T::loads; i++) a_next[i] = (row_in[i] && a_depth_in) ? operands.a(rows[i], a_depth) : 0.0f;
-        EMBER_UNROLL
-        for (int i = 0; i < T::loads; i++) {
-            int p = b_p + T::b_depth_step * i;
-            b_next[i] = (col_in && p0 + p < k_end) ? operands.b(depths[p], col) : 0.0f;
+        for (int i = 0; i < Loads::count; i++) {
+            a_panel[loads.a_p][loads.a_row(i)] = loads.a_next[i];
+            b_panel[loads.b_depth(i)][loads.b_index] = loads.b_next[i];
         }
     };
-    auto describe_depths = [&](int p0) {
-        if (tid < EMBER_TILE_DEPTH && p0 + tid < k_end) depths[tid] = operands.depth(p0 + tid);
-    };
-    describe_depths(k_begin);
-    __syncthreads();
-    fetch(k_begin);
-    for (int p0 = k_begin; p0 < k_end; p0 += EMBER_TILE_DEPTH) {
-        __syncthreads();  // every thread is done with the previous panel and with `depths`
-        EMBER_UNROLL
-        for (int i = 0; i < T::loads; i++) {
-            a_panel[a_p][a_index + 32 * i] = a_next[i];
-            b_panel[b_p + T::b_depth_step * i][b_index] = b_next[i];
-        }
-        describe_depths(p0 + EMBER_TILE_DEPTH);
-        __syncthreads();
-        if (p0 + EMBER_TILE_DEPTH < k_end) fetch(p0 + EMBER_TILE_DEPTH);  // in flight during the products
+    auto multiply_panel = [&]() {
         EMBER_UNROLL
         for (int p = 0; p < EMBER_TILE_DEPTH; p++) {
             float a_values[M], b_values[M];
@@ -333,7 +371,8 @@ __device__ __forceinline__ void ember_tile_gemm(const Operands& operands, int m,
                 EMBER_UNROLL
                 for (int s = 0; s < M; s++) acc[r][s] = fmaf(a_values[r], b_values[s], acc[r][s]);
         }
-    }
+    };
+    ember_panel_loop<TILE, EMBER_TILE_DEPTH>(operands, m, n, k_begin, k_end, row0, col0, store_panel, multiply_panel);
 }
 
 // Calls store(row, col, value) for each in-range output of the tile ember_tile_gemm computed.
@@ -352,3 +391,164 @@ __device__ __forceinline__ void ember_tile_store(int m, int n, int row0, int col
         }
     }
 }
+
+// ---- The same product on tensor cores, in TF32 ----
+//
+// ember_tile_gemm_tf32 computes the tile ember_tile_gemm does, from the same operands (so
+// GEMM and every convolution get it by naming it), with A and B rounded to TF32 (10 mantissa
+// bits, ember_f32_to_tf32) and multiplied by mma.m16n8k8 with f32 accumulation. The host
+// picks it when the thread's precision is TF32 (src/precision.rs).
+//
+// - Threads: 256, 8 warps as 2 (rows) × 4 (columns); warp (wm, wn) owns the warp tile of
+//   TILE/2 rows × TILE/4 columns at (wm·TILE/2, wn·TILE/4): 4×4 mma tiles of 16×8 for the
+//   128-tile (64 accumulators a thread), 2×2 for the 64-tile.
+// - Panels: 16 deep (two mma steps of 8), loaded by ember_panel_loop as for ember_tile_gemm
+//   (each thread TILE/16 elements of A's TILE×16 panel at depth tid % 16, rows tid/16 + 16·i,
+//   and as many of B's 16×TILE panel in column tid % TILE); they are rounded to TF32 once, on
+//   their way into shared memory.
+// - Shared memory: a_panel[i][p] = A(row0 + i, p0 + p) with rows of 20 words, b_panel[p][j] =
+//   B(p0 + p, col0 + j) with rows of TILE + 8 words: a fragment's 32 reads (lane 4g + t
+//   reads row g, depth t of A; depth t, column g of B) then fall in 32 different banks.
+// - Zero past the edges of A, B and the depth range, as ember_tile_gemm.
+
+#define EMBER_TF32_DEPTH 16
+
+template <int TILE>
+struct EmberTf32Tile {
+    static constexpr int warp_rows = TILE / 2, warp_cols = TILE / 4;  // a warp's share of the tile
+    static constexpr int mi = warp_rows / 16, ni = warp_cols / 8;      // its mma tiles
+    static constexpr int a_stride = EMBER_TF32_DEPTH + 4, b_stride = TILE + 8;
+};
+
+template <int TILE>
+using EmberTf32Acc = float[EmberTf32Tile<TILE>::mi][EmberTf32Tile<TILE>::ni][4];
+
+template <int TILE, class Operands>
+__device__ __forceinline__ void ember_tile_gemm_tf32(const Operands& operands, int m, int n, int k_begin, int k_end,
+                                                     int row0, int col0, EmberTf32Acc<TILE>& acc) {
+    using T = EmberTf32Tile<TILE>;
+    constexpr int D = EMBER_TF32_DEPTH;
+    EMBER_SHARED(unsigned[TILE][T::a_stride], a_panel);
+    EMBER_SHARED(unsigned[D][T::b_stride], b_panel);
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+    int warp_row = (warp / 4) * T::warp_rows, warp_col = (warp % 4) * T::warp_cols;
+    EMBER_UNROLL
+    for (int i = 0; i < T::mi; i++)
+        EMBER_UNROLL
+        for (int j = 0; j < T::ni; j++)
+            EMBER_UNROLL
+            for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
+    using Loads = EmberPanelLoads<TILE, D, Operands>;
+    auto store_panel = [&](const Loads& loads) {
+        EMBER_UNROLL
+        for (int i = 0; i < Loads::count; i++) {
+            a_panel[loads.a_row(i)][loads.a_p] = ember_f32_to_tf32(loads.a_next[i]);
+            b_panel[loads.b_depth(i)][loads.b_index] = ember_f32_to_tf32(loads.b_next[i]);
+        }
+    };
+    auto multiply_panel = [&]() {
+        EMBER_UNROLL
+        for (int kk = 0; kk < D; kk += 8) {
+            unsigned a_fragment[T::mi][4], b_fragment[T::ni][2];
+            EMBER_UNROLL
+            for (int i = 0; i < T::mi; i++) {
+                int row = warp_row + i * 16 + g;
+                a_fragment[i][0] = a_panel[row][kk + t];
+                a_fragment[i][1] = a_panel[row + 8][kk + t];
+                a_fragment[i][2] = a_panel[row][kk + t + 4];
+                a_fragment[i][3] = a_panel[row + 8][kk + t + 4];
+            }
+            EMBER_UNROLL
+            for (int j = 0; j < T::ni; j++) {
+                int column = warp_col + j * 8 + g;
+                b_fragment[j][0] = b_panel[kk + t][column];
+                b_fragment[j][1] = b_panel[kk + t + 4][column];
+            }
+            EMBER_UNROLL
+            for (int i = 0; i < T::mi; i++)
+                EMBER_UNROLL
+                for (int j = 0; j < T::ni; j++) ember_mma_m16n8k8_tf32(acc[i][j], a_fragment[i], b_fragment[j], acc[i][j]);
+        }
+    };
+    ember_panel_loop<TILE, D>(operands, m, n, k_begin, k_end, row0, col0, store_panel, multiply_panel);
+}
+
+// Calls store(row, col, value) for each in-range output of the tile ember_tile_gemm_tf32
+// computed (accumulator r of mma tile (i, j) is row g + 8·(r / 2), column 2t + r % 2 of it).
+template <int TILE, class Store>
+__device__ __forceinline__ void ember_tile_store_tf32(int m, int n, int row0, int col0, const EmberTf32Acc<TILE>& acc,
+                                                      const Store& store) {
+    using T = EmberTf32Tile<TILE>;
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+    int warp_row = row0 + (warp / 4) * T::warp_rows, warp_col = col0 + (warp % 4) * T::warp_cols;
+    EMBER_UNROLL
+    for (int i = 0; i < T::mi; i++)
+        EMBER_UNROLL
+        for (int r = 0; r < 4; r++) {
+            int row = warp_row + i * 16 + g + 8 * (r / 2);
+            if (row >= m) continue;
+            EMBER_UNROLL
+            for (int j = 0; j < T::ni; j++) {
+                int col = warp_col + j * 8 + 2 * t + r % 2;
+                if (col < n) store(row, col, acc[i][j][r]);
+            }
+        }
+}
+
+// ---- The two tiles as one interface, for kernels written once for both ----
+//
+//   typename Product::Acc acc;
+//   Product::multiply(operands, m, n, k_begin, k_end, row0, col0, acc);
+//   Product::store(m, n, row0, col0, acc, [&](int row, int col, float value) { ... });
+//
+// EmberFmaProduct<TILE> is ember_tile_gemm (exact f32), EmberTf32Product<TILE> the tensor-core
+// tile; kernels named *_f32_t128, *_f32_t64, *_tf32_t128, *_tf32_t64 instantiate one each.
+
+template <int TILE>
+struct EmberFmaProduct {
+    static constexpr int size = TILE;
+    using Acc = float[TILE / 16][TILE / 16];
+    template <class Operands>
+    __device__ static void multiply(const Operands& operands, int m, int n, int k_begin, int k_end, int row0, int col0,
+                                    Acc& acc) {
+        ember_tile_gemm<TILE>(operands, m, n, k_begin, k_end, row0, col0, acc);
+    }
+    template <class Store>
+    __device__ static void store(int m, int n, int row0, int col0, const Acc& acc, const Store& store) {
+        ember_tile_store<TILE>(m, n, row0, col0, acc, store);
+    }
+};
+
+template <int TILE>
+struct EmberTf32Product {
+    static constexpr int size = TILE;
+    using Acc = EmberTf32Acc<TILE>;
+    template <class Operands>
+    __device__ static void multiply(const Operands& operands, int m, int n, int k_begin, int k_end, int row0, int col0,
+                                    Acc& acc) {
+        ember_tile_gemm_tf32<TILE>(operands, m, n, k_begin, k_end, row0, col0, acc);
+    }
+    template <class Store>
+    __device__ static void store(int m, int n, int row0, int col0, const Acc& acc, const Store& store) {
+        ember_tile_store_tf32<TILE>(m, n, row0, col0, acc, store);
+    }
+};
+
+// The four kernels of a product written once as `template <class Product> __device__ void
+// name(...)`: name_f32_t128, name_f32_t64, name_tf32_t128 and name_tf32_t64, each taking
+// `params` and calling name<Product>`args` (both parenthesized lists). The 128-tiles'
+// ~160 registers a thread allow one block per multiprocessor; the TF32 64-tiles are allowed
+// 128 (two blocks), where ptxas would otherwise aim at 64 and spill.
+#define EMBER_TILED_KERNELS(name, params, args)                                                                      \
+    extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1) name##_f32_t128 params {                    \
+        name<EmberFmaProduct<128>> args;                                                                             \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS) name##_f32_t64 params {                        \
+        name<EmberFmaProduct<64>> args;                                                                              \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1) name##_tf32_t128 params {                   \
+        name<EmberTf32Product<128>> args;                                                                            \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 2) name##_tf32_t64 params {                    \
+        name<EmberTf32Product<64>> args;                                                                             \
+    }

@@ -2,17 +2,19 @@
 // B k×n with any row, column and batch strides (so transposed operands cost nothing), C with
 // unit column stride. The CPU reference is cpu/gemm.rs; matmul runs on it.
 //
-// Tiling: ember_tile_gemm (ember_cuda.h): blocks of 256 threads on 128×128 tiles, 8×8 outputs
-// per thread (gemm_f32_t128), or on 64×64 tiles, 4×4 per thread (gemm_f32_t64, for outputs
-// with few tiles). blockIdx.z is (matrix, split): a product with few output tiles and a long
-// depth k (a linear layer's input gradient at batch 128: 2×8 tiles, k = 2048) would leave most
-// of a GPU idle, so the host splits k into `splits` ranges of `k_chunk`; split s computes its
-// range's product into its own slice of a partial buffer [matrix][split][m][n], and
+// Tiling: the products of ember_cuda.h, blocks of 256 threads: ember_tile_gemm (exact f32) on
+// 128×128 tiles, 8×8 outputs per thread (gemm_f32_t128), or on 64×64 tiles, 4×4 per thread
+// (gemm_f32_t64, for outputs with few tiles); ember_tile_gemm_tf32 (TF32 tensor cores, when
+// the thread's precision is TF32) on the same tiles (gemm_tf32_t128, gemm_tf32_t64).
+// blockIdx.z is (matrix, split): a product with few output tiles and a long depth k (a
+// linear layer's input gradient at batch 128: 2×8 tiles, k = 2048) would leave most of a GPU
+// idle, so the host splits k into `splits` ranges of `k_chunk`; split s computes its range's
+// product into its own slice of a partial buffer [matrix][split][m][n], and
 // gemm_sum_splits_f32 adds the slices in split order into C (deterministic). With one split,
 // the tile writes C directly.
 #include "ember_cuda.h"
 
-// A and B as strided matrices (ember_tile_gemm's operands: offsets by row, column and depth).
+// A and B as strided matrices (the tiles' operands: offsets by row, column and depth).
 struct StridedOperands {
     struct Row {
         long long offset;
@@ -33,19 +35,19 @@ struct StridedOperands {
     __device__ float b(const Depth& depth, const Col& col) const { return b_data[depth.b_offset + col.offset]; }
 };
 
-template <int TILE>
+template <class Product>
 __device__ __forceinline__ void gemm(const float* a, const float* b, float* c, int m, int n, int k, long long a_row,
                                      long long a_col, long long a_batch, long long b_row, long long b_col, long long b_batch,
                                      long long c_row, long long c_batch, int accumulate, int splits, int k_chunk) {
     int matrix = blockIdx.z / splits, split = blockIdx.z % splits;
     StridedOperands operands{a + matrix * a_batch, b + matrix * b_batch, a_row, a_col, b_row, b_col};
-    int row0 = blockIdx.y * TILE, col0 = blockIdx.x * TILE;
+    int row0 = blockIdx.y * Product::size, col0 = blockIdx.x * Product::size;
     int k_begin = split * k_chunk, k_end = k_begin + k_chunk < k ? k_begin + k_chunk : k;
-    float acc[TILE / 16][TILE / 16];
-    ember_tile_gemm<TILE>(operands, m, n, k_begin, k_end, row0, col0, acc);
+    typename Product::Acc acc;
+    Product::multiply(operands, m, n, k_begin, k_end, row0, col0, acc);
     // one split: C's matrix; several: this split's slice of the partials (c_batch = m·n)
     float* out = c + blockIdx.z * c_batch;
-    ember_tile_store<TILE>(m, n, row0, col0, acc, [&](int row, int col, float value) {
+    Product::store(m, n, row0, col0, acc, [&](int row, int col, float value) {
         float* at = out + row * c_row + col;
         *at = accumulate ? *at + value : value;
     });
@@ -57,9 +59,7 @@ __device__ __forceinline__ void gemm(const float* a, const float* b, float* c, i
         long long c_batch, int accumulate, int splits, int k_chunk
 #define GEMM_ARGS a, b, c, m, n, k, a_row, a_col, a_batch, b_row, b_col, b_batch, c_row, c_batch, accumulate, splits, k_chunk
 
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1) gemm_f32_t128(GEMM_PARAMS) { gemm<128>(GEMM_ARGS); }
-
-extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS) gemm_f32_t64(GEMM_PARAMS) { gemm<64>(GEMM_ARGS); }
+EMBER_TILED_KERNELS(gemm, (GEMM_PARAMS), (GEMM_ARGS))
 
 // C[z] (+)= Σ_s partials[z][s] for a batch of m×n matrices, the splits added in order.
 extern "C" __global__ void gemm_sum_splits_f32(const float* __restrict__ partials, float* __restrict__ c, int m, int n,

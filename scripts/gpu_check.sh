@@ -11,9 +11,11 @@
 #      EMBER_CUDA_POISON=1 (device buffers start as NaN bytes, as in the emulator); fails if a
 #      test reports "SKIPPED on a real GPU" (a GPU test must run, not pass unseen;
 #      `--show-output` makes libtest print what passing tests wrote)
-#   2. benches/cuda_kernels.rs: every kernel against PyTorch (cuBLAS, cuDNN, SDPA)
+#   2. benches/cuda_kernels.rs: every kernel against PyTorch (cuBLAS, cuDNN, SDPA) in f32, then
+#      the quick set (a few cases of each family) with --precision tf32 (GEMM and convolutions
+#      on tensor cores, PyTorch's allow_tf32 on)
 #   3. benches/unet.rs --device cuda: the ddpm-cifar10 training step and forward at batch 128
-#      against diffusers/PyTorch eager on the same GPU
+#      against diffusers/PyTorch eager on the same GPU, in f32 then in tf32
 #   4. `ember train --preset ddpm-cifar10 --device cuda` on the procedural data, a short run;
 #      its loss.csv and last sample grid are copied next to the log
 #   5. the op profile of one ddpm-cifar10 B128 training step on the GPU (EMBER_PROFILE=1: the
@@ -193,8 +195,20 @@ check() {
             failures+=("GPU tests were skipped (see 'SKIPPED on a real GPU' in $log)")
         fi
     fi
-    [[ "$steps" == *" kernels "* ]] && step "kernel benchmark" "${GPU_CHECK_BENCH_SECONDS:-150}" run-bench cuda_kernels --runs 7
-    [[ "$steps" == *" unet "* ]] && step "UNet benchmark" "${GPU_CHECK_UNET_SECONDS:-150}" run-bench unet --device cuda --rounds 1
+    # Both precisions, f32 first. The tf32 pass of the kernel benchmark is the quick set (27
+    # cases, against 68): a second full pass, as long as the first, might not fit the device
+    # window (about 10 minutes for every step), and the quick set keeps what TF32 changes: the
+    # large GEMM, a linear layer and five convolution shapes (forward and both gradients).
+    if [[ "$steps" == *" kernels "* ]]; then
+        step "kernel benchmark, f32" "${GPU_CHECK_BENCH_SECONDS:-150}" run-bench cuda_kernels --runs 7 --precision f32
+        step "kernel benchmark, tf32 (quick set)" "${GPU_CHECK_BENCH_TF32_SECONDS:-90}" run-bench cuda_kernels --quick --runs 7 --precision tf32
+    fi
+    if [[ "$steps" == *" unet "* ]]; then
+        local precision
+        for precision in f32 tf32; do
+            step "UNet benchmark, $precision" "${GPU_CHECK_UNET_SECONDS:-150}" run-bench unet --device cuda --rounds 1 --precision "$precision"
+        done
+    fi
     [[ "$steps" == *" train "* ]] && step "ember train ddpm-cifar10 on cuda" "${GPU_CHECK_TRAIN_SECONDS:-100}" run-train
     [[ "$steps" == *" profile "* ]] && step "op profile of a training step" "${GPU_CHECK_PROFILE_SECONDS:-60}" run-profile
     if [ ${#failures[@]} -eq 0 ]; then

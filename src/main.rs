@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use ember::diffusion::{DdpmVariance, TimestepSpacing};
+use ember::tensor::precision::{Precision, PrecisionGuard, set_precision};
 use ember::tensor::rng::Rng;
 use ember::tensor::{DType, Device};
 use ember::train::TrainConfig;
@@ -56,6 +57,21 @@ enum Command {
     /// Draw canvases for a prompt with a text-to-image pipeline (stage 3 is `ember train
     /// --pipeline txt2img`)
     Txt2img(txt2img::Txt2ImgArgs),
+}
+
+/// Where the model runs, and in what arithmetic.
+#[derive(Args, Clone)]
+struct DeviceArgs {
+    /// cpu, or cuda / cuda:N (needs a build with `--features cuda` and a GPU; with
+    /// `--features cuda-emu` and no GPU, cuda is the CPU emulator of the CUDA kernels: slow,
+    /// for checking only)
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// CUDA devices: f32 (exact f32 products) or tf32 (matmul and convolutions on tensor
+    /// cores with inputs rounded to TF32, f32 accumulation: PyTorch's allow_tf32). The CPU
+    /// computes in f32 only
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 #[derive(Args, Clone)]
@@ -168,11 +184,8 @@ struct TrainArgs {
     /// Continue from this checkpoint file instead
     #[arg(long, conflicts_with = "resume")]
     resume_from: Option<PathBuf>,
-    /// cpu, or cuda / cuda:N (needs a build with `--features cuda` and a GPU; with
-    /// `--features cuda-emu` and no GPU, cuda is the CPU emulator of the CUDA kernels: slow,
-    /// for checking only)
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -251,9 +264,8 @@ struct SampleArgs {
     /// The grid PNG to write
     #[arg(long, default_value = "samples.png")]
     out: PathBuf,
-    /// cpu, or cuda / cuda:N (see `ember train --help`)
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Class-conditional models: the class to draw, by name or index, or `all` (the default)
     /// for one row of --n images per class
     #[arg(long)]
@@ -311,9 +323,8 @@ struct EvalArgs {
     seed: u64,
     #[arg(long)]
     no_ema: bool,
-    /// cpu, or cuda / cuda:N (see `ember train --help`)
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 impl EvalArgs {
@@ -354,9 +365,8 @@ struct TrainClassifierArgs {
     /// Weights' dtype in the file: f16, bf16 or f32
     #[arg(long, default_value = "f16")]
     dtype: String,
-    /// cpu, or cuda / cuda:N (see `ember train --help`)
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(Args)]
@@ -468,11 +478,11 @@ impl Observer for BarObserver {
 
 fn run_train(args: TrainArgs) -> Result<()> {
     if args.pipeline == PipelineName::Txt2img {
-        anyhow::ensure!(args.device == "cpu", "--pipeline txt2img trains on the CPU for now");
+        anyhow::ensure!(args.device.device == "cpu" && args.device.precision == Precision::F32, "--pipeline txt2img trains on the CPU (in f32) for now");
         return txt2img::run_train_latent(&args);
     }
     anyhow::ensure!(args.vae.is_none() && args.text_encoder.is_none(), "--vae and --text-encoder are for --pipeline txt2img");
-    let device = parse_device(&args.device)?;
+    let (device, _precision) = parse_device(&args.device)?;
     let mut unet = args.model.config()?;
     let data = args.data.clone().unwrap_or_else(|| default_data(&unet));
     if args.model.unet_config.is_none() && unet.num_class_embeds.is_some() && !args.resume && args.resume_from.is_none() {
@@ -527,8 +537,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
 }
 
 /// `cpu`, `cuda` (device 0) or `cuda:N`, checked to be available now rather than at the
-/// first step.
-fn parse_device(name: &str) -> Result<Device> {
+/// first step, and the precision of its products, set for this thread until the guard drops.
+fn parse_device(args: &DeviceArgs) -> Result<(Device, PrecisionGuard)> {
+    let name = args.device.as_str();
     let device = match name {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),
@@ -539,9 +550,11 @@ fn parse_device(name: &str) -> Result<Device> {
     };
     if let Device::Cuda(ordinal) = device {
         let backend = ember::tensor::cuda::device(ordinal)?;
-        eprintln!("device: {}", backend.describe());
+        eprintln!("device: {} ({} products)", backend.describe(), args.precision);
+    } else if args.precision != Precision::F32 {
+        bail!("--precision {} is for CUDA devices: the CPU computes in f32", args.precision);
     }
-    Ok(device)
+    Ok((device, set_precision(args.precision)))
 }
 
 fn variance(v: VarianceName) -> DdpmVariance {
@@ -553,7 +566,7 @@ fn variance(v: VarianceName) -> DdpmVariance {
 
 fn run_sample(args: SampleArgs) -> Result<()> {
     let path = args.checkpoint.clone().unwrap_or_else(|| PathBuf::from(SHIPPED_CHECKPOINT));
-    let device = parse_device(&args.device)?;
+    let (device, _precision) = parse_device(&args.device)?;
     let checkpoint = Checkpoint::load(&path)?;
     let model = checkpoint.model(!args.no_ema)?;
     ember::unet::module::to_device(&model, device)?;
@@ -625,7 +638,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         let data = args.data.clone().unwrap_or_else(|| "fashion-mnist".into());
         return txt2img::run_prompt_fidelity(&args.checkpoint, &classifier, &data, &args.guidance, args.n(), args.steps, args.batch_size, args.seed);
     }
-    let device = parse_device(&args.device)?;
+    let (device, _precision) = parse_device(&args.device)?;
     let checkpoint = Checkpoint::load(&args.checkpoint)?;
     let model = checkpoint.model(!args.no_ema)?;
     ember::unet::module::to_device(&model, device)?;
@@ -783,7 +796,7 @@ fn run_fid(args: &EvalArgs, checkpoint: &Checkpoint, model: &UNet, schedule: &em
 fn run_train_classifier(args: TrainClassifierArgs) -> Result<()> {
     use ember::train::classifier::{Classifier, ClassifierConfig, ClassifierEvent, ClassifierTraining, train_classifier};
     let dtype = parse_dtype(&args.dtype)?;
-    let device = parse_device(&args.device)?;
+    let (device, _precision) = parse_device(&args.device)?;
     let train_set = Dataset::from_name(&args.data, Split::Train, args.channels)?;
     let test_set = Dataset::from_name(&args.data, Split::Test, args.channels)?;
     let names = train_set.class_names().to_vec();

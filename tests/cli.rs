@@ -131,7 +131,8 @@ fn sampling_in_batches_draws_the_images_of_one_batch_with_ddim() {
 }
 
 /// `--device cuda` runs the shipped model on a CUDA device (the emulator when there is no
-/// GPU) and draws the same image; an unknown device is refused with the spellings.
+/// GPU) and draws the same image; an unknown device is refused with the spellings, and so is
+/// `--precision tf32` on the CPU.
 #[cfg(feature = "cuda-emu")]
 #[test]
 fn sample_on_a_cuda_device_draws_the_cpu_image() {
@@ -145,6 +146,14 @@ fn sample_on_a_cuda_device_draws_the_cpu_image() {
     assert_eq!(std::fs::read(&gpu).unwrap(), std::fs::read(&cpu).unwrap(), "the PNGs differ");
     let (ok, text) = ember(&[&args[..], &[gpu.to_str().unwrap(), "--device", "tpu"]].concat());
     assert!(!ok && text.contains("use cpu, cuda or cuda:N"), "{text}");
+    // TF32 products on the device draw an image too; on the CPU the switch is refused
+    let tf32 = dir.join("tf32.png");
+    let (ok, text) = ember(&[&args[..], &[tf32.to_str().unwrap(), "--device", "cuda", "--precision", "tf32"]].concat());
+    assert!(ok && text.contains("(tf32 products)") && tf32.exists(), "{text}");
+    let (ok, text) = ember(&[&args[..], &[tf32.to_str().unwrap(), "--precision", "tf32"]].concat());
+    assert!(!ok && text.contains("--precision tf32 is for CUDA devices"), "{text}");
+    let (ok, text) = ember(&[&args[..], &[tf32.to_str().unwrap(), "--precision", "bf8"]].concat());
+    assert!(!ok && text.contains("f32 or tf32"), "{text}");
 }
 
 #[test]

@@ -361,6 +361,12 @@ fn geometry(n: usize, c_in: usize, h: usize, w: usize, c_out: usize, k: [usize; 
     }
 }
 
+/// Random x, weight, bias and dy for a convolution (seeds `seed`..`seed + 3`).
+fn conv_inputs(g: &ConvGeometry, seed: u64) -> [Vec<f32>; 4] {
+    let sizes = [g.n * g.c_in * g.h * g.w, g.c_out * g.c_in * g.kh * g.kw, g.c_out, g.n * g.c_out * g.ho * g.wo];
+    std::array::from_fn(|i| values(sizes[i], -1.0, 1.0, seed + i as u64))
+}
+
 #[test]
 fn implicit_gemm_convolutions_match_the_cpu() {
     let cases = [
@@ -372,13 +378,18 @@ fn implicit_gemm_convolutions_match_the_cpu() {
         geometry(4, 8, 33, 32, 3, [3, 3], 1, 1, 1), // n·ho·wo > 4096: a split backward-weight
         geometry(2, 70, 9, 8, 67, [3, 3], 1, 1, 1), // > 64 rows and columns: every part of a 128-tile
         geometry(1, 1, 1, 1, 1, [1, 1], 1, 0, 1),   // 1
+        // the input gradient's sub-pixel classes: DDPM's downsample (33×33, no padding), stride 3
+        // with a 4×4 kernel, stride 2 with dilation 2 (a class gets every tap or none), a 1×1
+        // stride-2 kernel (three classes with no tap: zeros), a stride past the input's height
+        geometry(2, 3, 9, 9, 4, [3, 3], 2, 0, 1),
+        geometry(2, 2, 10, 9, 3, [4, 4], 3, 2, 1),
+        geometry(1, 3, 10, 11, 4, [3, 3], 2, 1, 2),
+        geometry(2, 5, 6, 7, 3, [1, 1], 2, 0, 1),
+        geometry(1, 2, 1, 5, 3, [1, 3], 3, 0, 1),
     ];
     for device in devices() {
         for (case, g) in cases.iter().enumerate() {
-            let x = values(g.n * g.c_in * g.h * g.w, -1.0, 1.0, 50 + case as u64);
-            let w = values(g.c_out * g.c_in * g.kh * g.kw, -1.0, 1.0, 60 + case as u64);
-            let bias = values(g.c_out, -1.0, 1.0, 70 + case as u64);
-            let dy = values(g.n * g.c_out * g.ho * g.wo, -1.0, 1.0, 80 + case as u64);
+            let [x, w, bias, dy] = conv_inputs(g, 50 + 4 * case as u64);
             let (xb, wb, bb, dyb) = (upload(&device, &x), upload(&device, &w), upload(&device, &bias), upload(&device, &dy));
 
             let y = cpu_conv::conv2d_forward(&x, &w, Some(&bias), g);
@@ -667,5 +678,126 @@ fn tensor_core_gemm_matches_the_cpu_for_f16_and_bf16() {
                 assert_close(&download(&c), &reference_matmul(&a, &b, None, m, n, k), 1e-5, &format!("gemm_f16 {m}×{n}×{k} (bf16 {bf16})"));
             }
         }
+    }
+}
+
+/// Checks a TF32 product against the same product of the TF32-rounded operands (`rounded`,
+/// computed in f32 on the CPU: only the summation order may differ) and the exact f32 one
+/// (`exact`: within the 2e-3), each element relative to its own Σ|a||b| (`bound`),
+/// and that the rounding happened (the result is much nearer `rounded` than `exact`).
+fn assert_tf32_product(actual: &[f32], exact: &[f32], rounded: &[f32], bound: &[f32], what: &str) {
+    assert_eq!(actual.len(), exact.len(), "{what}: length");
+    let (mut from_rounded, mut from_exact) = (0.0f64, 0.0f64);
+    for i in 0..actual.len() {
+        let (a, scale) = (actual[i] as f64, (bound[i] as f64).max(1e-30));
+        assert!(a.is_finite(), "{what}: element {i} is {a}");
+        from_rounded = from_rounded.max((a - rounded[i] as f64).abs() / scale);
+        from_exact = from_exact.max((a - exact[i] as f64).abs() / scale);
+    }
+    assert!(from_rounded <= 2e-5, "{what}: {from_rounded:e} of Σ|a||b| from the product of the TF32-rounded operands");
+    assert!(from_exact <= 2e-3, "{what}: {from_exact:e} of Σ|a||b| from the f32 product");
+    assert!(from_exact > 10.0 * from_rounded, "{what}: not rounded to TF32 (f32 error {from_exact:e}, TF32 error {from_rounded:e})");
+}
+
+/// The TF32 tensor-core tiles (ember_tile_gemm_tf32) behind matmul and the three products of
+/// a convolution, when the thread's precision is TF32: on both tiles, with edges, transposed
+/// operands, split depths, strides and padding; outputs poisoned.
+#[test]
+fn tf32_products_round_like_tensor_cores_and_stay_within_tf32_of_f32() {
+    use ember::tensor::precision::{Precision, with_precision};
+    let round = |v: &[f32]| v.iter().map(|&x| tf32_reference(x)).collect::<Vec<f32>>();
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+    // (batch, m, n, k, A transposed, B transposed); the last splits k (one 64-tile, k = 1000)
+    let gemms = [(1, 7, 13, 5, false, false), (2, 65, 63, 17, true, false), (1, 129, 70, 100, true, true), (1, 20, 33, 1000, true, false)];
+    let convs = [
+        geometry(2, 3, 7, 9, 5, [3, 3], 1, 1, 1),
+        geometry(3, 4, 9, 8, 6, [3, 3], 2, 1, 1),
+        geometry(2, 7, 5, 5, 9, [1, 1], 1, 0, 1),
+        geometry(4, 8, 33, 32, 3, [3, 3], 1, 1, 1),
+        geometry(2, 70, 9, 8, 67, [3, 3], 1, 1, 1),
+    ];
+    for device in devices() {
+        for (case, &(batch, m, n, k, a_t, b_t)) in gemms.iter().enumerate() {
+            let a_data = values(batch * m * k, -1.0, 1.0, 150 + case as u64);
+            let b_data = values(batch * k * n, -1.0, 1.0, 160 + case as u64);
+            let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
+            let (b_rs, b_cs) = if b_t { (1, k) } else { (n, 1) };
+            let cpu = |a: &[f32], b: &[f32]| {
+                let mut c = vec![0.0f32; batch * m * n];
+                for z in 0..batch {
+                    let a = MatRef { data: &a[z * m * k..], row_stride: a_rs, col_stride: a_cs };
+                    let b = MatRef { data: &b[z * k * n..], row_stride: b_rs, col_stride: b_cs };
+                    cpu_gemm(m, n, k, a, b, &mut c[z * m * n..(z + 1) * m * n], n, false);
+                }
+                c
+            };
+            let (exact, rounded, bound) = (cpu(&a_data, &b_data), cpu(&round(&a_data), &round(&b_data)), cpu(&abs(&a_data), &abs(&b_data)));
+            let (a_buf, b_buf) = (upload(&device, &a_data), upload(&device, &b_data));
+            let a = matmul_cuda::GpuMatrix { buffer: &a_buf, offset: 0, row_stride: a_rs, col_stride: a_cs, batch_stride: m * k };
+            let b = matmul_cuda::GpuMatrix { buffer: &b_buf, offset: 0, row_stride: b_rs, col_stride: b_cs, batch_stride: k * n };
+            for tile in [128, 64] {
+                let c_buf = DeviceBuffer::new(&device, batch * m * n * 4).unwrap();
+                let c = matmul_cuda::GpuMatrix { buffer: &c_buf, offset: 0, row_stride: n, col_stride: 1, batch_stride: m * n };
+                with_precision(Precision::Tf32, || launch_cuda::with_tile_size(tile, || matmul_cuda::gemm(batch, m, n, k, a, b, c, false))).unwrap();
+                assert_tf32_product(&download(&c_buf), &exact, &rounded, &bound, &format!("TF32 gemm {:?} on {tile}-tiles", gemms[case]));
+            }
+        }
+        for (case, g) in convs.iter().enumerate() {
+            let [x, w, bias, dy] = conv_inputs(g, 170 + 4 * case as u64);
+            let (xb, wb, bb, dyb) = (upload(&device, &x), upload(&device, &w), upload(&device, &bias), upload(&device, &dy));
+            let forward = |x: &[f32], w: &[f32], bias: &[f32]| cpu_conv::conv2d_forward(x, w, Some(bias), g);
+            let input = |dy: &[f32], w: &[f32]| cpu_conv::conv2d_backward_input(dy, w, g);
+            let weight = |x: &[f32], dy: &[f32]| cpu_conv::conv2d_backward_weight(x, dy, g);
+            for tile in [128, 64] {
+                with_precision(Precision::Tf32, || {
+                    launch_cuda::with_tile_size(tile, || {
+                        let what = |product: &str| format!("TF32 {product} on {tile}-tiles {g:?}");
+                        let y = download(&conv_cuda::conv2d_forward(&xb, &wb, Some(&bb), g).unwrap());
+                        let bound = forward(&abs(&x), &abs(&w), &abs(&bias));
+                        assert_tf32_product(&y, &forward(&x, &w, &bias), &forward(&round(&x), &round(&w), &bias), &bound, &what("forward"));
+                        let dx = download(&conv_cuda::conv2d_backward_input(&dyb, &wb, g).unwrap());
+                        let bound = input(&abs(&dy), &abs(&w));
+                        assert_tf32_product(&dx, &input(&dy, &w), &input(&round(&dy), &round(&w)), &bound, &what("backward input"));
+                        let dw = download(&conv_cuda::conv2d_backward_weight(&xb, &dyb, g).unwrap());
+                        let bound = weight(&abs(&x), &abs(&dy));
+                        assert_tf32_product(&dw, &weight(&x, &dy), &weight(&round(&x), &round(&dy)), &bound, &what("backward weight"));
+                    })
+                });
+            }
+        }
+    }
+}
+
+/// peak_mma_tf32 (the TF32 ceiling of benches/cuda_kernels.rs) runs all its chains: each
+/// lane's sum is exactly the one computed on the CPU from the fragments' PTX layout.
+#[test]
+fn the_tf32_ceiling_kernel_runs_every_mma_chain() {
+    use ember::tensor::cuda::{Kernel, KernelArg, LaunchConfig};
+    let a = |lane: usize, j: usize| ((lane + j) % 8) as f64 / 64.0;
+    let b = |lane: usize, j: usize| ((lane + 2 * j) % 4) as f64 / 64.0;
+    // lane 4g + t holds A's (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4) and B's (t, g), (t + 4, g)
+    let (mut a_matrix, mut b_matrix) = ([[0.0f64; 8]; 16], [[0.0f64; 8]; 8]);
+    for lane in 0..32 {
+        let (g, t) = (lane / 4, lane % 4);
+        for (j, (row, col)) in [(g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)].into_iter().enumerate() {
+            a_matrix[row][col] = a(lane, j);
+        }
+        b_matrix[t][g] = b(lane, 0);
+        b_matrix[t + 4][g] = b(lane, 1);
+    }
+    let product = |row: usize, col: usize| (0..8).map(|k| a_matrix[row][k] * b_matrix[k][col]).sum::<f64>();
+    let (chains, iterations) = (8, 3);
+    let expected: Vec<f32> = (0..64)
+        .map(|thread| {
+            let (g, t) = (thread % 32 / 4, thread % 4);
+            let step: f64 = [(g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1)].iter().map(|&(r, c)| product(r, c)).sum();
+            (0..chains).map(|c| 4.0 * c as f64 / 16.0 + iterations as f64 * step).sum::<f64>() as f32
+        })
+        .collect();
+    for device in devices() {
+        let out = DeviceBuffer::new(&device, 64 * 4).unwrap();
+        let kernel = Kernel { file: "peak.cu", name: "peak_mma_tf32" };
+        device.launch(kernel, &LaunchConfig::linear(2, 32), &[out.arg(), KernelArg::I32(iterations)]).unwrap();
+        assert_eq!(download(&out), expected);
     }
 }

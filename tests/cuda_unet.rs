@@ -78,6 +78,37 @@ fn a_tiny_unet_training_step_on_the_device_equals_the_cpu_step() {
     }
 }
 
+/// The same step with the device's matrix products in TF32 (`--precision tf32`): every
+/// convolution and matmul on tensor cores with its inputs rounded to 10 mantissa bits. The
+/// loss and every gradient stay near the CPU's f32 step, and they differ from it by more than
+/// f32's rounding (so the TF32 kernels ran).
+#[test]
+fn a_tiny_unet_training_step_in_tf32_stays_near_the_f32_step() {
+    use ember::tensor::precision::{Precision, with_precision};
+    let config = UNetConfig::tiny(1);
+    let cpu_model = UNet::new(&config, DType::F32, &mut Rng::new(5)).unwrap();
+    let gpu_model = UNet::new(&config, DType::F32, &mut Rng::new(5)).unwrap();
+    to_device(&gpu_model, GPU).unwrap();
+    let mut rng = Rng::new(9);
+    let x0 = Tensor::rand_uniform(&[1, 1, 32, 32], -1.0, 1.0, DType::F32, &mut rng).unwrap();
+    let noise = Tensor::randn(&[1, 1, 32, 32], 0.0, 1.0, DType::F32, &mut rng);
+    let t = [420];
+    let (cpu_loss, cpu_grads, _, _) = train_step(&cpu_model, &x0, &noise, &t);
+    let (gpu_loss, gpu_grads, _, _) =
+        with_precision(Precision::Tf32, || train_step(&gpu_model, &x0.to_device(GPU).unwrap(), &noise.to_device(GPU).unwrap(), &t));
+    let loss_error = (gpu_loss - cpu_loss).abs() / cpu_loss.abs();
+    assert!(loss_error < 2e-3, "TF32 loss {gpu_loss} vs f32 {cpu_loss}");
+    let largest = cpu_grads.iter().flat_map(|(_, g)| g.iter()).fold(0.0f64, |m, v| m.max(v.abs()));
+    let mut worst = 0.0f64;
+    for ((name, gpu), (_, cpu)) in gpu_grads.iter().zip(&cpu_grads) {
+        let scale = cpu.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-3 * largest);
+        let error = gpu.iter().zip(cpu).fold(0.0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(error < 3e-2, "TF32 gradient of {name}: relative error {error:e}");
+        worst = worst.max(error);
+    }
+    assert!(worst > 1e-4, "the TF32 step equals the f32 step to {worst:e}: were the products rounded?");
+}
+
 /// A small UNet (16 px, two levels, attention at the bottom) for a trainer on the device.
 fn small_trainer_config() -> ember::train::trainer::TrainConfig {
     use ember::unet::config::{ATTN_DOWN_BLOCK, ATTN_UP_BLOCK, DOWN_BLOCK, UP_BLOCK};

@@ -162,7 +162,8 @@ mod emulator {
         std::fs::write(out.join("emu_kernels.rs"), rust).unwrap();
     }
 
-    /// The names of the `extern "C" __global__` functions in a kernel file.
+    /// The names of the `extern "C" __global__` functions in a kernel file, written out or made
+    /// by `EMBER_TILED_KERNELS`.
     fn kernel_names(source: &str) -> Vec<String> {
         let mut names = Vec::new();
         let marker = "extern \"C\" __global__";
@@ -177,6 +178,16 @@ mod emulator {
             }
             let end = text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap();
             names.push(text[..end].to_string());
+        }
+        // EMBER_TILED_KERNELS(name, ...) (ember_cuda.h) defines four kernels
+        let tiled = "EMBER_TILED_KERNELS(";
+        let mut rest = source;
+        while let Some(at) = rest.find(tiled) {
+            rest = &rest[at + tiled.len()..];
+            let name = rest[..rest.find(',').expect("EMBER_TILED_KERNELS(name, params, args)")].trim();
+            for variant in ["f32_t128", "f32_t64", "tf32_t128", "tf32_t64"] {
+                names.push(format!("{name}_{variant}"));
+            }
         }
         names
     }

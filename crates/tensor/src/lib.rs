@@ -7,7 +7,8 @@
 //! - [`cpu`], [`cuda`]: the shared primitives of each device (GEMM, SIMD, the buffer cache;
 //!   buffers, launches, the driver and the emulator). They never import each other.
 //! - [`rng`]: the counter-based (Philox) random numbers; [`optim`]: SGD and Adam(W);
-//!   [`io`]: safetensors files; [`testing`]: finite-difference gradient checks.
+//!   [`io`]: safetensors files; [`testing`]: finite-difference gradient checks;
+//!   [`precision`]: f32 or TF32 for the GPU's matrix products.
 //!
 //! Start reading at `tensor.rs`, then `autograd.rs`, then any folder in `ops/` (`softmax` is a
 //! small one).
@@ -21,6 +22,7 @@ pub mod dtype;
 pub mod error;
 pub mod layout;
 pub mod ops;
+pub mod precision;
 pub mod profile;
 pub mod storage;
 pub mod tensor;
@@ -30,6 +32,7 @@ pub use device::Device;
 pub use dtype::{DType, FloatElem};
 pub use error::{Result, TensorError};
 pub use layout::Layout;
+pub use precision::{Precision, precision, set_precision, with_precision};
 pub use tensor::{Element, Tensor, TensorId};
 pub mod io;
 pub mod optim;

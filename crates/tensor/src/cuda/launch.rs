@@ -4,6 +4,7 @@
 //! once against [`GpuBackend`], so a GPU and the emulator run the same code.
 
 use super::{DeviceBuffer, GpuBackend, Kernel, KernelArg, LaunchConfig, Strides};
+use crate::precision::Precision;
 use crate::{Layout, Result, TensorError};
 use std::sync::Arc;
 
@@ -60,8 +61,9 @@ pub(crate) fn output(backend: &Arc<dyn GpuBackend>, n: usize) -> Result<DeviceBu
     DeviceBuffer::new(backend, n * F32)
 }
 
-/// The output tile of the kernels built on `ember_tile_gemm` (kernels/ember_cuda.h): GEMM and
-/// the implicit-GEMM convolutions. Each has a `_t128` and a `_t64` kernel.
+/// The output tile of the kernels built on `ember_tile_gemm` and `ember_tile_gemm_tf32`
+/// (kernels/ember_cuda.h): GEMM and the implicit-GEMM convolutions. Each has a `_t128` and a
+/// `_t64` kernel in each precision.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Tile {
     /// 128×128 outputs per block of 256 threads (8×8 each).
@@ -111,13 +113,32 @@ impl Tile {
         }
     }
 
-    pub(crate) fn pick(self, large: &'static str, small: &'static str) -> &'static str {
-        match self {
-            Tile::Large => large,
-            Tile::Small => small,
-        }
+    /// Of a product's four kernels `[f32_t128, f32_t64, tf32_t128, tf32_t64]`, the one for this
+    /// tile in `precision` (use [`tiled_kernel!`]).
+    pub(crate) fn pick(self, precision: Precision, kernels: [&'static str; 4]) -> &'static str {
+        let arithmetic = match precision {
+            Precision::F32 => 0,
+            Precision::Tf32 => 2,
+        };
+        kernels[arithmetic + usize::from(self == Tile::Small)]
     }
 }
+
+/// The kernel of the tiled product `$base` of `$file` (its four kernels made by
+/// `EMBER_TILED_KERNELS` in kernels/ember_cuda.h) for `$tile` in this thread's precision
+/// ([`crate::precision`]).
+macro_rules! tiled_kernel {
+    ($file:literal, $base:literal, $tile:expr) => {
+        $crate::cuda::launch::kernel(
+            $file,
+            $tile.pick(
+                $crate::precision::precision(),
+                [concat!($base, "_f32_t128"), concat!($base, "_f32_t64"), concat!($base, "_tf32_t128"), concat!($base, "_tf32_t64")],
+            ),
+        )
+    };
+}
+pub(crate) use tiled_kernel;
 
 /// The launch of a tiled product: `batches` outputs of `m × n` (blockIdx.z the batch or the
 /// split), and the tile it uses.

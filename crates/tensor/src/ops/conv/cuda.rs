@@ -3,7 +3,7 @@
 
 use super::algorithm::{ConvPass, select};
 use super::{ConvGeometry, ConvKernels};
-use crate::cuda::launch::{check_len, kernel, output, tile_grid, to_i32};
+use crate::cuda::launch::{check_len, output, tile_grid, tiled_kernel, to_i32};
 use crate::cuda::{ConvShape, DeviceBuffer, KernelArg};
 use crate::dispatch::Cuda;
 use crate::dispatch::device::{device_tensor, with_device_buffers};
@@ -76,25 +76,33 @@ pub fn conv2d_forward(x: &DeviceBuffer, w: &DeviceBuffer, bias: Option<&DeviceBu
     let y = output(x.backend(), g.n * g.c_out * g.ho * g.wo)?;
     let (config, tile) = tile_grid(op, g.c_out, g.n * g.ho * g.wo, 1)?;
     let bias = KernelArg::Ptr(bias.map_or(0, |b| b.ptr()));
-    x.backend().launch(
-        kernel("conv.cu", tile.pick("conv2d_forward_f32_t128", "conv2d_forward_f32_t64")),
-        &config,
-        &[x.arg(), w.arg(), bias, y.arg(), KernelArg::Conv(shape)],
-    )?;
+    x.backend().launch(tiled_kernel!("conv.cu", "conv2d_forward", tile), &config, &[x.arg(), w.arg(), bias, y.arg(), KernelArg::Conv(shape)])?;
     Ok(y)
 }
 
 /// dx of `conv2d(x, w)` given dy `[n, c_out, ho, wo]` (kernels/conv.cu; CPU:
-/// `cpu/mod.rs`).
+/// `cpu/mod.rs`). One GEMM per sub-pixel class `(r_h, r_w)` of input positions (`ih mod s_h`,
+/// `iw mod s_w`), each over the kernel taps that reach its positions only: with stride 1 one
+/// class, with stride 2 four classes and a quarter of the products of the plain gather.
 pub fn conv2d_backward_input(dy: &DeviceBuffer, w: &DeviceBuffer, g: &ConvGeometry) -> Result<DeviceBuffer> {
     let op = "conv2d_backward_input";
     let shape = conv_shape(op, g)?;
     check_len(op, "dy", dy, g.n * g.c_out * g.ho * g.wo)?;
     check_len(op, "weight", w, g.c_out * g.c_in * g.kh * g.kw)?;
     let dx = output(dy.backend(), g.n * g.c_in * g.h * g.w)?;
-    let (config, tile) = tile_grid(op, g.c_in, g.n * g.h * g.w, 1)?;
-    let name = tile.pick("conv2d_backward_input_f32_t128", "conv2d_backward_input_f32_t64");
-    dy.backend().launch(kernel("conv.cu", name), &config, &[dy.arg(), w.arg(), dx.arg(), KernelArg::Conv(shape)])?;
+    // the input positions of class r on an axis of `extent`: r, r + s, ...
+    let class_size = |extent: usize, r: usize, s: usize| if r < extent { (extent - r).div_ceil(s) } else { 0 };
+    for r_h in 0..g.stride[0].min(g.h) {
+        for r_w in 0..g.stride[1].min(g.w) {
+            let columns = g.n * class_size(g.h, r_h, g.stride[0]) * class_size(g.w, r_w, g.stride[1]);
+            if columns == 0 {
+                continue;
+            }
+            let (config, tile) = tile_grid(op, g.c_in, columns, 1)?;
+            let args = [dy.arg(), w.arg(), dx.arg(), KernelArg::Conv(shape), KernelArg::I32(r_h as i32), KernelArg::I32(r_w as i32)];
+            dy.backend().launch(tiled_kernel!("conv.cu", "conv2d_backward_input", tile), &config, &args)?;
+        }
+    }
     Ok(dx)
 }
 
@@ -118,8 +126,7 @@ pub fn conv2d_backward_weight(x: &DeviceBuffer, dy: &DeviceBuffer, g: &ConvGeome
     let partial = output(x.backend(), splits * m * n)?;
     let (config, tile) = tile_grid(op, m, n, splits)?;
     let args = [x.arg(), dy.arg(), partial.arg(), KernelArg::Conv(shape), KernelArg::I32(to_i32(op, "split length", split_len)?)];
-    let name = tile.pick("conv2d_backward_weight_f32_t128", "conv2d_backward_weight_f32_t64");
-    x.backend().launch(kernel("conv.cu", name), &config, &args)?;
+    x.backend().launch(tiled_kernel!("conv.cu", "conv2d_backward_weight", tile), &config, &args)?;
     if splits == 1 {
         return Ok(partial);
     }

@@ -2,7 +2,7 @@
 //! kernels/ember_cuda.h).
 
 use super::{MatmulKernels, MatmulShape};
-use crate::cuda::launch::{F32, check_len, grid_stride, invalid, kernel, output, tile_grid, to_i32};
+use crate::cuda::launch::{F32, check_len, grid_stride, invalid, kernel, output, tile_grid, tiled_kernel, to_i32};
 use crate::cuda::{DeviceBuffer, KernelArg};
 use crate::dispatch::Cuda;
 use crate::dispatch::device::{device_tensor, with_device_buffers};
@@ -150,7 +150,7 @@ pub fn gemm(batch: usize, m: usize, n: usize, k: usize, a: GpuMatrix, b: GpuMatr
         KernelArg::I32(splits as i32),
         KernelArg::I32(to_i32("gemm", "k chunk", k_chunk)?),
     ];
-    backend.launch(kernel("matmul.cu", tile.pick("gemm_f32_t128", "gemm_f32_t64")), &config, &args)?;
+    backend.launch(tiled_kernel!("matmul.cu", "gemm", tile), &config, &args)?;
     if let Some(p) = partials {
         let args = [
             p.arg(),
