@@ -1,14 +1,15 @@
 //! CUDA kernel benchmarks: ember's own kernels (`kernels/*.cu`) against PyTorch (cuBLAS,
 //! cuDNN, SDPA) on the same GPU in the same run, on the shapes of the UNet presets
 //! (`ddpm-cifar10`, `labml`) at batch 128, in f32, or with `--precision tf32` the products
-//! (GEMM and the three convolutions) on tensor cores in TF32 (`ember::tensor::precision`).
+//! (GEMM, the three convolutions and attention's) on tensor cores in TF32
+//! (`ember::tensor::precision`).
 //!
 //! - The device's ceilings are measured first, with our own kernels (`kernels/peak.cu`): f32
 //!   FMA throughput, TF32 tensor-core throughput (mma.m16n8k8) and copy bandwidth. Every case
 //!   is reported as TFLOP/s (GB/s for the memory-bound group norm) and as a percentage of the
-//!   ceiling of the units it runs on: GEMM and the convolutions of the TF32 ceiling with
-//!   `--precision tf32` and of the FMA ceiling in f32, attention (always f32 FMAs) of the FMA
-//!   ceiling, group norm of the copy ceiling.
+//!   ceiling of the units it runs on: GEMM, the convolutions and attention of the TF32
+//!   ceiling with `--precision tf32` and of the FMA ceiling in f32, group norm of the copy
+//!   ceiling.
 //! - ember's side calls the host functions of `ops::<op>::cuda` directly (no tensors, no
 //!   autograd): after a warm-up, the median of several samples, each a batch of calls lasting
 //!   about 5 ms, bracketed by `synchronize` and timed with `Instant`.
@@ -105,16 +106,13 @@ impl Op {
     }
 
     /// The ceiling that "% ceil" divides by, of the units the case runs on: the tensor cores
-    /// for GEMM and the convolutions in TF32, the FMA units for them in f32 and for attention
-    /// (which the precision leaves in f32), memory for group norm.
+    /// for GEMM, the convolutions and attention in TF32, the FMA units for them in f32, memory
+    /// for group norm.
     fn ceiling(&self, ceilings: &Ceilings, precision: Precision) -> f64 {
-        match self {
-            Op::Matmul { .. } | Op::Linear { .. } | Op::ConvForward(_) | Op::ConvBackwardInput(_) | Op::ConvBackwardWeight(_) => match precision {
-                Precision::F32 => ceilings.fma,
-                Precision::Tf32 => ceilings.mma_tf32,
-            },
-            Op::AttentionForward(_) | Op::AttentionBackward(_) => ceilings.fma,
-            Op::GroupNormForward(_) | Op::GroupNormBackward(_) => ceilings.copy,
+        match (self, precision) {
+            (Op::GroupNormForward(_) | Op::GroupNormBackward(_), _) => ceilings.copy,
+            (_, Precision::F32) => ceilings.fma,
+            (_, Precision::Tf32) => ceilings.mma_tf32,
         }
     }
 
@@ -525,10 +523,10 @@ fn main() {
     }
     let (arithmetic, product_ceiling) = match precision {
         Precision::F32 => ("f32", "f32 FMA"),
-        Precision::Tf32 => ("tf32 products (gemm, conv)", "TF32 tensor-core"),
+        Precision::Tf32 => ("tf32 products (gemm, conv, attention)", "TF32 tensor-core"),
     };
     println!("{arithmetic}, batch {BATCH}; attention: 1 head, bh = {BATCH}; group norm: {GROUPS} groups; median of {runs} sample(s) of ≥ 5 ms");
-    println!("% ceil: gemm and conv of the {product_ceiling} ceiling, attention of the f32 FMA ceiling, group norm of the memory ceiling");
+    println!("% ceil: gemm, conv and attention of the {product_ceiling} ceiling, group norm of the memory ceiling");
     println!("{:<38} {:>10} {:>14} {:>8} {:>10} {:>12}", "case", "ember ms", "throughput", "% ceil", "torch ms", "ember/torch");
     let mut failed = false;
     // Per family, PyTorch's time over ember's (ember's throughput relative to PyTorch's).

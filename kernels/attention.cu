@@ -29,6 +29,12 @@
 // tiles), dQ = dS·K per query tile (attention_backward_dq_f32, which walks the key tiles).
 // Each output has one writer, so no atomics and the same result on every run.
 //
+// Every product (S = Q·Kᵀ, dP = dO·Vᵀ, P·V, dV = Pᵀ·dO, dK = dSᵀ·Q, dQ = dS·K) is one
+// tile_product between 32-row tiles in shared memory: in f32 each thread runs FMAs over
+// entries of the result (the `_f32` kernels), in TF32 each warp runs mma.m16n8k8 over 16×8
+// tiles of it (the `_tf32` kernels, when the thread's precision is TF32; softmax and its
+// statistics stay in f32).
+//
 // Shared rows of Q, K and dO are padded to d + 1 (dv + 1) floats, so the 32 lanes of a warp
 // reading row j = lane at one column hit 32 different banks.
 #include "ember_cuda.h"
@@ -63,17 +69,48 @@ __device__ __forceinline__ const float* mask_row_of(const float* key_mask, int b
     return key_mask == nullptr ? nullptr : key_mask + (long long)(bh / heads) * sk;
 }
 
-// dot(a row of A, a row of B) over n columns.
-__device__ __forceinline__ float row_dot(const float* a, const float* b, int n) {
-    float acc = 0.0f;
-    for (int c = 0; c < n; c++) acc = fmaf(a[c], b[c], acc);
-    return acc;
+// acc[i][c] ← (accumulate ? acc[i][c]·row_scale[i] : 0) + Σ_p a(i, p)·b(p, c) for the 32
+// rows i and the columns c < n of acc (shared memory, row stride acc_ld; row_scale null: 1),
+// by the whole block; the caller synchronizes before and after. f32: each thread takes
+// entries, FMAs in order of p. TF32: each warp takes 16×8 tiles (ember_warp_mma_tf32).
+template <bool TF32, class A, class B>
+__device__ __forceinline__ void tile_product(float* acc, int acc_ld, int n, int depth, bool accumulate,
+                                             const float* row_scale, const A& a, const B& b) {
+    auto start = [&](int i, int c) {
+        if (!accumulate) return 0.0f;
+        return row_scale ? acc[i * acc_ld + c] * row_scale[i] : acc[i * acc_ld + c];
+    };
+    if (!TF32) {
+        for (int e = threadIdx.x; e < ATT_TILE * n; e += ATT_THREADS) {
+            int i = e / n, c = e % n;
+            float value = start(i, c);
+            for (int p = 0; p < depth; p++) value = fmaf(a(i, p), b(p, c), value);
+            acc[i * acc_ld + c] = value;
+        }
+        return;
+    }
+    int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    for (int tile = threadIdx.x / 32; tile < 2 * ember_ceil_div(n, 8); tile += ATT_WARPS) {
+        int i0 = (tile % 2) * 16, c0 = (tile / 2) * 8;
+        float fragment[4];
+        for (int r = 0; r < 4; r++) {
+            int i = i0 + g + 8 * (r / 2), c = c0 + 2 * t + r % 2;
+            fragment[r] = c < n ? start(i, c) : 0.0f;
+        }
+        ember_warp_mma_tf32(
+            fragment, depth, [&](int i, int p) { return a(i0 + i, p); },
+            [&](int p, int j) { return c0 + j < n ? b(p, c0 + j) : 0.0f; });
+        for (int r = 0; r < 4; r++) {
+            int i = i0 + g + 8 * (r / 2), c = c0 + 2 * t + r % 2;
+            if (c < n) acc[i * acc_ld + c] = fragment[r];
+        }
+    }
 }
 
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attention_forward_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                      const float* __restrict__ key_mask, float* __restrict__ out, float* __restrict__ lse, int sq,
-                      int sk, int d, int dv, float scale, int heads, int causal) {
+template <bool TF32>
+__device__ __forceinline__ void attention_forward(const float* q, const float* k, const float* v, const float* key_mask,
+                                                  float* out, float* lse, int sq, int sk, int d, int dv, float scale,
+                                                  int heads, int causal) {
     EMBER_DYNAMIC_SHARED(float, shared);
     float* q_tile = shared;                        // [32][d + 1]
     float* k_tile = q_tile + ATT_TILE * (d + 1);   // [32][d + 1]
@@ -101,11 +138,14 @@ attention_forward_f32(const float* __restrict__ q, const float* __restrict__ k, 
         load_rows(k_tile, d + 1, kb, key0, sk, d);
         load_rows(v_tile, dv, vb, key0, sk, dv);
         __syncthreads();
+        tile_product<TF32>(
+            s_tile, ATT_LD, ATT_TILE, d, false, nullptr, [&](int i, int p) { return q_tile[i * (d + 1) + p]; },
+            [&](int p, int j) { return k_tile[j * (d + 1) + p]; });
+        __syncthreads();
         for (int e = threadIdx.x; e < ATT_TILE * ATT_TILE; e += ATT_THREADS) {
             int i = e / ATT_TILE, j = e % ATT_TILE;
             bool attended = key0 + j < sk && pair_attended(mask_row, causal, row0 + i, key0 + j);
-            s_tile[i * ATT_LD + j] = attended ? scale * row_dot(&q_tile[i * (d + 1)], &k_tile[j * (d + 1)], d)
-                                              : ember_negative_infinity();
+            s_tile[i * ATT_LD + j] = attended ? scale * s_tile[i * ATT_LD + j] : ember_negative_infinity();
         }
         __syncthreads();
         for (int i = warp; i < ATT_TILE; i += ATT_WARPS) {
@@ -124,12 +164,9 @@ attention_forward_f32(const float* __restrict__ q, const float* __restrict__ k, 
             }
         }
         __syncthreads();
-        for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) {
-            int i = e / dv, c = e % dv;
-            float value = acc[e] * alpha[i];
-            for (int j = 0; j < ATT_TILE; j++) value = fmaf(s_tile[i * ATT_LD + j], v_tile[j * dv + c], value);
-            acc[e] = value;
-        }
+        tile_product<TF32>(
+            acc, dv, dv, ATT_TILE, true, alpha, [&](int i, int j) { return s_tile[i * ATT_LD + j]; },
+            [&](int j, int c) { return v_tile[j * dv + c]; });
         __syncthreads();
     }
     float* ob = out + (long long)bh * sq * dv;
@@ -144,6 +181,17 @@ attention_forward_f32(const float* __restrict__ q, const float* __restrict__ k, 
     }
 }
 
+#define ATTENTION_FORWARD_PARAMS                                                                                    \
+    const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,                         \
+        const float *__restrict__ key_mask, float *__restrict__ out, float *__restrict__ lse, int sq, int sk, int d, \
+        int dv, float scale, int heads, int causal
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_forward_f32(ATTENTION_FORWARD_PARAMS) {
+    attention_forward<false>(q, k, v, key_mask, out, lse, sq, sk, d, dv, scale, heads, causal);
+}
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_forward_tf32(ATTENTION_FORWARD_PARAMS) {
+    attention_forward<true>(q, k, v, key_mask, out, lse, sq, sk, d, dv, scale, heads, causal);
+}
+
 // delta[r] = Σ_c out[r, c]·d_out[r, c] for the `rows` rows of [rows, dv]; one warp per row.
 extern "C" __global__ void attention_delta_f32(const float* __restrict__ out, const float* __restrict__ d_out,
                                                float* __restrict__ delta, long long rows, int dv) {
@@ -156,23 +204,30 @@ extern "C" __global__ void attention_delta_f32(const float* __restrict__ out, co
     if (lane == 0 && row < rows) delta[row] = sum;
 }
 
-// Recomputes, for query rows [row0, row0 + 32) and key rows [key0, key0 + 32), P (into p_tile,
-// if not null) and dS = scale·P ⊙ (dO·Vᵀ − delta) (into ds_tile), both [query][key] with row
+// Recomputes, for query rows [row0, row0 + 32) and key rows [key0, key0 + 32), P (into
+// p_tile) and dS = scale·P ⊙ (dO·Vᵀ − delta) (into ds_tile), both [query][key] with row
 // stride 33; zero outside the matrices and for masked pairs (mask_row null: no key masked;
-// causal: the keys after the query masked).
+// causal: the keys after the query masked). The caller synchronizes after.
+template <bool TF32>
 __device__ __forceinline__ void recompute_tiles(const float* q_tile, const float* k_tile, const float* do_tile,
                                                 const float* v_tile, const float* lse_rows, const float* delta_rows,
                                                 const float* mask_row, int causal, float* p_tile, float* ds_tile,
                                                 int row0, int key0, int sq, int sk, int d, int dv, float scale) {
+    tile_product<TF32>(
+        p_tile, ATT_LD, ATT_TILE, d, false, nullptr, [&](int i, int p) { return q_tile[i * (d + 1) + p]; },
+        [&](int p, int j) { return k_tile[j * (d + 1) + p]; });
+    tile_product<TF32>(
+        ds_tile, ATT_LD, ATT_TILE, dv, false, nullptr, [&](int i, int c) { return do_tile[i * (dv + 1) + c]; },
+        [&](int c, int j) { return v_tile[j * (dv + 1) + c]; });
+    __syncthreads();
     for (int e = threadIdx.x; e < ATT_TILE * ATT_TILE; e += ATT_THREADS) {
         int i = e / ATT_TILE, j = e % ATT_TILE;
         float p = 0.0f, ds = 0.0f;
         if (row0 + i < sq && key0 + j < sk && pair_attended(mask_row, causal, row0 + i, key0 + j)) {
-            p = expf(scale * row_dot(&q_tile[i * (d + 1)], &k_tile[j * (d + 1)], d) - lse_rows[i]);
-            float dp = row_dot(&do_tile[i * (dv + 1)], &v_tile[j * (dv + 1)], dv);
-            ds = scale * p * (dp - delta_rows[i]);
+            p = expf(scale * p_tile[i * ATT_LD + j] - lse_rows[i]);
+            ds = scale * p * (ds_tile[i * ATT_LD + j] - delta_rows[i]);
         }
-        if (p_tile) p_tile[i * ATT_LD + j] = p;
+        p_tile[i * ATT_LD + j] = p;
         ds_tile[i * ATT_LD + j] = ds;
     }
 }
@@ -187,12 +242,11 @@ __device__ __forceinline__ void load_row_stats(float* lse_rows, float* delta_row
     }
 }
 
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attention_backward_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                            const float* __restrict__ key_mask, const float* __restrict__ lse,
-                            const float* __restrict__ delta, const float* __restrict__ d_out,
-                            float* __restrict__ dk, float* __restrict__ dv_out, int sq, int sk, int d, int dv,
-                            float scale, int heads, int causal) {
+template <bool TF32>
+__device__ __forceinline__ void attention_backward_dkdv(const float* q, const float* k, const float* v,
+                                                        const float* key_mask, const float* lse, const float* delta,
+                                                        const float* d_out, float* dk, float* dv_out, int sq, int sk,
+                                                        int d, int dv, float scale, int heads, int causal) {
     EMBER_DYNAMIC_SHARED(float, shared);
     float* k_tile = shared;                          // [32][d + 1]
     float* v_tile = k_tile + ATT_TILE * (d + 1);     // [32][dv + 1]
@@ -218,21 +272,16 @@ attention_backward_dkdv_f32(const float* __restrict__ q, const float* __restrict
         load_rows(do_tile, dv + 1, dob, row0, sq, dv);
         load_row_stats(lse_rows, delta_rows, lse + (long long)bh * sq, delta + (long long)bh * sq, row0, sq);
         __syncthreads();
-        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, causal, p_tile, ds_tile, row0,
-                        key0, sq, sk, d, dv, scale);
+        recompute_tiles<TF32>(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, causal, p_tile, ds_tile,
+                              row0, key0, sq, sk, d, dv, scale);
         __syncthreads();
-        for (int e = threadIdx.x; e < ATT_TILE * dv; e += ATT_THREADS) {  // dV[j] += Σ_i P[i][j]·dO[i]
-            int j = e / dv, c = e % dv;
-            float value = dv_acc[e];
-            for (int i = 0; i < ATT_TILE; i++) value = fmaf(p_tile[i * ATT_LD + j], do_tile[i * (dv + 1) + c], value);
-            dv_acc[e] = value;
-        }
-        for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) {  // dK[j] += Σ_i dS[i][j]·Q[i]
-            int j = e / d, c = e % d;
-            float value = dk_acc[e];
-            for (int i = 0; i < ATT_TILE; i++) value = fmaf(ds_tile[i * ATT_LD + j], q_tile[i * (d + 1) + c], value);
-            dk_acc[e] = value;
-        }
+        // dV[j] += Σ_i P[i][j]·dO[i], dK[j] += Σ_i dS[i][j]·Q[i]
+        tile_product<TF32>(
+            dv_acc, dv, dv, ATT_TILE, true, nullptr, [&](int j, int i) { return p_tile[i * ATT_LD + j]; },
+            [&](int i, int c) { return do_tile[i * (dv + 1) + c]; });
+        tile_product<TF32>(
+            dk_acc, d, d, ATT_TILE, true, nullptr, [&](int j, int i) { return ds_tile[i * ATT_LD + j]; },
+            [&](int i, int c) { return q_tile[i * (d + 1) + c]; });
         __syncthreads();
     }
     for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) {
@@ -245,18 +294,18 @@ attention_backward_dkdv_f32(const float* __restrict__ q, const float* __restrict
     }
 }
 
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attention_backward_dq_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                          const float* __restrict__ key_mask, const float* __restrict__ lse,
-                          const float* __restrict__ delta, const float* __restrict__ d_out, float* __restrict__ dq,
-                          int sq, int sk, int d, int dv, float scale, int heads, int causal) {
+template <bool TF32>
+__device__ __forceinline__ void attention_backward_dq(const float* q, const float* k, const float* v, const float* key_mask,
+                                                      const float* lse, const float* delta, const float* d_out, float* dq,
+                                                      int sq, int sk, int d, int dv, float scale, int heads, int causal) {
     EMBER_DYNAMIC_SHARED(float, shared);
     float* q_tile = shared;                          // [32][d + 1]
     float* do_tile = q_tile + ATT_TILE * (d + 1);    // [32][dv + 1]
     float* k_tile = do_tile + ATT_TILE * (dv + 1);   // [32][d + 1]
     float* v_tile = k_tile + ATT_TILE * (d + 1);     // [32][dv + 1]
     float* dq_acc = v_tile + ATT_TILE * (dv + 1);    // [32][d]
-    float* ds_tile = dq_acc + ATT_TILE * d;          // [32][33]
+    float* p_tile = dq_acc + ATT_TILE * d;           // [32][33] (S, then P: only dS is used)
+    float* ds_tile = p_tile + ATT_TILE * ATT_LD;     // [32][33]
     float* lse_rows = ds_tile + ATT_TILE * ATT_LD;   // [32]
     float* delta_rows = lse_rows + ATT_TILE;         // [32]
 
@@ -272,19 +321,41 @@ attention_backward_dq_f32(const float* __restrict__ q, const float* __restrict__
         load_rows(k_tile, d + 1, kb, key0, sk, d);
         load_rows(v_tile, dv + 1, vb, key0, sk, dv);
         __syncthreads();
-        recompute_tiles(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, causal, nullptr, ds_tile, row0,
-                        key0, sq, sk, d, dv, scale);
+        recompute_tiles<TF32>(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, causal, p_tile, ds_tile,
+                              row0, key0, sq, sk, d, dv, scale);
         __syncthreads();
-        for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) {  // dQ[i] += Σ_j dS[i][j]·K[j]
-            int i = e / d, c = e % d;
-            float value = dq_acc[e];
-            for (int j = 0; j < ATT_TILE; j++) value = fmaf(ds_tile[i * ATT_LD + j], k_tile[j * (d + 1) + c], value);
-            dq_acc[e] = value;
-        }
+        tile_product<TF32>(  // dQ[i] += Σ_j dS[i][j]·K[j]
+            dq_acc, d, d, ATT_TILE, true, nullptr, [&](int i, int j) { return ds_tile[i * ATT_LD + j]; },
+            [&](int j, int c) { return k_tile[j * (d + 1) + c]; });
         __syncthreads();
     }
     for (int e = threadIdx.x; e < ATT_TILE * d; e += ATT_THREADS) {
         int i = e / d, c = e % d;
         if (row0 + i < sq) dq[((long long)bh * sq + row0 + i) * d + c] = dq_acc[e];
     }
+}
+
+#define ATTENTION_BACKWARD_PARAMS                                                                                  \
+    const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,                        \
+        const float *__restrict__ key_mask, const float *__restrict__ lse, const float *__restrict__ delta,       \
+        const float *__restrict__ d_out
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+attention_backward_dkdv_f32(ATTENTION_BACKWARD_PARAMS, float* __restrict__ dk, float* __restrict__ dv_out, int sq, int sk,
+                            int d, int dv, float scale, int heads, int causal) {
+    attention_backward_dkdv<false>(q, k, v, key_mask, lse, delta, d_out, dk, dv_out, sq, sk, d, dv, scale, heads, causal);
+}
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+attention_backward_dkdv_tf32(ATTENTION_BACKWARD_PARAMS, float* __restrict__ dk, float* __restrict__ dv_out, int sq,
+                             int sk, int d, int dv, float scale, int heads, int causal) {
+    attention_backward_dkdv<true>(q, k, v, key_mask, lse, delta, d_out, dk, dv_out, sq, sk, d, dv, scale, heads, causal);
+}
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+attention_backward_dq_f32(ATTENTION_BACKWARD_PARAMS, float* __restrict__ dq, int sq, int sk, int d, int dv, float scale,
+                          int heads, int causal) {
+    attention_backward_dq<false>(q, k, v, key_mask, lse, delta, d_out, dq, sq, sk, d, dv, scale, heads, causal);
+}
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+attention_backward_dq_tf32(ATTENTION_BACKWARD_PARAMS, float* __restrict__ dq, int sq, int sk, int d, int dv, float scale,
+                           int heads, int causal) {
+    attention_backward_dq<true>(q, k, v, key_mask, lse, delta, d_out, dq, sq, sk, d, dv, scale, heads, causal);
 }

@@ -495,6 +495,23 @@ __device__ __forceinline__ void ember_tile_store_tf32(int m, int n, int row0, in
         }
 }
 
+// One warp: acc += A·B for a 16×8 tile on tensor cores in TF32, A (16×depth) and B (depth×8)
+// read through a(i, p) and b(p, j) (from shared memory, usually) and rounded to TF32 as they
+// are loaded; depths past `depth` count as zeros. acc is in the mma's C layout: register r
+// of lane 4g + t is row g + 8·(r / 2), column 2t + r % 2.
+template <class A, class B>
+__device__ __forceinline__ void ember_warp_mma_tf32(float acc[4], int depth, const A& a, const B& b) {
+    int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    for (int p0 = 0; p0 < depth; p0 += 8) {
+        int p = p0 + t, q = p0 + t + 4;
+        bool p_in = p < depth, q_in = q < depth;
+        unsigned a_fragment[4] = {ember_f32_to_tf32(p_in ? a(g, p) : 0.0f), ember_f32_to_tf32(p_in ? a(g + 8, p) : 0.0f),
+                                  ember_f32_to_tf32(q_in ? a(g, q) : 0.0f), ember_f32_to_tf32(q_in ? a(g + 8, q) : 0.0f)};
+        unsigned b_fragment[2] = {ember_f32_to_tf32(p_in ? b(p, g) : 0.0f), ember_f32_to_tf32(q_in ? b(q, g) : 0.0f)};
+        ember_mma_m16n8k8_tf32(acc, a_fragment, b_fragment, acc);
+    }
+}
+
 // ---- The two tiles as one interface, for kernels written once for both ----
 //
 //   typename Product::Acc acc;

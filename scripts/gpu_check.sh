@@ -12,8 +12,8 @@
 #      test reports "SKIPPED on a real GPU" (a GPU test must run, not pass unseen;
 #      `--show-output` makes libtest print what passing tests wrote)
 #   2. benches/cuda_kernels.rs: every kernel against PyTorch (cuBLAS, cuDNN, SDPA) in f32, then
-#      the quick set (a few cases of each family) with --precision tf32 (GEMM and convolutions
-#      on tensor cores, PyTorch's allow_tf32 on)
+#      the quick set (a few cases of each family) with --precision tf32 (GEMM, convolutions
+#      and attention on tensor cores, PyTorch's allow_tf32 on)
 #   3. benches/unet.rs --device cuda: the ddpm-cifar10 training step and forward at batch 128
 #      against diffusers/PyTorch eager on the same GPU, in f32 then in tf32
 #   4. `ember train --preset ddpm-cifar10 --device cuda` on the procedural data, a short run;
@@ -198,7 +198,8 @@ check() {
     # Both precisions, f32 first. The tf32 pass of the kernel benchmark is the quick set (27
     # cases, against 68): a second full pass, as long as the first, might not fit the device
     # window (about 10 minutes for every step), and the quick set keeps what TF32 changes: the
-    # large GEMM, a linear layer and five convolution shapes (forward and both gradients).
+    # large GEMM, a linear layer, five convolution shapes (forward and both gradients) and three
+    # attention shapes.
     if [[ "$steps" == *" kernels "* ]]; then
         step "kernel benchmark, f32" "${GPU_CHECK_BENCH_SECONDS:-150}" run-bench cuda_kernels --runs 7 --precision f32
         step "kernel benchmark, tf32 (quick set)" "${GPU_CHECK_BENCH_TF32_SECONDS:-90}" run-bench cuda_kernels --quick --runs 7 --precision tf32

@@ -1,8 +1,8 @@
 //! How the GPU's f32 products round: the switch PyTorch calls `allow_tf32`, per thread.
 //!
-//! Matrix products (matmul and the implicit-GEMM convolutions, forward and both gradients) on
-//! a CUDA device run either on the f32 FMA tiles (exact f32 arithmetic, the default) or on
-//! the tensor cores in TF32: each operand rounded to 10 mantissa bits (round to nearest,
+//! Matrix products (matmul, the implicit-GEMM convolutions forward and both gradients, and
+//! attention's products forward and backward) on a CUDA device run either on FMA units
+//! (exact f32 arithmetic, the default) or on the tensor cores in TF32: each operand rounded to 10 mantissa bits (round to nearest,
 //! ties away from zero: `cvt.rna.tf32.f32`), products accumulated in f32. TF32 keeps f32's
 //! exponent range, so nothing overflows that did not before; a product's relative error
 //! grows from about 2⁻²⁴ to about 2⁻¹¹ of Σ|a||b|. The CPU always computes in f32: the

@@ -6,6 +6,7 @@ use crate::cuda::{DeviceBuffer, KernelArg, LaunchConfig};
 use crate::dispatch::Cuda;
 use crate::dispatch::device::{device_tensor, with_device_buffers};
 use crate::ops::dense;
+use crate::precision::Precision;
 use crate::{Result, Tensor};
 
 impl AttentionKernels for Cuda {
@@ -44,6 +45,15 @@ impl AttentionKernels for Cuda {
             })?;
         let device = q.device();
         Ok([device_tensor(dq, device, q.shape()), device_tensor(dk, device, k.shape()), device_tensor(dv, device, v.shape())])
+    }
+}
+
+/// The kernel for this thread's precision ([`crate::precision`]): its products in f32 FMAs or
+/// on TF32 tensor cores.
+fn by_precision(f32_kernel: &'static str, tf32_kernel: &'static str) -> &'static str {
+    match crate::precision::precision() {
+        Precision::F32 => f32_kernel,
+        Precision::Tf32 => tf32_kernel,
     }
 }
 
@@ -109,7 +119,8 @@ pub fn attention_forward(
     let config = attention_launch(op, s.sq.div_ceil(t), s.bh, floats)?;
     let mut args = vec![q.arg(), k.arg(), v.arg(), mask, out.arg(), lse.arg()];
     args.extend(attention_sizes(op, s, scale, heads)?);
-    q.backend().launch(kernel("attention.cu", "attention_forward_f32"), &config, &args)?;
+    let name = by_precision("attention_forward_f32", "attention_forward_tf32");
+    q.backend().launch(kernel("attention.cu", name), &config, &args)?;
     Ok((out, lse))
 }
 
@@ -148,10 +159,12 @@ pub fn attention_backward(
     let dkdv_floats = tiles + t * s.d + t * s.dv + 2 * t * (t + 1) + 2 * t;
     let mut args = vec![q.arg(), k.arg(), v.arg(), mask, lse.arg(), delta.arg(), d_out.arg(), dk.arg(), dv.arg()];
     args.extend(attention_sizes(op, s, scale, heads)?);
-    backend.launch(kernel("attention.cu", "attention_backward_dkdv_f32"), &attention_launch(op, s.sk.div_ceil(t), s.bh, dkdv_floats)?, &args)?;
-    let dq_floats = tiles + t * s.d + t * (t + 1) + 2 * t;
+    let name = by_precision("attention_backward_dkdv_f32", "attention_backward_dkdv_tf32");
+    backend.launch(kernel("attention.cu", name), &attention_launch(op, s.sk.div_ceil(t), s.bh, dkdv_floats)?, &args)?;
+    let dq_floats = tiles + t * s.d + 2 * t * (t + 1) + 2 * t;
     let mut args = vec![q.arg(), k.arg(), v.arg(), mask, lse.arg(), delta.arg(), d_out.arg(), dq.arg()];
     args.extend(attention_sizes(op, s, scale, heads)?);
-    backend.launch(kernel("attention.cu", "attention_backward_dq_f32"), &attention_launch(op, s.sq.div_ceil(t), s.bh, dq_floats)?, &args)?;
+    let name = by_precision("attention_backward_dq_f32", "attention_backward_dq_tf32");
+    backend.launch(kernel("attention.cu", name), &attention_launch(op, s.sq.div_ceil(t), s.bh, dq_floats)?, &args)?;
     Ok((dq, dk, dv))
 }
