@@ -10,7 +10,8 @@
 #   1. the CUDA tests: cargo test --release --workspace --features cuda,cuda-emu, with
 #      EMBER_CUDA_POISON=1 (device buffers start as NaN bytes, as in the emulator); fails if a
 #      test reports "SKIPPED on a real GPU" (a GPU test must run, not pass unseen;
-#      `--show-output` makes libtest print what passing tests wrote)
+#      `--show-output` makes libtest print what passing tests wrote); the TF32 loss-curve test
+#      over 300 steps (EMBER_TF32_CURVE_STEPS)
 #   2. benches/cuda_kernels.rs: every kernel against PyTorch (cuBLAS, cuDNN, SDPA) in f32, then
 #      the quick set (a few cases of each family) with --precision tf32 (GEMM, convolutions
 #      and attention on tensor cores, PyTorch's allow_tf32 on)
@@ -118,6 +119,8 @@ run_staged() {
 
 # The steps, each run by `step` in a child of this script (`timeout` runs commands, not functions).
 run_tests() {
+    # the TF32 loss-curve test's full length (25 steps on the emulator)
+    export EMBER_TF32_CURVE_STEPS=300
     if have_cargo; then
         cargo test --release --workspace --features cuda,cuda-emu -- --show-output
     else

@@ -146,3 +146,51 @@ fn the_trainer_runs_on_the_device_and_its_checkpoint_resumes_there() {
     assert_eq!(next.loss, resumed_next.loss);
     let _ = std::fs::remove_file(&path);
 }
+
+/// The TF32 run's loss curve follows the f32 run's: a micro UNet (8 px, two levels, attention
+/// at the bottom) trained on the device from the same start, data and noise, once with exact
+/// f32 products and once with TF32 ones; every 25-step moving average of the TF32 losses is
+/// within 5% of the f32 one's. 25 steps by default (the emulator takes seconds a step);
+/// `scripts/gpu_check.sh` runs 300 on a GPU (`EMBER_TF32_CURVE_STEPS`).
+#[test]
+fn a_tf32_training_run_follows_the_f32_loss_curve() {
+    use ember::tensor::precision::{Precision, with_precision};
+    use ember::train::data::{Dataset, Split};
+    use ember::train::trainer::Trainer;
+    use ember::unet::config::{ATTN_DOWN_BLOCK, ATTN_UP_BLOCK, DOWN_BLOCK, UP_BLOCK};
+    const WINDOW: usize = 25;
+    let steps = std::env::var("EMBER_TF32_CURVE_STEPS").ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(WINDOW).max(WINDOW);
+    let unet = UNetConfig {
+        sample_size: 8,
+        block_out_channels: vec![8, 16],
+        down_block_types: vec![DOWN_BLOCK.into(), ATTN_DOWN_BLOCK.into()],
+        up_block_types: vec![ATTN_UP_BLOCK.into(), UP_BLOCK.into()],
+        layers_per_block: 1,
+        norm_num_groups: 4,
+        ..UNetConfig::tiny(1)
+    };
+    let config = ember::train::trainer::TrainConfig {
+        unet,
+        data: "procedural:64:8".into(),
+        batch_size: 4,
+        steps: steps as u64,
+        lr: 2e-3,
+        warmup_steps: 0,
+        ..Default::default()
+    };
+    let curve = |precision: Precision| {
+        let mut trainer = Trainer::new(config.clone(), Dataset::from_name(&config.data, Split::Train, 1).unwrap()).unwrap();
+        trainer.to_device(GPU).unwrap();
+        (0..steps).map(|_| with_precision(precision, || trainer.train_step().unwrap().loss)).collect::<Vec<f64>>()
+    };
+    let (exact, tf32) = (curve(Precision::F32), curve(Precision::Tf32));
+    assert!(exact != tf32, "the TF32 run equals the f32 run: were the products rounded?");
+    let average = |losses: &[f64], end: usize| losses[end - WINDOW..end].iter().sum::<f64>() / WINDOW as f64;
+    for end in WINDOW..=steps {
+        let (e, t) = (average(&exact, end), average(&tf32, end));
+        if end % WINDOW == 0 {
+            println!("steps {}..{end}: loss f32 {e:.4}, tf32 {t:.4} ({:+.2}%)", end - WINDOW, 100.0 * (t - e) / e);
+        }
+        assert!((t - e).abs() <= 0.05 * e, "steps {}..{end}: TF32 average loss {t} against f32 {e}", end - WINDOW);
+    }
+}
