@@ -200,7 +200,8 @@ __device__ __forceinline__ float ember_block_max(float value, float* scratch) {
 //   Col  col(j)   what B's column j needs     (once per thread: its column is fixed)
 //   Depth depth(k) what depth k needs on both sides (once per block and panel, by 8 threads,
 //                 into shared memory)
-// and the element is a(Row, Depth) or b(Depth, Col). TILE is 128 for large outputs and 64
+// and the element is a(Row, Depth) or b(Depth, Col); `b_depth_fast` says which way B is
+// best read (ember_panel_loop). TILE is 128 for large outputs and 64
 // for small ones (four times the blocks to fill the GPU); the host picks (cuda/kernels.rs,
 // `Tile`).
 //
@@ -243,28 +244,35 @@ struct __align__(8) ember_floats<2> {
 // The loading half that both tiles share: a panel loop over the depth range [k_begin, k_end)
 // in panels of DEPTH. Each thread loads TILE·DEPTH/256 elements of A's TILE×DEPTH panel, all
 // at depth a_p = tid % DEPTH (rows a_index + (256/DEPTH)·i: a warp reads consecutive depths of
-// a few rows), and as many of B's DEPTH×TILE panel, all in column b_index = tid % TILE
-// (depths b_p + (256/TILE)·i: a warp reads consecutive columns); the Row and Col parts of its
-// elements are computed once, the Depth parts once per panel by DEPTH threads into shared
-// memory. The next panel's values are loaded into registers while the block multiplies the
-// current one. Past the edges of A, B and the depth range the values are zeros.
+// a few rows), and as many of B's DEPTH×TILE panel: by default all in column b_index =
+// tid % TILE (depths b_p + (256/TILE)·i: a warp reads consecutive columns), or, when the
+// operands say that B's depth is its contiguous axis (Operands::b_depth_fast, e.g. the
+// weight gradient's im2colᵀ, whose depth is the pixel), all at depth b_p = tid % DEPTH
+// (columns b_index + (256/DEPTH)·i: a warp reads consecutive depths of a few columns). The
+// Row and Col parts of its elements are computed once, the Depth parts once per panel by
+// DEPTH threads into shared memory. The next panel's values are loaded into registers while
+// the block multiplies the current one. Past the edges of A, B and the depth range the
+// values are zeros.
 //
 // For each panel: store_panel(loads) puts the registers into the tile's shared panels (its
 // layout, its rounding), then after a barrier multiply_panel() multiplies them.
 template <int TILE, int DEPTH, class Operands>
 struct EmberPanelLoads {
+    static constexpr bool b_depth_fast = Operands::b_depth_fast;
     static constexpr int count = TILE * DEPTH / EMBER_TILE_THREADS;  // per thread and panel, each side
     static constexpr int a_row_step = EMBER_TILE_THREADS / DEPTH;     // between a thread's A rows
-    static constexpr int b_depth_step = EMBER_TILE_THREADS / TILE;    // between its B depths
+    static constexpr int b_step = EMBER_TILE_THREADS / (b_depth_fast ? DEPTH : TILE);  // between its B depths or columns
+    static constexpr int columns = b_depth_fast ? count : 1;          // B columns a thread loads
     int a_p, a_index, b_index, b_p;
     typename Operands::Row rows[count];
     bool row_in[count];
-    typename Operands::Col col;
-    bool col_in;
-    float a_next[count], b_next[count];  // A(row0 + a_row(i), p0 + a_p), B(p0 + b_depth(i), col0 + b_index)
+    typename Operands::Col cols[columns];
+    bool col_in[columns];
+    float a_next[count], b_next[count];  // A(row0 + a_row(i), p0 + a_p), B(p0 + b_depth(i), col0 + b_col(i))
 
     __device__ __forceinline__ int a_row(int i) const { return a_index + a_row_step * i; }
-    __device__ __forceinline__ int b_depth(int i) const { return b_p + b_depth_step * i; }
+    __device__ __forceinline__ int b_depth(int i) const { return b_depth_fast ? b_p : b_p + b_step * i; }
+    __device__ __forceinline__ int b_col(int i) const { return b_depth_fast ? b_index + b_step * i : b_index; }
 };
 
 template <int TILE, int DEPTH, class Operands, class StorePanel, class MultiplyPanel>
@@ -278,16 +286,20 @@ __device__ __forceinline__ void ember_panel_loop(const Operands& operands, int m
     Loads loads;
     loads.a_p = tid % DEPTH;
     loads.a_index = tid / DEPTH;
-    loads.b_index = tid % TILE;
-    loads.b_p = tid / TILE;
+    loads.b_index = Loads::b_depth_fast ? tid / DEPTH : tid % TILE;
+    loads.b_p = Loads::b_depth_fast ? tid % DEPTH : tid / TILE;
     EMBER_UNROLL
     for (int i = 0; i < Loads::count; i++) {
         int row = row0 + loads.a_row(i);
         loads.row_in[i] = row < m;
         loads.rows[i] = operands.row(loads.row_in[i] ? row : 0);
     }
-    loads.col_in = col0 + loads.b_index < n;
-    loads.col = operands.col(loads.col_in ? col0 + loads.b_index : 0);
+    EMBER_UNROLL
+    for (int c = 0; c < Loads::columns; c++) {
+        int col = col0 + loads.b_col(c);
+        loads.col_in[c] = col < n;
+        loads.cols[c] = operands.col(loads.col_in[c] ? col : 0);
+    }
 
     auto fetch = [&](int p0) {
         bool a_depth_in = p0 + loads.a_p < k_end;
@@ -297,8 +309,8 @@ __device__ __forceinline__ void ember_panel_loop(const Operands& operands, int m
             loads.a_next[i] = (loads.row_in[i] && a_depth_in) ? operands.a(loads.rows[i], a_depth) : 0.0f;
         EMBER_UNROLL
         for (int i = 0; i < Loads::count; i++) {
-            int p = loads.b_depth(i);
-            loads.b_next[i] = (loads.col_in && p0 + p < k_end) ? operands.b(depths[p], loads.col) : 0.0f;
+            int p = loads.b_depth(i), c = Loads::b_depth_fast ? i : 0;
+            loads.b_next[i] = (loads.col_in[c] && p0 + p < k_end) ? operands.b(depths[p], loads.cols[c]) : 0.0f;
         }
     };
     auto describe_depths = [&](int p0) {
@@ -349,7 +361,7 @@ __device__ __forceinline__ void ember_tile_gemm(const Operands& operands, int m,
         EMBER_UNROLL
         for (int i = 0; i < Loads::count; i++) {
             a_panel[loads.a_p][loads.a_row(i)] = loads.a_next[i];
-            b_panel[loads.b_depth(i)][loads.b_index] = loads.b_next[i];
+            b_panel[loads.b_depth(i)][loads.b_col(i)] = loads.b_next[i];
         }
     };
     auto multiply_panel = [&]() {
@@ -443,7 +455,7 @@ __device__ __forceinline__ void ember_tile_gemm_tf32(const Operands& operands, i
         EMBER_UNROLL
         for (int i = 0; i < Loads::count; i++) {
             a_panel[loads.a_row(i)][loads.a_p] = ember_f32_to_tf32(loads.a_next[i]);
-            b_panel[loads.b_depth(i)][loads.b_index] = ember_f32_to_tf32(loads.b_next[i]);
+            b_panel[loads.b_depth(i)][loads.b_col(i)] = ember_f32_to_tf32(loads.b_next[i]);
         }
     };
     auto multiply_panel = [&]() {

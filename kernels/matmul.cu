@@ -16,6 +16,7 @@
 
 // A and B as strided matrices (the tiles' operands: offsets by row, column and depth).
 struct StridedOperands {
+    static constexpr bool b_depth_fast = false;
     struct Row {
         long long offset;
     };
