@@ -54,6 +54,7 @@ __device__ __forceinline__ float im2col_value(const float* x, const EmberConv& g
 
 // Forward: A = W [c_out, c_in·kh·kw], B = col(x) [(ci, ki, kj), (n, oh, ow)].
 struct ForwardOperands {
+    static constexpr bool a_depth_fast = true;   // W's rows are contiguous
     static constexpr bool b_depth_fast = false;  // B's columns (output pixels) are contiguous
     struct Row {
         int offset;  // co·c_in·kh·kw
@@ -129,7 +130,8 @@ __device__ __forceinline__ ConvAxisClass conv_axis_class(int r, int extent, int 
 }
 
 struct BackwardDataOperands {
-    static constexpr bool b_depth_fast = false;  // B's columns (output pixels) are contiguous
+    static constexpr bool a_depth_fast = true;   // neither axis of Wᵀ is contiguous; its depth varies the tap
+    static constexpr bool b_depth_fast = false;  // B's columns (input pixels of the class) are contiguous
     struct Row {
         int offset;  // ci·kh·kw
     };
@@ -202,6 +204,7 @@ EMBER_TILED_KERNELS(conv2d_backward_input,
 // Backward weight: A = dy [c_out, (n, oh, ow)], B = col(x)ᵀ [(n, oh, ow), (ci, ki, kj)]: the
 // forward's im2col with the roles of depth and column exchanged.
 struct BackwardWeightOperands {
+    static constexpr bool a_depth_fast = true;  // dy's depth (the pixel) is contiguous
     static constexpr bool b_depth_fast = true;  // B's depth (the pixel) is contiguous in x, its columns (taps) are not
     struct Row {
         int offset;  // co·ho·wo

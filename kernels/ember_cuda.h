@@ -198,11 +198,11 @@ __device__ __forceinline__ float ember_block_max(float value, float* scratch) {
 // element costs few instructions, its index is split in three parts, each computed once:
 //   Row  row(i)   what A's row i needs        (once per thread: its rows are fixed)
 //   Col  col(j)   what B's column j needs     (once per thread: its column is fixed)
-//   Depth depth(k) what depth k needs on both sides (once per block and panel, by 8 threads,
-//                 into shared memory)
-// and the element is a(Row, Depth) or b(Depth, Col); `b_depth_fast` says which way B is
-// best read (ember_panel_loop). TILE is 128 for large outputs and 64
-// for small ones (four times the blocks to fill the GPU); the host picks (cuda/kernels.rs,
+//   Depth depth(k) what depth k needs on both sides (once per block and panel, by as many
+//                 threads as the panel is deep, into shared memory)
+// and the element is a(Row, Depth) or b(Depth, Col); `a_depth_fast` and `b_depth_fast` say
+// which way each is best read (ember_panel_loop). TILE is 128 for large outputs and 64
+// for small ones (four times the blocks to fill the GPU); the host picks (cuda/launch.rs,
 // `Tile`).
 //
 // - Threads: 256, a 16×16 grid; thread (tx, ty) owns M×M outputs (M = TILE/16: 8 or 4), the
@@ -242,35 +242,42 @@ struct __align__(8) ember_floats<2> {
 };
 
 // The loading half that both tiles share: a panel loop over the depth range [k_begin, k_end)
-// in panels of DEPTH. Each thread loads TILE·DEPTH/256 elements of A's TILE×DEPTH panel, all
-// at depth a_p = tid % DEPTH (rows a_index + (256/DEPTH)·i: a warp reads consecutive depths of
-// a few rows), and as many of B's DEPTH×TILE panel: by default all in column b_index =
-// tid % TILE (depths b_p + (256/TILE)·i: a warp reads consecutive columns), or, when the
-// operands say that B's depth is its contiguous axis (Operands::b_depth_fast, e.g. the
-// weight gradient's im2colᵀ, whose depth is the pixel), all at depth b_p = tid % DEPTH
-// (columns b_index + (256/DEPTH)·i: a warp reads consecutive depths of a few columns). The
-// Row and Col parts of its elements are computed once, the Depth parts once per panel by
+// in panels of DEPTH. Each thread loads TILE·DEPTH/256 elements of A's TILE×DEPTH panel and
+// as many of B's DEPTH×TILE panel, each operand read along its contiguous axis so that a
+// warp's loads fall on few memory sectors (the operands say which: a_depth_fast,
+// b_depth_fast):
+//   A depth-fast (A row-major: a weight, dy in the weight gradient): all at depth
+//     a_p = tid % DEPTH, rows a_index + (256/DEPTH)·i (a warp: consecutive depths of a few rows);
+//   A row-fast (A column-major: a transposed matrix): all in row a_index = tid % TILE, depths
+//     a_p + (256/TILE)·i (a warp: 32 consecutive rows);
+//   B column-fast (B row-major: im2col, dy gathered): all in column b_index = tid % TILE,
+//     depths b_p + (256/TILE)·i;
+//   B depth-fast (B column-major: the weight gradient's im2colᵀ, whose depth is the pixel, a
+//     transposed weight): all at depth b_p = tid % DEPTH, columns b_index + (256/DEPTH)·i.
+// The Row and Col parts of its elements are computed once, the Depth parts once per panel by
 // DEPTH threads into shared memory. The next panel's values are loaded into registers while
 // the block multiplies the current one. Past the edges of A, B and the depth range the
 // values are zeros.
 //
 // For each panel: store_panel(loads) puts the registers into the tile's shared panels (its
-// layout, its rounding), then after a barrier multiply_panel() multiplies them.
+// layout, its rounding) at (a_row(i), a_depth(i)) and (b_depth(i), b_col(i)), then after a
+// barrier multiply_panel() multiplies them.
 template <int TILE, int DEPTH, class Operands>
 struct EmberPanelLoads {
-    static constexpr bool b_depth_fast = Operands::b_depth_fast;
-    static constexpr int count = TILE * DEPTH / EMBER_TILE_THREADS;  // per thread and panel, each side
-    static constexpr int a_row_step = EMBER_TILE_THREADS / DEPTH;     // between a thread's A rows
+    static constexpr bool a_depth_fast = Operands::a_depth_fast, b_depth_fast = Operands::b_depth_fast;
+    static constexpr int count = TILE * DEPTH / EMBER_TILE_THREADS;                   // per thread and panel, each side
+    static constexpr int a_step = EMBER_TILE_THREADS / (a_depth_fast ? DEPTH : TILE);  // between its A rows or depths
     static constexpr int b_step = EMBER_TILE_THREADS / (b_depth_fast ? DEPTH : TILE);  // between its B depths or columns
-    static constexpr int columns = b_depth_fast ? count : 1;          // B columns a thread loads
+    static constexpr int a_rows = a_depth_fast ? count : 1, b_columns = b_depth_fast ? count : 1;
     int a_p, a_index, b_index, b_p;
-    typename Operands::Row rows[count];
-    bool row_in[count];
-    typename Operands::Col cols[columns];
-    bool col_in[columns];
-    float a_next[count], b_next[count];  // A(row0 + a_row(i), p0 + a_p), B(p0 + b_depth(i), col0 + b_col(i))
+    typename Operands::Row rows[a_rows];
+    bool row_in[a_rows];
+    typename Operands::Col cols[b_columns];
+    bool col_in[b_columns];
+    float a_next[count], b_next[count];  // A(row0 + a_row(i), p0 + a_depth(i)), B(p0 + b_depth(i), col0 + b_col(i))
 
-    __device__ __forceinline__ int a_row(int i) const { return a_index + a_row_step * i; }
+    __device__ __forceinline__ int a_row(int i) const { return a_depth_fast ? a_index + a_step * i : a_index; }
+    __device__ __forceinline__ int a_depth(int i) const { return a_depth_fast ? a_p : a_p + a_step * i; }
     __device__ __forceinline__ int b_depth(int i) const { return b_depth_fast ? b_p : b_p + b_step * i; }
     __device__ __forceinline__ int b_col(int i) const { return b_depth_fast ? b_index + b_step * i : b_index; }
 };
@@ -284,29 +291,29 @@ __device__ __forceinline__ void ember_panel_loop(const Operands& operands, int m
     EMBER_SHARED(Depth[DEPTH], depths);  // depths[p] = operands.depth(p0 + p)
     int tid = threadIdx.x;
     Loads loads;
-    loads.a_p = tid % DEPTH;
-    loads.a_index = tid / DEPTH;
+    loads.a_p = Loads::a_depth_fast ? tid % DEPTH : tid / TILE;
+    loads.a_index = Loads::a_depth_fast ? tid / DEPTH : tid % TILE;
     loads.b_index = Loads::b_depth_fast ? tid / DEPTH : tid % TILE;
     loads.b_p = Loads::b_depth_fast ? tid % DEPTH : tid / TILE;
     EMBER_UNROLL
-    for (int i = 0; i < Loads::count; i++) {
-        int row = row0 + loads.a_row(i);
-        loads.row_in[i] = row < m;
-        loads.rows[i] = operands.row(loads.row_in[i] ? row : 0);
+    for (int r = 0; r < Loads::a_rows; r++) {
+        int row = row0 + loads.a_row(r);
+        loads.row_in[r] = row < m;
+        loads.rows[r] = operands.row(loads.row_in[r] ? row : 0);
     }
     EMBER_UNROLL
-    for (int c = 0; c < Loads::columns; c++) {
+    for (int c = 0; c < Loads::b_columns; c++) {
         int col = col0 + loads.b_col(c);
         loads.col_in[c] = col < n;
         loads.cols[c] = operands.col(loads.col_in[c] ? col : 0);
     }
 
     auto fetch = [&](int p0) {
-        bool a_depth_in = p0 + loads.a_p < k_end;
-        Depth a_depth = depths[loads.a_p];
         EMBER_UNROLL
-        for (int i = 0; i < Loads::count; i++)
-            loads.a_next[i] = (loads.row_in[i] && a_depth_in) ? operands.a(loads.rows[i], a_depth) : 0.0f;
+        for (int i = 0; i < Loads::count; i++) {
+            int p = loads.a_depth(i), r = Loads::a_depth_fast ? i : 0;
+            loads.a_next[i] = (loads.row_in[r] && p0 + p < k_end) ? operands.a(loads.rows[r], depths[p]) : 0.0f;
+        }
         EMBER_UNROLL
         for (int i = 0; i < Loads::count; i++) {
             int p = loads.b_depth(i), c = Loads::b_depth_fast ? i : 0;
@@ -360,7 +367,7 @@ __device__ __forceinline__ void ember_tile_gemm(const Operands& operands, int m,
     auto store_panel = [&](const Loads& loads) {
         EMBER_UNROLL
         for (int i = 0; i < Loads::count; i++) {
-            a_panel[loads.a_p][loads.a_row(i)] = loads.a_next[i];
+            a_panel[loads.a_depth(i)][loads.a_row(i)] = loads.a_next[i];
             b_panel[loads.b_depth(i)][loads.b_col(i)] = loads.b_next[i];
         }
     };
@@ -409,7 +416,7 @@ __device__ __forceinline__ void ember_tile_store(int m, int n, int row0, int col
 // ember_tile_gemm_tf32 computes the tile ember_tile_gemm does, from the same operands (so
 // GEMM and every convolution get it by naming it), with A and B rounded to TF32 (10 mantissa
 // bits, ember_f32_to_tf32) and multiplied by mma.m16n8k8 with f32 accumulation. The host
-// picks it when the thread's precision is TF32 (src/precision.rs).
+// picks it when the thread's precision is TF32 (crates/tensor/src/precision.rs).
 //
 // - Threads: 256, 8 warps as 2 (rows) × 4 (columns); warp (wm, wn) owns the warp tile of
 //   TILE/2 rows × TILE/4 columns at (wm·TILE/2, wn·TILE/4): 4×4 mma tiles of 16×8 for the
@@ -454,7 +461,7 @@ __device__ __forceinline__ void ember_tile_gemm_tf32(const Operands& operands, i
     auto store_panel = [&](const Loads& loads) {
         EMBER_UNROLL
         for (int i = 0; i < Loads::count; i++) {
-            a_panel[loads.a_row(i)][loads.a_p] = ember_f32_to_tf32(loads.a_next[i]);
+            a_panel[loads.a_row(i)][loads.a_depth(i)] = ember_f32_to_tf32(loads.a_next[i]);
             b_panel[loads.b_depth(i)][loads.b_col(i)] = ember_f32_to_tf32(loads.b_next[i]);
         }
     };
@@ -566,13 +573,13 @@ struct EmberTf32Product {
 // The four kernels of a product written once as `template <class Product> __device__ void
 // name(...)`: name_f32_t128, name_f32_t64, name_tf32_t128 and name_tf32_t64, each taking
 // `params` and calling name<Product>`args` (both parenthesized lists). The 128-tiles'
-// ~160 registers a thread allow one block per multiprocessor; the TF32 64-tiles are allowed
-// 128 (two blocks), where ptxas would otherwise aim at 64 and spill.
+// ~160 registers a thread allow one block per multiprocessor; the 64-tiles are allowed 128
+// (two blocks), where ptxas would otherwise aim at 64 and may spill.
 #define EMBER_TILED_KERNELS(name, params, args)                                                                      \
     extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1) name##_f32_t128 params {                    \
         name<EmberFmaProduct<128>> args;                                                                             \
     }                                                                                                                \
-    extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS) name##_f32_t64 params {                        \
+    extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 2) name##_f32_t64 params {                     \
         name<EmberFmaProduct<64>> args;                                                                              \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1) name##_tf32_t128 params {                   \

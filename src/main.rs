@@ -67,9 +67,9 @@ struct DeviceArgs {
     /// for checking only)
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// CUDA devices: f32 (exact f32 products) or tf32 (matmul and convolutions on tensor
-    /// cores with inputs rounded to TF32, f32 accumulation: PyTorch's allow_tf32). The CPU
-    /// computes in f32 only
+    /// CUDA devices: f32 (exact f32 products) or tf32 (matmul, convolutions and attention's
+    /// products on tensor cores with inputs rounded to TF32, f32 accumulation: PyTorch's
+    /// allow_tf32). The CPU computes in f32 only
     #[arg(long, default_value = "f32")]
     precision: Precision,
 }
@@ -634,6 +634,7 @@ fn run_sample(args: SampleArgs) -> Result<()> {
 
 fn run_eval(args: EvalArgs) -> Result<()> {
     if args.prompt_fidelity {
+        anyhow::ensure!(args.device.device == "cpu" && args.device.precision == Precision::F32, "--prompt-fidelity runs on the CPU (in f32) for now");
         let classifier = args.classifier.clone().unwrap_or_else(|| shipped_classifier("fashion-mnist"));
         let data = args.data.clone().unwrap_or_else(|| "fashion-mnist".into());
         return txt2img::run_prompt_fidelity(&args.checkpoint, &classifier, &data, &args.guidance, args.n(), args.steps, args.batch_size, args.seed);

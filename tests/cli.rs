@@ -305,3 +305,18 @@ fn the_shipped_pipeline_answers_a_prompt() {
     assert!(ok && text.contains("txt2img-fashion-mnist-f16.safetensors"), "{text}");
     assert!(grid.exists());
 }
+
+/// The text-to-image stage 3 and the prompt-fidelity evaluation run on the CPU only: a CUDA
+/// device or TF32 is refused with a message, not ignored.
+#[test]
+fn txt2img_training_and_prompt_fidelity_refuse_a_cuda_device_or_tf32() {
+    let dir = temp_dir("txt2img-device");
+    let out = dir.join("run");
+    for device in [["--device", "cuda"], ["--precision", "tf32"]] {
+        let (ok, text) = ember(&[&["train", "--pipeline", "txt2img", "--out", out.to_str().unwrap()][..], &device[..]].concat());
+        assert!(!ok && text.contains("--pipeline txt2img trains on the CPU (in f32) for now"), "{text}");
+        let (ok, text) =
+            ember(&[&["eval", "--checkpoint", "checkpoints/txt2img-fashion-mnist-f16.safetensors", "--prompt-fidelity"][..], &device[..]].concat());
+        assert!(!ok && text.contains("--prompt-fidelity runs on the CPU (in f32) for now"), "{text}");
+    }
+}

@@ -2,11 +2,12 @@
 //!
 //! Matrix products (matmul, the implicit-GEMM convolutions forward and both gradients, and
 //! attention's products forward and backward) on a CUDA device run either on FMA units
-//! (exact f32 arithmetic, the default) or on the tensor cores in TF32: each operand rounded to 10 mantissa bits (round to nearest,
-//! ties away from zero: `cvt.rna.tf32.f32`), products accumulated in f32. TF32 keeps f32's
-//! exponent range, so nothing overflows that did not before; a product's relative error
-//! grows from about 2⁻²⁴ to about 2⁻¹¹ of Σ|a||b|. The CPU always computes in f32: the
-//! setting changes what a CUDA device does only.
+//! (exact f32 arithmetic, the default) or on the tensor cores in TF32: each operand rounded
+//! to 10 mantissa bits (round to nearest, ties away from zero: `cvt.rna.tf32.f32`), products
+//! accumulated in f32. TF32 keeps f32's exponent range (only values within half a TF32 step
+//! of f32's largest round up to infinity); an operand's relative rounding error is at most
+//! 2⁻¹¹, so a product's error grows from about 2⁻²⁴ to about 2⁻¹⁰ of Σ|a||b|. The CPU always
+//! computes in f32: the setting changes what a CUDA device does only.
 //!
 //! The setting is per thread (as [`crate::no_grad`] is), so that tests running side by side
 //! do not change each other's arithmetic; a training run sets it once on its thread.

@@ -89,8 +89,9 @@ impl GpuMatrix<'_> {
 const TARGET_BLOCKS: usize = 256;
 /// The shortest depth range worth a split of its own.
 const MIN_SPLIT_DEPTH: usize = 256;
-/// The depth step of the tile loop (EMBER_TILE_DEPTH in kernels/ember_cuda.h).
-const TILE_DEPTH: usize = 8;
+/// The deepest panel of the tiles (EMBER_TF32_DEPTH in kernels/ember_cuda.h; the f32 tile's
+/// is 8): splits end on whole panels of either.
+const TILE_DEPTH: usize = 16;
 
 /// How a GEMM whose output gives `blocks` tiles splits its depth `k`: `(splits, k_chunk)`. One
 /// split when the tiles alone fill a GPU or k is short; else as many ranges of at least
@@ -150,7 +151,16 @@ pub fn gemm(batch: usize, m: usize, n: usize, k: usize, a: GpuMatrix, b: GpuMatr
         KernelArg::I32(splits as i32),
         KernelArg::I32(to_i32("gemm", "k chunk", k_chunk)?),
     ];
-    backend.launch(tiled_kernel!("matmul.cu", "gemm", tile), &config, &args)?;
+    // read each operand along its contiguous axis: A transposed when its rows are (m > 1), B
+    // when its depth is (n > 1)
+    let (a_transposed, b_transposed) = (m > 1 && a.row_stride == 1 && a.col_stride != 1, n > 1 && b.row_stride == 1 && b.col_stride != 1);
+    let name = match (a_transposed, b_transposed) {
+        (false, false) => tiled_kernel!("matmul.cu", "gemm_nn", tile),
+        (true, false) => tiled_kernel!("matmul.cu", "gemm_tn", tile),
+        (false, true) => tiled_kernel!("matmul.cu", "gemm_nt", tile),
+        (true, true) => tiled_kernel!("matmul.cu", "gemm_tt", tile),
+    };
+    backend.launch(name, &config, &args)?;
     if let Some(p) = partials {
         let args = [
             p.arg(),
