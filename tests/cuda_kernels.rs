@@ -743,8 +743,15 @@ fn assert_tf32_product(actual: &[f32], exact: &[f32], rounded: &[f32], bound: &[
 fn tf32_products_round_like_tensor_cores_and_stay_within_tf32_of_f32() {
     let round = |v: &[f32]| v.iter().map(|&x| tf32_reference(x)).collect::<Vec<f32>>();
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
-    // (batch, m, n, k, A transposed, B transposed); the last splits k (one 64-tile, k = 1000)
-    let gemms = [(1, 7, 13, 5, false, false), (2, 65, 63, 17, true, false), (1, 129, 70, 100, true, true), (1, 20, 33, 1000, true, false)];
+    // (batch, m, n, k, A transposed, B transposed): the four storage orders; the last splits k
+    // (one 64-tile, k = 1000)
+    let gemms = [
+        (1, 7, 13, 5, false, false),
+        (2, 65, 63, 17, true, false),
+        (1, 33, 70, 40, false, true),
+        (1, 129, 70, 100, true, true),
+        (1, 20, 33, 1000, true, false),
+    ];
     for device in devices() {
         for (case, &(batch, m, n, k, a_t, b_t)) in gemms.iter().enumerate() {
             let a_data = values(batch * m * k, -1.0, 1.0, 150 + case as u64);
