@@ -1,27 +1,28 @@
 //! CUDA kernel benchmarks: ember's own kernels (`kernels/*.cu`) against PyTorch (cuBLAS,
 //! cuDNN, SDPA) on the same GPU in the same run, on the shapes of the UNet presets
-//! (`ddpm-cifar10`, `labml`) at batch 128, in f32, or with `--precision tf32` the products
-//! (GEMM, the three convolutions and attention's) on tensor cores in TF32
-//! (`ember::tensor::precision`).
+//! (`ddpm-cifar10`, `labml`) at batch 128, in f32, or with `--precision tf32|bf16` the
+//! products (GEMM, the three convolutions and attention's) on tensor cores in TF32 or with
+//! bf16 inputs (`ember::tensor::precision`; ember's tensors stay f32 in memory).
 //!
 //! - The device's ceilings are measured first, with our own kernels (`kernels/peak.cu`): f32
-//!   FMA throughput, TF32 tensor-core throughput (mma.m16n8k8) and copy bandwidth. Every case
-//!   is reported as TFLOP/s (GB/s for the memory-bound group norm) and as a percentage of the
-//!   ceiling of the units it runs on: GEMM, the convolutions and attention of the TF32
-//!   ceiling with `--precision tf32` and of the FMA ceiling in f32, group norm of the copy
-//!   ceiling.
+//!   FMA throughput, TF32 and bf16 tensor-core throughput (mma.m16n8k8, mma.m16n8k16) and
+//!   copy bandwidth. Every case is reported as TFLOP/s (GB/s for the memory-bound group norm)
+//!   and as a percentage of the ceiling of the units it runs on: GEMM, the convolutions and
+//!   attention of the TF32 or bf16 ceiling with `--precision tf32|bf16` and of the FMA
+//!   ceiling in f32, group norm of the copy ceiling.
 //! - ember's side calls the host functions of `ops::<op>::cuda` directly (no tensors, no
 //!   autograd): after a warm-up, the median of several samples, each a batch of calls lasting
 //!   about 5 ms, bracketed by `synchronize` and timed with `Instant`.
 //! - PyTorch's side is `benches/torch_cuda_kernels.py` in a subprocess (`.venv/bin/python` if
 //!   it has torch with CUDA, else `python3`), timed with CUDA events the same way. PyTorch's
-//!   TF32 (`allow_tf32` for cuBLAS and cuDNN) follows `--precision`, so both sides compute
-//!   alike; `cudnn.benchmark` lets cuDNN pick its best algorithm.
+//!   TF32 (`allow_tf32` for cuBLAS and cuDNN) follows `--precision`, and with bf16 its
+//!   products' inputs are bf16 tensors (group norm stays f32, as under autocast), so both
+//!   sides compute alike; `cudnn.benchmark` lets cuDNN pick its best algorithm.
 //!
 //! Run: `cargo bench --features cuda --bench cuda_kernels -- [--quick] [--only SUBSTRING]
-//! [--runs N] [--precision f32|tf32]` (on a lent GPU: `bash scripts/gpu_check.sh`). Without a
+//! [--runs N] [--precision f32|tf32|bf16]` (on a lent GPU: `bash scripts/gpu_check.sh`). Without a
 //! GPU it prints `SKIPPED: no CUDA GPU (reason)` and exits 0; a kernel that fails on a GPU makes
-//! it exit 1; a `--precision` other than f32 or tf32 makes it exit 2.
+//! it exit 1; an unknown `--precision` makes it exit 2.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -49,10 +50,13 @@ const GROUPS: usize = 32;
 const NORM_EPS: f64 = 1e-6;
 /// Independent FMA chains per thread in `peak_fma_f32` (`PEAK_CHAINS` in kernels/peak.cu).
 const PEAK_FMA_CHAINS: usize = 16;
-/// Independent mma chains per warp in `peak_mma_tf32` (`PEAK_MMA_CHAINS` in kernels/peak.cu).
+/// Independent mma chains per warp in `peak_mma_tf32` and `peak_mma_bf16` (`PEAK_MMA_CHAINS`
+/// in kernels/peak.cu).
 const PEAK_MMA_CHAINS: usize = 8;
-/// The flops of one mma.m16n8k8, which a whole warp issues: 16·8·8 multiply-adds.
-const MMA_FLOPS: usize = 2 * 16 * 8 * 8;
+/// The flops of one mma.m16n8k8 (TF32) and one mma.m16n8k16 (bf16), which a whole warp
+/// issues: 16·8·8 and 16·8·16 multiply-adds.
+const MMA_TF32_FLOPS: usize = 2 * 16 * 8 * 8;
+const MMA_BF16_FLOPS: usize = 2 * 16 * 8 * 16;
 /// How long one timing sample lasts: enough calls that launch and synchronization costs
 /// average out.
 const SAMPLE_SECONDS: f64 = 5e-3;
@@ -106,13 +110,14 @@ impl Op {
     }
 
     /// The ceiling that "% ceil" divides by, of the units the case runs on: the tensor cores
-    /// for GEMM, the convolutions and attention in TF32, the FMA units for them in f32, memory
+    /// for GEMM, the convolutions and attention in TF32 or bf16, the FMA units in f32, memory
     /// for group norm.
     fn ceiling(&self, ceilings: &Ceilings, precision: Precision) -> f64 {
         match (self, precision) {
             (Op::GroupNormForward(_) | Op::GroupNormBackward(_), _) => ceilings.copy,
             (_, Precision::F32) => ceilings.fma,
             (_, Precision::Tf32) => ceilings.mma_tf32,
+            (_, Precision::Bf16) => ceilings.mma_bf16,
         }
     }
 
@@ -338,6 +343,8 @@ struct Ceilings {
     fma: f64,
     /// TF32 tensor-core FLOP/s, mma.m16n8k8 (`peak_mma_tf32`).
     mma_tf32: f64,
+    /// bf16 tensor-core FLOP/s, mma.m16n8k16 (`peak_mma_bf16`).
+    mma_bf16: f64,
     /// Copy bandwidth, bytes read plus bytes written per second (`peak_copy_f32`).
     copy: f64,
 }
@@ -357,16 +364,18 @@ fn measure_ceilings(backend: &Arc<dyn GpuBackend>, runs: usize) -> Result<Ceilin
 
     // mma: 16384 blocks of 256 threads (8 warps each; 15 to 30 waves on an H100 or H200, as
     // 8 or 4 blocks fit an SM), 256 iterations of PEAK_MMA_CHAINS mmas per warp: 5.5e11
-    // flops, about 1 ms a launch at 500 TFLOP/s, batched to 5 ms samples as every case is.
+    // flops in TF32 (twice in bf16), about 1 ms a launch, batched to 5 ms samples as every
+    // case is.
     let (blocks, threads, iterations) = (16384usize, 256usize, 256usize);
     let out = DeviceBuffer::new(backend, blocks * threads * 4)?;
-    let mma = Kernel { file: "peak.cu", name: "peak_mma_tf32" };
-    let seconds = median_seconds(&**backend, runs, &mut || {
-        let args = [out.arg(), KernelArg::I32(iterations as i32)];
-        backend.launch(mma, &LaunchConfig::linear(blocks as u32, threads as u32), &args)
-    })?;
-    let warps = blocks * threads / 32;
-    let mma_tf32 = (MMA_FLOPS * PEAK_MMA_CHAINS * iterations * warps) as f64 / seconds;
+    let mma_ceiling = |name: &'static str, flops_per_mma: usize| -> Result<f64> {
+        let seconds = median_seconds(&**backend, runs, &mut || {
+            let args = [out.arg(), KernelArg::I32(iterations as i32)];
+            backend.launch(Kernel { file: "peak.cu", name }, &LaunchConfig::linear(blocks as u32, threads as u32), &args)
+        })?;
+        Ok((flops_per_mma * PEAK_MMA_CHAINS * iterations * blocks * threads / 32) as f64 / seconds)
+    };
+    let (mma_tf32, mma_bf16) = (mma_ceiling("peak_mma_tf32", MMA_TF32_FLOPS)?, mma_ceiling("peak_mma_bf16", MMA_BF16_FLOPS)?);
     drop(out);
 
     // Copy: 1 GiB to 1 GiB, far past any L2 cache; the bytes read plus the bytes written.
@@ -378,7 +387,7 @@ fn measure_ceilings(backend: &Arc<dyn GpuBackend>, runs: usize) -> Result<Ceilin
         let args = [x.arg(), y.arg(), KernelArg::I64(n as i64)];
         backend.launch(copy, &LaunchConfig::linear(n.div_ceil(256).min(65536) as u32, 256), &args)
     })?;
-    Ok(Ceilings { fma, mma_tf32, copy: (2 * n * 4) as f64 / seconds })
+    Ok(Ceilings { fma, mma_tf32, mma_bf16, copy: (2 * n * 4) as f64 / seconds })
 }
 
 /// PyTorch's side: the header (versions, device) and the median seconds per case, or why
@@ -413,7 +422,7 @@ fn torch_timings(root: &str, cases: &[Case], runs: usize, precision: Precision) 
     let request = json!({
         "runs": runs,
         "sample_seconds": SAMPLE_SECONDS,
-        "tf32": precision == Precision::Tf32,
+        "precision": precision.name(),
         "cases": cases.iter().map(|c| c.op.torch_spec(&c.name)).collect::<Vec<_>>(),
     });
     let mut child = Command::new(&python)
@@ -480,9 +489,10 @@ fn main() {
         }
     };
     println!(
-        "measured ceilings: f32 FMA {:.1} TFLOP/s (peak_fma_f32), TF32 tensor cores {:.1} TFLOP/s (peak_mma_tf32, mma.m16n8k8), memory {:.0} GB/s (peak_copy_f32, 1 GiB → 1 GiB)",
+        "measured ceilings: f32 FMA {:.1} TFLOP/s (peak_fma_f32), tensor cores {:.1} TFLOP/s in TF32 (peak_mma_tf32, mma.m16n8k8) and {:.1} in bf16 (peak_mma_bf16, mma.m16n8k16), memory {:.0} GB/s (peak_copy_f32, 1 GiB → 1 GiB)",
         ceilings.fma / 1e12,
         ceilings.mma_tf32 / 1e12,
+        ceilings.mma_bf16 / 1e12,
         ceilings.copy / 1e9
     );
 
@@ -511,6 +521,7 @@ fn main() {
                 Some(false) => "TF32 off",
                 None => "TF32 not reported",
             };
+            let tf32 = if precision == Precision::Bf16 { format!("{tf32}, products' inputs in bf16") } else { tf32.to_string() };
             println!(
                 "PyTorch {} (CUDA {}, cuDNN {}) on {}, same machine, same run; {tf32}, cudnn.benchmark on",
                 field("torch"),
@@ -524,6 +535,7 @@ fn main() {
     let (arithmetic, product_ceiling) = match precision {
         Precision::F32 => ("f32", "f32 FMA"),
         Precision::Tf32 => ("tf32 products (gemm, conv, attention)", "TF32 tensor-core"),
+        Precision::Bf16 => ("bf16 products (gemm, conv, attention; f32 in memory)", "bf16 tensor-core"),
     };
     println!("{arithmetic}, batch {BATCH}; attention: 1 head, bh = {BATCH}; group norm: {GROUPS} groups; median of {runs} sample(s) of ≥ 5 ms");
     println!("% ceil: gemm, conv and attention of the {product_ceiling} ceiling, group norm of the memory ceiling");

@@ -2,16 +2,18 @@
 (torch.matmul, F.linear), cuDNN (F.conv2d, torch.nn.grad.conv2d_input / conv2d_weight), SDPA
 (F.scaled_dot_product_attention, forward and backward through autograd) and F.group_norm.
 
-Input (stdin): {"runs": N, "sample_seconds": S, "tf32": B, "cases": [{"name", "op", ...shapes},
-...]}. Output (stdout), one JSON object per line as soon as it is known: first the header
+Input (stdin): {"runs": N, "sample_seconds": S, "precision": "f32"|"tf32"|"bf16", "cases":
+[{"name", "op", ...shapes}, ...]}. Output (stdout), one JSON object per line as soon as it is known: first the header
 {"torch", "cuda", "cudnn", "device", "tf32"}, then per case {"name", "seconds"} (median seconds
 per call) or {"name", "error"}.
 
 Timing, as on ember's side: a warm-up call (cuDNN's autotuning happens there), then `runs`
 samples, each a batch of calls lasting about S seconds between two CUDA events; the median.
-TF32 (cuBLAS's and cuDNN's allow_tf32) is on when the request's "tf32" is true (absent: off),
-as ember's `--precision tf32` puts its GEMM and convolutions on tensor cores, so both sides
-compute alike; the header's "tf32" is true when both flags read back on.
+TF32 (cuBLAS's and cuDNN's allow_tf32) is on when the request's precision is "tf32" (absent:
+f32, off), as ember's `--precision tf32` puts its products on tensor cores, so both sides
+compute alike; the header's "tf32" is true when both flags read back on. With "bf16" the
+inputs of the products (matmul, linear, convolutions, attention) are bf16 tensors, as autocast
+makes them; group norm stays f32, as under autocast.
 """
 import json
 import math
@@ -40,12 +42,16 @@ def median_seconds(fn, runs, sample_seconds):
     return statistics.median(sample(calls) for _ in range(max(runs, 1)))
 
 
-def case_fn(case):
-    """The call to time for one case, its inputs made once (uniform in [-0.5, 0.5))."""
+def case_fn(case, bf16):
+    """The call to time for one case, its inputs made once (uniform in [-0.5, 0.5)); with bf16,
+    the products' inputs are bf16."""
     g = torch.Generator(device="cuda").manual_seed(0)
+    products = not case["op"].startswith("group_norm")
 
     def rand(*shape, grad=False):
         t = torch.rand(*shape, device="cuda", generator=g) - 0.5
+        if bf16 and products:
+            t = t.to(torch.bfloat16)
         return t.requires_grad_(grad)
 
     op = case["op"]
@@ -97,7 +103,10 @@ def emit(value):
 
 def main():
     request = json.load(sys.stdin)
-    tf32 = bool(request.get("tf32", False))
+    precision = request.get("precision", "f32")
+    if precision not in ("f32", "tf32", "bf16"):
+        raise SystemExit(f"unknown precision {precision!r}: f32, tf32 or bf16")
+    tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = True
@@ -110,7 +119,7 @@ def main():
     })
     for case in request["cases"]:
         try:
-            fn = case_fn(case)
+            fn = case_fn(case, precision == "bf16")
             emit({"name": case["name"], "seconds": median_seconds(fn, request["runs"], request["sample_seconds"])})
         except Exception as e:  # one failing case (out of memory, unsupported shape) is reported, not fatal
             emit({"name": case["name"], "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})

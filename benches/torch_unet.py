@@ -1,6 +1,6 @@
 """The PyTorch/diffusers side of benches/unet.rs: one case per process.
 
-Usage: torch_unet.py PRESET CHANNELS BATCH train|forward ITERATIONS THREADS [cpu|cuda [f32|tf32]]
+Usage: torch_unet.py PRESET CHANNELS BATCH train|forward ITERATIONS THREADS [cpu|cuda [f32|tf32|bf16]]
 Prints "median_seconds_per_iteration step_mib" (peak resident memory during the steps minus
 the resident memory before them, as benches/unet.rs measures ember; on cuda, the peak device
 memory allocated during the steps minus what was allocated before them). The model is
@@ -8,8 +8,9 @@ diffusers' UNet2DModel with the same architecture as ember's preset; a training 
 the same as ember's: sample t and noise, q_sample, forward, MSE against the noise, backward,
 Adam step. On cuda the iteration ends with a synchronize, and the precision (default f32) sets
 cuBLAS's and cuDNN's allow_tf32 as benches/unet.rs's `--precision` sets ember's products: off
-for f32, on for tf32, so both sides compute alike. The CPU computes in f32 only (tf32 there is
-refused).
+for f32, on for tf32, so both sides compute alike; bf16 runs the forward and the loss under
+torch.autocast(bfloat16) (f32 weights and Adam). The CPU computes in f32 only (tf32 and bf16
+there are refused).
 """
 import statistics
 import sys
@@ -43,10 +44,11 @@ def main():
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cuda = device.type == "cuda"
-    if precision not in ("f32", "tf32"):
-        sys.exit(f"unknown precision {precision!r}: f32 or tf32")
-    if precision == "tf32" and not cuda:
-        sys.exit("precision tf32 needs cuda: the CPU computes in f32")
+    if precision not in ("f32", "tf32", "bf16"):
+        sys.exit(f"unknown precision {precision!r}: f32, tf32 or bf16")
+    if precision != "f32" and not cuda:
+        sys.exit(f"precision {precision} needs cuda: the CPU computes in f32")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
         torch.backends.cudnn.allow_tf32 = precision == "tf32"
@@ -64,13 +66,14 @@ def main():
         noise = torch.randn_like(x0)
         a = ab[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = torch.nn.functional.mse_loss(model(x_t, t).sample, noise)
+        with autocast:
+            loss = torch.nn.functional.mse_loss(model(x_t, t).sample.float(), noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     def forward_iteration():
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             model(x0, torch.arange(batch, device=device) * 97 % 1000).sample
 
     if mode == "train":

@@ -6,14 +6,15 @@
 //! Run: `cargo xtask bench` (or `cargo bench --bench unet -- [--rounds N] [--only NAME]`).
 //!
 //! On a GPU (`cargo bench --features cuda --bench unet -- --device cuda [--precision
-//! f32|tf32]`, or `bash scripts/gpu_check.sh` on a lent machine) the cases are the
+//! f32|tf32|bf16]`, or `bash scripts/gpu_check.sh` on a lent machine) the cases are the
 //! `ddpm-cifar10` training step and forward at batch 128 on `Device::Cuda(0)`, against
 //! PyTorch eager on the same GPU, both sides in the same precision: f32 (the default, TF32 off
-//! on both sides) or tf32 (ember's matrix products and convolutions on tensor cores in TF32,
-//! `ember::tensor::precision`; PyTorch's `allow_tf32` on for cuBLAS and cuDNN). Memory is the
-//! device's peak in use during the steps above what the model and data hold (ember's caching
-//! allocator's count; PyTorch's `max_memory_allocated`). The CPU computes in f32 only:
-//! `--device cpu --precision tf32` is refused (exit 2).
+//! on both sides), tf32 (ember's matrix products, convolutions and attention on tensor cores
+//! in TF32, `ember::tensor::precision`; PyTorch's `allow_tf32` on for cuBLAS and cuDNN) or
+//! bf16 (ember's products with bf16 inputs, its tensors f32 in memory; PyTorch under bf16
+//! autocast). Memory is the device's peak in use during the steps above what the model and
+//! data hold (ember's caching allocator's count; PyTorch's `max_memory_allocated`). The CPU
+//! computes in f32 only: `--device cpu --precision tf32|bf16` is refused (exit 2).
 
 use std::process::Command;
 use std::time::Instant;

@@ -31,9 +31,9 @@
 //
 // Every product (S = Q·Kᵀ, dP = dO·Vᵀ, P·V, dV = Pᵀ·dO, dK = dSᵀ·Q, dQ = dS·K) is one
 // tile_product between 32-row tiles in shared memory: in f32 each thread runs FMAs over
-// entries of the result (the `_f32` kernels), in TF32 each warp runs mma.m16n8k8 over 16×8
-// tiles of it (the `_tf32` kernels, when the thread's precision is TF32; softmax and its
-// statistics stay in f32).
+// entries of the result (the `_f32` kernels); in TF32 or bf16 each warp runs mma.m16n8k8 or
+// mma.m16n8k16 over 16×8 tiles of it (the `_tf32` and `_bf16` kernels, picked by the
+// thread's precision; softmax and its statistics stay in f32).
 //
 // Shared rows of Q, K and dO are padded to d + 1 (dv + 1) floats, so the 32 lanes of a warp
 // reading row j = lane at one column hit 32 different banks.
@@ -69,18 +69,24 @@ __device__ __forceinline__ const float* mask_row_of(const float* key_mask, int b
     return key_mask == nullptr ? nullptr : key_mask + (long long)(bh / heads) * sk;
 }
 
+// The arithmetic of the products: the `_f32`, `_tf32` and `_bf16` kernels.
+#define ATT_F32 0
+#define ATT_TF32 1
+#define ATT_BF16 2
+
 // acc[i][c] ← (accumulate ? acc[i][c]·row_scale[i] : 0) + Σ_p a(i, p)·b(p, c) for the 32
 // rows i and the columns c < n of acc (shared memory, row stride acc_ld; row_scale null: 1),
 // by the whole block; the caller synchronizes before and after. f32: each thread takes
-// entries, FMAs in order of p. TF32: each warp takes 16×8 tiles (ember_warp_mma_tf32).
-template <bool TF32, class A, class B>
+// entries, FMAs in order of p. TF32 and bf16: each warp takes 16×8 tiles
+// (ember_warp_mma_tf32, ember_warp_mma_bf16).
+template <int ARITHMETIC, class A, class B>
 __device__ __forceinline__ void tile_product(float* acc, int acc_ld, int n, int depth, bool accumulate,
                                              const float* row_scale, const A& a, const B& b) {
     auto start = [&](int i, int c) {
         if (!accumulate) return 0.0f;
         return row_scale ? acc[i * acc_ld + c] * row_scale[i] : acc[i * acc_ld + c];
     };
-    if (!TF32) {
+    if (ARITHMETIC == ATT_F32) {
         for (int e = threadIdx.x; e < ATT_TILE * n; e += ATT_THREADS) {
             int i = e / n, c = e % n;
             float value = start(i, c);
@@ -97,9 +103,10 @@ __device__ __forceinline__ void tile_product(float* acc, int acc_ld, int n, int 
             int i = i0 + g + 8 * (r / 2), c = c0 + 2 * t + r % 2;
             fragment[r] = c < n ? start(i, c) : 0.0f;
         }
-        ember_warp_mma_tf32(
-            fragment, depth, [&](int i, int p) { return a(i0 + i, p); },
-            [&](int p, int j) { return c0 + j < n ? b(p, c0 + j) : 0.0f; });
+        auto a_tile = [&](int i, int p) { return a(i0 + i, p); };
+        auto b_tile = [&](int p, int j) { return c0 + j < n ? b(p, c0 + j) : 0.0f; };
+        if (ARITHMETIC == ATT_TF32) ember_warp_mma_tf32(fragment, depth, a_tile, b_tile);
+        else ember_warp_mma_bf16(fragment, depth, a_tile, b_tile);
         for (int r = 0; r < 4; r++) {
             int i = i0 + g + 8 * (r / 2), c = c0 + 2 * t + r % 2;
             if (c < n) acc[i * acc_ld + c] = fragment[r];
@@ -107,7 +114,7 @@ __device__ __forceinline__ void tile_product(float* acc, int acc_ld, int n, int 
     }
 }
 
-template <bool TF32>
+template <int ARITHMETIC>
 __device__ __forceinline__ void attention_forward(const float* q, const float* k, const float* v, const float* key_mask,
                                                   float* out, float* lse, int sq, int sk, int d, int dv, float scale,
                                                   int heads, int causal) {
@@ -138,7 +145,7 @@ __device__ __forceinline__ void attention_forward(const float* q, const float* k
         load_rows(k_tile, d + 1, kb, key0, sk, d);
         load_rows(v_tile, dv, vb, key0, sk, dv);
         __syncthreads();
-        tile_product<TF32>(
+        tile_product<ARITHMETIC>(
             s_tile, ATT_LD, ATT_TILE, d, false, nullptr, [&](int i, int p) { return q_tile[i * (d + 1) + p]; },
             [&](int p, int j) { return k_tile[j * (d + 1) + p]; });
         __syncthreads();
@@ -164,7 +171,7 @@ __device__ __forceinline__ void attention_forward(const float* q, const float* k
             }
         }
         __syncthreads();
-        tile_product<TF32>(
+        tile_product<ARITHMETIC>(
             acc, dv, dv, ATT_TILE, true, alpha, [&](int i, int j) { return s_tile[i * ATT_LD + j]; },
             [&](int j, int c) { return v_tile[j * dv + c]; });
         __syncthreads();
@@ -186,10 +193,13 @@ __device__ __forceinline__ void attention_forward(const float* q, const float* k
         const float *__restrict__ key_mask, float *__restrict__ out, float *__restrict__ lse, int sq, int sk, int d, \
         int dv, float scale, int heads, int causal
 extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_forward_f32(ATTENTION_FORWARD_PARAMS) {
-    attention_forward<false>(q, k, v, key_mask, out, lse, sq, sk, d, dv, scale, heads, causal);
+    attention_forward<ATT_F32>(q, k, v, key_mask, out, lse, sq, sk, d, dv, scale, heads, causal);
 }
 extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_forward_tf32(ATTENTION_FORWARD_PARAMS) {
-    attention_forward<true>(q, k, v, key_mask, out, lse, sq, sk, d, dv, scale, heads, causal);
+    attention_forward<ATT_TF32>(q, k, v, key_mask, out, lse, sq, sk, d, dv, scale, heads, causal);
+}
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_forward_bf16(ATTENTION_FORWARD_PARAMS) {
+    attention_forward<ATT_BF16>(q, k, v, key_mask, out, lse, sq, sk, d, dv, scale, heads, causal);
 }
 
 // delta[r] = Σ_c out[r, c]·d_out[r, c] for the `rows` rows of [rows, dv]; one warp per row.
@@ -208,15 +218,15 @@ extern "C" __global__ void attention_delta_f32(const float* __restrict__ out, co
 // p_tile) and dS = scale·P ⊙ (dO·Vᵀ − delta) (into ds_tile), both [query][key] with row
 // stride 33; zero outside the matrices and for masked pairs (mask_row null: no key masked;
 // causal: the keys after the query masked). The caller synchronizes after.
-template <bool TF32>
+template <int ARITHMETIC>
 __device__ __forceinline__ void recompute_tiles(const float* q_tile, const float* k_tile, const float* do_tile,
                                                 const float* v_tile, const float* lse_rows, const float* delta_rows,
                                                 const float* mask_row, int causal, float* p_tile, float* ds_tile,
                                                 int row0, int key0, int sq, int sk, int d, int dv, float scale) {
-    tile_product<TF32>(
+    tile_product<ARITHMETIC>(
         p_tile, ATT_LD, ATT_TILE, d, false, nullptr, [&](int i, int p) { return q_tile[i * (d + 1) + p]; },
         [&](int p, int j) { return k_tile[j * (d + 1) + p]; });
-    tile_product<TF32>(
+    tile_product<ARITHMETIC>(
         ds_tile, ATT_LD, ATT_TILE, dv, false, nullptr, [&](int i, int c) { return do_tile[i * (dv + 1) + c]; },
         [&](int c, int j) { return v_tile[j * (dv + 1) + c]; });
     __syncthreads();
@@ -242,7 +252,7 @@ __device__ __forceinline__ void load_row_stats(float* lse_rows, float* delta_row
     }
 }
 
-template <bool TF32>
+template <int ARITHMETIC>
 __device__ __forceinline__ void attention_backward_dkdv(const float* q, const float* k, const float* v,
                                                         const float* key_mask, const float* lse, const float* delta,
                                                         const float* d_out, float* dk, float* dv_out, int sq, int sk,
@@ -272,14 +282,14 @@ __device__ __forceinline__ void attention_backward_dkdv(const float* q, const fl
         load_rows(do_tile, dv + 1, dob, row0, sq, dv);
         load_row_stats(lse_rows, delta_rows, lse + (long long)bh * sq, delta + (long long)bh * sq, row0, sq);
         __syncthreads();
-        recompute_tiles<TF32>(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, causal, p_tile, ds_tile,
+        recompute_tiles<ARITHMETIC>(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, causal, p_tile, ds_tile,
                               row0, key0, sq, sk, d, dv, scale);
         __syncthreads();
         // dV[j] += Σ_i P[i][j]·dO[i], dK[j] += Σ_i dS[i][j]·Q[i]
-        tile_product<TF32>(
+        tile_product<ARITHMETIC>(
             dv_acc, dv, dv, ATT_TILE, true, nullptr, [&](int j, int i) { return p_tile[i * ATT_LD + j]; },
             [&](int i, int c) { return do_tile[i * (dv + 1) + c]; });
-        tile_product<TF32>(
+        tile_product<ARITHMETIC>(
             dk_acc, d, d, ATT_TILE, true, nullptr, [&](int j, int i) { return ds_tile[i * ATT_LD + j]; },
             [&](int i, int c) { return q_tile[i * (d + 1) + c]; });
         __syncthreads();
@@ -294,7 +304,7 @@ __device__ __forceinline__ void attention_backward_dkdv(const float* q, const fl
     }
 }
 
-template <bool TF32>
+template <int ARITHMETIC>
 __device__ __forceinline__ void attention_backward_dq(const float* q, const float* k, const float* v, const float* key_mask,
                                                       const float* lse, const float* delta, const float* d_out, float* dq,
                                                       int sq, int sk, int d, int dv, float scale, int heads, int causal) {
@@ -321,10 +331,10 @@ __device__ __forceinline__ void attention_backward_dq(const float* q, const floa
         load_rows(k_tile, d + 1, kb, key0, sk, d);
         load_rows(v_tile, dv + 1, vb, key0, sk, dv);
         __syncthreads();
-        recompute_tiles<TF32>(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, causal, p_tile, ds_tile,
+        recompute_tiles<ARITHMETIC>(q_tile, k_tile, do_tile, v_tile, lse_rows, delta_rows, mask_row, causal, p_tile, ds_tile,
                               row0, key0, sq, sk, d, dv, scale);
         __syncthreads();
-        tile_product<TF32>(  // dQ[i] += Σ_j dS[i][j]·K[j]
+        tile_product<ARITHMETIC>(  // dQ[i] += Σ_j dS[i][j]·K[j]
             dq_acc, d, d, ATT_TILE, true, nullptr, [&](int i, int j) { return ds_tile[i * ATT_LD + j]; },
             [&](int j, int c) { return k_tile[j * (d + 1) + c]; });
         __syncthreads();
@@ -339,23 +349,27 @@ __device__ __forceinline__ void attention_backward_dq(const float* q, const floa
     const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,                        \
         const float *__restrict__ key_mask, const float *__restrict__ lse, const float *__restrict__ delta,       \
         const float *__restrict__ d_out
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attention_backward_dkdv_f32(ATTENTION_BACKWARD_PARAMS, float* __restrict__ dk, float* __restrict__ dv_out, int sq, int sk,
-                            int d, int dv, float scale, int heads, int causal) {
-    attention_backward_dkdv<false>(q, k, v, key_mask, lse, delta, d_out, dk, dv_out, sq, sk, d, dv, scale, heads, causal);
+#define ATTENTION_DKDV_PARAMS \
+    ATTENTION_BACKWARD_PARAMS, float *__restrict__ dk, float *__restrict__ dv_out, int sq, int sk, int d, int dv, float scale, int heads, int causal
+#define ATTENTION_DKDV_ARGS q, k, v, key_mask, lse, delta, d_out, dk, dv_out, sq, sk, d, dv, scale, heads, causal
+#define ATTENTION_DQ_PARAMS \
+    ATTENTION_BACKWARD_PARAMS, float *__restrict__ dq, int sq, int sk, int d, int dv, float scale, int heads, int causal
+#define ATTENTION_DQ_ARGS q, k, v, key_mask, lse, delta, d_out, dq, sq, sk, d, dv, scale, heads, causal
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_backward_dkdv_f32(ATTENTION_DKDV_PARAMS) {
+    attention_backward_dkdv<ATT_F32>(ATTENTION_DKDV_ARGS);
 }
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attention_backward_dkdv_tf32(ATTENTION_BACKWARD_PARAMS, float* __restrict__ dk, float* __restrict__ dv_out, int sq,
-                             int sk, int d, int dv, float scale, int heads, int causal) {
-    attention_backward_dkdv<true>(q, k, v, key_mask, lse, delta, d_out, dk, dv_out, sq, sk, d, dv, scale, heads, causal);
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_backward_dkdv_tf32(ATTENTION_DKDV_PARAMS) {
+    attention_backward_dkdv<ATT_TF32>(ATTENTION_DKDV_ARGS);
 }
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attention_backward_dq_f32(ATTENTION_BACKWARD_PARAMS, float* __restrict__ dq, int sq, int sk, int d, int dv, float scale,
-                          int heads, int causal) {
-    attention_backward_dq<false>(q, k, v, key_mask, lse, delta, d_out, dq, sq, sk, d, dv, scale, heads, causal);
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_backward_dkdv_bf16(ATTENTION_DKDV_PARAMS) {
+    attention_backward_dkdv<ATT_BF16>(ATTENTION_DKDV_ARGS);
 }
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attention_backward_dq_tf32(ATTENTION_BACKWARD_PARAMS, float* __restrict__ dq, int sq, int sk, int d, int dv, float scale,
-                           int heads, int causal) {
-    attention_backward_dq<true>(q, k, v, key_mask, lse, delta, d_out, dq, sq, sk, d, dv, scale, heads, causal);
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_backward_dq_f32(ATTENTION_DQ_PARAMS) {
+    attention_backward_dq<ATT_F32>(ATTENTION_DQ_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_backward_dq_tf32(ATTENTION_DQ_PARAMS) {
+    attention_backward_dq<ATT_TF32>(ATTENTION_DQ_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_backward_dq_bf16(ATTENTION_DQ_PARAMS) {
+    attention_backward_dq<ATT_BF16>(ATTENTION_DQ_ARGS);
 }

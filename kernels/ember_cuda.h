@@ -442,6 +442,30 @@ struct EmberTf32Tile {
 template <int TILE>
 using EmberTf32Acc = float[EmberTf32Tile<TILE>::mi][EmberTf32Tile<TILE>::ni][4];
 
+// A thread's place in the tensor-core tiles (TF32 and bf16 share it): lane 4g + t of the warp
+// whose warp tile starts at (warp_row, warp_col) of the block's tile.
+template <int TILE>
+struct EmberMmaLane {
+    int g, t, warp_row, warp_col;
+    __device__ __forceinline__ EmberMmaLane() {
+        int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+        g = lane / 4;
+        t = lane % 4;
+        warp_row = (warp / 4) * EmberTf32Tile<TILE>::warp_rows;
+        warp_col = (warp % 4) * EmberTf32Tile<TILE>::warp_cols;
+    }
+};
+
+template <int TILE>
+__device__ __forceinline__ void ember_zero_mma_acc(EmberTf32Acc<TILE>& acc) {
+    EMBER_UNROLL
+    for (int i = 0; i < EmberTf32Tile<TILE>::mi; i++)
+        EMBER_UNROLL
+        for (int j = 0; j < EmberTf32Tile<TILE>::ni; j++)
+            EMBER_UNROLL
+            for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
+}
+
 template <int TILE, class Operands>
 __device__ __forceinline__ void ember_tile_gemm_tf32(const Operands& operands, int m, int n, int k_begin, int k_end,
                                                      int row0, int col0, EmberTf32Acc<TILE>& acc) {
@@ -449,14 +473,9 @@ __device__ __forceinline__ void ember_tile_gemm_tf32(const Operands& operands, i
     constexpr int D = EMBER_TF32_DEPTH;
     EMBER_SHARED(unsigned[TILE][T::a_stride], a_panel);
     EMBER_SHARED(unsigned[D][T::b_stride], b_panel);
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-    int warp_row = (warp / 4) * T::warp_rows, warp_col = (warp % 4) * T::warp_cols;
-    EMBER_UNROLL
-    for (int i = 0; i < T::mi; i++)
-        EMBER_UNROLL
-        for (int j = 0; j < T::ni; j++)
-            EMBER_UNROLL
-            for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
+    const EmberMmaLane<TILE> lane;
+    const int g = lane.g, t = lane.t, warp_row = lane.warp_row, warp_col = lane.warp_col;
+    ember_zero_mma_acc<TILE>(acc);
     using Loads = EmberPanelLoads<TILE, D, Operands>;
     auto store_panel = [&](const Loads& loads) {
         EMBER_UNROLL
@@ -498,8 +517,8 @@ template <int TILE, class Store>
 __device__ __forceinline__ void ember_tile_store_tf32(int m, int n, int row0, int col0, const EmberTf32Acc<TILE>& acc,
                                                       const Store& store) {
     using T = EmberTf32Tile<TILE>;
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-    int warp_row = row0 + (warp / 4) * T::warp_rows, warp_col = col0 + (warp % 4) * T::warp_cols;
+    const EmberMmaLane<TILE> lane;
+    const int g = lane.g, t = lane.t, warp_row = row0 + lane.warp_row, warp_col = col0 + lane.warp_col;
     EMBER_UNROLL
     for (int i = 0; i < T::mi; i++)
         EMBER_UNROLL
@@ -531,14 +550,95 @@ __device__ __forceinline__ void ember_warp_mma_tf32(float acc[4], int depth, con
     }
 }
 
+// ---- The same product on tensor cores, with bf16 inputs ----
+//
+// ember_tile_gemm_bf16 computes the tile from the same operands with A and B rounded to bf16
+// (8 mantissa bits, round to nearest even: ember_f32_to_bf16) and multiplied by
+// mma.m16n8k16 with f32 accumulation: autocast's arithmetic, the storage staying f32. The
+// host picks it when the thread's precision is bf16. Warps, accumulators and the store are
+// those of the TF32 tile (the C layouts are the same).
+// - Panels: 16 deep, one mma step, loaded by ember_panel_loop; each value rounded to bf16 on
+//   its way into shared memory.
+// - Shared memory: a_panel[i][p] = A(row0 + i, p0 + p) and b_panel[j][p] = B(p0 + p, col0 + j)
+//   (B by columns, so that both fragments take consecutive depths), rows of 24 halves: the
+//   32-bit pairs a fragment reads (lane 4g + t: row g, depths 2t and 2t + 1) fall in 32
+//   different banks.
+
+#define EMBER_BF16_DEPTH 16
+#define EMBER_BF16_STRIDE (EMBER_BF16_DEPTH + 8)
+
+// Two consecutive bf16 values of shared memory as one fragment register (the first in the
+// low half).
+__device__ __forceinline__ unsigned ember_bf16_pair(const unsigned short* first) {
+    return (unsigned)first[0] | ((unsigned)first[1] << 16);
+}
+
+template <int TILE, class Operands>
+__device__ __forceinline__ void ember_tile_gemm_bf16(const Operands& operands, int m, int n, int k_begin, int k_end,
+                                                     int row0, int col0, EmberTf32Acc<TILE>& acc) {
+    using T = EmberTf32Tile<TILE>;
+    constexpr int D = EMBER_BF16_DEPTH;
+    EMBER_SHARED(unsigned short[TILE][EMBER_BF16_STRIDE], a_panel);
+    EMBER_SHARED(unsigned short[TILE][EMBER_BF16_STRIDE], b_panel);
+    const EmberMmaLane<TILE> lane;
+    const int g = lane.g, t = lane.t, warp_row = lane.warp_row, warp_col = lane.warp_col;
+    ember_zero_mma_acc<TILE>(acc);
+    using Loads = EmberPanelLoads<TILE, D, Operands>;
+    auto store_panel = [&](const Loads& loads) {
+        EMBER_UNROLL
+        for (int i = 0; i < Loads::count; i++) {
+            a_panel[loads.a_row(i)][loads.a_depth(i)] = ember_f32_to_bf16(loads.a_next[i]);
+            b_panel[loads.b_col(i)][loads.b_depth(i)] = ember_f32_to_bf16(loads.b_next[i]);
+        }
+    };
+    auto multiply_panel = [&]() {
+        unsigned a_fragment[T::mi][4], b_fragment[T::ni][2];
+        EMBER_UNROLL
+        for (int i = 0; i < T::mi; i++)
+            EMBER_UNROLL
+            for (int r = 0; r < 4; r++) a_fragment[i][r] = ember_bf16_pair(&a_panel[warp_row + i * 16 + g + 8 * (r % 2)][2 * t + 8 * (r / 2)]);
+        EMBER_UNROLL
+        for (int j = 0; j < T::ni; j++)
+            EMBER_UNROLL
+            for (int r = 0; r < 2; r++) b_fragment[j][r] = ember_bf16_pair(&b_panel[warp_col + j * 8 + g][2 * t + 8 * r]);
+        EMBER_UNROLL
+        for (int i = 0; i < T::mi; i++)
+            EMBER_UNROLL
+            for (int j = 0; j < T::ni; j++) ember_mma_m16n8k16_bf16(acc[i][j], a_fragment[i], b_fragment[j], acc[i][j]);
+    };
+    ember_panel_loop<TILE, D>(operands, m, n, k_begin, k_end, row0, col0, store_panel, multiply_panel);
+}
+
+// One warp: acc += A·B for a 16×8 tile on tensor cores with bf16 inputs (mma.m16n8k16), as
+// ember_warp_mma_tf32: A and B read through a(i, p) and b(p, j), rounded to bf16 as they are
+// loaded, depths past `depth` zeros; acc in the C layout.
+template <class A, class B>
+__device__ __forceinline__ void ember_warp_mma_bf16(float acc[4], int depth, const A& a, const B& b) {
+    int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    auto pair = [&](auto&& value, int p) {  // bf16(value(p)) | bf16(value(p + 1)) << 16, zeros past depth
+        unsigned low = p < depth ? ember_f32_to_bf16(value(p)) : 0u, high = p + 1 < depth ? ember_f32_to_bf16(value(p + 1)) : 0u;
+        return low | (high << 16);
+    };
+    for (int p0 = 0; p0 < depth; p0 += 16) {
+        unsigned a_fragment[4], b_fragment[2];
+        for (int r = 0; r < 4; r++) {
+            int row = g + 8 * (r % 2);
+            a_fragment[r] = pair([&](int p) { return a(row, p); }, p0 + 2 * t + 8 * (r / 2));
+        }
+        for (int r = 0; r < 2; r++) b_fragment[r] = pair([&](int p) { return b(p, g); }, p0 + 2 * t + 8 * r);
+        ember_mma_m16n8k16_bf16(acc, a_fragment, b_fragment, acc);
+    }
+}
+
 // ---- The two tiles as one interface, for kernels written once for both ----
 //
 //   typename Product::Acc acc;
 //   Product::multiply(operands, m, n, k_begin, k_end, row0, col0, acc);
 //   Product::store(m, n, row0, col0, acc, [&](int row, int col, float value) { ... });
 //
-// EmberFmaProduct<TILE> is ember_tile_gemm (exact f32), EmberTf32Product<TILE> the tensor-core
-// tile; kernels named *_f32_t128, *_f32_t64, *_tf32_t128, *_tf32_t64 instantiate one each.
+// EmberFmaProduct<TILE> is ember_tile_gemm (exact f32), EmberTf32Product<TILE> and
+// EmberBf16Product<TILE> the tensor-core tiles; kernels named *_f32_t128, *_f32_t64,
+// *_tf32_t128, *_tf32_t64, *_bf16_t128 and *_bf16_t64 instantiate one each.
 
 template <int TILE>
 struct EmberFmaProduct {
@@ -555,23 +655,30 @@ struct EmberFmaProduct {
     }
 };
 
-template <int TILE>
-struct EmberTf32Product {
+// The tensor-core products: BF16 false is ember_tile_gemm_tf32, true ember_tile_gemm_bf16.
+template <int TILE, bool BF16>
+struct EmberMmaProduct {
     static constexpr int size = TILE;
     using Acc = EmberTf32Acc<TILE>;
     template <class Operands>
     __device__ static void multiply(const Operands& operands, int m, int n, int k_begin, int k_end, int row0, int col0,
                                     Acc& acc) {
-        ember_tile_gemm_tf32<TILE>(operands, m, n, k_begin, k_end, row0, col0, acc);
+        if constexpr (BF16) ember_tile_gemm_bf16<TILE>(operands, m, n, k_begin, k_end, row0, col0, acc);
+        else ember_tile_gemm_tf32<TILE>(operands, m, n, k_begin, k_end, row0, col0, acc);
     }
     template <class Store>
     __device__ static void store(int m, int n, int row0, int col0, const Acc& acc, const Store& store) {
         ember_tile_store_tf32<TILE>(m, n, row0, col0, acc, store);
     }
 };
+template <int TILE>
+using EmberTf32Product = EmberMmaProduct<TILE, false>;
+template <int TILE>
+using EmberBf16Product = EmberMmaProduct<TILE, true>;
 
-// The four kernels of a product written once as `template <class Product> __device__ void
-// name(...)`: name_f32_t128, name_f32_t64, name_tf32_t128 and name_tf32_t64, each taking
+// The six kernels of a product written once as `template <class Product> __device__ void
+// name(...)`: name_f32_t128, name_f32_t64, name_tf32_t128, name_tf32_t64, name_bf16_t128 and
+// name_bf16_t64, each taking
 // `params` and calling name<Product>`args` (both parenthesized lists). The 128-tiles'
 // ~160 registers a thread allow one block per multiprocessor; the 64-tiles are allowed 128
 // (two blocks), where ptxas would otherwise aim at 64 and may spill.
@@ -587,4 +694,10 @@ struct EmberTf32Product {
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 2) name##_tf32_t64 params {                    \
         name<EmberTf32Product<64>> args;                                                                             \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 1) name##_bf16_t128 params {                   \
+        name<EmberBf16Product<128>> args;                                                                            \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(EMBER_TILE_THREADS, 2) name##_bf16_t64 params {                    \
+        name<EmberBf16Product<64>> args;                                                                             \
     }

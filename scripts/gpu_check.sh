@@ -10,13 +10,14 @@
 #   1. the CUDA tests: cargo test --release --workspace --features cuda,cuda-emu, with
 #      EMBER_CUDA_POISON=1 (device buffers start as NaN bytes, as in the emulator); fails if a
 #      test reports "SKIPPED on a real GPU" (a GPU test must run, not pass unseen;
-#      `--show-output` makes libtest print what passing tests wrote); the TF32 loss-curve test
-#      over 300 steps (EMBER_TF32_CURVE_STEPS)
+#      `--show-output` makes libtest print what passing tests wrote); the TF32 and bf16
+#      loss-curve test over 300 steps (EMBER_TF32_CURVE_STEPS)
 #   2. benches/cuda_kernels.rs: every kernel against PyTorch (cuBLAS, cuDNN, SDPA) in f32, then
 #      the quick set (a few cases of each family) with --precision tf32 (GEMM, convolutions
-#      and attention on tensor cores, PyTorch's allow_tf32 on)
+#      and attention on tensor cores, PyTorch's allow_tf32 on) and with --precision bf16 (their
+#      inputs in bf16; PyTorch's in bf16 tensors)
 #   3. benches/unet.rs --device cuda: the ddpm-cifar10 training step and forward at batch 128
-#      against diffusers/PyTorch eager on the same GPU, in f32 then in tf32
+#      against diffusers/PyTorch eager on the same GPU, in f32, tf32 and bf16 (PyTorch: autocast)
 #   4. `ember train --preset ddpm-cifar10 --device cuda` on the procedural data, a short run;
 #      its loss.csv and last sample grid are copied next to the log
 #   5. the op profile of one ddpm-cifar10 B128 training step on the GPU (EMBER_PROFILE=1: the
@@ -119,7 +120,7 @@ run_staged() {
 
 # The steps, each run by `step` in a child of this script (`timeout` runs commands, not functions).
 run_tests() {
-    # the TF32 loss-curve test's full length (25 steps on the emulator)
+    # the TF32 and bf16 loss-curve test's full length (25 steps on the emulator)
     export EMBER_TF32_CURVE_STEPS=300
     if have_cargo; then
         cargo test --release --workspace --features cuda,cuda-emu -- --show-output
@@ -198,18 +199,19 @@ check() {
             failures+=("GPU tests were skipped (see 'SKIPPED on a real GPU' in $log)")
         fi
     fi
-    # Both precisions, f32 first. The tf32 pass of the kernel benchmark is the quick set (27
-    # cases, against 68): a second full pass, as long as the first, might not fit the device
-    # window (about 10 minutes for every step), and the quick set keeps what TF32 changes: the
-    # large GEMM, a linear layer, five convolution shapes (forward and both gradients) and three
+    # Every precision, f32 first. The tf32 and bf16 passes of the kernel benchmark are the
+    # quick set (27 cases, against 68): more full passes, each as long as the first, would not
+    # fit the device window, and the quick set keeps what the precision changes: the large
+    # GEMM, a linear layer, five convolution shapes (forward and both gradients) and three
     # attention shapes.
     if [[ "$steps" == *" kernels "* ]]; then
         step "kernel benchmark, f32" "${GPU_CHECK_BENCH_SECONDS:-150}" run-bench cuda_kernels --runs 7 --precision f32
         step "kernel benchmark, tf32 (quick set)" "${GPU_CHECK_BENCH_TF32_SECONDS:-90}" run-bench cuda_kernels --quick --runs 7 --precision tf32
+        step "kernel benchmark, bf16 (quick set)" "${GPU_CHECK_BENCH_TF32_SECONDS:-90}" run-bench cuda_kernels --quick --runs 7 --precision bf16
     fi
     if [[ "$steps" == *" unet "* ]]; then
         local precision
-        for precision in f32 tf32; do
+        for precision in f32 tf32 bf16; do
             step "UNet benchmark, $precision" "${GPU_CHECK_UNET_SECONDS:-150}" run-bench unet --device cuda --rounds 1 --precision "$precision"
         done
     fi

@@ -153,7 +153,7 @@ fn sample_on_a_cuda_device_draws_the_cpu_image() {
     let (ok, text) = ember(&[&args[..], &[tf32.to_str().unwrap(), "--precision", "tf32"]].concat());
     assert!(!ok && text.contains("--precision tf32 is for CUDA devices"), "{text}");
     let (ok, text) = ember(&[&args[..], &[tf32.to_str().unwrap(), "--precision", "bf8"]].concat());
-    assert!(!ok && text.contains("f32 or tf32"), "{text}");
+    assert!(!ok && text.contains("f32, tf32 or bf16"), "{text}");
 }
 
 #[test]

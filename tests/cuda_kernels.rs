@@ -507,11 +507,12 @@ fn flash_attention_forward_and_backward_match_the_cpu() {
             let (qb, kb, vb) = (upload(&device, &q), upload(&device, &k), upload(&device, &v));
             let (dq, dk, dv) = cpu_attention::attention_backward(&q, &k, &v, None, &out, &lse, &d_out, s, scale);
             let mut f32_results = Vec::new();
-            // f32 FMAs, then TF32 tensor cores (--precision tf32): within the 2e-3 of the
-            // f32 results, not equal to them. (With one key, dq and dk vanish in exact arithmetic:
-            // dS = P·(dP − delta) with P = 1 and dP = delta; in TF32 they hold the rounding noise
-            // of dP, so they are compared in f32 only.)
-            for (precision, tolerance) in [(Precision::F32, 1e-5), (Precision::Tf32, 2e-3)] {
+            // f32 FMAs, then tensor cores in TF32 and with bf16 inputs (--precision tf32|bf16):
+            // within the 2e-3 and 1e-2 of the f32 results, not equal to them. (With one
+            // key, dq and dk vanish in exact arithmetic: dS = P·(dP − delta) with P = 1 and
+            // dP = delta; rounded, they hold the rounding noise of dP, so they are compared in f32
+            // only.)
+            for (precision, tolerance) in [(Precision::F32, 1e-5), (Precision::Tf32, 2e-3), (Precision::Bf16, 1e-2)] {
                 let results = with_precision(precision, || {
                     let (gout, glse) = attention_cuda::attention_forward(&qb, &kb, &vb, None, s, scale as f64).unwrap();
                     let d_out = upload(&device, &d_out);
@@ -522,20 +523,20 @@ fn flash_attention_forward_and_backward_match_the_cpu() {
                     let what = format!("{precision} attention {s:?}: {name}");
                     match precision {
                         Precision::F32 => assert_close(result, expected, tolerance, &what),
-                        Precision::Tf32 if s.sk == 1 && (*name == "dq" || *name == "dk") => {}
-                        Precision::Tf32 => assert_close(result, expected, tolerance, &what),
+                        _ if s.sk == 1 && (*name == "dq" || *name == "dk") => {}
+                        _ => assert_close(result, expected, tolerance, &what),
                     }
                 }
                 if precision == Precision::F32 {
                     f32_results = results.to_vec();
                 } else {
-                    // every TF32 kernel ran: out (forward), dq (dq kernel), dk and dv (dk/dv kernel)
+                    // every rounded kernel ran: out (forward), dq (dq kernel), dk and dv (dk/dv kernel)
                     for (index, name) in [(0, "out"), (2, "dq"), (3, "dk"), (4, "dv")] {
                         if s.sk == 1 && (name == "dq" || name == "dk") {
                             continue;
                         }
                         let rounded = relative_difference(&results[index], &f32_results[index]);
-                        assert!(rounded > 1e-6, "TF32 attention {s:?}: {name} equals the f32 kernel's to {rounded:e}: were the products rounded?");
+                        assert!(rounded > 1e-6, "{precision} attention {s:?}: {name} equals the f32 kernel's to {rounded:e}: were the products rounded?");
                     }
                 }
             }
@@ -718,11 +719,12 @@ fn tensor_core_gemm_matches_the_cpu_for_f16_and_bf16() {
     }
 }
 
-/// Checks a TF32 product against the same product of the TF32-rounded operands (`rounded`,
+/// Checks a tensor-core product against the same product of the rounded operands (`rounded`,
 /// computed in f32 on the CPU: only the summation order may differ) and the exact f32 one
-/// (`exact`: within the 2e-3), each element relative to its own Σ|a||b| (`bound`),
-/// and that the rounding happened (the result is much nearer `rounded` than `exact`).
-fn assert_tf32_product(actual: &[f32], exact: &[f32], rounded: &[f32], bound: &[f32], what: &str) {
+/// (`exact`: within `tolerance`, the 2e-3 for TF32 and 1e-2 for bf16), each element
+/// relative to its own Σ|a||b| (`bound`), and that the rounding happened (the result is much
+/// nearer `rounded` than `exact`).
+fn assert_rounded_product(actual: &[f32], exact: &[f32], rounded: &[f32], bound: &[f32], tolerance: f64, what: &str) {
     assert_eq!(actual.len(), exact.len(), "{what}: length");
     let (mut from_rounded, mut from_exact) = (0.0f64, 0.0f64);
     for i in 0..actual.len() {
@@ -731,83 +733,97 @@ fn assert_tf32_product(actual: &[f32], exact: &[f32], rounded: &[f32], bound: &[
         from_rounded = from_rounded.max((a - rounded[i] as f64).abs() / scale);
         from_exact = from_exact.max((a - exact[i] as f64).abs() / scale);
     }
-    assert!(from_rounded <= 2e-5, "{what}: {from_rounded:e} of Σ|a||b| from the product of the TF32-rounded operands");
-    assert!(from_exact <= 2e-3, "{what}: {from_exact:e} of Σ|a||b| from the f32 product");
-    assert!(from_exact > 10.0 * from_rounded, "{what}: not rounded to TF32 (f32 error {from_exact:e}, TF32 error {from_rounded:e})");
+    assert!(from_rounded <= 2e-5, "{what}: {from_rounded:e} of Σ|a||b| from the product of the rounded operands");
+    assert!(from_exact <= tolerance, "{what}: {from_exact:e} of Σ|a||b| from the f32 product");
+    assert!(from_exact > 10.0 * from_rounded, "{what}: not rounded (f32 error {from_exact:e}, rounded error {from_rounded:e})");
 }
 
-/// The TF32 tensor-core tiles (ember_tile_gemm_tf32) behind matmul and the three products of
-/// a convolution, when the thread's precision is TF32: on both tiles, with edges, transposed
-/// operands, split depths, strides and padding; outputs poisoned.
+/// The tensor-core tiles (ember_tile_gemm_tf32, ember_tile_gemm_bf16) behind matmul and the
+/// three products of a convolution, when the thread's precision is TF32 or bf16: on both
+/// tiles, with edges, the four storage orders, split depths, strides and padding; outputs
+/// poisoned.
 #[test]
-fn tf32_products_round_like_tensor_cores_and_stay_within_tf32_of_f32() {
-    let round = |v: &[f32]| v.iter().map(|&x| tf32_reference(x)).collect::<Vec<f32>>();
-    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
-    // (batch, m, n, k, A transposed, B transposed): the four storage orders; the last splits k
-    // (one 64-tile, k = 1000)
-    let gemms = [
-        (1, 7, 13, 5, false, false),
-        (2, 65, 63, 17, true, false),
-        (1, 33, 70, 40, false, true),
-        (1, 129, 70, 100, true, true),
-        (1, 20, 33, 1000, true, false),
-    ];
-    for device in devices() {
-        for (case, &(batch, m, n, k, a_t, b_t)) in gemms.iter().enumerate() {
-            let a_data = values(batch * m * k, -1.0, 1.0, 150 + case as u64);
-            let b_data = values(batch * k * n, -1.0, 1.0, 160 + case as u64);
-            let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
-            let (b_rs, b_cs) = if b_t { (1, k) } else { (n, 1) };
-            let cpu = |a: &[f32], b: &[f32]| {
-                let mut c = vec![0.0f32; batch * m * n];
-                for z in 0..batch {
-                    let a = MatRef { data: &a[z * m * k..], row_stride: a_rs, col_stride: a_cs };
-                    let b = MatRef { data: &b[z * k * n..], row_stride: b_rs, col_stride: b_cs };
-                    cpu_gemm(m, n, k, a, b, &mut c[z * m * n..(z + 1) * m * n], n, false);
+fn tensor_core_products_round_like_the_hardware_and_stay_near_f32() {
+    for (precision, tolerance) in [(Precision::Tf32, 2e-3), (Precision::Bf16, 1e-2)] {
+        let round = |v: &[f32]| {
+            v.iter().map(|&x| if precision == Precision::Tf32 { tf32_reference(x) } else { half::bf16::from_f32(x).to_f32() }).collect::<Vec<f32>>()
+        };
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+        // (batch, m, n, k, A transposed, B transposed): the four storage orders; the last splits k
+        // (one 64-tile, k = 1000)
+        let gemms = [
+            (1, 7, 13, 5, false, false),
+            (2, 65, 63, 17, true, false),
+            (1, 33, 70, 40, false, true),
+            (1, 129, 70, 100, true, true),
+            (1, 20, 33, 1000, true, false),
+        ];
+        for device in devices() {
+            for (case, &(batch, m, n, k, a_t, b_t)) in gemms.iter().enumerate() {
+                let a_data = values(batch * m * k, -1.0, 1.0, 150 + case as u64);
+                let b_data = values(batch * k * n, -1.0, 1.0, 160 + case as u64);
+                let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
+                let (b_rs, b_cs) = if b_t { (1, k) } else { (n, 1) };
+                let cpu = |a: &[f32], b: &[f32]| {
+                    let mut c = vec![0.0f32; batch * m * n];
+                    for z in 0..batch {
+                        let a = MatRef { data: &a[z * m * k..], row_stride: a_rs, col_stride: a_cs };
+                        let b = MatRef { data: &b[z * k * n..], row_stride: b_rs, col_stride: b_cs };
+                        cpu_gemm(m, n, k, a, b, &mut c[z * m * n..(z + 1) * m * n], n, false);
+                    }
+                    c
+                };
+                let (exact, rounded, bound) = (cpu(&a_data, &b_data), cpu(&round(&a_data), &round(&b_data)), cpu(&abs(&a_data), &abs(&b_data)));
+                let (a_buf, b_buf) = (upload(&device, &a_data), upload(&device, &b_data));
+                let a = matmul_cuda::GpuMatrix { buffer: &a_buf, offset: 0, row_stride: a_rs, col_stride: a_cs, batch_stride: m * k };
+                let b = matmul_cuda::GpuMatrix { buffer: &b_buf, offset: 0, row_stride: b_rs, col_stride: b_cs, batch_stride: k * n };
+                for tile in [128, 64] {
+                    let c_buf = DeviceBuffer::new(&device, batch * m * n * 4).unwrap();
+                    let c = matmul_cuda::GpuMatrix { buffer: &c_buf, offset: 0, row_stride: n, col_stride: 1, batch_stride: m * n };
+                    with_precision(precision, || launch_cuda::with_tile_size(tile, || matmul_cuda::gemm(batch, m, n, k, a, b, c, false))).unwrap();
+                    assert_rounded_product(
+                        &download(&c_buf),
+                        &exact,
+                        &rounded,
+                        &bound,
+                        tolerance,
+                        &format!("{precision} gemm {:?} on {tile}-tiles", gemms[case]),
+                    );
                 }
-                c
-            };
-            let (exact, rounded, bound) = (cpu(&a_data, &b_data), cpu(&round(&a_data), &round(&b_data)), cpu(&abs(&a_data), &abs(&b_data)));
-            let (a_buf, b_buf) = (upload(&device, &a_data), upload(&device, &b_data));
-            let a = matmul_cuda::GpuMatrix { buffer: &a_buf, offset: 0, row_stride: a_rs, col_stride: a_cs, batch_stride: m * k };
-            let b = matmul_cuda::GpuMatrix { buffer: &b_buf, offset: 0, row_stride: b_rs, col_stride: b_cs, batch_stride: k * n };
-            for tile in [128, 64] {
-                let c_buf = DeviceBuffer::new(&device, batch * m * n * 4).unwrap();
-                let c = matmul_cuda::GpuMatrix { buffer: &c_buf, offset: 0, row_stride: n, col_stride: 1, batch_stride: m * n };
-                with_precision(Precision::Tf32, || launch_cuda::with_tile_size(tile, || matmul_cuda::gemm(batch, m, n, k, a, b, c, false))).unwrap();
-                assert_tf32_product(&download(&c_buf), &exact, &rounded, &bound, &format!("TF32 gemm {:?} on {tile}-tiles", gemms[case]));
             }
-        }
-        for (case, g) in conv_cases().iter().enumerate() {
-            let [x, w, bias, dy] = conv_inputs(g, 170 + 4 * case as u64);
-            let (xb, wb, bb, dyb) = (upload(&device, &x), upload(&device, &w), upload(&device, &bias), upload(&device, &dy));
-            let forward = |x: &[f32], w: &[f32], bias: &[f32]| cpu_conv::conv2d_forward(x, w, Some(bias), g);
-            let input = |dy: &[f32], w: &[f32]| cpu_conv::conv2d_backward_input(dy, w, g);
-            let weight = |x: &[f32], dy: &[f32]| cpu_conv::conv2d_backward_weight(x, dy, g);
-            for tile in [128, 64] {
-                with_precision(Precision::Tf32, || {
-                    launch_cuda::with_tile_size(tile, || {
-                        let what = |product: &str| format!("TF32 {product} on {tile}-tiles {g:?}");
-                        let y = download(&conv_cuda::conv2d_forward(&xb, &wb, Some(&bb), g).unwrap());
-                        let bound = forward(&abs(&x), &abs(&w), &abs(&bias));
-                        assert_tf32_product(&y, &forward(&x, &w, &bias), &forward(&round(&x), &round(&w), &bias), &bound, &what("forward"));
-                        let dx = download(&conv_cuda::conv2d_backward_input(&dyb, &wb, g).unwrap());
-                        let bound = input(&abs(&dy), &abs(&w));
-                        assert_tf32_product(&dx, &input(&dy, &w), &input(&round(&dy), &round(&w)), &bound, &what("backward input"));
-                        let dw = download(&conv_cuda::conv2d_backward_weight(&xb, &dyb, g).unwrap());
-                        let bound = weight(&abs(&x), &abs(&dy));
-                        assert_tf32_product(&dw, &weight(&x, &dy), &weight(&round(&x), &round(&dy)), &bound, &what("backward weight"));
-                    })
-                });
+            for (case, g) in conv_cases().iter().enumerate() {
+                let [x, w, bias, dy] = conv_inputs(g, 170 + 4 * case as u64);
+                let (xb, wb, bb, dyb) = (upload(&device, &x), upload(&device, &w), upload(&device, &bias), upload(&device, &dy));
+                let forward = |x: &[f32], w: &[f32], bias: &[f32]| cpu_conv::conv2d_forward(x, w, Some(bias), g);
+                let input = |dy: &[f32], w: &[f32]| cpu_conv::conv2d_backward_input(dy, w, g);
+                let weight = |x: &[f32], dy: &[f32]| cpu_conv::conv2d_backward_weight(x, dy, g);
+                for tile in [128, 64] {
+                    with_precision(precision, || {
+                        launch_cuda::with_tile_size(tile, || {
+                            let what = |product: &str| format!("{precision} {product} on {tile}-tiles {g:?}");
+                            let y = download(&conv_cuda::conv2d_forward(&xb, &wb, Some(&bb), g).unwrap());
+                            let bound = forward(&abs(&x), &abs(&w), &abs(&bias));
+                            assert_rounded_product(&y, &forward(&x, &w, &bias), &forward(&round(&x), &round(&w), &bias), &bound, tolerance, &what("forward"));
+                            let dx = download(&conv_cuda::conv2d_backward_input(&dyb, &wb, g).unwrap());
+                            let bound = input(&abs(&dy), &abs(&w));
+                            assert_rounded_product(&dx, &input(&dy, &w), &input(&round(&dy), &round(&w)), &bound, tolerance, &what("backward input"));
+                            let dw = download(&conv_cuda::conv2d_backward_weight(&xb, &dyb, g).unwrap());
+                            let bound = weight(&abs(&x), &abs(&dy));
+                            assert_rounded_product(&dw, &weight(&x, &dy), &weight(&round(&x), &round(&dy)), &bound, tolerance, &what("backward weight"));
+                        })
+                    });
+                }
             }
         }
     }
 }
 
-/// peak_mma_tf32 (the TF32 ceiling of benches/cuda_kernels.rs) runs all its chains: each
-/// lane's sum is exactly the one computed on the CPU from the fragments' PTX layout.
+/// peak_mma_tf32 and peak_mma_bf16 (the tensor-core ceilings of benches/cuda_kernels.rs) run
+/// all their chains: each lane's sum is exactly the one computed on the CPU from the
+/// fragments' PTX layout (bf16: each register's two halves hold the TF32 register's value,
+/// so A·B over k = 16 is twice the TF32 product).
 #[test]
-fn the_tf32_ceiling_kernel_runs_every_mma_chain() {
+fn the_tensor_core_ceiling_kernels_run_every_mma_chain() {
     use ember::tensor::cuda::{Kernel, KernelArg, LaunchConfig};
     let a = |lane: usize, j: usize| ((lane + j) % 8) as f64 / 64.0;
     let b = |lane: usize, j: usize| ((lane + 2 * j) % 4) as f64 / 64.0;
@@ -823,17 +839,21 @@ fn the_tf32_ceiling_kernel_runs_every_mma_chain() {
     }
     let product = |row: usize, col: usize| (0..8).map(|k| a_matrix[row][k] * b_matrix[k][col]).sum::<f64>();
     let (chains, iterations) = (8, 3);
-    let expected: Vec<f32> = (0..64)
-        .map(|thread| {
-            let (g, t) = (thread % 32 / 4, thread % 4);
-            let step: f64 = [(g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1)].iter().map(|&(r, c)| product(r, c)).sum();
-            (0..chains).map(|c| 4.0 * c as f64 / 16.0 + iterations as f64 * step).sum::<f64>() as f32
-        })
-        .collect();
+    let expected = |bf16: bool| -> Vec<f32> {
+        (0..64)
+            .map(|thread| {
+                let (g, t) = (thread % 32 / 4, thread % 4);
+                let step: f64 = [(g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1)].iter().map(|&(r, c)| product(r, c)).sum();
+                let step = if bf16 { 2.0 * step } else { step };
+                (0..chains).map(|c| 4.0 * c as f64 / 16.0 + iterations as f64 * step).sum::<f64>() as f32
+            })
+            .collect()
+    };
     for device in devices() {
-        let out = DeviceBuffer::new(&device, 64 * 4).unwrap();
-        let kernel = Kernel { file: "peak.cu", name: "peak_mma_tf32" };
-        device.launch(kernel, &LaunchConfig::linear(2, 32), &[out.arg(), KernelArg::I32(iterations)]).unwrap();
-        assert_eq!(download(&out), expected);
+        for (name, bf16) in [("peak_mma_tf32", false), ("peak_mma_bf16", true)] {
+            let out = DeviceBuffer::new(&device, 64 * 4).unwrap();
+            device.launch(Kernel { file: "peak.cu", name }, &LaunchConfig::linear(2, 32), &[out.arg(), KernelArg::I32(iterations)]).unwrap();
+            assert_eq!(download(&out), expected(bf16), "{name}");
+        }
     }
 }

@@ -78,35 +78,39 @@ fn a_tiny_unet_training_step_on_the_device_equals_the_cpu_step() {
     }
 }
 
-/// The same step with the device's matrix products in TF32 (`--precision tf32`): every
-/// convolution, matmul and attention product on tensor cores with its inputs rounded to 10 mantissa bits. The
-/// loss and every gradient stay near the CPU's f32 step, and they differ from it by more than
-/// f32's rounding (so the TF32 kernels ran).
+/// The same step with the device's matrix products on tensor cores (`--precision tf32` and
+/// `bf16`): every convolution, matmul and attention product with its inputs rounded to TF32
+/// (10 mantissa bits) or bf16 (8). The loss and every gradient stay near the CPU's f32 step
+/// (bounds: 2e-3 and 3e-2 in TF32, 1e-2 and 1e-1 in bf16, relative to each gradient's
+/// largest entry), and they differ from it by more than f32's rounding (so the rounded
+/// kernels ran).
 #[test]
-fn a_tiny_unet_training_step_in_tf32_stays_near_the_f32_step() {
+fn a_tiny_unet_training_step_on_tensor_cores_stays_near_the_f32_step() {
     use ember::tensor::precision::{Precision, with_precision};
     let config = UNetConfig::tiny(1);
     let cpu_model = UNet::new(&config, DType::F32, &mut Rng::new(5)).unwrap();
-    let gpu_model = UNet::new(&config, DType::F32, &mut Rng::new(5)).unwrap();
-    to_device(&gpu_model, GPU).unwrap();
     let mut rng = Rng::new(9);
     let x0 = Tensor::rand_uniform(&[1, 1, 32, 32], -1.0, 1.0, DType::F32, &mut rng).unwrap();
     let noise = Tensor::randn(&[1, 1, 32, 32], 0.0, 1.0, DType::F32, &mut rng);
     let t = [420];
     let (cpu_loss, cpu_grads, _, _) = train_step(&cpu_model, &x0, &noise, &t);
-    let (gpu_loss, gpu_grads, _, _) =
-        with_precision(Precision::Tf32, || train_step(&gpu_model, &x0.to_device(GPU).unwrap(), &noise.to_device(GPU).unwrap(), &t));
-    let loss_error = (gpu_loss - cpu_loss).abs() / cpu_loss.abs();
-    assert!(loss_error < 2e-3, "TF32 loss {gpu_loss} vs f32 {cpu_loss}");
     let largest = cpu_grads.iter().flat_map(|(_, g)| g.iter()).fold(0.0f64, |m, v| m.max(v.abs()));
-    let mut worst = 0.0f64;
-    for ((name, gpu), (_, cpu)) in gpu_grads.iter().zip(&cpu_grads) {
-        let scale = cpu.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-3 * largest);
-        let error = gpu.iter().zip(cpu).fold(0.0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
-        assert!(error < 3e-2, "TF32 gradient of {name}: relative error {error:e}");
-        worst = worst.max(error);
+    for (precision, loss_bound, gradient_bound) in [(Precision::Tf32, 2e-3, 3e-2), (Precision::Bf16, 1e-2, 1e-1)] {
+        let gpu_model = UNet::new(&config, DType::F32, &mut Rng::new(5)).unwrap();
+        to_device(&gpu_model, GPU).unwrap();
+        let (gpu_loss, gpu_grads, _, _) = with_precision(precision, || train_step(&gpu_model, &x0.to_device(GPU).unwrap(), &noise.to_device(GPU).unwrap(), &t));
+        let loss_error = (gpu_loss - cpu_loss).abs() / cpu_loss.abs();
+        assert!(loss_error < loss_bound, "{precision} loss {gpu_loss} vs f32 {cpu_loss}");
+        let mut worst = 0.0f64;
+        for ((name, gpu), (_, cpu)) in gpu_grads.iter().zip(&cpu_grads) {
+            let scale = cpu.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-3 * largest);
+            let error = gpu.iter().zip(cpu).fold(0.0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
+            assert!(error < gradient_bound, "{precision} gradient of {name}: relative error {error:e}");
+            worst = worst.max(error);
+        }
+        println!("{precision}: loss {loss_error:e} from f32, worst gradient {worst:e}");
+        assert!(worst > 1e-4, "the {precision} step equals the f32 step to {worst:e}: were the products rounded?");
     }
-    assert!(worst > 1e-4, "the TF32 step equals the f32 step to {worst:e}: were the products rounded?");
 }
 
 /// A small UNet (16 px, two levels, attention at the bottom) for a trainer on the device.
@@ -147,14 +151,14 @@ fn the_trainer_runs_on_the_device_and_its_checkpoint_resumes_there() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// The TF32 run's loss curve follows the f32 run's: a micro UNet (8 px, two levels, attention
-/// at the bottom) trained on the device from the same start, data and noise, once with exact
-/// f32 products and once with TF32 ones; every moving average of the TF32 losses over a
-/// twentieth of the run (at least 5 steps) is within 5% of the f32 one's, and the runs differ
-/// (the products were rounded). 25 steps by default (the emulator takes seconds a step);
+/// The TF32 and bf16 runs' loss curves follow the f32 run's: a micro UNet (8 px, two levels,
+/// attention at the bottom) trained on the device from the same start, data and noise, with
+/// exact f32 products, then TF32 ones, then bf16 ones; every moving average of the rounded
+/// runs' losses over a twentieth of the run (at least 5 steps) is within 5% of the f32 one's,
+/// and the runs differ (the products were rounded). 25 steps by default (the emulator takes seconds a step);
 /// `scripts/gpu_check.sh` runs 300 on a GPU (`EMBER_TF32_CURVE_STEPS`).
 #[test]
-fn a_tf32_training_run_follows_the_f32_loss_curve() {
+fn tf32_and_bf16_training_runs_follow_the_f32_loss_curve() {
     use ember::tensor::precision::{Precision, with_precision};
     use ember::train::data::{Dataset, Split};
     use ember::train::trainer::Trainer;
@@ -184,15 +188,18 @@ fn a_tf32_training_run_follows_the_f32_loss_curve() {
         trainer.to_device(GPU).unwrap();
         (0..steps).map(|_| with_precision(precision, || trainer.train_step().unwrap().loss)).collect::<Vec<f64>>()
     };
-    let (exact, tf32) = (curve(Precision::F32), curve(Precision::Tf32));
-    let largest_step_difference = exact.iter().zip(&tf32).fold(0.0f64, |m, (e, t)| m.max((t - e).abs() / e));
-    assert!(largest_step_difference > 1e-6, "the TF32 run equals the f32 run to {largest_step_difference:e}: were the products rounded?");
+    let exact = curve(Precision::F32);
     let average = |losses: &[f64], end: usize| losses[end - window..end].iter().sum::<f64>() / window as f64;
-    for end in window..=steps {
-        let (e, t) = (average(&exact, end), average(&tf32, end));
-        if end % window == 0 {
-            println!("steps {}..{end}: loss f32 {e:.4}, tf32 {t:.4} ({:+.2}%)", end - window, 100.0 * (t - e) / e);
+    for precision in [Precision::Tf32, Precision::Bf16] {
+        let rounded = curve(precision);
+        let largest_step_difference = exact.iter().zip(&rounded).fold(0.0f64, |m, (e, r)| m.max((r - e).abs() / e));
+        assert!(largest_step_difference > 1e-6, "the {precision} run equals the f32 run to {largest_step_difference:e}: were the products rounded?");
+        for end in window..=steps {
+            let (e, r) = (average(&exact, end), average(&rounded, end));
+            if end % window == 0 {
+                println!("steps {}..{end}: loss f32 {e:.4}, {precision} {r:.4} ({:+.2}%)", end - window, 100.0 * (r - e) / e);
+            }
+            assert!((r - e).abs() <= 0.05 * e, "steps {}..{end}: {precision} average loss {r} against f32 {e}", end - window);
         }
-        assert!((t - e).abs() <= 0.05 * e, "steps {}..{end}: TF32 average loss {t} against f32 {e}", end - window);
     }
 }

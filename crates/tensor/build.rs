@@ -179,13 +179,13 @@ mod emulator {
             let end = text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap();
             names.push(text[..end].to_string());
         }
-        // EMBER_TILED_KERNELS(name, ...) (ember_cuda.h) defines four kernels
+        // EMBER_TILED_KERNELS(name, ...) (ember_cuda.h) defines six kernels
         let tiled = "EMBER_TILED_KERNELS(";
         let mut rest = source;
         while let Some(at) = rest.find(tiled) {
             rest = &rest[at + tiled.len()..];
             let name = rest[..rest.find(',').expect("EMBER_TILED_KERNELS(name, params, args)")].trim();
-            for variant in ["f32_t128", "f32_t64", "tf32_t128", "tf32_t64"] {
+            for variant in ["f32_t128", "f32_t64", "tf32_t128", "tf32_t64", "bf16_t128", "bf16_t64"] {
                 names.push(format!("{name}_{variant}"));
             }
         }

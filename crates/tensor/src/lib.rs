@@ -8,7 +8,7 @@
 //!   buffers, launches, the driver and the emulator). They never import each other.
 //! - [`rng`]: the counter-based (Philox) random numbers; [`optim`]: SGD and Adam(W);
 //!   [`io`]: safetensors files; [`testing`]: finite-difference gradient checks;
-//!   [`precision`]: f32 or TF32 for the GPU's matrix products.
+//!   [`precision`]: f32, TF32 or bf16 for the GPU's matrix products.
 //!
 //! Start reading at `tensor.rs`, then `autograd.rs`, then any folder in `ops/` (`softmax` is a
 //! small one).

@@ -1,4 +1,5 @@
-//! How the GPU's f32 products round: the switch PyTorch calls `allow_tf32`, per thread.
+//! How the GPU's f32 products round: the switch PyTorch calls `allow_tf32` (and autocast's
+//! bf16 arithmetic), per thread.
 //!
 //! Matrix products (matmul, the implicit-GEMM convolutions forward and both gradients, and
 //! attention's products forward and backward) on a CUDA device run either on FMA units
@@ -8,6 +9,11 @@
 //! of f32's largest round up to infinity); an operand's relative rounding error is at most
 //! 2⁻¹¹, so a product's error grows from about 2⁻²⁴ to about 2⁻¹⁰ of Σ|a||b|. The CPU always
 //! computes in f32: the setting changes what a CUDA device does only.
+//!
+//! With bf16 the inputs are rounded to 8 mantissa bits (round to nearest even) and multiplied
+//! on tensor cores (mma.m16n8k16), accumulated in f32: the arithmetic of PyTorch's bf16
+//! autocast for these products (relative error about 2⁻⁸ of Σ|a||b|), while tensors stay f32
+//! in memory (bf16 storage is not built yet).
 //!
 //! The setting is per thread (as [`crate::no_grad`] is), so that tests running side by side
 //! do not change each other's arithmetic; a training run sets it once on its thread.
@@ -24,15 +30,19 @@ pub enum Precision {
     F32,
     /// Inputs rounded to TF32, multiplied on tensor cores (mma.m16n8k8), accumulated in f32.
     Tf32,
+    /// Inputs rounded to bf16, multiplied on tensor cores (mma.m16n8k16), accumulated in f32:
+    /// autocast's arithmetic for the products, the tensors staying f32 in memory.
+    Bf16,
 }
 
 impl Precision {
-    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Tf32];
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Tf32, Precision::Bf16];
 
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
         }
     }
 }
@@ -46,7 +56,7 @@ impl fmt::Display for Precision {
 impl FromStr for Precision {
     type Err = String;
     fn from_str(text: &str) -> Result<Precision, String> {
-        Precision::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(text)).ok_or_else(|| format!("unknown precision {text:?}: f32 or tf32"))
+        Precision::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(text)).ok_or_else(|| format!("unknown precision {text:?}: f32, tf32 or bf16"))
     }
 }
 
@@ -98,7 +108,8 @@ mod tests {
         assert_eq!(precision(), Precision::F32);
         assert_eq!("TF32".parse::<Precision>(), Ok(Precision::Tf32));
         assert_eq!("f32".parse::<Precision>(), Ok(Precision::F32));
-        assert!("bf16".parse::<Precision>().unwrap_err().contains("f32 or tf32"));
+        assert_eq!("bf16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert!("fp8".parse::<Precision>().unwrap_err().contains("f32, tf32 or bf16"));
         assert_eq!(Precision::Tf32.to_string(), "tf32");
     }
 }

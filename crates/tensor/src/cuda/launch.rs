@@ -113,18 +113,19 @@ impl Tile {
         }
     }
 
-    /// Of a product's four kernels `[f32_t128, f32_t64, tf32_t128, tf32_t64]`, the one for this
-    /// tile in `precision` (use [`tiled_kernel!`]).
-    pub(crate) fn pick(self, precision: Precision, kernels: [&'static str; 4]) -> &'static str {
+    /// Of a product's six kernels `[f32_t128, f32_t64, tf32_t128, tf32_t64, bf16_t128,
+    /// bf16_t64]`, the one for this tile in `precision` (use [`tiled_kernel!`]).
+    pub(crate) fn pick(self, precision: Precision, kernels: [&'static str; 6]) -> &'static str {
         let arithmetic = match precision {
             Precision::F32 => 0,
             Precision::Tf32 => 2,
+            Precision::Bf16 => 4,
         };
         kernels[arithmetic + usize::from(self == Tile::Small)]
     }
 }
 
-/// The kernel of the tiled product `$base` of `$file` (its four kernels made by
+/// The kernel of the tiled product `$base` of `$file` (its six kernels made by
 /// `EMBER_TILED_KERNELS` in kernels/ember_cuda.h) for `$tile` in this thread's precision
 /// ([`crate::precision`]).
 macro_rules! tiled_kernel {
@@ -133,7 +134,14 @@ macro_rules! tiled_kernel {
             $file,
             $tile.pick(
                 $crate::precision::precision(),
-                [concat!($base, "_f32_t128"), concat!($base, "_f32_t64"), concat!($base, "_tf32_t128"), concat!($base, "_tf32_t64")],
+                [
+                    concat!($base, "_f32_t128"),
+                    concat!($base, "_f32_t64"),
+                    concat!($base, "_tf32_t128"),
+                    concat!($base, "_tf32_t64"),
+                    concat!($base, "_bf16_t128"),
+                    concat!($base, "_bf16_t64"),
+                ],
             ),
         )
     };

@@ -48,12 +48,13 @@ impl AttentionKernels for Cuda {
     }
 }
 
-/// The kernel for this thread's precision ([`crate::precision`]): its products in f32 FMAs or
-/// on TF32 tensor cores.
-fn by_precision(f32_kernel: &'static str, tf32_kernel: &'static str) -> &'static str {
+/// The kernel for this thread's precision ([`crate::precision`]) of `[f32, tf32, bf16]`: its
+/// products in f32 FMAs or on tensor cores in TF32 or with bf16 inputs.
+fn by_precision(kernels: [&'static str; 3]) -> &'static str {
     match crate::precision::precision() {
-        Precision::F32 => f32_kernel,
-        Precision::Tf32 => tf32_kernel,
+        Precision::F32 => kernels[0],
+        Precision::Tf32 => kernels[1],
+        Precision::Bf16 => kernels[2],
     }
 }
 
@@ -119,7 +120,7 @@ pub fn attention_forward(
     let config = attention_launch(op, s.sq.div_ceil(t), s.bh, floats)?;
     let mut args = vec![q.arg(), k.arg(), v.arg(), mask, out.arg(), lse.arg()];
     args.extend(attention_sizes(op, s, scale, heads)?);
-    let name = by_precision("attention_forward_f32", "attention_forward_tf32");
+    let name = by_precision(["attention_forward_f32", "attention_forward_tf32", "attention_forward_bf16"]);
     q.backend().launch(kernel("attention.cu", name), &config, &args)?;
     Ok((out, lse))
 }
@@ -159,12 +160,12 @@ pub fn attention_backward(
     let dkdv_floats = tiles + t * s.d + t * s.dv + 2 * t * (t + 1) + 2 * t;
     let mut args = vec![q.arg(), k.arg(), v.arg(), mask, lse.arg(), delta.arg(), d_out.arg(), dk.arg(), dv.arg()];
     args.extend(attention_sizes(op, s, scale, heads)?);
-    let name = by_precision("attention_backward_dkdv_f32", "attention_backward_dkdv_tf32");
+    let name = by_precision(["attention_backward_dkdv_f32", "attention_backward_dkdv_tf32", "attention_backward_dkdv_bf16"]);
     backend.launch(kernel("attention.cu", name), &attention_launch(op, s.sk.div_ceil(t), s.bh, dkdv_floats)?, &args)?;
     let dq_floats = tiles + t * s.d + 2 * t * (t + 1) + 2 * t;
     let mut args = vec![q.arg(), k.arg(), v.arg(), mask, lse.arg(), delta.arg(), d_out.arg(), dq.arg()];
     args.extend(attention_sizes(op, s, scale, heads)?);
-    let name = by_precision("attention_backward_dq_f32", "attention_backward_dq_tf32");
+    let name = by_precision(["attention_backward_dq_f32", "attention_backward_dq_tf32", "attention_backward_dq_bf16"]);
     backend.launch(kernel("attention.cu", name), &attention_launch(op, s.sq.div_ceil(t), s.bh, dq_floats)?, &args)?;
     Ok((dq, dk, dv))
 }
