@@ -17,7 +17,8 @@
 //!   it has torch with CUDA, else `python3`), timed with CUDA events the same way. PyTorch's
 //!   TF32 (`allow_tf32` for cuBLAS and cuDNN) follows `--precision`, and with bf16 its
 //!   products' inputs are bf16 tensors (group norm stays f32, as under autocast), so both
-//!   sides compute alike; `cudnn.benchmark` lets cuDNN pick its best algorithm.
+//!   sides multiply alike (PyTorch then also reads and writes half the bytes, and cuBLAS may
+//!   reduce in bf16: `allow_bf16_reduced_precision_reduction`; ember moves f32); `cudnn.benchmark` lets cuDNN pick its best algorithm.
 //!
 //! Run: `cargo bench --features cuda --bench cuda_kernels -- [--quick] [--only SUBSTRING]
 //! [--runs N] [--precision f32|tf32|bf16]` (on a lent GPU: `bash scripts/gpu_check.sh`). Without a

@@ -9,7 +9,7 @@ the same as ember's: sample t and noise, q_sample, forward, MSE against the nois
 Adam step. On cuda the iteration ends with a synchronize, and the precision (default f32) sets
 cuBLAS's and cuDNN's allow_tf32 as benches/unet.rs's `--precision` sets ember's products: off
 for f32, on for tf32, so both sides compute alike; bf16 runs the forward and the loss under
-torch.autocast(bfloat16) (f32 weights and Adam). The CPU computes in f32 only (tf32 and bf16
+torch.autocast(bfloat16) (f32 weights and Adam; NCHW, not the issue table's channels_last). The CPU computes in f32 only (tf32 and bf16
 there are refused).
 """
 import statistics

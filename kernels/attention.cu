@@ -86,7 +86,7 @@ __device__ __forceinline__ void tile_product(float* acc, int acc_ld, int n, int 
         if (!accumulate) return 0.0f;
         return row_scale ? acc[i * acc_ld + c] * row_scale[i] : acc[i * acc_ld + c];
     };
-    if (ARITHMETIC == ATT_F32) {
+    if constexpr (ARITHMETIC == ATT_F32) {
         for (int e = threadIdx.x; e < ATT_TILE * n; e += ATT_THREADS) {
             int i = e / n, c = e % n;
             float value = start(i, c);
@@ -105,7 +105,7 @@ __device__ __forceinline__ void tile_product(float* acc, int acc_ld, int n, int 
         }
         auto a_tile = [&](int i, int p) { return a(i0 + i, p); };
         auto b_tile = [&](int p, int j) { return c0 + j < n ? b(p, c0 + j) : 0.0f; };
-        if (ARITHMETIC == ATT_TF32) ember_warp_mma_tf32(fragment, depth, a_tile, b_tile);
+        if constexpr (ARITHMETIC == ATT_TF32) ember_warp_mma_tf32(fragment, depth, a_tile, b_tile);
         else ember_warp_mma_bf16(fragment, depth, a_tile, b_tile);
         for (int r = 0; r < 4; r++) {
             int i = i0 + g + 8 * (r / 2), c = c0 + 2 * t + r % 2;

@@ -15,8 +15,9 @@
 //
 // Tiling: the products of ember_cuda.h, blocks of 256 threads on 128×128 tiles (the `_t128`
 // kernels) or on 64×64 tiles (`_t64`, for outputs with few tiles), each in exact f32 on FMA
-// units (`_f32_`, ember_tile_gemm) and in TF32 on tensor cores (`_tf32_`,
-// ember_tile_gemm_tf32, when the thread's precision is TF32): EMBER_TILED_KERNELS.
+// units (`_f32_`, ember_tile_gemm) and on tensor cores in TF32 or with bf16 inputs (`_tf32_`,
+// `_bf16_`: ember_tile_gemm_tf32, ember_tile_gemm_bf16, by the thread's precision):
+// EMBER_TILED_KERNELS.
 #include "ember_cuda.h"
 
 // The im2col element col(x)[(ci, ki, kj), (image, oh, ow)], split as the tiles want

@@ -553,8 +553,9 @@ __device__ __forceinline__ void ember_warp_mma_tf32(float acc[4], int depth, con
 // ---- The same product on tensor cores, with bf16 inputs ----
 //
 // ember_tile_gemm_bf16 computes the tile from the same operands with A and B rounded to bf16
-// (8 mantissa bits, round to nearest even: ember_f32_to_bf16) and multiplied by
-// mma.m16n8k16 with f32 accumulation: autocast's arithmetic, the storage staying f32. The
+// (7 stored mantissa bits, round to nearest even: ember_f32_to_bf16) and multiplied by
+// mma.m16n8k16 with f32 accumulation and f32 outputs: autocast's bf16 inputs, the storage
+// staying f32. The
 // host picks it when the thread's precision is bf16. Warps, accumulators and the store are
 // those of the TF32 tile (the C layouts are the same).
 // - Panels: 16 deep, one mma step, loaded by ember_panel_loop; each value rounded to bf16 on

@@ -142,3 +142,10 @@ extern "C" __global__ void ldmatrix_check(const unsigned short* m, unsigned* dir
     for (int j = 0; j < 4; j++) direct[lane * 4 + j] = r4[j];
     for (int j = 0; j < 2; j++) transposed[lane * 2 + j] = r2[j];
 }
+
+// bits[i] = bf16 bits of values[i] (ember_f32_to_bf16: cvt.rn.bf16.f32 on a GPU), for the n
+// values: the rounding the bf16 tensor-core products apply to their inputs.
+extern "C" __global__ void bf16_round_check(const float* values, unsigned short* bits, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) bits[i] = ember_f32_to_bf16(values[i]);
+}

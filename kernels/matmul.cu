@@ -4,8 +4,9 @@
 //
 // Tiling: the products of ember_cuda.h, blocks of 256 threads: ember_tile_gemm (exact f32) on
 // 128×128 tiles, 8×8 outputs per thread (`_f32_t128`), or on 64×64 tiles, 4×4 per thread
-// (`_f32_t64`, for outputs with few tiles); ember_tile_gemm_tf32 (TF32 tensor cores, when the
-// thread's precision is TF32) on the same tiles (`_tf32_t128`, `_tf32_t64`); each for the four
+// (`_f32_t64`, for outputs with few tiles); ember_tile_gemm_tf32 and ember_tile_gemm_bf16
+// (tensor cores, when the thread's precision is TF32 or bf16) on the same tiles (`_tf32_t128`,
+// `_tf32_t64`, `_bf16_t128`, `_bf16_t64`); each for the four
 // storage orders of A and B (gemm_nn, gemm_tn, gemm_nt, gemm_tt: StridedOperands below).
 // blockIdx.z is (matrix, split): a product with few output tiles and a long depth k (a
 // linear layer's input gradient at batch 128: 2×8 tiles, k = 2048) would leave most of a GPU

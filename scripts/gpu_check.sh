@@ -11,7 +11,7 @@
 #      EMBER_CUDA_POISON=1 (device buffers start as NaN bytes, as in the emulator); fails if a
 #      test reports "SKIPPED on a real GPU" (a GPU test must run, not pass unseen;
 #      `--show-output` makes libtest print what passing tests wrote); the TF32 and bf16
-#      loss-curve test over 300 steps (EMBER_TF32_CURVE_STEPS)
+#      loss-curve test over 300 steps (EMBER_CURVE_STEPS)
 #   2. benches/cuda_kernels.rs: every kernel against PyTorch (cuBLAS, cuDNN, SDPA) in f32, then
 #      the quick set (a few cases of each family) with --precision tf32 (GEMM, convolutions
 #      and attention on tensor cores, PyTorch's allow_tf32 on) and with --precision bf16 (their
@@ -29,7 +29,9 @@
 # machine with cargo (x86-64; about 5 minutes), which also downloads diffusers' wheels into
 # .whl (git-ignored), and packs the stage into target/gpu-check.tgz (the binaries unpacked are
 # too large to travel beside the tree). Carry both:
-#   run(command="bash scripts/gpu_check.sh", carry=["target/gpu-check.tgz", ".whl"])
+#   run(command="bash scripts/gpu_check.sh check tests kernels", carry=["target/gpu-check.tgz", ".whl"])
+#   run(command="bash scripts/gpu_check.sh check unet train profile", carry=[...the same])
+# (two calls: the steps' limits add up to more than the 600 s one call may run).
 set -uo pipefail
 export EMBER_CUDA_POISON=1
 self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
@@ -121,7 +123,7 @@ run_staged() {
 # The steps, each run by `step` in a child of this script (`timeout` runs commands, not functions).
 run_tests() {
     # the TF32 and bf16 loss-curve test's full length (25 steps on the emulator)
-    export EMBER_TF32_CURVE_STEPS=300
+    export EMBER_CURVE_STEPS=300
     if have_cargo; then
         cargo test --release --workspace --features cuda,cuda-emu -- --show-output
     else
@@ -207,7 +209,7 @@ check() {
     if [[ "$steps" == *" kernels "* ]]; then
         step "kernel benchmark, f32" "${GPU_CHECK_BENCH_SECONDS:-150}" run-bench cuda_kernels --runs 7 --precision f32
         step "kernel benchmark, tf32 (quick set)" "${GPU_CHECK_BENCH_TF32_SECONDS:-90}" run-bench cuda_kernels --quick --runs 7 --precision tf32
-        step "kernel benchmark, bf16 (quick set)" "${GPU_CHECK_BENCH_TF32_SECONDS:-90}" run-bench cuda_kernels --quick --runs 7 --precision bf16
+        step "kernel benchmark, bf16 (quick set)" "${GPU_CHECK_BENCH_BF16_SECONDS:-90}" run-bench cuda_kernels --quick --runs 7 --precision bf16
     fi
     if [[ "$steps" == *" unet "* ]]; then
         local precision

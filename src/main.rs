@@ -69,8 +69,8 @@ struct DeviceArgs {
     device: String,
     /// CUDA devices: f32 (exact f32 products), tf32 (matmul, convolutions and attention's
     /// products on tensor cores with inputs rounded to TF32, f32 accumulation: PyTorch's
-    /// allow_tf32) or bf16 (the same with inputs rounded to bf16: autocast's arithmetic, the
-    /// tensors staying f32 in memory). The CPU computes in f32 only
+    /// allow_tf32) or bf16 (the same with inputs rounded to bf16 as under autocast, outputs in
+    /// f32, the tensors staying f32 in memory). The CPU computes in f32 only
     #[arg(long, default_value = "f32")]
     precision: Precision,
 }

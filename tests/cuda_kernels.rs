@@ -506,7 +506,7 @@ fn flash_attention_forward_and_backward_match_the_cpu() {
             let (out, lse) = cpu_attention::attention_forward(&q, &k, &v, None, s, scale);
             let (qb, kb, vb) = (upload(&device, &q), upload(&device, &k), upload(&device, &v));
             let (dq, dk, dv) = cpu_attention::attention_backward(&q, &k, &v, None, &out, &lse, &d_out, s, scale);
-            let mut f32_results = Vec::new();
+            let (mut f32_results, mut tf32_out_difference) = (Vec::new(), 0.0f64);
             // f32 FMAs, then tensor cores in TF32 and with bf16 inputs (--precision tf32|bf16):
             // within the 2e-3 and 1e-2 of the f32 results, not equal to them. (With one
             // key, dq and dk vanish in exact arithmetic: dS = P·(dP − delta) with P = 1 and
@@ -530,6 +530,15 @@ fn flash_attention_forward_and_backward_match_the_cpu() {
                 if precision == Precision::F32 {
                     f32_results = results.to_vec();
                 } else {
+                    // bf16 (8 significant bits) lands farther from f32 than TF32 (11): the bf16
+                    // kernels ran, not the TF32 ones (with one key, out is v rounded, which both
+                    // may round alike)
+                    if precision == Precision::Bf16 && s.sk > 1 {
+                        let (bf16_out, tf32_out) = (relative_difference(&results[0], &f32_results[0]), tf32_out_difference);
+                        assert!(bf16_out > 2.0 * tf32_out, "bf16 attention {s:?}: out {bf16_out:e} from f32, TF32 {tf32_out:e}");
+                    } else {
+                        tf32_out_difference = relative_difference(&results[0], &f32_results[0]);
+                    }
                     // every rounded kernel ran: out (forward), dq (dq kernel), dk and dv (dk/dv kernel)
                     for (index, name) in [(0, "out"), (2, "dq"), (3, "dk"), (4, "dv")] {
                         if s.sk == 1 && (name == "dq" || name == "dk") {
@@ -815,6 +824,39 @@ fn tensor_core_products_round_like_the_hardware_and_stay_near_f32() {
                 }
             }
         }
+    }
+}
+
+/// f32 → bf16 as the bf16 products round their inputs (ember_f32_to_bf16: cvt.rn.bf16.f32 on
+/// a GPU), against the `half` crate's round to nearest even: ties both ways, the largest
+/// finite values (to infinity), subnormals, zeros, infinities; NaN stays NaN.
+#[test]
+fn bf16_rounding_is_round_to_nearest_even() {
+    use ember::tensor::cuda::{KernelArg, LaunchConfig};
+    let mut inputs: Vec<f32> =
+        [0x3f80_8000u32, 0x3f81_8000, 0xbf80_8000, 0xbf81_8000, 0x3f80_8001, 0x3f81_7fff, 0x7f7f_ffff, 0xff7f_ffff, 0x0000_8000, 0x0001_8000, 0x8000_0001]
+            .iter()
+            .map(|&b| f32::from_bits(b))
+            .chain([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, 1e-40, -3e-39])
+            .collect();
+    inputs.extend(values(100, -1e3, 1e3, 210));
+    let expected: Vec<u16> = inputs.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
+    assert_eq!(half::bf16::from_f32(f32::from_bits(0x3f80_8000)).to_bits(), 0x3f80, "a tie rounds to even (down)");
+    assert_eq!(half::bf16::from_f32(f32::from_bits(0x3f81_8000)).to_bits(), 0x3f82, "a tie rounds to even (up)");
+    for device in devices() {
+        let (n, x) = (inputs.len(), upload(&device, &inputs));
+        let bits = DeviceBuffer::new(&device, n * 2).unwrap();
+        device
+            .launch(
+                tensor_core_kernel("bf16_round_check"),
+                &LaunchConfig::linear(n.div_ceil(128) as u32, 128),
+                &[x.arg(), bits.arg(), KernelArg::I32(n as i32)],
+            )
+            .unwrap();
+        assert_eq!(bits.to_vec::<u16>().unwrap(), expected);
+        let nan = upload(&device, &[f32::NAN, f32::from_bits(0x7f80_0001)]);
+        device.launch(tensor_core_kernel("bf16_round_check"), &LaunchConfig::linear(1, 32), &[nan.arg(), bits.arg(), KernelArg::I32(2)]).unwrap();
+        assert!(bits.to_vec::<u16>().unwrap()[..2].iter().all(|&b| half::bf16::from_bits(b).is_nan()), "NaN stays NaN");
     }
 }
 

@@ -1,5 +1,5 @@
-//! How the GPU's f32 products round: the switch PyTorch calls `allow_tf32` (and autocast's
-//! bf16 arithmetic), per thread.
+//! How the GPU's f32 products round: the switch PyTorch calls `allow_tf32`, and bf16 inputs
+//! as under autocast, per thread.
 //!
 //! Matrix products (matmul, the implicit-GEMM convolutions forward and both gradients, and
 //! attention's products forward and backward) on a CUDA device run either on FMA units
@@ -10,10 +10,11 @@
 //! 2⁻¹¹, so a product's error grows from about 2⁻²⁴ to about 2⁻¹⁰ of Σ|a||b|. The CPU always
 //! computes in f32: the setting changes what a CUDA device does only.
 //!
-//! With bf16 the inputs are rounded to 8 mantissa bits (round to nearest even) and multiplied
-//! on tensor cores (mma.m16n8k16), accumulated in f32: the arithmetic of PyTorch's bf16
-//! autocast for these products (relative error about 2⁻⁸ of Σ|a||b|), while tensors stay f32
-//! in memory (bf16 storage is not built yet).
+//! With bf16 the inputs are rounded to 7 stored mantissa bits (8 significant; round to nearest
+//! even) and multiplied on tensor cores (mma.m16n8k16), accumulated in f32 and written in f32:
+//! the products of PyTorch's bf16 autocast but with f32 outputs (an operand's error up to
+//! 2⁻⁸, a product's about 2⁻⁷ of Σ|a||b|), the tensors staying f32 in memory (bf16 storage is
+//! not built yet).
 //!
 //! The setting is per thread (as [`crate::no_grad`] is), so that tests running side by side
 //! do not change each other's arithmetic; a training run sets it once on its thread.
@@ -30,8 +31,8 @@ pub enum Precision {
     F32,
     /// Inputs rounded to TF32, multiplied on tensor cores (mma.m16n8k8), accumulated in f32.
     Tf32,
-    /// Inputs rounded to bf16, multiplied on tensor cores (mma.m16n8k16), accumulated in f32:
-    /// autocast's arithmetic for the products, the tensors staying f32 in memory.
+    /// Inputs rounded to bf16, multiplied on tensor cores (mma.m16n8k16), accumulated and
+    /// written in f32 (autocast's bf16 inputs), the tensors staying f32 in memory.
     Bf16,
 }
 

@@ -61,9 +61,9 @@ pub(crate) fn output(backend: &Arc<dyn GpuBackend>, n: usize) -> Result<DeviceBu
     DeviceBuffer::new(backend, n * F32)
 }
 
-/// The output tile of the kernels built on `ember_tile_gemm` and `ember_tile_gemm_tf32`
-/// (kernels/ember_cuda.h): GEMM and the implicit-GEMM convolutions. Each has a `_t128` and a
-/// `_t64` kernel in each precision.
+/// The output tile of the kernels built on `ember_tile_gemm`, `ember_tile_gemm_tf32` and
+/// `ember_tile_gemm_bf16` (kernels/ember_cuda.h): GEMM and the implicit-GEMM convolutions.
+/// Each has a `_t128` and a `_t64` kernel in each precision.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Tile {
     /// 128×128 outputs per block of 256 threads (8×8 each).
