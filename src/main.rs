@@ -114,6 +114,11 @@ struct TrainArgs {
     /// --pipeline txt2img: the text encoder (an `ember train-clip` checkpoint, or a pipeline such as the shipped one)
     #[arg(long)]
     text_encoder: Option<PathBuf>,
+    /// --pipeline txt2img: fine-tune a trained pipeline (such as the shipped one): its UNet is
+    /// where training starts (with fresh Adam state and learning-rate schedule), its text
+    /// encoder and VAE are the frozen parts
+    #[arg(long, conflicts_with_all = ["vae", "text_encoder", "resume", "resume_from"])]
+    init_from: Option<PathBuf>,
     /// The run folder
     #[arg(long)]
     out: PathBuf,
@@ -482,7 +487,10 @@ fn run_train(args: TrainArgs) -> Result<()> {
         anyhow::ensure!(args.device.device == "cpu" && args.device.precision == Precision::F32, "--pipeline txt2img trains on the CPU (in f32) for now");
         return txt2img::run_train_latent(&args);
     }
-    anyhow::ensure!(args.vae.is_none() && args.text_encoder.is_none(), "--vae and --text-encoder are for --pipeline txt2img");
+    anyhow::ensure!(
+        args.vae.is_none() && args.text_encoder.is_none() && args.init_from.is_none(),
+        "--vae, --text-encoder and --init-from are for --pipeline txt2img"
+    );
     let (device, _precision) = parse_device(&args.device)?;
     let mut unet = args.model.config()?;
     let data = args.data.clone().unwrap_or_else(|| default_data(&unet));

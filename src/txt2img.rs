@@ -191,18 +191,11 @@ pub fn run_train_latent(args: &TrainArgs) -> Result<()> {
         LatentDiffusionStage::resume(&dir.checkpoint(), Some(args.steps))?
     } else {
         check_fresh(&dir)?;
-        let (Some(vae_path), Some(text_path)) = (&args.vae, &args.text_encoder) else {
-            anyhow::bail!("--pipeline txt2img needs --vae (a train-vae checkpoint or a pipeline) and --text-encoder (a train-clip checkpoint or a pipeline)");
-        };
-        let vae = load_frozen_vae(vae_path).with_context(|| format!("--vae {}", vae_path.display()))?;
-        let text = FrozenTextEncoder::load(text_path).with_context(|| format!("--text-encoder {}", text_path.display()))?;
         let defaults = LatentDiffusionConfig::default();
         let mut config = LatentDiffusionConfig {
             ema_decay: args.ema_decay,
             caption_drop: args.cond_drop,
             sample_steps: args.sample_steps,
-            vae_checkpoint: vae_path.display().to_string(),
-            text_encoder_checkpoint: text_path.display().to_string(),
             settings: StageSettings {
                 data: args.data.clone().unwrap_or(defaults.settings.data.clone()),
                 batch_size: args.batch_size,
@@ -219,11 +212,26 @@ pub fn run_train_latent(args: &TrainArgs) -> Result<()> {
             },
             ..defaults
         };
-        config.pipeline.schedule = args.schedule.clone();
-        if args.model.unet_config.is_some() {
-            config.pipeline.unet = args.model.config()?;
+        if let Some(init) = &args.init_from {
+            anyhow::ensure!(args.model.unet_config.is_none(), "--init-from takes the UNet's config from the pipeline");
+            let pipeline = Txt2Img::load(init).with_context(|| format!("--init-from {}", init.display()))?;
+            (config.vae_checkpoint, config.text_encoder_checkpoint) = (init.display().to_string(), init.display().to_string());
+            LatentDiffusionStage::from_pipeline(config, &pipeline)?
+        } else {
+            let (Some(vae_path), Some(text_path)) = (&args.vae, &args.text_encoder) else {
+                anyhow::bail!(
+                    "--pipeline txt2img needs --vae (a train-vae checkpoint or a pipeline) and --text-encoder (a train-clip checkpoint or a pipeline), or --init-from PIPELINE"
+                );
+            };
+            let vae = load_frozen_vae(vae_path).with_context(|| format!("--vae {}", vae_path.display()))?;
+            let text = FrozenTextEncoder::load(text_path).with_context(|| format!("--text-encoder {}", text_path.display()))?;
+            (config.vae_checkpoint, config.text_encoder_checkpoint) = (vae_path.display().to_string(), text_path.display().to_string());
+            config.pipeline.schedule = args.schedule.clone();
+            if args.model.unet_config.is_some() {
+                config.pipeline.unet = args.model.config()?;
+            }
+            LatentDiffusionStage::new(config, &text, &vae)?
         }
-        LatentDiffusionStage::new(config, &text, &vae)?
     };
     run_stage_with_bar(&mut stage, &dir, "latent diffusion")?;
     println!("pipeline: {}", LatentDiffusionStage::pipeline_path(&dir.checkpoint()).display());

@@ -301,6 +301,40 @@ fn latent_diffusion_starts_from_a_pipelines_frozen_parts_or_the_stage_checkpoint
     assert!(load_frozen_vae(&classifier).is_err());
 }
 
+/// `--init-from`: a run that fine-tunes a pipeline starts with its UNet as the model and the
+/// EMA, its frozen parts and its pipeline config, at step 0 with its own settings; it trains,
+/// and the pipeline it writes has moved away from the one it started from.
+#[test]
+fn latent_diffusion_fine_tunes_a_pipeline() {
+    let dir = fresh_run_dir("latent-init-from");
+    let mut first = tiny_latent(2);
+    run_stage(&mut first, "test", &dir, &mut Quiet).unwrap();
+    let start = Txt2Img::load(&LatentDiffusionStage::pipeline_path(&dir.checkpoint())).unwrap();
+    let mut config = LatentDiffusionConfig { sample_steps: 2, settings: settings(2, 2), ..LatentDiffusionConfig::default() };
+    config.settings.seed = 7;
+    let mut stage = LatentDiffusionStage::from_pipeline(config, &start).unwrap();
+    assert_eq!(stage.step, 0);
+    assert_eq!(stage.config.pipeline, start.config, "the UNet, frozen parts' configs, words and held-out pairs");
+    assert_eq!(stage.config.settings.held_out, start.config.held_out);
+    assert_eq!(stage.config.settings.seed, 7);
+    let same = |a: &dyn ember::unet::Module, b: &dyn ember::unet::Module| {
+        let (x, y) = (ember::unet::module::named_parameters(a), ember::unet::module::named_parameters(b));
+        assert_eq!(x.len(), y.len());
+        x.iter().zip(&y).all(|((n, s), (m, t))| n == m && s.to_vec_f64() == t.to_vec_f64())
+    };
+    assert!(same(&stage.pipeline, &start), "frozen parts and EMA UNet are the pipeline's");
+    assert!(same(&stage.model, &start.unet), "the trained UNet starts at the pipeline's");
+    // not a copy of a fresh stage: the first run's trained UNet differs from an untrained one
+    assert!(!same(&tiny_latent(2).model, &start.unet));
+    let fine = fresh_run_dir("latent-init-from-run");
+    run_stage(&mut stage, "test", &fine, &mut Quiet).unwrap();
+    assert_eq!(stage.step, 2);
+    assert!(!same(&stage.model, &start.unet), "training moved the UNet");
+    let written = Txt2Img::load(&LatentDiffusionStage::pipeline_path(&fine.checkpoint())).unwrap();
+    assert!(same(&written.text_encoder, &start.text_encoder) && same(&written.vae, &start.vae), "frozen parts stay frozen");
+    assert!(!same(&written.unet, &start.unet), "the EMA moved");
+}
+
 /// Prompt fidelity reads each cell of a canvas with the classifier: on canvases composed of
 /// real test garments, the shipped classifier must read both cells right about as often as
 /// it reads single garments (92%).

@@ -189,6 +189,22 @@ impl LatentDiffusionStage {
         Ok(stage)
     }
 
+    /// A run that fine-tunes a trained pipeline: its text encoder and VAE stay frozen, its
+    /// vocabulary, held-out pairs, schedule and UNet config are taken over, and the UNet being
+    /// trained and its EMA both start from its UNet. Adam's state, the step count, the learning
+    /// rate schedule and the random streams start afresh (from `config.settings`): a warm
+    /// restart that needs only the shipped pipeline, not the run that made it.
+    pub fn from_pipeline(mut config: LatentDiffusionConfig, pipeline: &Txt2Img) -> Result<Self> {
+        config.pipeline = pipeline.config.clone();
+        config.settings.held_out = config.pipeline.held_out.clone();
+        let stage = LatentDiffusionStage::fresh(config)?;
+        copy_weights(&pipeline.text_encoder, &stage.pipeline.text_encoder)?;
+        copy_weights(&pipeline.vae, &stage.pipeline.vae)?;
+        copy_weights(&pipeline.unet, &stage.model)?;
+        copy_weights(&pipeline.unet, &stage.pipeline.unet)?;
+        Ok(stage)
+    }
+
     /// The stage with a new UNet (its EMA equal to it) and untrained frozen parts.
     fn fresh(config: LatentDiffusionConfig) -> Result<Self> {
         config.validate()?;
