@@ -247,3 +247,85 @@ fn upsampling_and_its_gradient_on_the_device_match_the_cpu() {
         assert_close(gpu_grads.get(&gpu).unwrap(), cpu_grads.get(&cpu).unwrap(), &format!("upsample gradient, scale {scale}"));
     }
 }
+
+/// The optimizer's list kernels (one launch for many tensors, cut into chunks of 8192):
+/// the global gradient norm, Adam with the clipping factor folded into its update, and the
+/// EMA, on tensors of odd sizes, empty, and sizes around the chunk length, against the CPU.
+#[test]
+fn the_optimizers_list_kernels_on_the_device_follow_the_cpu() {
+    use ember::tensor::optim::{Adam, AdamConfig, ema_update_all};
+    use ember::tensor::{Gradients, clip_factor};
+    let shapes: [&[usize]; 7] = [&[3], &[0], &[7, 9], &[8192 + 5], &[2, 8192], &[1], &[3, 4100]];
+    let values: Vec<Tensor> = shapes.iter().enumerate().map(|(i, s)| random(s, 70 + i as u64)).collect();
+    let grads_of = |seed: u64| -> Vec<Tensor> { shapes.iter().enumerate().map(|(i, s)| random(s, seed + i as u64)).collect() };
+
+    // the global norm: one launch over all gradients, against an f64 sum
+    let (cpu_params, gpu_params): (Vec<Tensor>, Vec<Tensor>) =
+        values.iter().map(|v| (v.deep_copy().unwrap().variable(), v.to_device(GPU).unwrap().variable())).unzip();
+    let fill = |params: &[Tensor], grads: &[Tensor], device: Device, skip: Option<usize>| {
+        let mut g = Gradients::default();
+        for (i, (p, grad)) in params.iter().zip(grads).enumerate() {
+            if Some(i) != skip {
+                g.insert(p, grad.to_device(device).unwrap());
+            }
+        }
+        g
+    };
+    let first = grads_of(100);
+    let expected = first.iter().flat_map(|g| g.to_vec_f64()).map(|x| x * x).sum::<f64>().sqrt();
+    let gpu_norm = fill(&gpu_params, &first, GPU, None).global_norm().unwrap();
+    let cpu_norm = fill(&cpu_params, &first, Device::Cpu, None).global_norm().unwrap();
+    assert!(((gpu_norm - expected) / expected).abs() < 1e-6, "device norm {gpu_norm} vs {expected}");
+    assert!(((cpu_norm - expected) / expected).abs() < 1e-6, "cpu norm {cpu_norm} vs {expected}");
+    assert_eq!(fill(&gpu_params, &first, GPU, None).global_norm().unwrap(), gpu_norm, "the norm repeats bit for bit");
+    assert_eq!(Gradients::default().global_norm().unwrap(), 0.0);
+
+    // Adam with a clipping factor on both devices; on step 2 one parameter has no gradient,
+    // so on step 3 the parameters hold two step counts (two launches)
+    let config = AdamConfig::adamw(1e-2, 0.01);
+    let mut cpu_adam = Adam::new(cpu_params.clone(), config).unwrap();
+    let mut gpu_adam = Adam::new(gpu_params.clone(), config).unwrap();
+    let reference: Vec<Tensor> = values.iter().map(|v| v.deep_copy().unwrap().variable()).collect();
+    let mut reference_adam = Adam::new(reference.clone(), config).unwrap();
+    for (step, skip) in [(0u64, None), (1, Some(2)), (2, None)] {
+        let grads = grads_of(200 + 10 * step);
+        let scale = clip_factor(gpu_norm, 0.5 * gpu_norm);
+        assert!(scale < 0.51 && scale > 0.49);
+        cpu_adam.step_with_grad_scale(&fill(&cpu_params, &grads, Device::Cpu, skip), scale).unwrap();
+        gpu_adam.step_with_grad_scale(&fill(&gpu_params, &grads, GPU, skip), scale).unwrap();
+        // the folded factor is exactly clipping's: the gradients scaled, then a plain step
+        let mut scaled = fill(&reference, &grads, Device::Cpu, skip);
+        scaled.scale(scale).unwrap();
+        reference_adam.step(&scaled).unwrap();
+    }
+    for (i, ((cpu, gpu), reference)) in cpu_params.iter().zip(&gpu_params).zip(&reference).enumerate() {
+        assert_eq!(cpu.to_vec::<f32>().unwrap(), reference.to_vec::<f32>().unwrap(), "tensor {i}: folded factor vs scaled gradients");
+        if cpu.numel() > 0 {
+            assert_close(gpu, cpu, &format!("tensor {i} after three Adam steps"));
+        }
+    }
+    let steps: Vec<u64> = gpu_adam.state().iter().map(|s| s.step).collect();
+    assert_eq!(steps, vec![3, 3, 2, 3, 3, 3, 3]);
+    assert_eq!(steps, cpu_adam.state().iter().map(|s| s.step).collect::<Vec<_>>());
+    for (cpu, gpu) in cpu_adam.state().iter().zip(gpu_adam.state()) {
+        if cpu.exp_avg.numel() > 0 {
+            assert_close(&gpu.exp_avg, &cpu.exp_avg, "m");
+            assert_close(&gpu.exp_avg_sq, &cpu.exp_avg_sq, "v");
+        }
+    }
+
+    // the EMA of every pair in one launch: the same f32 arithmetic as the CPU, exactly
+    let cpu_ema: Vec<Tensor> = grads_of(300);
+    let gpu_ema: Vec<Tensor> = cpu_ema.iter().map(|e| e.to_device(GPU).unwrap()).collect();
+    let on_gpu: Vec<Tensor> = values.iter().map(|v| v.to_device(GPU).unwrap()).collect();
+    ema_update_all(&cpu_ema.iter().zip(&values).collect::<Vec<_>>(), 0.97).unwrap();
+    ema_update_all(&gpu_ema.iter().zip(&on_gpu).collect::<Vec<_>>(), 0.97).unwrap();
+    for (cpu, gpu) in cpu_ema.iter().zip(&gpu_ema) {
+        assert_eq!(gpu.to_vec::<f32>().unwrap(), cpu.to_vec::<f32>().unwrap(), "ema");
+    }
+    // a pair that does not match is refused before anything is updated
+    let before = gpu_ema[0].to_vec::<f32>().unwrap();
+    let mismatched = [(&gpu_ema[0], &gpu_params[0]), (&gpu_ema[2], &gpu_params[3])];
+    assert!(matches!(ema_update_all(&mismatched, 0.5), Err(TensorError::ShapeMismatch { .. })));
+    assert_eq!(gpu_ema[0].to_vec::<f32>().unwrap(), before);
+}

@@ -294,6 +294,7 @@ fn latent_diffusion_starts_from_a_pipelines_frozen_parts_or_the_stage_checkpoint
     // the trained VAE's weights arrived (not a fresh one's)
     let vae_weights = ember::unet::module::named_parameters(&vae.model);
     let loaded = ember::unet::module::named_parameters(&from_pipeline.pipeline.vae);
+    assert_eq!(vae_weights.len(), loaded.len());
     assert!(vae_weights.iter().zip(&loaded).all(|((_, a), (_, b))| a.to_vec_f64() == b.to_vec_f64()));
     // a file of another kind is refused with its path
     let classifier = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/classifier-fashion-mnist-f16.safetensors");

@@ -177,30 +177,55 @@ impl Gradients {
         Ok(())
     }
 
-    /// The L2 norm over all gradients together.
+    /// The L2 norm over all gradients together. When every gradient is f32 on one CUDA device,
+    /// one launch sums the squares of them all and one read brings the norm back (no read per
+    /// tensor); otherwise each tensor's sum of squares is read and added in f64.
     pub fn global_norm(&self) -> Result<f64> {
         let _guard = no_grad();
         // summed in a fixed order (by tensor id, not the map's), so that the norm, and the
         // clipping it decides, repeat bit for bit from one process to the next
         let mut ids: Vec<&TensorId> = self.by_id.keys().collect();
         ids.sort_unstable();
+        let grads: Vec<&Tensor> = ids.iter().map(|id| &self.by_id[*id]).collect();
+        if let Some(first) = grads.first()
+            && matches!(first.device(), crate::Device::Cuda(_))
+            && grads.iter().all(|g| g.device() == first.device() && g.dtype() == crate::DType::F32)
+        {
+            let dense = grads.iter().map(|g| crate::ops::dense(g)).collect::<Result<Vec<_>>>()?;
+            let guards: Vec<_> = dense.iter().map(|g| g.storage()).collect();
+            let mut list = Vec::with_capacity(dense.len());
+            for (g, guard) in dense.iter().zip(&guards) {
+                let gpu = guard.gpu().ok_or(TensorError::NotOnDevice { op: "global norm", device: g.device() })?;
+                crate::tensor::check_f32_on_device("global norm", gpu)?;
+                list.push(([&gpu.buffer], g.numel()));
+            }
+            return crate::cuda::kernels::l2_norm_list(&list);
+        }
         let mut sum_sq = 0.0;
-        for id in ids {
-            sum_sq += self.by_id[id].sqr()?.sum_all()?.item()?;
+        for grad in grads {
+            sum_sq += grad.sqr()?.sum_all()?.item()?;
         }
         Ok(sum_sq.sqrt())
     }
 
     /// Scales all gradients down so that their global norm is at most `max_norm` (PyTorch's
-    /// `clip_grad_norm_`, with its 1e-6 guard). Returns the norm before clipping.
+    /// `clip_grad_norm_`: the factor [`clip_factor`]). Returns the norm before clipping.
     pub fn clip_global_norm(&mut self, max_norm: f64) -> Result<f64> {
         let norm = self.global_norm()?;
-        let factor = max_norm / (norm + 1e-6);
+        let factor = clip_factor(norm, max_norm);
         if factor < 1.0 {
             self.scale(factor)?;
         }
         Ok(norm)
     }
+}
+
+/// The factor that gradient clipping multiplies gradients of global norm `norm` by so that
+/// it is at most `max_norm`: `max_norm / (norm + 1e-6)` where that is below 1 (PyTorch's
+/// `clip_grad_norm_` and its guard), else 1.
+pub fn clip_factor(norm: f64, max_norm: f64) -> f64 {
+    let factor = max_norm / (norm + 1e-6);
+    if factor < 1.0 { factor } else { 1.0 }
 }
 
 impl Tensor {

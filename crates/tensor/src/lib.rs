@@ -27,7 +27,7 @@ pub mod profile;
 pub mod storage;
 pub mod tensor;
 
-pub use autograd::{Gradients, NoGradGuard, is_grad_enabled, no_grad};
+pub use autograd::{Gradients, NoGradGuard, clip_factor, is_grad_enabled, no_grad};
 pub use device::Device;
 pub use dtype::{DType, FloatElem};
 pub use error::{Result, TensorError};

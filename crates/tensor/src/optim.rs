@@ -48,19 +48,65 @@ fn apply_update(param: &Tensor, grad: &Tensor, state: &[&Tensor], rule: &impl Up
 }
 
 /// The exponential moving average of a parameter, in place:
-/// `ema ← decay·ema + (1 − decay)·param` (one fused kernel on a CUDA device; the same f32
+/// `ema ← decay·ema + (1 − decay)·param` (a fused kernel on a CUDA device; the same f32
 /// arithmetic on the CPU). Not recorded by autograd.
 pub fn ema_update(ema: &Tensor, param: &Tensor, decay: f64) -> Result<()> {
-    if ema.shape() != param.shape() {
-        return Err(TensorError::ShapeMismatch { op: "ema", lhs: ema.shape().to_vec(), rhs: param.shape().to_vec() });
+    ema_update_all(&[(ema, param)], decay)
+}
+
+/// [`ema_update`] for every (ema, parameter) pair: on a CUDA device the pairs whose EMA owns
+/// its whole contiguous storage take one launch together.
+pub fn ema_update_all(pairs: &[(&Tensor, &Tensor)], decay: f64) -> Result<()> {
+    for (ema, param) in pairs {
+        if ema.shape() != param.shape() {
+            return Err(TensorError::ShapeMismatch { op: "ema", lhs: ema.shape().to_vec(), rhs: param.shape().to_vec() });
+        }
+        crate::ops::check_same("ema", &[ema, param])?;
     }
-    crate::ops::check_same("ema", &[ema, param])?;
     let _guard = crate::no_grad();
-    if is_on_cuda(ema) && ema.layout().contiguous_range() == Some(0..ema.numel()) {
-        let param = crate::ops::dense(param)?;
-        return crate::dispatch::device::with_device_buffers("ema", [ema, &param], |[e, p]| crate::cuda::kernels::ema_update(e, p, ema.numel(), decay));
+    let (fused, plain): (Vec<_>, Vec<_>) = pairs.iter().partition(|(ema, _)| is_on_cuda(ema) && owns_its_storage(ema));
+    let params = fused.iter().map(|(_, p)| crate::ops::dense(p)).collect::<Result<Vec<_>>>()?;
+    let emas: Vec<&Tensor> = fused.iter().map(|(e, _)| *e).collect();
+    with_list_buffers("ema", [&emas, &params.iter().collect()], |list| crate::cuda::kernels::ema_update_list(list, decay))?;
+    for (ema, param) in plain {
+        ema.assign(&ema.mul_scalar(decay)?.add(&param.mul_scalar(1.0 - decay)?)?)?;
     }
-    ema.assign(&ema.mul_scalar(decay)?.add(&param.mul_scalar(1.0 - decay)?)?)
+    Ok(())
+}
+
+/// Whether `t` views its whole storage from its first element, in row-major order.
+fn owns_its_storage(t: &Tensor) -> bool {
+    t.layout().contiguous_range() == Some(0..t.numel())
+}
+
+/// Runs `launch` on the device buffers of a list of tensors, `ROLES` lists of the same length
+/// (a role each: parameters, gradients, ...; tensor i of every role has the same element
+/// count), each tensor f32 on a CUDA device with its elements from its buffer's start.
+fn with_list_buffers<const ROLES: usize>(
+    op: &'static str,
+    roles: [&Vec<&Tensor>; ROLES],
+    launch: impl FnOnce(&[([&crate::cuda::DeviceBuffer; ROLES], usize)]) -> Result<()>,
+) -> Result<()> {
+    let count = roles[0].len();
+    if count == 0 {
+        return Ok(());
+    }
+    let guards: Vec<[_; ROLES]> = (0..count).map(|i| roles.map(|r| r[i].storage())).collect();
+    let mut list = Vec::with_capacity(count);
+    for (i, guard) in guards.iter().enumerate() {
+        let mut buffers = Vec::with_capacity(ROLES);
+        for (role, g) in roles.iter().zip(guard) {
+            let t = role[i];
+            let gpu = g.gpu().ok_or(TensorError::DeviceMismatch { op, lhs: roles[0][i].device(), rhs: t.device() })?;
+            crate::tensor::check_f32_on_device(op, gpu)?;
+            if t.numel() != roles[0][i].numel() || t.layout().contiguous_range().is_none_or(|r| r.start != 0) {
+                return invalid(op, "the tensors of a list must be contiguous from their buffers' start, in matching sizes");
+            }
+            buffers.push(&gpu.buffer);
+        }
+        list.push((std::array::from_fn(|r| buffers[r]), roles[0][i].numel()));
+    }
+    launch(&list)
 }
 
 /// The CUDA counterpart of [`apply_update`]: runs `launch(param, grad, state)` on the device
@@ -272,6 +318,8 @@ pub struct Adam {
 struct AdamRule {
     config: AdamConfig,
     step: u64,
+    /// The gradient's factor (gradient clipping's; 1 without).
+    grad_scale: f64,
 }
 
 impl AdamRule {
@@ -283,11 +331,11 @@ impl AdamRule {
         (cfg.lr / bias_correction1, 1.0 / bias_correction2_sqrt, 1.0 - cfg.lr * cfg.weight_decay)
     }
 
-    /// The same update on a CUDA device (kernels/optim.cu), in place.
-    fn apply_on_gpu(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
+    /// The constants of the same update on a CUDA device (kernels/optim.cu).
+    fn gpu_constants(&self) -> crate::cuda::kernels::AdamConstants {
         let cfg = &self.config;
         let (step_size, inv_bc2, decay) = self.step_constants();
-        let constants = crate::cuda::kernels::AdamConstants {
+        crate::cuda::kernels::AdamConstants {
             beta1: cfg.beta1 as f32,
             beta2: cfg.beta2 as f32,
             eps: cfg.eps as f32,
@@ -296,8 +344,7 @@ impl AdamRule {
             step_size: step_size as f32,
             inv_bc2: inv_bc2 as f32,
             decoupled: cfg.decoupled_weight_decay,
-        };
-        apply_update_on_gpu(param, grad, &[m, v], |p, g, state| crate::cuda::kernels::adam_update(p, g, state[0], state[1], param.numel(), &constants))
+        }
     }
 }
 
@@ -308,8 +355,10 @@ impl UpdateRule for AdamRule {
         let (step_size, inv_bc2, decay) = self.step_constants();
         let (step_size, inv_bc2, decay) = (c(step_size), c(inv_bc2), c(decay));
         let (b1, b2, eps, wd) = (c(cfg.beta1), c(cfg.beta2), c(cfg.eps), c(cfg.weight_decay));
+        let grad_scale = c(self.grad_scale);
         let [m, v] = state else { unreachable!("Adam keeps two state tensors") };
         for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = g * grad_scale;
             let g = if cfg.decoupled_weight_decay {
                 *p *= decay;
                 g
@@ -331,15 +380,57 @@ impl Adam {
     }
 
     pub fn step(&mut self, grads: &Gradients) -> Result<()> {
+        self.step_with_grad_scale(grads, 1.0)
+    }
+
+    /// A step with every gradient multiplied by `grad_scale` first, as if the gradients had
+    /// been scaled (gradient clipping's factor, [`crate::clip_factor`]) but without a pass
+    /// over them. On a CUDA device the parameters that share a step count take one launch.
+    pub fn step_with_grad_scale(&mut self, grads: &Gradients, grad_scale: f64) -> Result<()> {
         check_grads(&self.params, grads)?;
+        // the CUDA parameters by step count, checked and gathered before anything is updated
+        let mut on_gpu: Vec<(u64, Vec<usize>, Vec<Tensor>)> = Vec::new();
+        for (index, (param, state)) in self.params.iter().zip(&self.state).enumerate() {
+            let Some(grad) = grads.get(param) else { continue };
+            if !is_on_cuda(param) {
+                continue;
+            }
+            if grad.device() != param.device() {
+                return Err(TensorError::DeviceMismatch { op: "optimizer step", lhs: param.device(), rhs: grad.device() });
+            }
+            if ![param, &state.exp_avg, &state.exp_avg_sq].into_iter().all(owns_its_storage) {
+                return invalid("optimizer step", "parameters on a CUDA device must own their whole contiguous storage");
+            }
+            let step = state.step + 1;
+            let group = match on_gpu.iter().position(|(s, _, _)| *s == step) {
+                Some(g) => g,
+                None => {
+                    on_gpu.push((step, Vec::new(), Vec::new()));
+                    on_gpu.len() - 1
+                }
+            };
+            on_gpu[group].1.push(index);
+            on_gpu[group].2.push(crate::ops::dense(grad)?);
+        }
         for (param, state) in self.params.iter().zip(&mut self.state) {
             let Some(grad) = grads.get(param) else { continue };
-            state.step += 1;
-            let rule = AdamRule { config: self.config, step: state.step };
-            if is_on_cuda(param) {
-                rule.apply_on_gpu(param, grad, &state.exp_avg, &state.exp_avg_sq)?;
-            } else {
+            if !is_on_cuda(param) {
+                state.step += 1;
+                let rule = AdamRule { config: self.config, step: state.step, grad_scale };
                 apply_update(param, grad, &[&state.exp_avg, &state.exp_avg_sq], &rule)?;
+            }
+        }
+        for (step, indices, grads) in &on_gpu {
+            let rule = AdamRule { config: self.config, step: *step, grad_scale };
+            let params: Vec<&Tensor> = indices.iter().map(|&i| &self.params[i]).collect();
+            let m: Vec<&Tensor> = indices.iter().map(|&i| &self.state[i].exp_avg).collect();
+            let v: Vec<&Tensor> = indices.iter().map(|&i| &self.state[i].exp_avg_sq).collect();
+            let constants = rule.gpu_constants();
+            with_list_buffers("optimizer step", [&params, &grads.iter().collect(), &m, &v], |list| {
+                crate::cuda::kernels::adam_update_list(list, grad_scale as f32, &constants)
+            })?;
+            for &i in indices {
+                self.state[i].step = *step;
             }
         }
         Ok(())

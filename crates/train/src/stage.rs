@@ -172,7 +172,7 @@ impl StageSettings {
     /// gradient before anything is updated).
     pub fn minimize(&self, adam: &mut Adam, loss: &Tensor, step: u64) -> Result<StepStats> {
         let value = loss.item()?;
-        let mut grads = if value.is_finite() { loss.backward()? } else { Gradients::default() };
-        optimizer_step(adam, &mut grads, value, step, self.grad_clip, self.lr_at(step))
+        let grads = if value.is_finite() { loss.backward()? } else { Gradients::default() };
+        optimizer_step(adam, &grads, value, step, self.grad_clip, self.lr_at(step))
     }
 }

@@ -245,10 +245,9 @@ pub fn check_optimization(batch_size: usize, lr: f64, weight_decay: f64, grad_cl
 
 /// `ema ← d·ema + (1 − d)·θ` for every parameter of `model` and its same-named one in `ema`.
 pub fn update_ema(ema: &dyn ember_unet::Module, model: &dyn ember_unet::Module, decay: f64) -> Result<()> {
-    let _guard = no_grad();
-    for ((_, e), (_, p)) in named_parameters(ema).iter().zip(named_parameters(model).iter()) {
-        ember_tensor::optim::ema_update(e, p, decay)?;
-    }
+    let (ema, model) = (named_parameters(ema), named_parameters(model));
+    let pairs: Vec<(&Tensor, &Tensor)> = ema.iter().zip(model.iter()).map(|((_, e), (_, p))| (e, p)).collect();
+    ember_tensor::optim::ema_update_all(&pairs, decay)?;
     Ok(())
 }
 
@@ -256,16 +255,19 @@ pub fn update_ema(ema: &dyn ember_unet::Module, model: &dyn ember_unet::Module, 
 /// `loss`: stops with [`TrainError::NonFinite`] on a non-finite loss or gradient norm (nothing
 /// updated), clips the global gradient norm to `grad_clip` (0: off), and takes Adam's step at
 /// learning rate `lr`. Every trainer (the DDPM's, the text-to-image stages') ends its steps here.
-pub fn optimizer_step(adam: &mut Adam, grads: &mut Gradients, loss: f64, step: u64, grad_clip: f64, lr: f64) -> Result<StepStats> {
+/// The clipping factor is applied inside Adam's update (one pass, one launch on a CUDA
+/// device, after one read of the norm), not by scaling `grads`.
+pub fn optimizer_step(adam: &mut Adam, grads: &Gradients, loss: f64, step: u64, grad_clip: f64, lr: f64) -> Result<StepStats> {
     if !loss.is_finite() {
         return Err(TrainError::NonFinite { step: step + 1, what: "the loss", value: loss });
     }
-    let grad_norm = if grad_clip > 0.0 { grads.clip_global_norm(grad_clip)? } else { grads.global_norm()? };
+    let grad_norm = grads.global_norm()?;
     if !grad_norm.is_finite() {
         return Err(TrainError::NonFinite { step: step + 1, what: "the gradient norm", value: grad_norm });
     }
+    let grad_scale = if grad_clip > 0.0 { ember_tensor::clip_factor(grad_norm, grad_clip) } else { 1.0 };
     adam.config.lr = lr;
-    adam.step(grads)?;
+    adam.step_with_grad_scale(grads, grad_scale)?;
     Ok(StepStats { step: step + 1, loss, grad_norm, lr })
 }
 
@@ -351,7 +353,7 @@ impl Trainer {
             grads.scale(1.0 / passes as f64)?;
         }
         let loss_value = loss_sum / passes as f64;
-        let stats = optimizer_step(&mut self.adam, &mut grads, loss_value, step, self.config.grad_clip, self.config.lr_at(step))?;
+        let stats = optimizer_step(&mut self.adam, &grads, loss_value, step, self.config.grad_clip, self.config.lr_at(step))?;
         profile::mark("trainer", "clip + adam");
         self.update_ema()?;
         profile::mark("trainer", "ema");

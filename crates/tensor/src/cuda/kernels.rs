@@ -23,22 +23,74 @@ pub struct AdamConstants {
     pub decoupled: bool,
 }
 
-/// One Adam(W) step in place on the `n` elements of param, grad and the two moments
-/// (kernels/optim.cu).
-pub fn adam_update(param: &DeviceBuffer, grad: &DeviceBuffer, m: &DeviceBuffer, v: &DeviceBuffer, n: usize, c: &AdamConstants) -> Result<()> {
-    let op = "adam";
-    for (what, buffer) in [("param", param), ("grad", grad), ("exp_avg", m), ("exp_avg_sq", v)] {
-        check_len(op, what, buffer, n)?;
+/// A list of tensors cut into chunks for one launch of a `_list` kernel of kernels/optim.cu:
+/// the table the kernels read (chunk c as (tensor, first element, elements), then each
+/// tensor's `ROLES` buffer addresses), uploaded in one copy. Each tensor of `n` elements
+/// must have `n` f32 in every one of its buffers.
+pub struct TensorList {
+    table: DeviceBuffer,
+    chunks: usize,
+}
+
+impl TensorList {
+    /// Elements per chunk (one block of 256 threads each).
+    pub const CHUNK: usize = 8192;
+
+    /// The table of `tensors` (each: its buffers, one per role, and its element count);
+    /// `None` when the list holds no element.
+    pub fn new<const ROLES: usize>(op: &'static str, tensors: &[([&DeviceBuffer; ROLES], usize)]) -> Result<Option<TensorList>> {
+        let Some(((first, _), _)) = tensors.split_first() else { return Ok(None) };
+        let backend = first[0].backend();
+        let mut chunks: Vec<u64> = Vec::new();
+        for (index, (buffers, n)) in tensors.iter().enumerate() {
+            for buffer in buffers {
+                check_len(op, "a tensor of the list", buffer, *n)?;
+            }
+            for start in (0..*n).step_by(Self::CHUNK) {
+                chunks.extend([index as u64, start as u64, (Self::CHUNK.min(n - start)) as u64]);
+            }
+        }
+        let count = chunks.len() / 3;
+        if count == 0 {
+            return Ok(None);
+        }
+        to_i32(op, "the number of chunks", count)?;
+        chunks.extend(tensors.iter().flat_map(|(buffers, _)| buffers.iter().map(|b| b.ptr())));
+        Ok(Some(TensorList { table: DeviceBuffer::from_slice(backend, &chunks)?, chunks: count }))
     }
-    if n == 0 {
-        return Ok(());
+
+    fn backend(&self) -> &Arc<dyn GpuBackend> {
+        self.table.backend()
     }
-    let args = [
-        param.arg(),
-        grad.arg(),
-        m.arg(),
-        v.arg(),
-        KernelArg::I64(n as i64),
+
+    /// The launch shape and the table's two arguments (chunks, addresses).
+    fn launch(&self, name: &'static str, constants: &[KernelArg]) -> Result<()> {
+        let chunks = KernelArg::Ptr(self.table.ptr());
+        let addresses = KernelArg::Ptr(self.table.ptr() + (3 * self.chunks * std::mem::size_of::<u64>()) as u64);
+        let args: Vec<KernelArg> = [chunks, addresses].into_iter().chain(constants.iter().cloned()).collect();
+        self.backend().launch(kernel("optim.cu", name), &LaunchConfig::linear(self.chunks as u32, 256), &args)
+    }
+}
+
+/// The L2 norm of all elements of a list of tensors together, in f64: one launch for the
+/// chunks' sums of squares, one for their sum, and one read (kernels/optim.cu).
+pub fn l2_norm_list(tensors: &[([&DeviceBuffer; 1], usize)]) -> Result<f64> {
+    let Some(list) = TensorList::new("global norm", tensors)? else { return Ok(0.0) };
+    let partials = output(list.backend(), list.chunks)?;
+    list.launch("sum_squares_list_f32", &[partials.arg()])?;
+    let norm = DeviceBuffer::new(list.backend(), std::mem::size_of::<f64>())?;
+    let args = [partials.arg(), KernelArg::I32(list.chunks as i32), norm.arg()];
+    list.backend().launch(kernel("optim.cu", "norm_of_partials_f64"), &LaunchConfig::linear(1, 256), &args)?;
+    Ok(norm.to_vec::<f64>()?[0])
+}
+
+/// One Adam(W) step in place on a list of (parameter, gradient, m, v), every gradient first
+/// multiplied by `grad_scale`, in one launch (kernels/optim.cu). All take the same step
+/// constants (the same step count).
+pub fn adam_update_list(tensors: &[([&DeviceBuffer; 4], usize)], grad_scale: f32, c: &AdamConstants) -> Result<()> {
+    let Some(list) = TensorList::new("adam", tensors)? else { return Ok(()) };
+    let constants = [
+        KernelArg::F32(grad_scale),
         KernelArg::F32(c.beta1),
         KernelArg::F32(c.beta2),
         KernelArg::F32(c.eps),
@@ -48,7 +100,7 @@ pub fn adam_update(param: &DeviceBuffer, grad: &DeviceBuffer, m: &DeviceBuffer, 
         KernelArg::F32(c.inv_bc2),
         KernelArg::I32(c.decoupled as i32),
     ];
-    param.backend().launch(kernel("optim.cu", "adam_f32"), &grid_stride(n), &args)
+    list.launch("adam_list_f32", &constants)
 }
 
 /// `C = A·B` on tensor cores: A `[m, k]` and B `[k, n]` row-major f16 (or, with `bf16`,
@@ -118,15 +170,11 @@ pub fn philox_fill(backend: &Arc<dyn GpuBackend>, n: usize, seed: u64, first: u6
     Ok(out)
 }
 
-/// `ema ← decay·ema + (1 − decay)·param` in place over `n` elements (kernels/optim.cu).
-pub fn ema_update(ema: &DeviceBuffer, param: &DeviceBuffer, n: usize, decay: f64) -> Result<()> {
-    check_len("ema", "ema", ema, n)?;
-    check_len("ema", "param", param, n)?;
-    if n > 0 {
-        let args = [ema.arg(), param.arg(), KernelArg::F32(decay as f32), KernelArg::F32((1.0 - decay) as f32), KernelArg::I64(n as i64)];
-        ema.backend().launch(kernel("optim.cu", "ema_f32"), &grid_stride(n), &args)?;
-    }
-    Ok(())
+/// `ema ← decay·ema + (1 − decay)·param` in place on a list of (ema, parameter), in one
+/// launch (kernels/optim.cu).
+pub fn ema_update_list(tensors: &[([&DeviceBuffer; 2], usize)], decay: f64) -> Result<()> {
+    let Some(list) = TensorList::new("ema", tensors)? else { return Ok(()) };
+    list.launch("ema_list_f32", &[KernelArg::F32(decay as f32), KernelArg::F32((1.0 - decay) as f32)])
 }
 
 /// The f32 constants of an SGD step (kernels/optim.cu).
