@@ -192,14 +192,7 @@ impl Gradients {
             && grads.iter().all(|g| g.device() == first.device() && g.dtype() == crate::DType::F32)
         {
             let dense = grads.iter().map(|g| crate::ops::dense(g)).collect::<Result<Vec<_>>>()?;
-            let guards: Vec<_> = dense.iter().map(|g| g.storage()).collect();
-            let mut list = Vec::with_capacity(dense.len());
-            for (g, guard) in dense.iter().zip(&guards) {
-                let gpu = guard.gpu().ok_or(TensorError::NotOnDevice { op: "global norm", device: g.device() })?;
-                crate::tensor::check_f32_on_device("global norm", gpu)?;
-                list.push(([&gpu.buffer], g.numel()));
-            }
-            return crate::cuda::kernels::l2_norm_list(&list);
+            return crate::optim::with_list_buffers("global norm", [&dense.iter().collect()], crate::cuda::kernels::l2_norm_list);
         }
         let mut sum_sq = 0.0;
         for grad in grads {

@@ -82,14 +82,14 @@ fn owns_its_storage(t: &Tensor) -> bool {
 /// Runs `launch` on the device buffers of a list of tensors, `ROLES` lists of the same length
 /// (a role each: parameters, gradients, ...; tensor i of every role has the same element
 /// count), each tensor f32 on a CUDA device with its elements from its buffer's start.
-fn with_list_buffers<const ROLES: usize>(
+pub(crate) fn with_list_buffers<const ROLES: usize, R: Default>(
     op: &'static str,
     roles: [&Vec<&Tensor>; ROLES],
-    launch: impl FnOnce(&[([&crate::cuda::DeviceBuffer; ROLES], usize)]) -> Result<()>,
-) -> Result<()> {
+    launch: impl FnOnce(&[([&crate::cuda::DeviceBuffer; ROLES], usize)]) -> Result<R>,
+) -> Result<R> {
     let count = roles[0].len();
     if count == 0 {
-        return Ok(());
+        return Ok(R::default());
     }
     let guards: Vec<[_; ROLES]> = (0..count).map(|i| roles.map(|r| r[i].storage())).collect();
     let mut list = Vec::with_capacity(count);
@@ -123,7 +123,7 @@ fn apply_update_on_gpu(
     }
     let grad = crate::ops::dense(grad)?;
     for t in std::iter::once(param).chain(state.iter().copied()) {
-        if t.layout().contiguous_range() != Some(0..t.numel()) {
+        if !owns_its_storage(t) {
             return invalid(OP, "parameters on a CUDA device must own their whole contiguous storage");
         }
     }
